@@ -1,0 +1,5 @@
+import sys
+
+from vmunet.cli import main
+
+sys.exit(main())

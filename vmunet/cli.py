@@ -1,0 +1,71 @@
+"""The ``vmunet`` command.
+
+``fit`` / ``validate`` / ``test`` go to LightningCLI (YAML configs in ``experiments/``); the other
+subcommands are plain argparse commands, each defined next to the code it drives:
+
+=========  ===================================  =====================================
+command    module                               what it does
+=========  ===================================  =====================================
+predict    ``vmunet.inference.commands``        segment scans, write NIfTI
+prepare    ``vmunet.data.commands``             raw download -> training layout
+synth      ``vmunet.data.commands``             write synthetic data sets
+info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
+=========  ===================================  =====================================
+
+Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable
+taking the parsed namespace and returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+COMMAND_MODULES = (
+    "vmunet.inference.commands",
+    "vmunet.data.commands",
+    "vmunet.models.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmunet",
+        description="Vision-Mamba U-Nets for 2D medical image segmentation. "
+        f"Training: vmunet {{{','.join(LIGHTNING_COMMANDS)}}} --config experiments/<name>.yaml "
+        "(LightningCLI; `vmunet fit --help` for all options).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"{name} through LightningCLI (see `vmunet {name} --help`)", add_help=False)
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from vmunet.training.cli import run_lightning_cli
+
+        run_lightning_cli(argv)
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
