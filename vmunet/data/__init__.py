@@ -1,0 +1,1 @@
+"""Data: Lightning data modules, MONAI transforms, preparation of raw downloads, synthetic data."""

@@ -1,0 +1,154 @@
+"""The preprocessing record: what was done to an image before the model saw it.
+
+Each data module builds one; it travels inside the checkpoint (``hparams["preprocessing"]``) and is
+the only thing inference needs besides the weights, so training and prediction apply exactly the
+same intensity transform, orientation and in-plane size. Plain JSON-serializable dicts on purpose:
+checkpoints stay loadable with ``torch.load(weights_only=True)`` and readable by humans.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("synapse", "isic", "nifti")
+INTENSITY_MODES = ("window", "zscore", "none")
+ORIENTATIONS = ("RAS", None)
+
+SYNAPSE_CLASSES = (
+    "background", "aorta", "gallbladder", "left_kidney", "right_kidney",
+    "liver", "pancreas", "spleen", "stomach",
+)
+#: HU window of the TransUNet / VM-UNet Synapse recipe.
+SYNAPSE_HU_WINDOW = (-125.0, 275.0)
+
+
+class PreprocessingError(ValueError):
+    """A preprocessing record is missing a field or has a wrong value."""
+
+
+def make_preprocessing(
+    dataset: str,
+    *,
+    in_chans: int,
+    image_size: Sequence[int],
+    class_names: Sequence[str],
+    num_classes: int,
+    intensity: Mapping[str, Any],
+    orientation: str | None = None,
+    slice_axis: int | None = None,
+) -> dict[str, Any]:
+    """Build and validate a preprocessing record."""
+    rec = {
+        "dataset": dataset,
+        "in_chans": int(in_chans),
+        "image_size": [int(s) for s in image_size],
+        "class_names": [str(c) for c in class_names],
+        "num_classes": int(num_classes),
+        "intensity": _plain(dict(intensity)),
+        "orientation": orientation,
+        "slice_axis": None if slice_axis is None else int(slice_axis),
+    }
+    return validate_preprocessing(rec)
+
+
+def _plain(obj: Any) -> Any:
+    """Numpy scalars/arrays and tuples -> JSON types, so the record survives json and weights_only."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def validate_preprocessing(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every field of a preprocessing record; return a normalized deep copy."""
+    if not isinstance(rec, Mapping):
+        raise PreprocessingError(f"preprocessing record must be a dict, got {type(rec).__name__}")
+    required = ("dataset", "in_chans", "image_size", "class_names", "num_classes", "intensity",
+                "orientation", "slice_axis")
+    missing = [k for k in required if k not in rec]
+    if missing:
+        raise PreprocessingError(f"preprocessing record is missing field(s) {missing}")
+    out = copy.deepcopy(_plain(dict(rec)))
+
+    def bad(field: str, expected: str) -> PreprocessingError:
+        return PreprocessingError(
+            f"preprocessing field {field!r}: expected {expected}, got {out.get(field)!r}"
+        )
+
+    if out["dataset"] not in DATASETS:
+        raise bad("dataset", f"one of {DATASETS}")
+    if out["in_chans"] not in (1, 3):
+        raise bad("in_chans", "1 or 3")
+    size = out["image_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+        raise bad("image_size", "[H, W] with positive integers")
+    names = out["class_names"]
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
+        raise bad("class_names", "a list of at least 2 names (index == label value, 0 = background)")
+    nc = out["num_classes"]
+    if not isinstance(nc, int) or nc not in (1, len(names)):
+        raise bad("num_classes", f"1 (binary) or len(class_names) = {len(names)}")
+    if nc == 1 and len(names) != 2:
+        raise bad("num_classes", "num_classes=1 (binary) only with exactly 2 class names")
+    _check_intensity(out["intensity"])
+    if out["orientation"] not in ORIENTATIONS:
+        raise bad("orientation", f"one of {ORIENTATIONS}")
+    if out["slice_axis"] not in (0, 1, 2, None):
+        raise bad("slice_axis", "0, 1, 2 or null")
+    return out
+
+
+def _check_intensity(intensity: Any) -> None:
+    if not isinstance(intensity, dict) or intensity.get("mode") not in INTENSITY_MODES:
+        raise PreprocessingError(
+            f"preprocessing field 'intensity': expected a dict with 'mode' in {INTENSITY_MODES}, "
+            f"got {intensity!r}"
+        )
+    mode = intensity["mode"]
+    if mode == "window":
+        w = intensity.get("window")
+        if not (isinstance(w, list) and len(w) == 2 and float(w[0]) < float(w[1])):
+            raise PreprocessingError(
+                f"preprocessing field 'intensity.window': expected [low, high] with low < high, got {w!r}"
+            )
+    elif mode == "zscore":
+        for key in ("mean", "std"):
+            if key not in intensity:
+                raise PreprocessingError(f"preprocessing field 'intensity.{key}' is missing (mode 'zscore')")
+        std = np.asarray(intensity["std"], dtype=np.float64)
+        if np.any(std <= 0):
+            raise PreprocessingError(
+                f"preprocessing field 'intensity.std': expected > 0, got {intensity['std']!r}"
+            )
+
+
+def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axis: int | None = None) -> np.ndarray:
+    """Apply an intensity record to raw values; returns float32.
+
+    ``window``: clip to [low, high], scale to [0, 1] (the Synapse HU recipe). ``zscore``: subtract
+    mean, divide by std; per-channel lists broadcast along ``channel_axis``. ``none``: cast only.
+    """
+    _check_intensity(dict(intensity))
+    x = np.asarray(array, dtype=np.float32)
+    mode = intensity["mode"]
+    if mode == "window":
+        lo, hi = (float(v) for v in intensity["window"])
+        return ((np.clip(x, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    if mode == "zscore":
+        mean = np.asarray(intensity["mean"], dtype=np.float32)
+        std = np.asarray(intensity["std"], dtype=np.float32)
+        if mean.ndim == 1 and mean.size > 1:
+            if channel_axis is None:
+                raise ValueError("per-channel zscore needs channel_axis")
+            shape = [1] * x.ndim
+            shape[channel_axis] = mean.size
+            mean, std = mean.reshape(shape), std.reshape(shape)
+        return ((x - mean) / std).astype(np.float32)
+    return x
