@@ -1,0 +1,93 @@
+"""Named model configurations and ``create_model``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vmunet.models.vmunet import VMUNet
+
+#: name -> (builder, default kwargs, one-line description)
+_REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any], str]] = {
+    "vmunet": (
+        VMUNet,
+        dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), dims=(96, 192, 384, 768),
+             d_state=16, drop_path_rate=0.2),
+        "VM-UNet as in the paper (Ruan et al. 2024), VMamba-S/T width",
+    ),
+    "vmunet_deep": (
+        VMUNet,
+        dict(depths=(2, 2, 9, 2), depths_decoder=(2, 9, 2, 2), dims=(96, 192, 384, 768),
+             d_state=16, drop_path_rate=0.2),
+        "VM-UNet with the VMamba-T encoder depth [2,2,9,2] (original code's default)",
+    ),
+    "vmunet_test": (
+        VMUNet,
+        dict(depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(16, 32, 64, 128),
+             d_state=4, drop_path_rate=0.1),
+        "tiny VM-UNet for tests and smoke runs",
+    ),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``create_model``, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """Default constructor kwargs of the registered model ``name`` (a copy)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return dict(_REGISTRY[name][1])
+
+
+def model_description(name: str) -> str:
+    model_config(name)  # validates the name
+    return _REGISTRY[name][2]
+
+
+def create_model(name: str, *, num_classes: int, in_chans: int = 3,
+                 weights: str | Path | dict[str, Any] | None = None, strict: bool = True,
+                 **overrides: Any) -> nn.Module:
+    """Build a registered model, optionally loading weights.
+
+    Args:
+        name: one of ``list_models()``.
+        num_classes: output channels (1 = binary, logits for a sigmoid).
+        in_chans: input channels.
+        weights: a checkpoint path or an already loaded dict, in any format that
+            ``vmunet.models.weights.load_weights`` detects (this project's Lightning checkpoints
+            or state dicts, original VM-UNet state dicts, VMamba v0 ImageNet checkpoints).
+        strict: with False, tensors whose shape does not fit are skipped (and logged) instead of
+            raising an error.
+        **overrides: any constructor argument of the model, e.g. ``depths``, ``depths_decoder``,
+            ``dims``, ``d_state``, ``directions``, ``drop_path_rate``, ``use_checkpoint``,
+            ``pad_to_multiple``, ``scan_backend``.
+    """
+    config = model_config(name)
+    cls = _REGISTRY[name][0]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "num_classes", "in_chans"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise TypeError(
+            f"create_model({name!r}): unknown option(s) {unknown}; valid options: {sorted(allowed)}"
+        )
+    config.update(overrides)
+    model = cls(num_classes=num_classes, in_chans=in_chans, **config)
+    # enough to rebuild the same architecture: create_model(model.model_name, **model.model_kwargs)
+    model.model_name = name
+    model.model_kwargs = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
+    if weights is not None:
+        from vmunet.models.weights import load_weights
+
+        load_weights(model, weights, strict=strict)
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
