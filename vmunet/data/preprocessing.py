@@ -152,3 +152,35 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
             mean, std = mean.reshape(shape), std.reshape(shape)
         return ((x - mean) / std).astype(np.float32)
     return x
+
+
+def volume_to_slices(volume: np.ndarray, slice_axis: int = 2) -> np.ndarray:
+    """Canonical (RAS) volume ``(X, Y, Z)`` -> stack of 2D slices ``(D, H, W)``.
+
+    The slice axis goes first and the two in-plane axes are reversed, so for the axial axis
+    (2) this is ``volume.transpose(2, 1, 0)``: the Synapse ``test_vol_h5`` layout ("DHW"), with
+    rows along Y (posterior -> anterior) and columns along X. Every dataset slices this way, so
+    one convention covers training, evaluation and inference. Extra leading axes (channels) are
+    kept in front: ``(C, X, Y, Z) -> (C, D, H, W)``.
+    """
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
+    lead = volume.ndim - 3
+    if lead < 0:
+        raise ValueError(f"expected a volume with at least 3 axes, got shape {volume.shape}")
+    inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
+    order = [*range(lead), *(lead + a for a in (slice_axis, *inplane))]
+    return np.transpose(volume, order)
+
+
+def slices_to_volume(slices: np.ndarray, slice_axis: int = 2) -> np.ndarray:
+    """Inverse of :func:`volume_to_slices`: ``(..., D, H, W)`` -> canonical ``(..., X, Y, Z)``."""
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
+    lead = slices.ndim - 3
+    if lead < 0:
+        raise ValueError(f"expected at least 3 axes, got shape {slices.shape}")
+    inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
+    forward = (slice_axis, *inplane)
+    inverse = [forward.index(a) for a in (0, 1, 2)]
+    return np.transpose(slices, [*range(lead), *(lead + a for a in inverse)])

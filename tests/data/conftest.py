@@ -1,0 +1,21 @@
+"""Shared tiny synthetic data sets (session-scoped so each is generated once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmunet.data.synth import synth_synapse
+
+
+@pytest.fixture(scope="session")
+def synapse_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synapse")
+    synth_synapse(out, cases=5, size=32, slices=6, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synapse_raw(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synapse_raw")
+    synth_synapse(out, cases=5, size=32, slices=6, seed=1, raw=True)
+    return out

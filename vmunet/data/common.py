@@ -1,0 +1,125 @@
+"""Pieces shared by the data modules: volume-wise eval datasets, loaders, size parsing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vmunet.data.errors import DataError
+
+
+def find_data_error(err: BaseException) -> DataError | None:
+    """The DataError MONAI wrapped (``RuntimeError("applying transform ...") from e``), if any."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, DataError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def surface_data_errors() -> Iterator[None]:
+    """Re-raise a wrapped DataError itself, so users see the message naming the file."""
+    try:
+        yield
+    except RuntimeError as err:
+        found = find_data_error(err)
+        if found is None:
+            raise
+        raise found.with_traceback(None) from None
+
+
+def transformed_dataset(items: Sequence[dict[str, Any]], transform: Callable, cache: bool,
+                        cache_dir: str | None = None):
+    """A MONAI Dataset (plain, CacheDataset in memory, or PersistentDataset on disk) whose
+    items raise our DataError (not MONAI's wrapper) for bad files."""
+    from monai.data import CacheDataset, Dataset, PersistentDataset
+
+    if cache_dir:
+        base = PersistentDataset
+        kwargs: dict[str, Any] = {"cache_dir": cache_dir}
+    elif cache:
+        base = CacheDataset
+        kwargs = {"cache_rate": 1.0, "num_workers": None, "progress": False}
+    else:
+        base, kwargs = Dataset, {}
+
+    class _Surfaced(base):  # type: ignore[misc, valid-type]
+        def __getitem__(self, index):
+            with surface_data_errors():
+                return super().__getitem__(index)
+
+    with surface_data_errors():
+        return _Surfaced(list(items), transform, **kwargs)
+
+
+def image_size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``224`` or ``[224, 224]`` -> ``(224, 224)``; rejects non-positive sizes."""
+    hw = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    if len(hw) != 2 or min(hw) <= 0:
+        raise ValueError(f"image_size must be a positive int or [H, W], got {image_size!r}")
+    return hw  # type: ignore[return-value]
+
+
+class VolumeDataset(Dataset):
+    """One whole case per item for volume-wise evaluation.
+
+    ``loaders[i]()`` returns ``(image (D, C, H, W) or (D, H, W) float32, label (D, H, W) int,
+    spacing (3,) mm, case name)`` at native size. Items: ``image`` (D, C, h, w) at model size
+    (resized like the training slices), ``label`` int64 (D, H, W) native, ``case``, ``spacing``.
+    """
+
+    def __init__(self, loaders: Sequence[Callable[[], tuple[np.ndarray, np.ndarray, Sequence[float], str]]],
+                 image_size: Sequence[int], image_mode: str = "bicubic", cache: bool = False) -> None:
+        from monai.transforms import Resize
+
+        self.loaders = list(loaders)
+        self.resize = Resize(spatial_size=tuple(image_size), mode=image_mode)
+        self.cache = cache
+        self._cache: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.loaders)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i in self._cache:
+            return self._cache[i]
+        image, label, spacing, case = self.loaders[i]()
+        img = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+        if img.ndim == 3:
+            img = img[:, None]
+        d, c = img.shape[:2]
+        # Resize treats the leading axis as channels: resize all D*C planes at once.
+        small = self.resize(img.reshape(d * c, *img.shape[2:]))
+        small = torch.as_tensor(np.asarray(small), dtype=torch.float32).reshape(d, c, *small.shape[1:])
+        item = {
+            "image": small.contiguous(),
+            "label": torch.as_tensor(np.ascontiguousarray(label), dtype=torch.long),
+            "case": case,
+            "spacing": torch.as_tensor(np.asarray(spacing, dtype=np.float32)),
+        }
+        if self.cache:
+            self._cache[i] = item
+        return item
+
+
+def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
+    """Shuffled MONAI DataLoader (it seeds the random transforms of each worker)."""
+    from monai.data import DataLoader
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
+
+
+def eval_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
+    """Ordered loader with torch's default collate (strings -> lists, tensors stacked)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=pin_memory)

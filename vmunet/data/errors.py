@@ -1,0 +1,35 @@
+"""Errors raised for bad data on disk. Every message names the offending file or folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A data file or folder is unreadable, inconsistent or does not match the declared classes."""
+
+
+class LayoutError(DataError):
+    """A folder does not have the expected layout; the message says what was expected and found."""
+
+
+def describe_folder(path: str | Path, limit: int = 12) -> str:
+    """A short listing of a folder's entries, for 'found ...' parts of error messages."""
+    p = Path(path)
+    if not p.exists():
+        return f"{p} does not exist"
+    if not p.is_dir():
+        return f"{p} is not a folder"
+    entries = sorted(e.name + ("/" if e.is_dir() else "") for e in p.iterdir())
+    if not entries:
+        return f"{p} is empty"
+    more = f" ... (+{len(entries) - limit} more)" if len(entries) > limit else ""
+    return f"{p} contains {entries[:limit]}{more}"
+
+
+def short_list(items: Iterable[object], limit: int = 10) -> str:
+    """``['a', 'b', ...] (+N more)`` for error messages listing ids."""
+    items = list(items)
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return f"{[str(i) for i in items[:limit]]}{more}"

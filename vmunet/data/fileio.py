@@ -1,0 +1,149 @@
+"""Atomic writes and checked reads of the on-disk formats (npz slices, h5 volumes, NIfTI, images).
+
+Readers turn every failure into a :class:`~vmunet.data.errors.DataError` naming the file, and check
+what the data modules rely on: no NaNs, integral labels inside the declared classes, matching shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vmunet.data.errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the real suffix so writers that dispatch on it (nibabel, PIL, SimpleITK) still work.
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (indented, for humans)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_lines(path: str | Path, lines: Sequence[str]) -> None:
+    """Write one item per line, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in lines))
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing or malformed file is a DataError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable JSON file ({err})") from None
+
+
+def write_npz_slice(path: str | Path, image: np.ndarray, label: np.ndarray) -> None:
+    """One Synapse training slice: ``image`` float32 H x W in [0, 1], ``label`` uint8 H x W."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, image=image.astype(np.float32), label=label.astype(np.uint8))
+
+
+def write_h5_volume(path: str | Path, image: np.ndarray, label: np.ndarray) -> None:
+    """One Synapse test volume: ``image`` float32 D x H x W, ``label`` uint8 D x H x W."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("image", data=image.astype(np.float32), compression="gzip")
+            f.create_dataset("label", data=label.astype(np.uint8), compression="gzip")
+
+
+def check_pair(path: str | Path, image: np.ndarray, label: np.ndarray, num_labels: int,
+               image_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Validate an image/label pair read from ``path``; return the label as int64.
+
+    ``image_shape`` is the shape the label must have (defaults to ``image.shape``); ``num_labels``
+    the number of declared classes (label values must lie in ``[0, num_labels)``).
+    """
+    expected = tuple(image.shape if image_shape is None else image_shape)
+    if tuple(label.shape) != expected:
+        raise DataError(f"{path}: image/label shape mismatch: image {tuple(image.shape)}, "
+                        f"label {tuple(label.shape)}")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise DataError(f"{path}: image contains NaN or infinite values")
+    lab = np.asarray(label)
+    if np.issubdtype(lab.dtype, np.floating):
+        if not np.isfinite(lab).all():
+            raise DataError(f"{path}: label contains NaN or infinite values")
+        if not np.array_equal(lab, np.round(lab)):
+            raise DataError(f"{path}: label has non-integer values; expected class ids 0..{num_labels - 1}")
+    lab = lab.astype(np.int64)
+    bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])
+    if bad.size:
+        raise DataError(f"{path}: label values {bad.tolist()[:10]} outside the declared classes "
+                        f"0..{num_labels - 1}")
+    return lab
+
+
+def read_npz_slice(path: str | Path, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check a Synapse training slice; returns (image float32 H x W, label int64 H x W)."""
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            missing = [k for k in ("image", "label") if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: missing key(s) {missing}; expected 'image' and 'label' "
+                                f"(found {list(z.files)})")
+            image, label = z["image"], z["label"]
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception as err:  # zipfile/pickle/OS errors all mean the same thing to the user
+        raise DataError(f"{path}: unreadable or corrupt .npz file ({type(err).__name__}: {err})") from None
+    if image.ndim != 2:
+        raise DataError(f"{path}: expected a 2D image (H x W), got shape {tuple(image.shape)}")
+    lab = check_pair(path, image, label, num_labels)
+    return image.astype(np.float32), lab
+
+
+def read_h5_volume(path: str | Path, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check a Synapse test volume; returns (image float32 D x H x W, label int64 D x H x W)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("image", "label") if k not in f]
+            if missing:
+                raise DataError(f"{path}: missing dataset(s) {missing}; expected 'image' and 'label' "
+                                f"(found {list(f.keys())})")
+            image, label = f["image"][()], f["label"][()]
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"{path}: unreadable or corrupt HDF5 file ({type(err).__name__}: {err})") from None
+    if image.ndim != 3:
+        raise DataError(f"{path}: expected a 3D image (D x H x W), got shape {tuple(image.shape)}")
+    lab = check_pair(path, image, label, num_labels)
+    return image.astype(np.float32), lab

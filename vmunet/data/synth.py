@@ -1,0 +1,166 @@
+"""Synthetic data sets in the exact on-disk formats of the real ones, with learnable content.
+
+Volumes are abdominal "phantoms": a body ellipse with ellipsoid organs at roughly anatomical
+places (RAS: liver on the right, spleen on the left, aorta posterior), each with its own CT
+intensity plus noise, so a small model separates them within minutes on a CPU. ISIC images are
+skin-coloured with one dark irregular blob "lesion". Everything is seeded.
+
+Python API (used by the demo, tests and notebooks) and ``vmunet synth {synapse,isic,nifti}``:
+
+* :func:`synth_synapse` - Synapse format (or, with ``raw=True``, a raw BTCV-style NIfTI folder).
+* :func:`synth_isic` - ISIC in the VM-UNet layout or the official archive layout.
+* :func:`synth_nifti` - nnU-Net raw layout or a MONAI Decathlon datalist.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vmunet.data import synapse_format as SF
+from vmunet.data.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Organ:
+    """An ellipsoid organ: in-plane centre/radii as fractions of the half field of view
+    (x > 0 = patient right, y > 0 = anterior), axial extent as fractions of the slices."""
+
+    name: str
+    btcv: int
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    z0: float
+    z1: float
+    hu: float
+
+
+# Painted in this order (later ones over earlier). Intensities >= 35 HU apart inside the Synapse
+# window [-125, 275] so intensity alone nearly separates classes; position does the rest.
+ORGANS = (
+    Organ("liver", 6, 0.40, 0.05, 0.36, 0.40, 0.30, 1.05, 100.0),
+    Organ("stomach", 7, -0.22, 0.35, 0.24, 0.20, 0.45, 0.95, -20.0),
+    Organ("spleen", 1, -0.52, -0.02, 0.18, 0.24, 0.40, 1.00, 135.0),
+    Organ("left_kidney", 3, -0.40, -0.32, 0.16, 0.20, 0.10, 0.62, 205.0),
+    Organ("right_kidney", 2, 0.40, -0.32, 0.16, 0.20, 0.05, 0.58, 170.0),
+    Organ("pancreas", 11, -0.08, 0.06, 0.28, 0.12, 0.22, 0.60, 60.0),
+    Organ("gallbladder", 4, 0.30, 0.38, 0.15, 0.15, 0.25, 0.68, 20.0),
+    Organ("aorta", 8, 0.00, -0.30, 0.11, 0.11, -0.30, 1.30, 250.0),
+    # A BTCV organ Synapse does not use (right adrenal gland, id 12): it must become background.
+    Organ("right_adrenal", 12, 0.20, -0.48, 0.07, 0.07, 0.55, 0.90, -45.0),
+)
+BODY_HU, AIR_HU, NOISE_HU = -80.0, -1000.0, 12.0
+
+
+def phantom(size: int, slices: int, rng: np.random.Generator,
+            organs: tuple[Organ, ...] = ORGANS) -> tuple[np.ndarray, np.ndarray]:
+    """One case in RAS array order (X, Y, Z): (HU float32, label with each organ's ``btcv`` id)."""
+    half = size / 2.0
+    xs = (np.arange(size) + 0.5 - half) / half  # -1..1, increasing towards patient right (R)
+    zs = (np.arange(slices) + 0.5) / slices
+    X, Y = np.meshgrid(xs, xs, indexing="ij")
+    body_rx, body_ry = rng.uniform(0.85, 0.95), rng.uniform(0.68, 0.78)
+    body = (X / body_rx) ** 2 + (Y / body_ry) ** 2 <= 1.0
+    hu = np.where(body[..., None], BODY_HU, AIR_HU).astype(np.float32).repeat(slices, axis=2)
+    label = np.zeros((size, size, slices), dtype=np.uint8)
+    for org in organs:
+        cx, cy = org.cx + rng.uniform(-0.04, 0.04), org.cy + rng.uniform(-0.04, 0.04)
+        rx, ry = org.rx * rng.uniform(0.9, 1.1), org.ry * rng.uniform(0.9, 1.1)
+        z0, z1 = org.z0 + rng.uniform(-0.04, 0.04), org.z1 + rng.uniform(-0.04, 0.04)
+        zc, zr = (z0 + z1) / 2, (z1 - z0) / 2
+        # Super-ellipsoid profile along z: cross-sections stay large until close to the ends.
+        u = np.clip(np.abs(zs - zc) / zr, 0, 1)
+        scale = (1 - u**4) ** 0.25
+        inplane = ((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2
+        mask = (inplane[..., None] <= scale[None, None, :] ** 2) & (scale[None, None, :] > 0) & body[..., None]
+        label[mask] = org.btcv
+        hu[mask] = org.hu + rng.uniform(-6, 6)
+    hu += rng.normal(0.0, NOISE_HU, size=hu.shape).astype(np.float32)
+    return hu, label
+
+
+def raw_affine(size: int, slices: int, rng: np.random.Generator) -> np.ndarray:
+    """A CT-like voxel->RAS affine for an array stored L->R / P->A flipped (as DICOM converters do)."""
+    fov = 360.0 * rng.uniform(0.9, 1.1)
+    sxy, sz = fov / size, float(rng.choice([2.5, 3.0, 5.0]))
+    origin = np.array([fov / 2 - rng.uniform(0, 20), fov / 2 + rng.uniform(0, 20), -rng.uniform(300, 500)])
+    aff = np.diag([-sxy, -sxy, sz, 1.0])
+    aff[:3, 3] = origin
+    return aff
+
+
+def canonical_to_raw(volume: np.ndarray) -> np.ndarray:
+    """Store a RAS-ordered array in the flipped (LPS-like) order :func:`raw_affine` describes."""
+    return np.ascontiguousarray(volume[::-1, ::-1, :])
+
+
+def _split_ids(cases: int) -> tuple[list[int], list[int]]:
+    """Case ids for N synthetic cases, drawn from the standard split in its 18:12 proportion."""
+    if not 2 <= cases <= 30:
+        raise ValueError(f"cases must be between 2 and 30 (BTCV has 30 labelled cases), got {cases}")
+    n_test = max(1, round(cases * len(SF.STANDARD_TEST_IDS) / 30))
+    n_train = cases - n_test
+    return sorted(SF.STANDARD_TRAIN_IDS[:n_train]), sorted(SF.STANDARD_TEST_IDS[:n_test])
+
+
+def _check_size(size: int, slices: int) -> None:
+    if size < 16:
+        raise ValueError(f"size must be >= 16 pixels, got {size}")
+    if slices < 4:
+        raise ValueError(f"slices must be >= 4, got {slices}")
+
+
+def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def synth_synapse(out: str | Path, cases: int = 8, size: int = 64, slices: int = 16, seed: int = 0,
+                  raw: bool = False) -> dict[str, Any]:
+    """Write a synthetic Synapse data set to ``out``.
+
+    ``raw=False``: the standard format (``train_npz/``, ``test_vol_h5/`` with geometry sidecars,
+    ``lists/lists_Synapse/``), produced by the same conversion ``prepare synapse`` applies.
+    ``raw=True``: a BTCV-style download (``img/imgNNNN.nii.gz`` in HU, ``label/labelNNNN.nii.gz``
+    with the 13 BTCV ids, flipped non-identity affine) for ``prepare synapse``.
+    Case ids follow the standard split (e.g. 8 cases -> 5 train, 3 test). Returns a summary.
+    """
+    _check_size(size, slices)
+    out = Path(out)
+    train_ids, test_ids = _split_ids(cases)
+    rng = np.random.default_rng(seed)
+    train_slices: list[str] = []
+    for cid in sorted(train_ids + test_ids):
+        hu, lab = phantom(size, slices, rng)
+        aff = raw_affine(size, slices, rng)
+        img_raw, lab_raw = canonical_to_raw(hu).astype(np.int16), canonical_to_raw(lab)
+        if raw:
+            _write_nifti(out / "img" / f"img{cid:04d}.nii.gz", img_raw, aff)
+            _write_nifti(out / "label" / f"label{cid:04d}.nii.gz", lab_raw, aff)
+            continue
+        case = SF.case_name(cid)
+        img, label, geom = SF.convert_case(img_raw, lab_raw, aff, f"img{cid:04d}.nii.gz", case)
+        if cid in test_ids:
+            SF.write_test_case(out, case, img, label, geom)
+        else:
+            train_slices += SF.write_train_case(out, case, img, label, geom)
+    if not raw:
+        SF.write_lists(out, train_slices, [SF.case_name(c) for c in test_ids])
+    summary = {"out": str(out), "train_cases": [SF.case_name(c) for c in train_ids],
+               "test_cases": [SF.case_name(c) for c in test_ids], "size": size, "slices": slices,
+               "raw": raw}
+    log.info("synthetic Synapse data: %s", summary)
+    return summary
