@@ -1,0 +1,229 @@
+"""Reading scans to RAS (checked against MONAI) and writing label maps in exactly the input geometry."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.inference.conftest import oblique_affine
+from vmunet.inference import io
+
+# (spacing, angles, flips, perm): oblique + anisotropic; negative strides + permuted axes; plain LPS
+GEOMETRIES = {
+    "oblique_anisotropic": oblique_affine(),
+    "negative_strides_permuted": oblique_affine(spacing=(1.1, 0.6, 3.0), angles=(0.05, 0.1, -0.4),
+                                                flips=(-1, 1, -1), perm=(2, 0, 1)),
+    "lps_axis_aligned": oblique_affine(spacing=(0.8, 0.8, 2.0), angles=(0, 0, 0), flips=(-1, -1, 1)),
+}
+
+
+def monai_ras(path) -> np.ndarray:
+    """What the training side sees: MONAI LoadImage + Orientation(RAS)."""
+    from monai.transforms import LoadImage, Orientation
+
+    img = LoadImage(image_only=True)(str(path))
+    with warnings.catch_warnings():  # MONAI's notice about its own default of `labels`
+        warnings.simplefilter("ignore", FutureWarning)
+        return np.asarray(Orientation(axcodes="RAS")(img[None])[0])
+
+
+def write_nifti(path, data, affine, qform=None, qcode=1, scode=2):
+    img = nib.Nifti1Image(data, None)
+    img.set_sform(affine, code=scode)
+    img.set_qform(affine if qform is None else qform, code=qcode)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_nifti_round_trip_keeps_header_and_matches_monai(tmp_path, name):
+    affine = GEOMETRIES[name]
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(11, 13, 7)).astype(np.float32)
+    # qform != sform (another rotation and origin, same voxel sizes as a consistent header has;
+    # MONAI "rectifies" headers whose pixdim disagrees with the sform, nibabel does not)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    qform = oblique_affine(spacing=zooms, angles=(0.1, 0.0, 0.0), origin=(1.0, 2.0, 3.0))
+    src = write_nifti(tmp_path / "in.nii.gz", data, affine, qform=qform, qcode=1, scode=2)
+    scan = io.read_scan(src)
+    np.testing.assert_array_equal(scan.array, monai_ras(src))
+    assert np.allclose(scan.spacing, sorted_spacing(affine, scan))
+
+    labels = (np.arange(scan.array.size).reshape(scan.array.shape) % 5).astype(np.int64)
+    out = io.write_label_map(scan, labels, tmp_path / "out.nii.gz")
+    got, ref = nib.load(str(out)), nib.load(str(src))
+    assert got.shape == ref.shape and got.get_data_dtype() == np.uint8
+    for attr in ("get_qform", "get_sform"):
+        (g, gc), (r, rc) = getattr(got.header, attr)(coded=True), getattr(ref.header, attr)(coded=True)
+        assert gc == rc
+        np.testing.assert_array_equal(g, r)
+    np.testing.assert_array_equal(got.header["pixdim"], ref.header["pixdim"])
+    np.testing.assert_array_equal(got.header["xyzt_units"], ref.header["xyzt_units"])
+    # the label map read back the same way lands on the same RAS voxels
+    np.testing.assert_array_equal(io.read_scan(out).array, labels)
+    # and in file layout it is the inverse reorientation of what we wrote
+    np.testing.assert_array_equal(np.asarray(got.dataobj), scan.to_original(labels))
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(io.TEMP_PREFIX)]
+
+
+def sorted_spacing(affine, scan):
+    """Voxel sizes of the RAS array: the original voxel sizes permuted by the reorientation."""
+    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return [vox[int(np.flatnonzero(scan.ornt[:, 0] == j)[0])] for j in range(3)]
+
+
+def sitk_image(data_xyz: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
+    """SimpleITK image with the geometry of a voxel -> RAS affine (converted to ITK's LPS)."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data_xyz.transpose(2, 1, 0)))
+    img.SetSpacing(spacing.tolist())
+    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    img.SetOrigin(lps[:3, 3].tolist())
+    return img
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])
+@pytest.mark.parametrize("name", ["oblique_anisotropic", "negative_strides_permuted"])
+def test_sitk_round_trip(tmp_path, ext, name):
+    affine = GEOMETRIES[name]
+    data = np.random.default_rng(2).integers(-500, 500, size=(9, 12, 5)).astype(np.int16)
+    src = tmp_path / f"case{ext}"
+    sitk.WriteImage(sitk_image(data, affine), str(src))
+    twin = write_nifti(tmp_path / "twin.nii.gz", data, affine)  # same voxels + geometry as NIfTI
+    scan = io.read_scan(src)
+    assert scan.name == "case"
+    np.testing.assert_array_equal(scan.array, monai_ras(twin))
+    np.testing.assert_allclose(scan.affine, io.read_scan(twin).affine, atol=1e-5)
+
+    labels = (scan.array > 0).astype(np.uint8) + (scan.array > 300)
+    out = io.write_label_map(scan, labels, tmp_path / "case_seg.nii.gz")
+    got, ref = sitk.ReadImage(str(out)), sitk.ReadImage(str(src))
+    assert got.GetSize() == ref.GetSize()
+    np.testing.assert_allclose(got.GetSpacing(), ref.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(got.GetOrigin(), ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(got.GetDirection(), ref.GetDirection(), atol=1e-6)
+    expected = (data > 0).astype(np.uint8) + (data > 300)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(got).transpose(2, 1, 0), expected)
+
+
+def write_synapse_h5(folder, name, nifti_path, with_sidecar=True):
+    """A test_vol_h5 case per the contract: canonical array .transpose(2, 1, 0) + geometry sidecar."""
+    img = nib.load(str(nifti_path))
+    can = nib.as_closest_canonical(img)
+    arr = np.asarray(can.dataobj)
+    with h5py.File(folder / f"{name}.npy.h5", "w") as f:
+        f["image"] = arr.transpose(2, 1, 0)
+        f["label"] = (arr > 0).astype(np.uint8).transpose(2, 1, 0)
+    if with_sidecar:
+        zooms = [float(z) for z in can.header.get_zooms()]
+        (folder / f"{name}.geometry.json").write_text(json.dumps({
+            "source": nifti_path.name, "affine": img.affine.tolist(), "shape": list(img.shape),
+            "orientation": "RAS", "layout": "DHW", "spacing_dhw": [zooms[2], zooms[1], zooms[0]]}))
+    return folder / f"{name}.npy.h5"
+
+
+def test_synapse_h5_with_sidecar_writes_original_geometry(tmp_path):
+    affine = GEOMETRIES["negative_strides_permuted"]
+    data = np.random.default_rng(3).normal(size=(10, 8, 6)).astype(np.float32)
+    src = write_nifti(tmp_path / "case0001.nii.gz", data, affine, scode=1)
+    h5 = write_synapse_h5(tmp_path, "case0001", src)
+    scan, ref = io.read_scan(h5), io.read_scan(src)
+    assert scan.name == "case0001"
+    np.testing.assert_array_equal(scan.array, ref.array)
+    np.testing.assert_allclose(scan.affine, ref.affine)
+    np.testing.assert_allclose(scan.spacing, ref.spacing)
+    labels = (scan.array > 0).astype(np.uint8)
+    out = nib.load(str(io.write_label_map(scan, labels, tmp_path / "out.nii.gz")))
+    assert out.shape == data.shape
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out.dataobj), (data > 0).astype(np.uint8))
+    np.testing.assert_array_equal(io.read_scan(h5, label=True).array, labels)
+
+
+def test_synapse_h5_without_sidecar_warns_and_uses_identity(tmp_path):
+    src = write_nifti(tmp_path / "c.nii.gz", np.ones((4, 5, 3), np.float32), np.eye(4))
+    h5 = write_synapse_h5(tmp_path, "c", src, with_sidecar=False)
+    with pytest.warns(UserWarning, match=r"no geometry sidecar c\.geometry\.json"):
+        scan = io.read_scan(h5)
+    assert scan.array.shape == (4, 5, 3)
+    out = nib.load(str(io.write_label_map(scan, np.zeros((4, 5, 3), np.uint8), tmp_path / "o.nii.gz")))
+    np.testing.assert_array_equal(out.affine, np.eye(4))
+
+
+def test_h5_shape_mismatching_sidecar_is_an_error(tmp_path):
+    src = write_nifti(tmp_path / "c.nii.gz", np.ones((4, 5, 3), np.float32), np.eye(4))
+    h5 = write_synapse_h5(tmp_path, "c", src)
+    side = tmp_path / "c.geometry.json"
+    meta = json.loads(side.read_text())
+    meta["shape"] = [4, 5, 9]
+    side.write_text(json.dumps(meta))
+    with pytest.raises(io.ScanReadError, match=r"c\.npy\.h5: array shape \(3, 5, 4\) \(DHW\) does not match sidecar"):
+        io.read_scan(h5)
+
+
+def test_bad_inputs_are_reported_by_name(tmp_path):
+    corrupt = tmp_path / "broken.nii.gz"
+    corrupt.write_bytes(b"not a nifti at all")
+    with pytest.raises(io.ScanReadError, match=r"broken\.nii\.gz: cannot read scan"):
+        io.read_scan(corrupt)
+    four_d = write_nifti(tmp_path / "fmri.nii.gz", np.zeros((4, 4, 3, 2), np.float32), np.eye(4))
+    with pytest.raises(io.ScanReadError, match=r"fmri\.nii\.gz: expected a 3D volume, got an array of shape \(4, 4, 3, 2\) \(4D\)"):
+        io.read_scan(four_d)
+    with pytest.raises(io.ScanReadError, match=r"notes\.txt: unsupported file type"):
+        io.read_scan(tmp_path / "notes.txt")
+
+
+def test_find_cases_skips_sidecars_hidden_and_temp_files(tmp_path):
+    for name in ("b.nii.gz", "a.mha", "c.npy.h5", "c.geometry.json", "notes.txt",
+                 f"{io.TEMP_PREFIX}x.nii.gz", ".hidden.nii"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in io.find_cases(tmp_path)] == ["a.mha", "b.nii.gz", "c.npy.h5"]
+    assert [io.case_name(p) for p in io.find_cases(tmp_path)] == ["a", "b", "c"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no scans found in .*empty \(expected files ending in \.nii\.gz"):
+        io.find_cases(empty)
+
+
+def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
+    def write(tmp):
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(tmp_path / "out.nii.gz", write, ".nii.gz")
+    assert os.listdir(tmp_path) == []
+
+
+def test_dicom_series_folder(tmp_path):
+    affine = oblique_affine(spacing=(0.9, 0.9, 2.0), angles=(0, 0, 0.2), flips=(-1, -1, 1))
+    data = np.random.default_rng(4).integers(-100, 100, size=(8, 7, 4)).astype(np.int16)
+    vol = sitk_image(data, affine)
+    series = tmp_path / "patient1"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    direction = vol.GetDirection()
+    for k in range(vol.GetDepth()):
+        sl = vol[:, :, k]
+        sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1")  # series instance UID
+        sl.SetMetaData("0020|0037", "\\".join(f"{v:.10f}" for v in (*direction[0::3], *direction[1::3])))
+        sl.SetMetaData("0020|0032", "\\".join(f"{v:.10f}" for v in vol.TransformIndexToPhysicalPoint((0, 0, k))))
+        sl.SetMetaData("0020|0013", str(k))
+        sl.SetMetaData("0008|0060", "CT")
+        writer.SetFileName(str(series / f"{k:03d}.dcm"))
+        writer.Execute(sl)
+    assert [p.name for p in io.find_cases(tmp_path)] == ["patient1"]
+    scan = io.read_scan(series)
+    assert scan.name == "patient1"
+    twin = write_nifti(tmp_path / "twin.nii.gz", data, affine)
+    np.testing.assert_array_equal(scan.array, io.read_scan(twin).array)
+    np.testing.assert_allclose(scan.affine, io.read_scan(twin).affine, atol=1e-4)

@@ -1,0 +1,395 @@
+"""Read scans with their geometry, write label maps back in exactly that geometry.
+
+Every reader returns a :class:`Scan`: the voxel array reoriented to RAS (nibabel's closest
+canonical orientation, the same as MONAI ``Orientation(axcodes="RAS")`` after ``LoadImage``) plus
+what is needed to undo that and to write a result with the input's shape, spacing, origin,
+direction and -- for NIfTI inputs -- the very same header (qform/sform and their codes).
+
+Supported inputs:
+
+* NIfTI (``.nii``, ``.nii.gz``) through nibabel, so header codes survive the round trip;
+* anything else SimpleITK reads (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, a DICOM series folder);
+* Synapse ``test_vol_h5/<case>.npy.h5`` (``image``/``label`` arrays in DHW layout) with the
+  ``<case>.geometry.json`` sidecar; without the sidecar the geometry is the identity (warned);
+* 2D images (``.png``, ``.jpg``, ...) for ISIC-type models, through Pillow.
+
+"Original layout" below means the voxel index order of the file, ``[i, j, k]`` (nibabel's array
+order; for SimpleITK images ``GetArrayFromImage(img).transpose(2, 1, 0)``; for h5 cases the shape
+of the raw file named by the sidecar). Label maps are written in that layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+NIFTI_EXTS = (".nii.gz", ".nii")
+SITK_EXTS = (".nrrd", ".nhdr", ".mha", ".mhd")
+H5_EXTS = (".npy.h5", ".h5")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SCAN_EXTS = NIFTI_EXTS + SITK_EXTS + H5_EXTS + IMAGE_EXTS
+#: Prefix of temporary files written next to outputs; such leftovers never count as results.
+TEMP_PREFIX = ".vmunet-tmp-"
+_RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class ScanReadError(ValueError):
+    """An input scan could not be read or is not what the model expects (names the file)."""
+
+
+@dataclass
+class Scan:
+    """A volume (or 2D image) ready for slicing, with what it takes to write results back.
+
+    ``array``: RAS-oriented ``(X, Y, Z)`` volume (file layout if read with ``orientation=None``);
+    ``(H, W)`` or ``(H, W, C)`` for 2D images. ``affine``: voxel -> RAS mm of ``array``.
+    ``ornt``: nibabel orientation transform taking the original layout to ``array``.
+    """
+
+    name: str
+    path: Path | None
+    kind: str  # "nifti" | "sitk" | "h5" | "image" | "array"
+    array: np.ndarray
+    affine: np.ndarray
+    ornt: np.ndarray | None
+    original_shape: tuple[int, ...]
+    template: Any = field(default=None, repr=False)  # nibabel header / sitk geometry / h5 affine
+
+    @property
+    def is_volume(self) -> bool:
+        return self.kind != "image"
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size (mm) along each axis of ``array`` (1.0 for 2D images)."""
+        if not self.is_volume:
+            return (1.0, 1.0)
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    def to_original(self, data: np.ndarray) -> np.ndarray:
+        """Undo the reorientation: an array laid out like ``array`` (extra trailing axes allowed)
+        comes back in the file's original layout."""
+        if self.ornt is None:
+            return data
+        import nibabel as nib
+
+        back = nib.orientations.ornt_transform(_RAS, self.ornt)
+        return np.ascontiguousarray(nib.orientations.apply_orientation(data, back))
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """Case name of an input: the file name without its scan extension (folder name for DICOM)."""
+    p = Path(path)
+    lower = p.name.lower()
+    for ext in SCAN_EXTS:
+        if lower.endswith(ext):
+            return p.name[: -len(ext)]
+    return p.name
+
+
+def _has_ext(path: Path, exts: tuple[str, ...]) -> bool:
+    return path.name.lower().endswith(exts)
+
+
+def _dicom_series(folder: Path) -> list[str]:
+    import SimpleITK as sitk
+
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+
+
+def find_cases(input_path: str | os.PathLike) -> list[Path]:
+    """The scans under ``input_path``: the file itself, a DICOM series folder, or the scan files
+    (and DICOM series sub-folders) of a folder, sorted by name.
+
+    Hidden files, our temporary files, ``.geometry.json`` sidecars and ``.raw`` data files of
+    ``.mhd`` headers are not cases. Raises ``FileNotFoundError`` when nothing is there.
+    """
+    root = Path(input_path)
+    if not root.exists():
+        raise FileNotFoundError(f"input {root} does not exist")
+    if root.is_file():
+        return [root]
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file() and _has_ext(p, SCAN_EXTS)]
+    if not files and _dicom_series(root):
+        return [root]
+    dicom_dirs = [p for p in entries if p.is_dir() and _dicom_series(p)]
+    cases = sorted(files + dicom_dirs, key=lambda p: p.name)
+    if not cases:
+        raise FileNotFoundError(
+            f"no scans found in {root} (expected files ending in {', '.join(SCAN_EXTS)} "
+            "or DICOM series folders)"
+        )
+    return cases
+
+
+def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label: bool = False) -> Scan:
+    """Read one scan (any supported format) and reorient it to ``orientation`` ("RAS" or None).
+
+    ``label=True`` reads the ``label`` array of Synapse h5 files (and keeps integer values).
+    Raises :class:`ScanReadError` naming the file on any problem.
+    """
+    p = Path(path)
+    if orientation not in ("RAS", None):
+        raise ValueError(f"orientation must be 'RAS' or None, got {orientation!r}")
+    try:
+        if p.is_dir():
+            scan = _read_dicom(p)
+        elif _has_ext(p, NIFTI_EXTS):
+            scan = _read_nifti(p)
+        elif _has_ext(p, H5_EXTS):
+            scan = _read_h5(p, label=label)
+        elif _has_ext(p, IMAGE_EXTS):
+            return _read_image(p)
+        elif _has_ext(p, SITK_EXTS):
+            scan = _read_sitk(p)
+        else:
+            raise ScanReadError(f"{p}: unsupported file type (expected one of {', '.join(SCAN_EXTS)})")
+    except ScanReadError:
+        raise
+    except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError
+        raise ScanReadError(f"{p}: cannot read scan ({type(err).__name__}: {err})") from err
+    if orientation == "RAS":
+        return _to_ras(scan)
+    return scan
+
+
+def _squeeze_3d(p: Path, arr: np.ndarray) -> np.ndarray:
+    """Trailing singleton axes (``(X, Y, Z, 1)``) are dropped; anything else but 3D is an error."""
+    while arr.ndim > 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise ScanReadError(f"{p}: expected a 3D volume, got an array of shape {tuple(arr.shape)} ({arr.ndim}D)")
+    return arr
+
+
+def _read_nifti(p: Path) -> Scan:
+    import nibabel as nib
+
+    img = nib.load(str(p))
+    arr = _squeeze_3d(p, np.asanyarray(img.dataobj))
+    affine = np.asarray(img.affine, dtype=np.float64)
+    return Scan(case_name(p), p, "nifti", arr, affine, None, arr.shape, img.header.copy())
+
+
+def _sitk_affine(origin, spacing, direction) -> np.ndarray:
+    """Voxel index (i, j, k) -> RAS mm affine of a SimpleITK (LPS) geometry."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(3, 3) @ np.diag(spacing)
+    lps[:3, 3] = origin
+    return _LPS_TO_RAS @ lps
+
+
+def _from_sitk(p: Path, img: Any, name: str) -> Scan:
+    import SimpleITK as sitk
+
+    if img.GetDimension() != 3:
+        raise ScanReadError(f"{p}: expected a 3D volume, got a {img.GetDimension()}D image of size {img.GetSize()}")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise ScanReadError(
+            f"{p}: expected a single-channel volume, got {img.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
+    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+    geometry = {"origin": img.GetOrigin(), "spacing": img.GetSpacing(), "direction": img.GetDirection()}
+    affine = _sitk_affine(geometry["origin"], geometry["spacing"], geometry["direction"])
+    return Scan(name, p, "sitk", arr, affine, None, arr.shape, geometry)
+
+
+def _read_sitk(p: Path) -> Scan:
+    import SimpleITK as sitk
+
+    return _from_sitk(p, sitk.ReadImage(str(p)), case_name(p))
+
+
+def _read_dicom(p: Path) -> Scan:
+    import SimpleITK as sitk
+
+    series = _dicom_series(p)
+    if not series:
+        raise ScanReadError(f"{p}: folder holds no DICOM series")
+    if len(series) > 1:
+        raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series ({', '.join(series)}); put each in its own folder")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
+    return _from_sitk(p, reader.Execute(), p.name)
+
+
+def geometry_sidecar(p: Path) -> Path:
+    """``<case>.geometry.json`` next to a Synapse ``<case>.npy.h5``."""
+    return p.with_name(case_name(p) + ".geometry.json")
+
+
+def _read_h5(p: Path, *, label: bool) -> Scan:
+    import h5py
+
+    key = "label" if label else "image"
+    with h5py.File(p, "r") as f:
+        if key not in f:
+            raise ScanReadError(f"{p}: h5 file has no {key!r} dataset (found {sorted(f.keys())})")
+        dhw = f[key][()]
+    if dhw.ndim != 3:
+        raise ScanReadError(f"{p}: expected a 3D (D, H, W) {key!r} array, got shape {dhw.shape}")
+    ras = dhw.transpose(2, 1, 0)  # contract: h5 array == canonical RAS array .transpose(2, 1, 0)
+    side = geometry_sidecar(p)
+    if not side.exists():
+        warnings.warn(f"{p}: no geometry sidecar {side.name}; writing results with identity geometry", stacklevel=3)
+        log.warning("%s: no geometry sidecar %s; using identity geometry", p, side.name)
+        return Scan(case_name(p), p, "h5", ras, np.eye(4), None, ras.shape, np.eye(4))
+    import nibabel as nib
+
+    meta = json.loads(side.read_text())
+    try:
+        affine = np.asarray(meta["affine"], dtype=np.float64).reshape(4, 4)
+        shape = tuple(int(s) for s in meta["shape"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise ScanReadError(f"{side}: expected 'affine' (4x4) and 'shape' [X, Y, Z], got {err}") from err
+    ornt = nib.orientations.io_orientation(affine)
+    expected = tuple(int(shape[int(a)]) for a in np.argsort(ornt[:, 0]))
+    if ras.shape != expected:
+        raise ScanReadError(
+            f"{p}: array shape {dhw.shape} (DHW) does not match sidecar {side.name} shape {list(shape)} "
+            f"reoriented to RAS {list(expected)}"
+        )
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    return Scan(case_name(p), p, "h5", ras, ras_affine, ornt, shape, affine)
+
+
+def _read_image(p: Path) -> Scan:
+    from PIL import Image
+
+    with Image.open(p) as img:
+        mode = img.mode
+        if mode in ("RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB")  # alpha / palettes carry no signal for the model
+        elif mode == "LA":
+            img = img.convert("L")
+        arr = np.asarray(img)
+    return Scan(case_name(p), p, "image", arr, np.eye(4), None, arr.shape, None)
+
+
+def _to_ras(scan: Scan) -> Scan:
+    """Reorient a scan read in file layout to nibabel's closest canonical (RAS) orientation."""
+    if scan.ornt is not None:  # h5 arrays are stored canonical already
+        return scan
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(scan.affine)
+    arr = nib.orientations.apply_orientation(scan.array, ornt)
+    affine = scan.affine @ nib.orientations.inv_ornt_aff(ornt, scan.array.shape)
+    return Scan(scan.name, scan.path, scan.kind, arr, affine, ornt, scan.original_shape, scan.template)
+
+
+def label_dtype(num_labels: int) -> np.dtype:
+    """uint8 for up to 256 label values, uint16 beyond."""
+    return np.dtype(np.uint8) if num_labels <= 256 else np.dtype(np.uint16)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
+
+    An interrupted run leaves either the complete old file or none, never a half-written one;
+    ``suffix`` keeps the extension writers dispatch on (``.nii.gz``, ``.png``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def output_extension(scan: Scan) -> str:
+    """``.nii.gz`` for volumes, ``.png`` for 2D images."""
+    return ".nii.gz" if scan.is_volume else ".png"
+
+
+def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write ``labels`` (laid out like ``scan.array``) with exactly the input geometry, atomically.
+
+    NIfTI inputs keep their header (qform, sform and codes, units); SimpleITK inputs their origin,
+    spacing and direction; Synapse h5 inputs the sidecar affine (as qform and sform, code 1).
+    2D images give a PNG of label values.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != scan.array.shape[: labels.ndim] or labels.ndim != (3 if scan.is_volume else 2):
+        raise ValueError(f"label map shape {labels.shape} does not match scan {scan.name} array {scan.array.shape}")
+    if np.issubdtype(labels.dtype, np.floating) or labels.min(initial=0) < 0:
+        raise ValueError(f"label map must hold non-negative integers, got dtype {labels.dtype}")
+    labels = labels.astype(label_dtype(int(labels.max(initial=0)) + 1), copy=False)
+    path = Path(path)
+    if not scan.is_volume:
+        from PIL import Image
+
+        return atomic_write(path, lambda tmp: Image.fromarray(labels).save(tmp, format="PNG"), ".png")
+    orig = scan.to_original(labels)
+    if scan.kind == "sitk":
+        return atomic_write(path, lambda tmp: _write_sitk(scan, orig, tmp), ".nii.gz")
+    return atomic_write(path, lambda tmp: _write_nifti(scan, orig, tmp), ".nii.gz")
+
+
+def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
+    import nibabel as nib
+
+    if scan.kind == "nifti":
+        header = scan.template.copy()
+        img = nib.Nifti1Image(data, None, header=header)  # affine=None: keep qform/sform as they are
+        img.header.set_slope_inter(1.0, 0.0)  # label values are stored unscaled
+    else:  # h5 sidecar affine (or identity) / plain arrays
+        img = nib.Nifti1Image(data, scan.template if scan.template is not None else np.eye(4))
+        img.set_qform(img.affine, code=1)
+        img.set_sform(img.affine, code=1)
+    img.set_data_dtype(data.dtype)
+    nib.save(img, str(tmp))
+
+
+def _write_sitk(scan: Scan, data: np.ndarray, tmp: Path) -> None:
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    img.SetOrigin(scan.template["origin"])
+    img.SetSpacing(scan.template["spacing"])
+    img.SetDirection(scan.template["direction"])
+    sitk.WriteImage(img, str(tmp), True)
+
+
+def write_probabilities(scan: Scan, probs: np.ndarray, class_names: list[str], path: str | os.PathLike) -> Path:
+    """Write per-class probabilities ``(C, *scan.array.shape)`` as float16 in the original layout
+    to a compressed ``.npz`` (NIfTI-1 has no float16): keys ``probabilities`` (C, X, Y, Z),
+    ``class_names`` and ``affine`` (voxel -> RAS mm of the original layout)."""
+    probs = np.asarray(probs, dtype=np.float16)
+    orig = np.moveaxis(scan.to_original(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
+    affine = original_affine(scan)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, probabilities=orig, class_names=np.asarray(class_names), affine=affine)
+
+    return atomic_write(path, write, ".npz")
+
+
+def original_affine(scan: Scan) -> np.ndarray:
+    """Voxel -> RAS mm affine of the original layout."""
+    if scan.ornt is None:
+        return scan.affine
+    import nibabel as nib
+
+    back = nib.orientations.ornt_transform(_RAS, scan.ornt)
+    return scan.affine @ nib.orientations.inv_ornt_aff(back, scan.array.shape)

@@ -1,0 +1,325 @@
+"""Slice-by-slice prediction of whole scans with a trained 2D model.
+
+:class:`Predictor` wraps any ``nn.Module`` that maps ``(B, C, H, W)`` to logits ``(B, K, H, W)``
+plus the preprocessing record it was trained with (``vmunet.data.preprocessing``); the usual
+constructor is :meth:`Predictor.from_checkpoint`.
+
+Slice convention (the Synapse ``test_vol_h5`` layout): the RAS volume ``(X, Y, Z)`` is viewed as
+``(Z, Y, X)`` (``.transpose(2, 1, 0)``) and cut along ``slice_axis`` (RAS numbering), so an axial
+slice (``slice_axis == 2``) is an image with rows along Y and columns along X -- exactly
+``h5["image"][z]``. Each slice is intensity-normalized, resized to ``image_size`` (bilinear), run
+through the model (optionally with flip TTA averaged on probabilities); the class probabilities are
+resized back to the native in-plane size (bilinear) and only then turned into labels (argmax, or
+``p > 0.5`` for a single-output binary model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vmunet.data.preprocessing import apply_intensity, validate_preprocessing
+from vmunet.inference import io
+
+log = logging.getLogger(__name__)
+
+#: In-plane flips used by ``tta=True`` (dims of a ``(B, C, H, W)`` batch); identity first.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint lacks what inference needs (names the file and the missing field)."""
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Predictor.predict_volume` / :meth:`Predictor.predict_scan`.
+
+    ``labels``: label map in the original layout of the input (the input array itself for numpy
+    inputs). ``labels_oriented``: the same laid out like ``scan.array`` (RAS for volumes).
+    ``probabilities``: float16 ``(C, ...)`` in the original layout, or None.
+    """
+
+    labels: np.ndarray
+    labels_oriented: np.ndarray
+    probabilities: np.ndarray | None
+    probabilities_oriented: np.ndarray | None
+    scan: io.Scan
+    num_slices: int
+    seconds: float
+    class_names: list[str] = field(default_factory=list)
+
+    def volumes_ml(self) -> dict[str, float]:
+        """Volume of each foreground class in millilitres (voxel count x voxel volume)."""
+        voxel_ml = float(np.prod(self.scan.spacing)) / 1000.0
+        counts = np.bincount(self.labels_oriented.ravel(), minlength=len(self.class_names))
+        return {name: float(counts[i]) * voxel_ml for i, name in enumerate(self.class_names) if i > 0}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu or auto)")
+    return dev
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (the checkpoint hash recorded next to every prediction)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint_record(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read ``ckpt["vmunet"]`` and the model's weights (``state_dict`` keys ``model.*``, prefix
+    stripped) from a checkpoint, with clear errors for anything missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path}: cannot load ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(ckpt).__name__}")
+    record = dict(ckpt.get("vmunet") or {})
+    if "preprocessing" not in record:
+        hparams = ckpt.get("hyper_parameters") or {}
+        if isinstance(hparams, Mapping) and "preprocessing" in hparams:
+            record["preprocessing"] = hparams["preprocessing"]
+    if record.get("preprocessing") is None:
+        raise CheckpointError(
+            f"checkpoint {path} has no preprocessing record (ckpt['vmunet']['preprocessing']); "
+            "inference needs it for orientation, slice axis, intensity and image size -- "
+            "train with vmunet >= 0.1 or add the record to the checkpoint"
+        )
+    for key in ("model_name", "model_kwargs"):
+        if key not in record:
+            raise CheckpointError(f"checkpoint {path} has no ckpt['vmunet'][{key!r}]; cannot rebuild the model")
+    state = ckpt.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict'")
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    if not weights:
+        raise CheckpointError(f"checkpoint {path}: 'state_dict' has no 'model.*' weights")
+    return record, weights
+
+
+class Predictor:
+    """Segment volumes slice by slice (or 2D images) with a 2D model and its preprocessing record.
+
+    Args:
+        model: maps ``(B, in_chans, H, W)`` to logits ``(B, num_classes, H, W)``.
+        preprocessing: the record the model was trained with (validated here).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        batch_size: slices per forward pass.
+        tta: average the probabilities of the four in-plane flips.
+        model_in_chans: channels the model takes when it differs from ``preprocessing["in_chans"]``
+            (a 1-channel record fed to a 3-channel model repeats the channel).
+        info: extra facts recorded in sidecars (model name, checkpoint path and hash, ...).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocessing: Mapping[str, Any],
+        *,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        tta: bool = False,
+        model_in_chans: int | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.preprocessing = validate_preprocessing(preprocessing)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.tta = bool(tta)
+        self.model_in_chans = int(model_in_chans or self.preprocessing["in_chans"])
+        self.info = dict(info or {})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: str | torch.device = "auto", **kwargs: Any) -> Predictor:
+        """Rebuild the model from a vmunet checkpoint (``ckpt["vmunet"]``) and load its weights."""
+        from vmunet.models import create_model
+
+        record, weights = load_checkpoint_record(path)
+        model_kwargs = dict(record["model_kwargs"])
+        try:
+            model = create_model(record["model_name"], **model_kwargs)
+            model.load_state_dict(weights)
+        except Exception as err:
+            raise CheckpointError(f"checkpoint {path}: cannot rebuild model {record['model_name']!r}: {err}") from err
+        info = {
+            "model_name": record["model_name"],
+            "model_kwargs": model_kwargs,
+            "checkpoint": str(Path(path).resolve()),
+            "checkpoint_sha256": file_sha256(path),
+            "vmunet_version": record.get("version"),
+        }
+        return cls(model, record["preprocessing"], device=device, model_in_chans=model_kwargs.get("in_chans"),
+                   info=info, **kwargs)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.preprocessing["class_names"])
+
+    # ------------------------------------------------------------------ core
+    @torch.inference_mode()
+    def _probabilities(self, batch: np.ndarray) -> torch.Tensor:
+        """``(B, C, h, w)`` normalized slices -> class probabilities ``(B, K, h, w)`` at native size."""
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        native = tuple(x.shape[-2:])
+        size = tuple(self.preprocessing["image_size"])
+        if native != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if x.shape[1] != self.model_in_chans:
+            x = x.repeat(1, self.model_in_chans // x.shape[1], 1, 1)
+        probs = None
+        for dims in TTA_FLIPS if self.tta else TTA_FLIPS[:1]:
+            logits = self.model(torch.flip(x, dims) if dims else x).float()
+            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            p = torch.flip(p, dims) if dims else p
+            probs = p if probs is None else probs + p
+        probs = probs / (len(TTA_FLIPS) if self.tta else 1)
+        if probs.shape[1] == 1:  # binary single-output model: explicit background channel
+            probs = torch.cat([1.0 - probs, probs], dim=1)
+        if native != size:
+            probs = F.interpolate(probs, size=native, mode="bilinear", align_corners=False)
+        return probs
+
+    def _check_model_output(self, probs: torch.Tensor) -> None:
+        expected = len(self.class_names)
+        if probs.shape[1] != expected:
+            raise ValueError(
+                f"model returned {probs.shape[1]} class channels, preprocessing lists {expected} classes"
+            )
+
+    def _run_slices(self, slices: np.ndarray, keep_probs: bool, progress: Any = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N, C, h, w)`` -> labels ``(N, h, w)`` and optionally float16 probabilities ``(K, N, h, w)``."""
+        n = slices.shape[0]
+        labels = np.empty((n, *slices.shape[2:]), dtype=io.label_dtype(len(self.class_names)))
+        probs_out = None
+        for start in range(0, n, self.batch_size):
+            probs = self._probabilities(slices[start:start + self.batch_size])
+            self._check_model_output(probs)
+            stop = start + probs.shape[0]
+            labels[start:stop] = probs.argmax(dim=1).cpu().numpy()
+            if keep_probs:
+                if probs_out is None:
+                    probs_out = np.empty((probs.shape[1], n, *slices.shape[2:]), dtype=np.float16)
+                probs_out[:, start:stop] = probs.transpose(0, 1).cpu().numpy().astype(np.float16)
+            if progress is not None:
+                progress.update(probs.shape[0])
+        return labels, probs_out
+
+    # ------------------------------------------------------------------ public API
+    def read(self, source: str | os.PathLike) -> io.Scan:
+        """Read a scan file/folder the way this model needs it (orientation from the record)."""
+        return io.read_scan(source, orientation=self.preprocessing["orientation"])
+
+    def predict_volume(self, volume: Any, *, return_probabilities: bool = False, progress: bool = False) -> Prediction:
+        """Segment a volume: a numpy array (already in the model's orientation), a SimpleITK
+        image, or a path to a scan. The label map comes back in the input's original layout."""
+        if isinstance(volume, (str, os.PathLike)):
+            scan = self.read(volume)
+        elif isinstance(volume, np.ndarray):
+            arr = volume
+            kind = "array" if arr.ndim == 3 else "image"
+            scan = io.Scan("array", None, kind, arr, np.eye(4), None, arr.shape)
+        elif type(volume).__module__.startswith("SimpleITK"):
+            scan = io._from_sitk(Path("<SimpleITK image>"), volume, "image")
+            if self.preprocessing["orientation"] == "RAS":
+                scan = io._to_ras(scan)
+        else:
+            raise TypeError(f"predict_volume takes a path, numpy array or SimpleITK image, got {type(volume).__name__}")
+        return self.predict_scan(scan, return_probabilities=return_probabilities, progress=progress)
+
+    def _slices(self, scan: io.Scan) -> tuple[np.ndarray, int | None]:
+        """Normalized slices ``(N, C, h, w)`` of a scan and the axis they came from (None for 2D)."""
+        pp = self.preprocessing
+        where = scan.path or scan.name
+        if scan.is_volume:
+            if pp["slice_axis"] is None:
+                raise io.ScanReadError(f"{where}: this model takes 2D images (slice_axis is null), got a 3D volume")
+            if pp["in_chans"] != 1:
+                raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel slices, got a single-channel volume")
+            if scan.array.ndim != 3:
+                raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
+            dhw = apply_intensity(scan.array, pp["intensity"]).transpose(2, 1, 0)
+            axis = 2 - pp["slice_axis"]  # RAS axis -> axis of the (Z, Y, X) view
+            return np.moveaxis(dhw, axis, 0)[:, None], axis
+        arr = scan.array
+        chans = 1 if arr.ndim == 2 else arr.shape[-1]
+        if pp["slice_axis"] is not None:
+            raise io.ScanReadError(f"{where}: this model segments 3D volumes (slice_axis {pp['slice_axis']}), got a 2D image")
+        if chans != pp["in_chans"]:
+            raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel images, got {chans} channel(s) (shape {arr.shape})")
+        img = apply_intensity(arr, pp["intensity"], channel_axis=None if arr.ndim == 2 else -1)
+        img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
+        return img[None], None
+
+    def predict_scan(self, scan: io.Scan, *, return_probabilities: bool = False, progress: bool = False) -> Prediction:
+        """Segment a :class:`~vmunet.inference.io.Scan` (from :func:`vmunet.inference.io.read_scan`)."""
+        t0 = time.perf_counter()
+        slices, axis = self._slices(scan)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=slices.shape[0], desc=f"  {scan.name}", unit="slice", leave=False)
+        try:
+            labels, probs = self._run_slices(slices, return_probabilities, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if axis is None:
+            lab_o = labels[0]
+            prob_o = None if probs is None else probs[:, 0]
+            lab, prob = lab_o, prob_o
+        else:
+            lab_o = np.ascontiguousarray(np.moveaxis(labels, 0, axis).transpose(2, 1, 0))
+            prob_o = None if probs is None else np.ascontiguousarray(np.moveaxis(probs, 1, axis + 1).transpose(0, 3, 2, 1))
+            lab = scan.to_original(lab_o)
+            prob = None if prob_o is None else np.moveaxis(scan.to_original(np.moveaxis(prob_o, 0, -1)), -1, 0)
+        return Prediction(lab, lab_o, prob, prob_o, scan, int(slices.shape[0]), time.perf_counter() - t0, self.class_names)
+
+    def predict_file(
+        self,
+        in_path: str | os.PathLike,
+        out_path: str | os.PathLike,
+        *,
+        probabilities_path: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> Prediction:
+        """Read a scan, segment it and write the label map (input geometry) to ``out_path``
+        (``.nii.gz`` for volumes, ``.png`` for 2D images); optionally the float16 probabilities
+        (``.npz``). Both are written atomically."""
+        scan = self.read(in_path)
+        out_path = Path(out_path)
+        if out_path.resolve() == Path(in_path).resolve():
+            raise ValueError(f"output {out_path} would overwrite the input; choose another folder or suffix")
+        pred = self.predict_scan(scan, return_probabilities=probabilities_path is not None, progress=progress)
+        io.write_label_map(scan, pred.labels_oriented, out_path)
+        if probabilities_path is not None:
+            io.write_probabilities(scan, pred.probabilities_oriented, self.class_names, probabilities_path)
+        return pred
