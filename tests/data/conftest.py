@@ -19,3 +19,12 @@ def synapse_raw(tmp_path_factory):
     out = tmp_path_factory.mktemp("synapse_raw")
     synth_synapse(out, cases=5, size=32, slices=6, seed=1, raw=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def isic_root(tmp_path_factory):
+    from vmunet.data.synth import synth_isic
+
+    out = tmp_path_factory.mktemp("isic")
+    synth_isic(out, cases=6, size=32, seed=2)
+    return out

@@ -164,3 +164,96 @@ def synth_synapse(out: str | Path, cases: int = 8, size: int = 64, slices: int =
                "raw": raw}
     log.info("synthetic Synapse data: %s", summary)
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# ISIC
+
+_ISIC_OFFICIAL_NAMES = {
+    "2018": {"train": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
+             "val": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
+             "test": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth")},
+    "2017": {"train": ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth"),
+             "val": ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth"),
+             "test": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth")},
+}
+
+
+def lesion_image(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A dermoscopy-like RGB uint8 image with one dark irregular lesion, and its 0/1 mask."""
+    yy, xx = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    skin = np.array([225, 175, 150]) + rng.uniform(-20, 20, 3)
+    shade = 1.0 - 0.15 * (xx**2 + yy**2) + 0.05 * np.sin(3 * xx + rng.uniform(0, 6))
+    img = skin[None, None, :] * shade[..., None]
+    cx, cy = rng.uniform(-0.2, 0.2, 2)
+    r0 = rng.uniform(0.3, 0.5)
+    theta, rad = np.arctan2(yy - cy, xx - cx), np.hypot(xx - cx, yy - cy)
+    edge = r0 * (1 + sum(rng.uniform(0, 0.1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+                         for k in range(2, 6)))
+    mask = rad <= edge
+    lesion = np.array([120, 70, 50]) + rng.uniform(-25, 25, 3)
+    # Darker towards the centre, like a pigmented lesion.
+    depth = np.clip(1 - rad / np.maximum(edge, 1e-6), 0, 1)[..., None]
+    img = np.where(mask[..., None], lesion[None, None, :] * (1 - 0.3 * depth), img)
+    img = img + rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
+
+
+def _save_image(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=95)
+
+
+def synth_isic(out: str | Path, cases: int = 20, size: int = 64, seed: int = 0,
+               layout: str = "vmunet", year: str = "2018", official_splits: bool = False,
+               split: float = 0.7) -> dict[str, Any]:
+    """Write a synthetic ISIC data set.
+
+    ``layout="vmunet"``: ``{train,val}/{images/<id>.jpg, masks/<id>_segmentation.png}``
+    (``split`` of the cases in train), square ``size`` images. ``layout="official"``: the ISIC
+    ``year`` archive folders with images of varying size around ``size`` (plus the files the real
+    archive ships beside them); ``official_splits=True`` also writes Validation and Test folders
+    (60/20/20). Masks are 0/255 PNGs. Returns a summary.
+    """
+    if layout not in ("vmunet", "official"):
+        raise ValueError(f"layout must be 'vmunet' or 'official', got {layout!r}")
+    if year not in _ISIC_OFFICIAL_NAMES:
+        raise ValueError(f"year must be one of {sorted(_ISIC_OFFICIAL_NAMES)}, got {year!r}")
+    if cases < 2 or size < 16:
+        raise ValueError(f"need cases >= 2 and size >= 16, got cases={cases}, size={size}")
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    ids = [f"ISIC_{i:07d}" for i in range(cases)]
+    if layout == "vmunet" or not official_splits:
+        n_train = min(cases - 1, max(1, round(cases * split)))
+        splits = {"train": ids[:n_train], "val": ids[n_train:]}
+        if layout == "official":
+            splits = {"train": ids}
+    else:
+        a, b = round(cases * 0.6), round(cases * 0.8)
+        splits = {"train": ids[:a], "val": ids[a:b], "test": ids[b:]}
+    for split_name, split_ids in splits.items():
+        for cid in split_ids:
+            if layout == "vmunet":
+                h = w = size
+                img_path = out / split_name / "images" / f"{cid}.jpg"
+                mask_path = out / split_name / "masks" / f"{cid}_segmentation.png"
+            else:
+                h, w = int(size * rng.uniform(1.0, 1.3)), int(size * rng.uniform(1.1, 1.5))
+                in_dir, gt_dir = _ISIC_OFFICIAL_NAMES[year][split_name]
+                img_path = out / in_dir / f"{cid}.jpg"
+                mask_path = out / gt_dir / f"{cid}_segmentation.png"
+            image, mask = lesion_image(h, w, rng)
+            _save_image(img_path, image)
+            _save_image(mask_path, mask * 255)
+            if layout == "official" and year == "2017":
+                _save_image(out / in_dir / f"{cid}_superpixels.png", np.zeros((h, w, 3), np.uint8))
+        if layout == "official":
+            (out / in_dir / "ATTRIBUTION.txt").write_text("synthetic data, vmunet synth isic\n")
+            (out / gt_dir / "LICENSE.txt").write_text("CC-0\n")
+    summary = {"out": str(out), "layout": layout, "year": year,
+               "splits": {k: len(v) for k, v in splits.items()}, "size": size}
+    log.info("synthetic ISIC data: %s", summary)
+    return summary
