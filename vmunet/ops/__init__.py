@@ -1,7 +1,13 @@
 """Core operators: the selective scan (S6) and the 2D cross-scan."""
 
 from vmunet.ops.cross_scan import DIRECTIONS, VMAMBA_DIRECTIONS, cross_merge, cross_scan, scan_order
-from vmunet.ops.selective_scan import BACKENDS, cuda_available, resolve_backend, selective_scan
+from vmunet.ops.selective_scan import (
+    BACKENDS,
+    cuda_available,
+    numba_available,
+    resolve_backend,
+    selective_scan,
+)
 
 __all__ = [
     "BACKENDS",
@@ -10,6 +16,7 @@ __all__ = [
     "cross_merge",
     "cross_scan",
     "cuda_available",
+    "numba_available",
     "resolve_backend",
     "scan_order",
     "selective_scan",

@@ -1,0 +1,230 @@
+"""Selective scan as a compiled CPU kernel (numba), forward and backward.
+
+Imported only when the "numba" backend is used, so the package works without numba. Each
+(batch, channel) pair is an independent recurrence; the kernels run those in parallel
+(``prange``) and walk time sequentially with the N state lanes in registers, fusing the decay,
+the input term and the C-contraction into one pass: nothing of size (batch, dim, L, N) is written.
+
+``exp`` dominates the cost and numba's is a scalar libm call that stops vectorisation, so float32
+uses a branch-free Cody-Waite ``exp`` (rel. error ~1e-7, same order as libm's expf) that LLVM
+vectorises over the N lanes. Inputs are clamped to [-87, 88], so exp(x < -87) gives ~1e-38
+instead of a smaller number: irrelevant next to any state of order 1e-30 or above.
+
+The backward kernel recomputes the states of each ``CKPT``-step chunk from checkpoints saved by
+the forward (memory O(batch * dim * L/CKPT * N)), then runs the adjoint recurrence backwards.
+Gradients of B and C sum over the channels of a group, so each worker owns a private slice of the
+accumulators, which are added up afterwards (no races, deterministic for a fixed thread count).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+from torch import Tensor
+
+from vmunet.ops.selective_scan import _finish, _prepare_delta
+
+#: Steps between saved states (forward) = steps recomputed at a time (backward).
+CKPT = 64
+_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (numba has no scalar bit cast)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        if bits.bitwidth > 32:
+            value = builder.trunc(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+def _exp(x):  # pragma: no cover - replaced by the overload below inside compiled code
+    return math.exp(x)
+
+
+@overload(_exp)  # no fast-math: reassociation would undo the two-part ln2 reduction
+def _exp_overload(x):
+    if x == types.float32:
+        def exp_f32(x):
+            x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+            k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+            r = x - k * np.float32(0.693359375) + k * np.float32(2.12194440e-4)
+            p = np.float32(1.9875691500e-4)
+            p = p * r + np.float32(1.3981999507e-3)
+            p = p * r + np.float32(8.3334519073e-3)
+            p = p * r + np.float32(4.1665795894e-2)
+            p = p * r + np.float32(1.6666665459e-1)
+            p = p * r + np.float32(5.0000001201e-1)
+            p = p * r * r + r + np.float32(1.0)
+            return p * _bits_to_f32((np.int32(k) + np.int32(127)) << np.int32(23))
+        return exp_f32
+    return lambda x: math.exp(x)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _forward_kernel(u, dt, A, Bt, Ct, y, last, ckpt, every):
+    """u, dt, y: (b, d, L); A: (d, N); Bt, Ct: (b, G, L, N); last: (b, d, N);
+    ckpt: (b, d, n_ckpt, N) receives the state before steps 0, every, 2*every, ... (n_ckpt may be 0)."""
+    b, d, L = u.shape
+    N = A.shape[1]
+    dg = d // Bt.shape[1]
+    save = ckpt.shape[2] > 0
+    for p in prange(b * d):
+        bi = p // d
+        di = p % d
+        gi = di // dg
+        h = np.zeros(N, dtype=u.dtype)
+        zero = np.zeros(1, dtype=u.dtype)[0]
+        a_row = A[di]
+        for t in range(L):
+            if save and t % every == 0:
+                ckpt[bi, di, t // every] = h
+            dtv = dt[bi, di, t]
+            xv = dtv * u[bi, di, t]
+            brow = Bt[bi, gi, t]
+            crow = Ct[bi, gi, t]
+            acc = zero
+            for n in range(N):
+                hn = _exp(dtv * a_row[n]) * h[n] + xv * brow[n]
+                h[n] = hn
+                acc += hn * crow[n]
+            y[bi, di, t] = acc
+        last[bi, di] = h
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB_p, dC_p):
+    """Gradients of the core scan. du, ddt: (b, d, L) outputs; dA_p: (P, d, N), dB_p, dC_p:
+    (P, b, G, L, N) per-worker accumulators (zeroed by the caller), summed over P afterwards."""
+    b, d, L = u.shape
+    N = A.shape[1]
+    dg = d // Bt.shape[1]
+    P = dA_p.shape[0]
+    total = b * d
+    for w in prange(P):
+        hbuf = np.empty((every, N), dtype=u.dtype)
+        abuf = np.empty((every, N), dtype=u.dtype)
+        zero = np.zeros(1, dtype=u.dtype)[0]
+        for p in range(w * total // P, (w + 1) * total // P):
+            bi = p // d
+            di = p % d
+            gi = di // dg
+            a_row = A[di]
+            carry = glast[bi, di].copy()  # a_{t+1} * g_{t+1}, or the last-state gradient at t = L-1
+            n_ck = (L + every - 1) // every
+            for c in range(n_ck - 1, -1, -1):
+                t0 = c * every
+                t1 = min(t0 + every, L)
+                h = ckpt[bi, di, c].copy()
+                for t in range(t0, t1):  # recompute this chunk's states and decays
+                    dtv = dt[bi, di, t]
+                    xv = dtv * u[bi, di, t]
+                    brow = Bt[bi, gi, t]
+                    for n in range(N):
+                        an = _exp(dtv * a_row[n])
+                        h[n] = an * h[n] + xv * brow[n]
+                        abuf[t - t0, n] = an
+                        hbuf[t - t0, n] = h[n]
+                for t in range(t1 - 1, t0 - 1, -1):
+                    dtv = dt[bi, di, t]
+                    uv = u[bi, di, t]
+                    xv = dtv * uv
+                    gyv = gy[bi, di, t]
+                    brow = Bt[bi, gi, t]
+                    crow = Ct[bi, gi, t]
+                    dbrow = dB_p[w, bi, gi, t]
+                    dcrow = dC_p[w, bi, gi, t]
+                    darow = dA_p[w, di]
+                    k = t - t0
+                    ddtu = zero
+                    ddt_v = zero
+                    for n in range(N):
+                        gn = crow[n] * gyv + carry[n]
+                        hn = hbuf[k, n]
+                        dcrow[n] += gyv * hn
+                        dbrow[n] += gn * xv
+                        ddtu += gn * brow[n]
+                        wn = gn * (hn - xv * brow[n])  # g_t * a_t * h_{t-1}
+                        ddt_v += wn * a_row[n]
+                        darow[n] += wn * dtv
+                        carry[n] = abuf[k, n] * gn
+                    du[bi, di, t] = ddtu * dtv
+                    ddt[bi, di, t] = ddt_v + ddtu * uv
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class _NumbaScanCore(torch.autograd.Function):
+    """y, last_state = scan(u, dt, A, B, C) for u, dt: (b, d, L), A: (d, N), B, C: (b, G, N, L)."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C):
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        Bt = B.transpose(-1, -2).contiguous()  # (b, G, L, N): the N lanes of a step contiguous
+        Ct = C.transpose(-1, -2).contiguous()
+        y = u.new_empty(batch, dim, L)
+        last = u.new_empty(batch, dim, N)
+        need_grad = any(ctx.needs_input_grad[:5])
+        n_ck = (L + CKPT - 1) // CKPT if need_grad else 0
+        ckpt = u.new_empty(batch, dim, n_ck, N)
+        _forward_kernel(_np(u), _np(dt), _np(A), Bt.numpy(), Ct.numpy(), y.numpy(), last.numpy(),
+                        ckpt.numpy(), CKPT)
+        if need_grad:
+            ctx.save_for_backward(u, dt, A, Bt, Ct, ckpt)
+        ctx.set_materialize_grads(False)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, gy, glast):
+        u, dt, A, Bt, Ct, ckpt = ctx.saved_tensors
+        batch, dim, L = u.shape
+        G, N = Bt.shape[1], A.shape[1]
+        P = max(1, min(numba.get_num_threads(), batch * dim))
+        gy = torch.zeros_like(u) if gy is None else gy.to(u.dtype)
+        glast = u.new_zeros(batch, dim, N) if glast is None else glast.to(u.dtype)
+        du = torch.empty_like(u)
+        ddt = torch.empty_like(u)
+        dA_p = u.new_zeros(P, dim, N)
+        dB_p = u.new_zeros(P, batch, G, L, N)
+        dC_p = u.new_zeros(P, batch, G, L, N)
+        _backward_kernel(_np(u), _np(dt), _np(A), Bt.numpy(), Ct.numpy(), _np(gy), _np(glast),
+                         ckpt.numpy(), CKPT, du.numpy(), ddt.numpy(), dA_p.numpy(), dB_p.numpy(),
+                         dC_p.numpy())
+        dB = dB_p.sum(0).transpose(-1, -2)
+        dC = dC_p.sum(0).transpose(-1, -2)
+        return du, ddt, dA_p.sum(0), dB, dC
+
+
+def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False):
+    """The "numba" backend; see :func:`vmunet.ops.selective_scan`."""
+    if u.device.type != "cpu":
+        raise RuntimeError(f"selective_scan: backend='numba' runs on CPU tensors, got u on {u.device}")
+    dtype_in = u.dtype
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u_f = u.to(compute)
+    dt = _prepare_delta(delta, delta_bias, delta_softplus).to(compute)
+    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(compute)
+    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(compute)
+    if B4.shape[1] != C4.shape[1]:  # different groupings: one group per channel for both
+        dim = u.shape[1]
+        B4 = B4.repeat_interleave(dim // B4.shape[1], dim=1)
+        C4 = C4.repeat_interleave(dim // C4.shape[1], dim=1)
+    y, h = _NumbaScanCore.apply(u_f.contiguous(), dt.contiguous(), A.to(compute).contiguous(), B4, C4)
+    out = _finish(y, u_f, None if D is None else D.to(compute), None if z is None else z.to(compute), dtype_in)
+    return (out, h) if return_last_state else out
