@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from inference_helpers import oblique_affine, sitk_image, write_nifti
 
-from tests.inference.conftest import oblique_affine
 from vmunet.inference import io
 
 # (spacing, angles, flips, perm): oblique + anisotropic; negative strides + permuted axes; plain LPS
@@ -32,14 +32,6 @@ def monai_ras(path) -> np.ndarray:
     with warnings.catch_warnings():  # MONAI's notice about its own default of `labels`
         warnings.simplefilter("ignore", FutureWarning)
         return np.asarray(Orientation(axcodes="RAS")(img[None])[0])
-
-
-def write_nifti(path, data, affine, qform=None, qcode=1, scode=2):
-    img = nib.Nifti1Image(data, None)
-    img.set_sform(affine, code=scode)
-    img.set_qform(affine if qform is None else qform, code=qcode)
-    nib.save(img, str(path))
-    return path
 
 
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
@@ -77,17 +69,6 @@ def sorted_spacing(affine, scan):
     """Voxel sizes of the RAS array: the original voxel sizes permuted by the reorientation."""
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     return [vox[int(np.flatnonzero(scan.ornt[:, 0] == j)[0])] for j in range(3)]
-
-
-def sitk_image(data_xyz: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
-    """SimpleITK image with the geometry of a voxel -> RAS affine (converted to ITK's LPS)."""
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
-    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data_xyz.transpose(2, 1, 0)))
-    img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-    img.SetOrigin(lps[:3, 3].tolist())
-    return img
 
 
 @pytest.mark.parametrize("ext", [".nrrd", ".mha"])

@@ -7,18 +7,19 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from inference_helpers import (
+    ThresholdModel,
+    oblique_affine,
+    save_checkpoint,
+    sitk_image,
+    structure_volume,
+    volume_record,
+    write_nifti,
+)
 from PIL import Image
 from scipy import ndimage
 from torch import nn
 
-from tests.inference.conftest import (
-    ThresholdModel,
-    oblique_affine,
-    save_checkpoint,
-    structure_volume,
-    volume_record,
-)
-from tests.inference.test_io import sitk_image, write_nifti
 from vmunet.data.preprocessing import make_preprocessing
 from vmunet.inference import CheckpointError, Predictor, io
 
@@ -59,6 +60,16 @@ def test_known_structure_lands_on_same_voxels(tmp_path, fmt, resize):
         np.testing.assert_allclose(ndimage.center_of_mass(got), ndimage.center_of_mass(expected), atol=0.5)
         assert np.array_equal(got[expected & ndimage.binary_erosion(expected)], np.ones(
             (expected & ndimage.binary_erosion(expected)).sum(), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_every_slice_axis_round_trips(slice_axis):
+    vol = structure_volume((12, 14, 10))
+    inplane = [vol.shape[a] for a in (0, 1, 2) if a != slice_axis][::-1]  # rows, cols
+    rec = volume_record(image_size=inplane, slice_axis=slice_axis)
+    pred = Predictor(ThresholdModel(), rec, device="cpu", batch_size=3).predict_volume(vol)
+    assert pred.num_slices == vol.shape[slice_axis]
+    np.testing.assert_array_equal(pred.labels, vol > 50)
 
 
 class RampModel(nn.Module):

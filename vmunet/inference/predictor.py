@@ -4,10 +4,9 @@
 plus the preprocessing record it was trained with (``vmunet.data.preprocessing``); the usual
 constructor is :meth:`Predictor.from_checkpoint`.
 
-Slice convention (the Synapse ``test_vol_h5`` layout): the RAS volume ``(X, Y, Z)`` is viewed as
-``(Z, Y, X)`` (``.transpose(2, 1, 0)``) and cut along ``slice_axis`` (RAS numbering), so an axial
-slice (``slice_axis == 2``) is an image with rows along Y and columns along X -- exactly
-``h5["image"][z]``. Each slice is intensity-normalized, resized to ``image_size`` (bilinear), run
+Slice convention: the project's one, :func:`vmunet.data.preprocessing.volume_to_slices` (slice axis
+first, in-plane axes reversed), so an axial slice of the RAS volume ``(X, Y, Z)`` is an image with
+rows along Y and columns along X -- exactly ``h5["image"][z]`` of Synapse ``test_vol_h5``. Each slice is intensity-normalized, resized to ``image_size`` (bilinear), run
 through the model (optionally with flip TTA averaged on probabilities); the class probabilities are
 resized back to the native in-plane size (bilinear) and only then turned into labels (argmax, or
 ``p > 0.5`` for a single-output binary model).
@@ -29,7 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmunet.data.preprocessing import apply_intensity, validate_preprocessing
+from vmunet.data.preprocessing import (
+    apply_intensity,
+    slices_to_volume,
+    validate_preprocessing,
+    volume_to_slices,
+)
 from vmunet.inference import io
 
 log = logging.getLogger(__name__)
@@ -149,6 +153,9 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.preprocessing = validate_preprocessing(preprocessing)
+        if self.preprocessing.get("image_interpolation", "bilinear") not in ("bilinear", "bicubic"):
+            raise ValueError("preprocessing field 'image_interpolation': expected 'bilinear' or 'bicubic', "
+                             f"got {self.preprocessing['image_interpolation']!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
@@ -189,8 +196,9 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         native = tuple(x.shape[-2:])
         size = tuple(self.preprocessing["image_size"])
-        if native != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if native != size:  # optional "image_interpolation" in the record: what training resized with
+            mode = self.preprocessing.get("image_interpolation", "bilinear")
+            x = F.interpolate(x, size=size, mode=mode, align_corners=False)
         if x.shape[1] != self.model_in_chans:
             x = x.repeat(1, self.model_in_chans // x.shape[1], 1, 1)
         probs = None
@@ -255,7 +263,7 @@ class Predictor:
         return self.predict_scan(scan, return_probabilities=return_probabilities, progress=progress)
 
     def _slices(self, scan: io.Scan) -> tuple[np.ndarray, int | None]:
-        """Normalized slices ``(N, C, h, w)`` of a scan and the axis they came from (None for 2D)."""
+        """Normalized slices ``(N, C, h, w)`` of a scan and the RAS axis they came from (None for 2D)."""
         pp = self.preprocessing
         where = scan.path or scan.name
         if scan.is_volume:
@@ -265,9 +273,8 @@ class Predictor:
                 raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel slices, got a single-channel volume")
             if scan.array.ndim != 3:
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
-            dhw = apply_intensity(scan.array, pp["intensity"]).transpose(2, 1, 0)
-            axis = 2 - pp["slice_axis"]  # RAS axis -> axis of the (Z, Y, X) view
-            return np.moveaxis(dhw, axis, 0)[:, None], axis
+            norm = apply_intensity(scan.array, pp["intensity"])
+            return volume_to_slices(norm, pp["slice_axis"])[:, None], pp["slice_axis"]
         arr = scan.array
         chans = 1 if arr.ndim == 2 else arr.shape[-1]
         if pp["slice_axis"] is not None:
@@ -297,8 +304,8 @@ class Predictor:
             prob_o = None if probs is None else probs[:, 0]
             lab, prob = lab_o, prob_o
         else:
-            lab_o = np.ascontiguousarray(np.moveaxis(labels, 0, axis).transpose(2, 1, 0))
-            prob_o = None if probs is None else np.ascontiguousarray(np.moveaxis(probs, 1, axis + 1).transpose(0, 3, 2, 1))
+            lab_o = np.ascontiguousarray(slices_to_volume(labels, axis))
+            prob_o = None if probs is None else np.ascontiguousarray(slices_to_volume(probs, axis))
             lab = scan.to_original(lab_o)
             prob = None if prob_o is None else np.moveaxis(scan.to_original(np.moveaxis(prob_o, 0, -1)), -1, 0)
         return Prediction(lab, lab_o, prob, prob_o, scan, int(slices.shape[0]), time.perf_counter() - t0, self.class_names)

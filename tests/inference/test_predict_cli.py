@@ -1,0 +1,172 @@
+"""`vmunet predict`: outputs, sidecars, resume, --overwrite, bad inputs, exit statuses, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+from inference_helpers import oblique_affine, save_checkpoint, structure_volume, write_nifti
+
+from vmunet.inference import commands, io
+
+
+def run(argv):
+    """Parse and run ``vmunet predict`` exactly as the dispatcher does."""
+    parser = argparse.ArgumentParser(prog="vmunet")
+    commands.add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["predict", *map(str, argv)])
+    return args.func(args)
+
+
+@pytest.fixture()
+def scans(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i, name in enumerate(["case_a", "case_b", "case_c"]):
+        aff = oblique_affine(angles=(0.1 * i, 0.0, 0.2), flips=(-1, 1, 1) if i % 2 else (1, -1, 1))
+        write_nifti(folder / f"{name}.nii.gz", structure_volume((20, 16, 3 + i), seed=i), aff)
+    return folder
+
+
+def test_predict_folder_writes_label_maps_and_sidecars(tmp_path, scans, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--suffix", "_seg",
+                "--save-probabilities", "--batch-size", "2"]) == 0
+    for i, name in enumerate(["case_a", "case_b", "case_c"]):
+        src, seg = nib.load(str(scans / f"{name}.nii.gz")), nib.load(str(out / f"{name}_seg.nii.gz"))
+        assert seg.shape == src.shape and seg.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(seg.affine, src.affine)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+        side = json.loads((out / f"{name}_seg.json").read_text())
+        assert side["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+        assert side["class_names"] == ["background", "liver", "spleen"]
+        assert side["model"]["model_name"] == "vmunet_test"
+        assert side["preprocessing"]["intensity"] == {"mode": "window", "window": [0.0, 100.0]}
+        assert side["num_slices"] == 3 + i and side["seconds"] > 0
+        with np.load(out / f"{name}_seg_probabilities.npz") as npz:
+            probs = npz["probabilities"]
+            assert probs.dtype == np.float16 and probs.shape == (3, *src.shape)
+            np.testing.assert_array_equal(probs.astype(np.float32).argmax(0), np.asarray(seg.dataobj))
+            np.testing.assert_allclose(npz["affine"], src.affine, atol=1e-6)
+    summary = capsys.readouterr().out
+    assert "predicted 3 case(s), 12 slices in" in summary and "slices/s" in summary and "failed 0" in summary
+
+
+def test_resume_skips_existing_and_overwrite_recomputes(tmp_path, scans, tiny_checkpoint, capsys, caplog):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case_b.nii.gz").write_bytes(b"from an earlier run")  # an existing result is kept
+    caplog.set_level(logging.INFO)
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 0
+    assert (out / "case_b.nii.gz").read_bytes() == b"from an earlier run"
+    assert "case_b.nii.gz exists, skipped (use --overwrite to recompute)" in caplog.text
+    assert "predicted 2 case(s)" in capsys.readouterr().out
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--overwrite"]) == 0
+    assert nib.load(str(out / "case_b.nii.gz")).shape == (20, 16, 4)
+    assert "predicted 3 case(s)" in capsys.readouterr().out
+
+
+def test_interrupted_run_leaves_no_half_written_output_and_resumes(tmp_path, scans, tiny_checkpoint, monkeypatch):
+    out = tmp_path / "out"
+    real_write = io._write_nifti
+    calls = []
+
+    def dying_write(scan, data, tmp):
+        calls.append(scan.name)
+        if scan.name == "case_b":
+            tmp.write_bytes(b"\x1f\x8b half a gzip stream")
+            raise KeyboardInterrupt  # Ctrl-C in the middle of writing case_b
+        real_write(scan, data, tmp)
+
+    monkeypatch.setattr(io, "_write_nifti", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"])
+    assert calls == ["case_a", "case_b"]
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".nii.gz")) == ["case_a.nii.gz"]
+    assert not [p for p in out.iterdir() if p.name.startswith(io.TEMP_PREFIX)]
+    # a hard kill (no cleanup) would leave a temp file behind: it must never count as a result
+    (out / f"{io.TEMP_PREFIX}abc.nii.gz").write_bytes(b"\x1f\x8b killed mid-write")
+    monkeypatch.setattr(io, "_write_nifti", real_write)
+    before = (out / "case_a.nii.gz").stat().st_mtime_ns
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 0
+    assert (out / "case_a.nii.gz").stat().st_mtime_ns == before  # resumed, not recomputed
+    for name in ("case_a", "case_b", "case_c"):
+        nib.load(str(out / f"{name}.nii.gz")).get_fdata()  # complete, readable files
+
+
+def test_corrupt_file_among_good_ones(tmp_path, scans, tiny_checkpoint, caplog, capsys):
+    (scans / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    write_nifti(scans / "dynamic.nii.gz", np.zeros((8, 8, 3, 2), np.float32), np.eye(4))
+    out = tmp_path / "out"
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 1
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case_a.nii.gz", "case_b.nii.gz", "case_c.nii.gz"]
+    assert "broken.nii.gz: failed:" in caplog.text and "cannot read scan" in caplog.text
+    assert "dynamic.nii.gz: failed:" in caplog.text and "expected a 3D volume, got an array of shape (8, 8, 3, 2) (4D)" in caplog.text
+    assert "2 case(s) failed:" in caplog.text
+    assert "predicted 3 case(s)" in capsys.readouterr().out and not (out / "broken.nii.gz").exists()
+
+
+def test_checkpoint_without_preprocessing_exits_2(tmp_path, scans, caplog):
+    from inference_helpers import ThresholdModel
+
+    ckpt = save_checkpoint(tmp_path / "old.ckpt", ThresholdModel(), "vmunet_test", {"num_classes": 2}, None)
+    assert run(["-i", scans, "-o", tmp_path / "out", "-m", ckpt, "--device", "cpu"]) == 2
+    assert "old.ckpt has no preprocessing record" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_folder_exits_2(tmp_path, tiny_checkpoint, caplog):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no scans here")
+    assert run(["-i", empty, "-o", tmp_path / "out", "-m", tiny_checkpoint]) == 2
+    assert f"no scans found in {empty}" in caplog.text
+    assert run(["-i", tmp_path / "missing", "-o", tmp_path / "out", "-m", tiny_checkpoint]) == 2
+    assert "missing does not exist" in caplog.text
+
+
+def test_reference_metrics_csv(tmp_path, scans, tiny_checkpoint, capsys):
+    from vmunet.training.metrics import case_metrics
+
+    out, refs = tmp_path / "out", tmp_path / "refs"
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 0
+    refs.mkdir()
+    for name in ("case_a", "case_b"):  # references: the prediction with class 2 wiped out
+        seg = nib.load(str(out / f"{name}.nii.gz"))
+        lab = np.asarray(seg.dataobj).copy()
+        lab[lab == 2] = 0
+        lab[:2] = 1
+        nib.save(nib.Nifti1Image(lab, seg.affine, seg.header), str(refs / f"{name}.nii.gz"))
+    os.remove(out / "case_a.nii.gz")  # one case predicted now, one resumed: both get metrics
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--reference", refs]) == 0
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["case"], r["class"]) for r in rows] == [
+        ("case_a", "liver"), ("case_a", "spleen"), ("case_b", "liver"), ("case_b", "spleen")]
+    for name in ("case_a", "case_b"):
+        pred = io.read_scan(out / f"{name}.nii.gz", label=True)
+        gt = io.read_scan(refs / f"{name}.nii.gz", label=True)
+        expected = case_metrics(pred.array, gt.array, ["background", "liver", "spleen"], spacing=pred.spacing)
+        got = [r for r in rows if r["case"] == name]
+        for e, g in zip(expected, got, strict=True):
+            assert float(g["dice"]) == pytest.approx(e["dice"]) and float(g["hd95_mm"]) == pytest.approx(e["hd95_mm"])
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "dice" in printed
+
+
+def test_dispatcher_routes_predict(tmp_path, scans, tiny_checkpoint):
+    cli = pytest.importorskip("vmunet.cli")
+    try:
+        cli.build_parser()
+    except ImportError as err:  # another area's command module not written yet
+        pytest.skip(f"vmunet CLI incomplete: {err}")
+    assert cli.main(["predict", "-i", scans / "case_a.nii.gz", "-o", tmp_path / "o", "-m", tiny_checkpoint,
+                     "--device", "cpu"]) == 0
+    assert (tmp_path / "o" / "case_a.nii.gz").exists()
