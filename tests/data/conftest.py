@@ -28,3 +28,21 @@ def isic_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("isic")
     synth_isic(out, cases=6, size=32, seed=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def nifti_ct(tmp_path_factory):
+    from vmunet.data.synth import synth_nifti
+
+    out = tmp_path_factory.mktemp("nifti_ct")
+    synth_nifti(out, cases=4, size=24, slices=6, seed=3, layout="nnunet", modality="CT", test_cases=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nifti_mr(tmp_path_factory):
+    from vmunet.data.synth import synth_nifti
+
+    out = tmp_path_factory.mktemp("nifti_mr")
+    synth_nifti(out, cases=3, size=24, slices=6, seed=4, layout="decathlon", modality="MR", test_cases=1)
+    return out

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vmunet.data import synapse_format as SF
-from vmunet.data.fileio import atomic_path
+from vmunet.data.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -256,4 +256,69 @@ def synth_isic(out: str | Path, cases: int = 20, size: int = 64, seed: int = 0,
     summary = {"out": str(out), "layout": layout, "year": year,
                "splits": {k: len(v) for k, v in splits.items()}, "size": size}
     log.info("synthetic ISIC data: %s", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# NIfTI folder (nnU-Net raw / Decathlon datalist)
+
+#: Classes of the synthetic NIfTI task (value == index); phantom BTCV ids mapped onto them.
+NIFTI_CLASSES = ("background", "liver", "spleen", "kidney")
+_NIFTI_FROM_BTCV = {6: 1, 1: 2, 2: 3, 3: 3}
+#: Raw storage orientations, cycled over cases so readers must really reorient.
+_RAW_ORIENTATIONS = (("L", "P", "S"), ("P", "L", "S"), ("R", "A", "I"), ("L", "S", "P"))
+
+
+def synth_nifti(out: str | Path, cases: int = 6, size: int = 48, slices: int = 12, seed: int = 0,
+                layout: str = "nnunet", modality: str = "CT", test_cases: int = 2) -> dict[str, Any]:
+    """Write a synthetic 3-organ segmentation task (liver, spleen, kidney) as NIfTI volumes.
+
+    ``layout="nnunet"``: ``dataset.json`` + ``imagesTr/<case>_0000.nii.gz``, ``labelsTr/``,
+    ``imagesTs/``, ``labelsTs/``. ``layout="decathlon"``: ``imagesTr/``, ``labelsTr/``,
+    ``imagesTs/``, ``labelsTs/`` + a datalist ``dataset.json`` (``training``/``test`` lists).
+    Volumes are stored in varying non-RAS orientations with realistic affines; ``modality="MR"``
+    writes arbitrary positive signal units instead of HU. ``cases`` training + ``test_cases`` test.
+    """
+    import nibabel as nib
+    from nibabel import orientations as ornt
+
+    if layout not in ("nnunet", "decathlon"):
+        raise ValueError(f"layout must be 'nnunet' or 'decathlon', got {layout!r}")
+    if modality not in ("CT", "MR"):
+        raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
+    _check_size(size, slices)
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    organs = tuple(o for o in ORGANS if o.btcv in _NIFTI_FROM_BTCV)
+    lut = np.zeros(256, np.uint8)
+    for b, v in _NIFTI_FROM_BTCV.items():
+        lut[b] = v
+    names = [f"synth_{i:03d}" for i in range(cases + test_cases)]
+    entries: dict[str, list[dict[str, str]]] = {"training": [], "test": []}
+    for i, name in enumerate(names):
+        hu, btcv = phantom(size, slices, rng, organs)
+        image = hu if modality == "CT" else (hu + 1000.0) * 0.8  # MR-like: positive, arbitrary scale
+        ras_affine = np.diag([*np.abs(np.diag(raw_affine(size, slices, rng))[:3]), 1.0])
+        ras_affine[:3, 3] = rng.uniform(-200, 200, 3)
+        target = ornt.axcodes2ornt(_RAW_ORIENTATIONS[i % len(_RAW_ORIENTATIONS)])
+        img = nib.Nifti1Image(image.astype(np.float32 if modality == "MR" else np.int16), ras_affine)
+        lab = nib.Nifti1Image(lut[btcv], ras_affine)
+        img, lab = img.as_reoriented(target), lab.as_reoriented(target)
+        split = "Tr" if i < cases else "Ts"
+        img_name = f"{name}_0000.nii.gz" if layout == "nnunet" else f"{name}.nii.gz"
+        _write_nifti(out / f"images{split}" / img_name, np.asarray(img.dataobj), img.affine)
+        _write_nifti(out / f"labels{split}" / f"{name}.nii.gz", np.asarray(lab.dataobj), lab.affine)
+        entries["training" if split == "Tr" else "test"].append(
+            {"image": f"./images{split}/{img_name}", "label": f"./labels{split}/{name}.nii.gz"})
+    if layout == "nnunet":
+        spec: dict[str, Any] = {"channel_names": {"0": modality},
+                                "labels": {n: i for i, n in enumerate(NIFTI_CLASSES)},
+                                "numTraining": cases, "file_ending": ".nii.gz", "name": "synthetic"}
+    else:
+        spec = {"name": "synthetic", "modality": {"0": modality},
+                "labels": {str(i): n for i, n in enumerate(NIFTI_CLASSES)},
+                "numTraining": cases, "numTest": test_cases, **entries}
+    write_json(out / "dataset.json", spec)
+    summary = {"out": str(out), "layout": layout, "modality": modality, "train": cases, "test": test_cases}
+    log.info("synthetic NIfTI data: %s", summary)
     return summary

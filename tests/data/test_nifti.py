@@ -1,0 +1,161 @@
+"""NIfTI-folder data module: both layouts, RAS reorientation, slicing, normalization, caching, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from vmunet.data.errors import DataError, LayoutError
+from vmunet.data.nifti import NiftiDataModule
+from vmunet.data.preprocessing import apply_intensity, slices_to_volume, volume_to_slices
+
+
+def _dm(root, **kw):
+    kw = {"batch_size": 4, "num_workers": 0, "image_size": 24, "val_cases": 1, **kw}
+    return NiftiDataModule(str(root), **kw)
+
+
+def _canonical(path):
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    return np.asarray(img.dataobj), img.header.get_zooms()[:3]
+
+
+def test_volume_slice_convention_round_trip():
+    vol = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    assert np.array_equal(volume_to_slices(vol[0], 2), vol[0].transpose(2, 1, 0))
+    for axis in (0, 1, 2):
+        sl = volume_to_slices(vol, axis)
+        assert sl.shape[1] == vol.shape[1 + axis]
+        assert np.array_equal(slices_to_volume(sl, axis), vol)
+    assert volume_to_slices(vol[0], 0).shape == (3, 5, 4)
+
+
+def test_synth_orientations_are_not_ras(nifti_ct):
+    codes = {nib.aff2axcodes(nib.load(str(p)).affine) for p in sorted((nifti_ct / "imagesTr").iterdir())}
+    assert len(codes) > 1 and ("R", "A", "S") not in codes
+
+
+@pytest.mark.parametrize("axis", [2, 0])
+def test_ct_reorientation_slicing_and_window(nifti_ct, axis):
+    dm = _dm(nifti_ct, slice_axis=axis, image_size=(24, 24), augment=False)
+    assert dm.preprocessing["intensity"] == {"mode": "window", "window": [-125.0, 275.0]}
+    assert dm.preprocessing["orientation"] == "RAS" and dm.preprocessing["slice_axis"] == axis
+    assert dm.class_names == ["background", "liver", "spleen", "kidney"] and dm.num_classes == 4
+    dm.setup("test")
+    for item in dm.test_dataloader():
+        case = item["case"][0]
+        hu, zooms = _canonical(nifti_ct / "imagesTs" / f"{case}_0000.nii.gz")
+        lab, _ = _canonical(nifti_ct / "labelsTs" / f"{case}.nii.gz")
+        ref_lab = volume_to_slices(lab, axis)
+        assert torch.equal(item["label"][0], torch.as_tensor(ref_lab.astype(np.int64)))
+        inplane = [a for a in (0, 1, 2) if a != axis][::-1]
+        assert item["spacing"][0].tolist() == pytest.approx([zooms[axis], *(zooms[a] for a in inplane)], rel=1e-5)
+        ref_img = volume_to_slices(apply_intensity(hu, dm.preprocessing["intensity"]), axis)
+        if ref_img.shape[1:] == (24, 24):  # model size == native size: no resampling
+            assert torch.allclose(item["image"][0, :, 0], torch.as_tensor(ref_img), atol=1e-6)
+        assert item["image"].shape[:3] == (1, ref_img.shape[0], 1)
+
+
+def test_train_batches_and_foreground_oversampling(nifti_ct):
+    torch.manual_seed(0)
+    dm = _dm(nifti_ct, foreground_oversample=1.0, batch_size=8, image_size=32)
+    dm.setup("fit")
+    n_slices = sum(_canonical(c.image)[0].shape[2] for c in dm.train_cases)
+    assert n_slices == 3 * 6
+    assert len(dm._ds["train"]) == n_slices
+    for batch in dm.train_dataloader():
+        assert batch["image"].shape[1:] == (1, 32, 32) and batch["label"].dtype == torch.long
+        assert all(batch["label"][i].any() for i in range(batch["label"].shape[0]))
+    val = list(dm.val_dataloader())
+    assert len(val) == 1 and val[0]["case"][0] not in {c.name for c in dm.train_cases}
+
+
+def test_mr_decathlon_zscore_from_training_volumes(nifti_mr):
+    dm = _dm(nifti_mr)
+    train = [c.image for c in dm.train_cases]
+    x = np.concatenate([np.asarray(nib.load(str(p)).dataobj, np.float64).ravel() for p in train])
+    intensity = dm.preprocessing["intensity"]
+    assert intensity["mode"] == "zscore"
+    assert intensity["mean"] == pytest.approx(x.mean(), rel=1e-6)
+    assert intensity["std"] == pytest.approx(x.std(), rel=1e-6)
+    dm2 = _dm(nifti_mr, zscore_stats=(10.0, 2.0))
+    assert dm2.preprocessing["intensity"] == {"mode": "zscore", "mean": 10.0, "std": 2.0}
+    dm.setup("test")
+    item = next(iter(dm.test_dataloader()))
+    assert item["case"] == ["synth_003"]
+
+
+def test_persistent_cache(tmp_path, nifti_ct):
+    dm = _dm(nifti_ct, cache=False, cache_dir=str(tmp_path / "cache"))
+    dm.setup("validate")
+    first = next(iter(dm.val_dataloader()))
+    assert any((tmp_path / "cache").iterdir())
+    again = next(iter(dm.val_dataloader()))
+    assert torch.equal(first["image"], again["image"]) and torch.equal(first["label"], again["label"])
+
+
+def _copy(tmp_path, src):
+    root = tmp_path / "ds"
+    shutil.copytree(src, root)
+    return root
+
+
+def test_layout_errors(tmp_path, nifti_ct):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LayoutError, match=r"expected an nnU-Net raw folder .*no dataset.json found: .* is empty"):
+        _dm(tmp_path / "empty")
+    root = _copy(tmp_path, nifti_ct)
+    (root / "dataset.json").write_text(json.dumps({"foo": 1}))
+    with pytest.raises(LayoutError, match=r"dataset.json: expected an nnU-Net raw folder .*found keys \['foo'\]"):
+        _dm(root)
+    spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": [1, 2]}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match=r"label 'liver' has value \[1, 2\]; only integer labels"):
+        _dm(root)
+    spec["labels"] = {"background": 0, "liver": 1}
+    spec["channel_names"] = {"0": "T1", "1": "T2"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match=r"2 input channels .*only single-channel"):
+        _dm(root)
+
+
+def test_pairing_errors(tmp_path, nifti_ct):
+    root = _copy(tmp_path, nifti_ct)
+    (root / "labelsTr" / "synth_001.nii.gz").rename(root / "labelsTr" / "synth_099.nii.gz")
+    with pytest.raises(DataError, match=r"labelsTr: no label for case\(s\) \['synth_001'\]"):
+        _dm(root)
+    (root / "labelsTr" / "synth_099.nii.gz").rename(root / "labelsTr" / "synth_001.nii.gz")
+    shutil.copy(root / "labelsTr" / "synth_001.nii.gz", root / "labelsTr" / "synth_077.nii.gz")
+    with pytest.raises(DataError, match=r"label\(s\) without an image .*\['synth_077'\]"):
+        _dm(root)
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("range", r"synth_002.nii.gz \(image synth_002_0000.nii.gz\): label values \[7\] outside the declared classes 0..3"),
+    ("affine", r"synth_002.nii.gz \(image synth_002_0000.nii.gz\): label geometry \(affine\) differs"),
+    ("shape", r"image/label shape mismatch"),
+    ("corrupt", r"synth_002.nii.gz: unreadable or corrupt image file"),
+])
+def test_bad_volumes(tmp_path, nifti_ct, problem, message):
+    root = _copy(tmp_path, nifti_ct)
+    path = root / "labelsTr" / "synth_002.nii.gz"
+    img = nib.load(str(path))
+    data, aff = np.asarray(img.dataobj).copy(), img.affine.copy()
+    if problem == "range":
+        data[0, 0, 0] = 7
+    elif problem == "affine":
+        aff[0, 3] += 5.0
+    elif problem == "shape":
+        data = data[:-1]
+    if problem == "corrupt":
+        path.write_bytes(b"\x1f\x8b garbage")
+    else:
+        nib.save(nib.Nifti1Image(data, aff), str(path))
+    dm = _dm(root, val_cases=0, cache=False)
+    with pytest.raises(DataError, match=message):
+        dm.setup("fit")

@@ -1,0 +1,275 @@
+"""Generic NIfTI-folder data module (nnU-Net raw layout or Decathlon datalist), sliced 2D.
+
+Each volume is loaded with its geometry, reoriented to RAS (MONAI ``Orientationd``), intensity-
+normalized as recorded in ``preprocessing`` (CT: HU window, MR: z-score with data-set statistics)
+and cut into 2D slices along ``slice_axis`` (see :func:`vmunet.data.preprocessing.volume_to_slices`).
+Preprocessed volumes are cached (MONAI CacheDataset in memory, or PersistentDataset on disk with
+``cache_dir``) so epochs do not re-read files. Training samples slices (optionally oversampling
+slices that contain foreground); validation (held-out training cases, or the datalist's
+``validation``) and test (labelled test cases) are volume-wise.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vmunet.data import nifti_format as NF
+from vmunet.data.common import (
+    VolumeDataset,
+    eval_loader,
+    image_size_hw,
+    train_loader,
+    transformed_dataset,
+)
+from vmunet.data.errors import DataError
+from vmunet.data.fileio import check_pair
+from vmunet.data.preprocessing import apply_intensity, make_preprocessing, volume_to_slices
+from vmunet.data.volumes import load_volume, voxel_sizes
+
+log = logging.getLogger(__name__)
+
+
+class LoadVolumed:
+    """Read image + label with geometry into MetaTensors ``(1, X, Y, Z)``; check they match."""
+
+    def __init__(self, num_labels: int) -> None:
+        self.num_labels = num_labels
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        from monai.data import MetaTensor
+
+        img, aff = load_volume(item["image"])
+        if img.ndim != 3:
+            raise DataError(f"{item['image']}: expected a single-channel 3D volume, got shape {img.shape}")
+        out = {"case": item["case"], "image": MetaTensor(np.asarray(img, np.float32)[None], affine=torch.as_tensor(aff))}
+        if item.get("label"):
+            lab, laff = load_volume(item["label"])
+            where = f"{item['label']} (image {Path(item['image']).name})"
+            lab = check_pair(where, np.asarray(img, np.float32), lab, self.num_labels)
+            if not np.allclose(aff, laff, atol=1e-3, rtol=1e-4):
+                raise DataError(f"{where}: label geometry (affine) differs from the image's:\n"
+                                f"image {np.round(aff, 4).tolist()}\nlabel {np.round(laff, 4).tolist()}")
+            out["label"] = MetaTensor(lab[None].astype(np.int16), affine=torch.as_tensor(aff))
+        return out
+
+
+class NormalizeAndSlice:
+    """RAS MetaTensors -> normalized slices: image (1, D, H, W) float32, label (D, H, W) int16,
+    ``spacing`` of (D, H, W) in mm and ``fg`` (indices of slices with foreground)."""
+
+    def __init__(self, intensity: dict[str, Any], slice_axis: int) -> None:
+        self.intensity, self.slice_axis = intensity, slice_axis
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        img = item["image"]
+        sizes = voxel_sizes(np.asarray(img.affine, dtype=np.float64))
+        inplane = [a for a in (0, 1, 2) if a != self.slice_axis][::-1]
+        spacing = np.asarray([sizes[self.slice_axis], *(sizes[a] for a in inplane)], np.float32)
+        arr = apply_intensity(np.asarray(img.array), self.intensity)
+        if not np.isfinite(arr).all():
+            raise DataError(f"case {item['case']}: image contains NaN or infinite values")
+        out = {"case": item["case"], "spacing": spacing,
+               "image": np.ascontiguousarray(volume_to_slices(arr, self.slice_axis))}
+        if "label" in item:
+            lab = np.ascontiguousarray(volume_to_slices(np.asarray(item["label"].array)[0], self.slice_axis))
+            out["label"] = lab
+            out["fg"] = np.flatnonzero(lab.reshape(lab.shape[0], -1).any(1))
+        return out
+
+
+class SliceSampler(Dataset):
+    """Training slices from cached volumes; with ``foreground_oversample`` p, an item is replaced
+    (probability p) by a random foreground slice of a random case. Seeded per worker by MONAI's
+    DataLoader (``set_random_state``)."""
+
+    def __init__(self, volumes: Any, transform: Any, foreground_oversample: float = 0.0) -> None:
+        self.volumes, self.transform, self.p = volumes, transform, float(foreground_oversample)
+        self.index = []
+        self.fg_index = []
+        for v in range(len(volumes)):
+            item = volumes[v]
+            self.index += [(v, k) for k in range(item["image"].shape[1])]
+            self.fg_index += [(v, int(k)) for k in item["fg"]]
+        self.R = np.random.RandomState()
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        self.R = state if state is not None else np.random.RandomState(seed)
+        if hasattr(self.transform, "set_random_state"):
+            self.transform.set_random_state(seed=seed, state=state)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v, k = self.index[i]
+        if self.p > 0 and self.fg_index and self.R.rand() < self.p:
+            v, k = self.fg_index[self.R.randint(len(self.fg_index))]
+        vol = self.volumes[v]
+        item = {"case": vol["case"], "image": vol["image"][:, k], "label": vol["label"][k][None]}
+        return self.transform(item)
+
+
+class NiftiDataModule(pl.LightningDataModule):
+    """2D slices of any 3D CT/MR segmentation task in the nnU-Net raw or Decathlon layout.
+
+    Args:
+        root: folder with ``dataset.json`` (nnU-Net raw or Decathlon datalist).
+        datalist: a datalist JSON elsewhere (paths relative to the JSON's folder).
+        batch_size, num_workers, image_size: loader and model-size settings.
+        slice_axis: array axis (after reorientation to RAS) slices are taken along; 2 = axial.
+        intensity: ``auto`` (CT -> window, otherwise z-score), ``window``, ``zscore`` or ``none``.
+        window: HU window for ``window`` mode (default: the abdominal soft-tissue window).
+        zscore_stats: (mean, std) for ``zscore``; default: computed from the training volumes.
+        augment, rot_flip, rotation, rotation_degrees, image_interpolation: as Synapse.
+        foreground_oversample: probability that a training item is a random foreground slice.
+        val_cases: training cases held out for validation when the data set has no validation list.
+        seed: seed of the validation-case choice.
+        cache: cache preprocessed volumes in memory (MONAI CacheDataset).
+        cache_dir: cache them on disk instead (MONAI PersistentDataset).
+        pin_memory: DataLoader pin_memory.
+    """
+
+    eval_mode: Literal["volume", "image"] = "volume"
+
+    def __init__(
+        self,
+        root: str,
+        datalist: str | None = None,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        image_size: int | tuple[int, int] = 224,
+        slice_axis: int = 2,
+        intensity: Literal["auto", "window", "zscore", "none"] = "auto",
+        window: tuple[float, float] = (-125.0, 275.0),
+        zscore_stats: tuple[float, float] | None = None,
+        augment: bool = True,
+        rot_flip: bool = True,
+        rotation: bool = True,
+        rotation_degrees: float = 20.0,
+        image_interpolation: Literal["bilinear", "bicubic"] = "bilinear",
+        foreground_oversample: float = 0.0,
+        val_cases: int = 2,
+        seed: int = 42,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+        if not 0.0 <= foreground_oversample <= 1.0:
+            raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
+        self.root = Path(root)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.image_size = image_size_hw(image_size)
+        self.index = NF.index_folder(self.root, datalist)
+        self.class_names = list(self.index.class_names)
+        self.num_classes = len(self.class_names)
+        self.in_chans = 1
+        self.train_cases, self.val_cases = self._split()
+        self.preprocessing = make_preprocessing(
+            "nifti", in_chans=1, image_size=self.image_size, class_names=self.class_names,
+            num_classes=self.num_classes, intensity=self._intensity(), orientation="RAS",
+            slice_axis=slice_axis,
+        )
+        self._ds: dict[str, Any] = {}
+
+    def _split(self) -> tuple[list[NF.Case], list[NF.Case]]:
+        if self.index.val:
+            return self.index.train, self.index.val
+        cases = self.index.train
+        n = self.hparams.val_cases
+        if n >= len(cases):
+            raise ValueError(f"val_cases={n} leaves no training case ({len(cases)} training cases)")
+        rng = np.random.default_rng(self.hparams.seed)
+        picked = set(rng.choice(len(cases), size=n, replace=False).tolist()) if n else set()
+        return ([c for i, c in enumerate(cases) if i not in picked],
+                [c for i, c in enumerate(cases) if i in picked])
+
+    def _intensity(self) -> dict[str, Any]:
+        mode = self.hparams.intensity
+        if mode == "auto":
+            mode = "window" if "CT" in self.index.modality.upper() else "zscore"
+            log.info("NIfTI: modality %r -> %s normalization", self.index.modality, mode)
+        if mode == "window":
+            return {"mode": "window", "window": [float(v) for v in self.hparams.window]}
+        if mode == "none":
+            return {"mode": "none"}
+        if self.hparams.zscore_stats is not None:
+            mean, std = self.hparams.zscore_stats
+        else:
+            mean, std = self._dataset_stats()
+            log.info("NIfTI: z-score statistics from %d training volumes: mean %.4g, std %.4g "
+                     "(pass zscore_stats to skip this pass)", len(self.train_cases), mean, std)
+        return {"mode": "zscore", "mean": float(mean), "std": float(std)}
+
+    def _dataset_stats(self) -> tuple[float, float]:
+        n, s, s2 = 0, 0.0, 0.0
+        for c in self.train_cases:
+            x = np.asarray(load_volume(c.image)[0], dtype=np.float64)
+            n, s, s2 = n + x.size, s + x.sum(), s2 + (x**2).sum()
+        mean = s / n
+        return mean, float(np.sqrt(max(s2 / n - mean**2, 1e-12)))
+
+    def _volumes(self, cases: list[NF.Case]):
+        from monai.transforms import Compose, Orientationd
+
+        items = [{"case": c.name, "image": str(c.image), "label": str(c.label) if c.label else ""} for c in cases]
+        # Explicit RAS labels: MONAI is changing the default axis labels of Orientationd.
+        ras = Orientationd(keys=["image", "label"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")),
+                           allow_missing_keys=True)
+        tf = Compose([LoadVolumed(self.num_classes), ras,
+                      NormalizeAndSlice(self.preprocessing["intensity"], self.hparams.slice_axis)])
+        return transformed_dataset(items, tf, cache=self.hparams.cache, cache_dir=self.hparams.cache_dir)
+
+    def _eval(self, cases: list[NF.Case]) -> VolumeDataset:
+        vols = self._volumes(cases)
+
+        def load(i: int):
+            v = vols[i]
+            return v["image"][0], v["label"], v["spacing"], v["case"]
+
+        return VolumeDataset([functools.partial(load, i) for i in range(len(cases))], self.image_size,
+                             self.hparams.image_interpolation)
+
+    def setup(self, stage: str | None = None) -> None:
+        from monai.transforms import Compose
+
+        from vmunet.data.transforms import slice_train_transforms
+
+        hp = self.hparams
+        if stage in (None, "fit"):
+            tf = Compose(slice_train_transforms(self.image_size, augment=hp.augment, rot_flip=hp.rot_flip,
+                                                rotation=hp.rotation, degrees=hp.rotation_degrees,
+                                                image_mode=hp.image_interpolation))
+            self._ds["train"] = SliceSampler(self._volumes(self.train_cases), tf, hp.foreground_oversample)
+            log.info("NIfTI: %d training slices from %d cases; validation cases %s", len(self._ds["train"]),
+                     len(self.train_cases), [c.name for c in self.val_cases])
+        if stage in (None, "fit", "validate"):
+            self._ds["val"] = self._eval(self.val_cases)
+        if stage in (None, "test"):
+            if not self.index.test:
+                raise DataError(f"{self.root}: no labelled test cases (nnU-Net: imagesTs/ with labelsTs/; "
+                                "datalist: 'test' entries with a 'label')")
+            self._ds["test"] = self._eval(self.index.test)
+
+    def train_dataloader(self):
+        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory)
+
+    def val_dataloader(self):
+        if not self.val_cases:
+            return []
+        return eval_loader(self._ds["val"], 1, self.num_workers, self.hparams.pin_memory)
+
+    def test_dataloader(self):
+        return eval_loader(self._ds["test"], 1, self.num_workers, self.hparams.pin_memory)

@@ -1,0 +1,164 @@
+"""Generic NIfTI-folder data sets: the nnU-Net raw layout and MONAI's Decathlon datalist JSON.
+
+nnU-Net raw (``dataset.json`` with ``channel_names``, ``labels`` name -> int, ``file_ending``)::
+
+    imagesTr/<case>_0000<ending>   labelsTr/<case><ending>   [imagesTs/<case>_0000<ending>  labelsTs/<case><ending>]
+
+Decathlon datalist (``dataset.json`` with ``training`` [and ``validation`` / ``test``] lists of
+``{"image": path, "label": path}`` relative to the JSON's folder, ``labels`` int -> name and
+``modality`` {"0": "CT"}). Any format :func:`vmunet.data.volumes.load_volume` reads works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
+from vmunet.data.fileio import read_json
+from vmunet.data.volumes import strip_suffix
+
+EXPECTED = ("an nnU-Net raw folder (dataset.json with 'channel_names', 'labels', 'file_ending'; "
+            "imagesTr/<case>_0000<ending>, labelsTr/<case><ending>) or a Decathlon datalist JSON "
+            "(with a 'training' list of {'image', 'label'})")
+
+
+@dataclass
+class Case:
+    """One scan: its name, image file and (optional) label file."""
+
+    name: str
+    image: Path
+    label: Path | None
+
+
+@dataclass
+class NiftiIndex:
+    """What a NIfTI-folder data set declares: classes, modality and the cases of each split."""
+
+    layout: str  # "nnunet" | "decathlon"
+    class_names: list[str]
+    modality: str
+    train: list[Case]
+    val: list[Case] = field(default_factory=list)
+    test: list[Case] = field(default_factory=list)
+
+
+def _class_names(path: Path, labels: Any, name_to_int: bool) -> list[str]:
+    """``labels`` -> names indexed by value; values must be 0..K-1 without gaps."""
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(f"{path}: 'labels' must be a non-empty mapping, got {labels!r}")
+    pairs = {}
+    for k, v in labels.items():
+        name, value = (k, v) if name_to_int else (v, k)
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: label {name!r} has value {value!r}; only integer labels are "
+                            "supported (no nnU-Net region lists)") from None
+        pairs[value] = str(name)
+    if sorted(pairs) != list(range(len(pairs))):
+        raise DataError(f"{path}: label values must be 0..K-1 without gaps, got {sorted(pairs)}")
+    return [pairs[i] for i in range(len(pairs))]
+
+
+def _modality(path: Path, channels: Any) -> str:
+    if not isinstance(channels, dict) or not channels:
+        raise DataError(f"{path}: 'channel_names'/'modality' must be a non-empty mapping, got {channels!r}")
+    if len(channels) != 1:
+        raise DataError(f"{path}: {len(channels)} input channels {channels}; only single-channel "
+                        "volumes are supported")
+    return str(next(iter(channels.values())))
+
+
+def _nnunet(root: Path, spec: dict[str, Any], json_path: Path) -> NiftiIndex:
+    ending = spec.get("file_ending", ".nii.gz")
+    names = _class_names(json_path, spec.get("labels"), name_to_int=True)
+    modality = _modality(json_path, spec.get("channel_names"))
+
+    def cases(images: str, labels: str, need_labels: bool) -> list[Case]:
+        img_dir, lab_dir = root / images, root / labels
+        if not img_dir.is_dir():
+            if need_labels:
+                raise LayoutError(f"{root}: nnU-Net layout expects {images}/ ({describe_folder(root)})")
+            return []
+        found = sorted(p for p in img_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+        if not found:
+            raise DataError(f"{img_dir}: no images ending in {ending!r} ({describe_folder(img_dir)})")
+        out, bad = [], []
+        for p in found:
+            stem = p.name[: -len(ending)]
+            if not stem.endswith("_0000"):
+                bad.append(p.name)
+                continue
+            case = stem[: -len("_0000")]
+            lab = lab_dir / f"{case}{ending}"
+            out.append(Case(case, p, lab if lab.is_file() else None))
+        if bad:
+            raise DataError(f"{img_dir}: files not named <case>_0000{ending} (single channel): {short_list(bad)}")
+        missing = [c.name for c in out if c.label is None]
+        if need_labels and missing:
+            raise DataError(f"{lab_dir}: no label for case(s) {short_list(missing)}")
+        if lab_dir.is_dir():
+            extra = sorted({strip_suffix(p.name) for p in lab_dir.iterdir() if p.name.endswith(ending)}
+                           - {c.name for c in out})
+            if extra:
+                raise DataError(f"{lab_dir}: label(s) without an image in {img_dir}: {short_list(extra)}")
+        return out
+
+    train = cases("imagesTr", "labelsTr", True)
+    test = [c for c in cases("imagesTs", "labelsTs", False) if c.label is not None]
+    return NiftiIndex("nnunet", names, modality, train, [], test)
+
+
+def _decathlon(base: Path, spec: dict[str, Any], json_path: Path) -> NiftiIndex:
+    names = _class_names(json_path, spec.get("labels"), name_to_int=False)
+    modality = _modality(json_path, spec.get("modality", spec.get("channel_names")))
+
+    def entries(key: str, need_labels: bool) -> list[Case]:
+        raw = spec.get(key, [])
+        if not isinstance(raw, list):
+            raise DataError(f"{json_path}: '{key}' must be a list")
+        out = []
+        for i, e in enumerate(raw):
+            if isinstance(e, str):  # MSD lists unlabelled test images as plain paths
+                e = {"image": e}
+            if not isinstance(e, dict) or not isinstance(e.get("image"), str):
+                raise DataError(f"{json_path}: {key}[{i}] must have an 'image' path, got {e!r}")
+            img = (base / e["image"]).resolve()
+            lab = (base / e["label"]).resolve() if isinstance(e.get("label"), str) else None
+            if need_labels and lab is None:
+                raise DataError(f"{json_path}: {key}[{i}] has no 'label'")
+            for p in (img, lab):
+                if p is not None and not p.is_file():
+                    raise DataError(f"{json_path}: {key}[{i}] refers to missing file {p}")
+            out.append(Case(strip_suffix(img.name), img, lab))
+        names_seen = [c.name for c in out]
+        dups = sorted({n for n in names_seen if names_seen.count(n) > 1})
+        if dups:
+            raise DataError(f"{json_path}: duplicate case name(s) in '{key}': {short_list(dups)}")
+        return out
+
+    train = entries("training", True)
+    if not train:
+        raise DataError(f"{json_path}: the 'training' list is empty")
+    val = entries("validation", True)
+    test = [c for c in entries("test", False) if c.label is not None]
+    return NiftiIndex("decathlon", names, modality, train, val, test)
+
+
+def index_folder(root: str | Path, datalist: str | Path | None = None) -> NiftiIndex:
+    """Read ``root/dataset.json`` (or ``datalist``) and list the cases; errors say what was found."""
+    root = Path(root)
+    json_path = Path(datalist) if datalist else root / "dataset.json"
+    if not json_path.is_file():
+        raise LayoutError(f"{root}: expected {EXPECTED}; no {json_path.name} found: {describe_folder(root)}")
+    spec = read_json(json_path)
+    if not isinstance(spec, dict):
+        raise LayoutError(f"{json_path}: expected a JSON object ({EXPECTED})")
+    if "training" in spec:
+        return _decathlon(json_path.parent, spec, json_path)
+    if "channel_names" in spec:
+        return _nnunet(root, spec, json_path)
+    raise LayoutError(f"{json_path}: expected {EXPECTED}; found keys {sorted(spec)}")
