@@ -1,0 +1,327 @@
+"""The LightningModule: model + MONAI loss + AdamW/schedule + volume- or image-wise evaluation.
+
+Evaluation follows the data module's ``eval_mode``:
+
+* ``"volume"`` (Synapse): each val/test item is one whole case, ``image`` (1, D, C, h, w) at model
+  size and ``label`` (1, D, H, W) at native size. Slices are predicted in mini-batches, the
+  logits upsampled (bilinear) to (H, W), arg-maxed, and scored per case with
+  :func:`vmunet.training.metrics.case_metrics` (Dice, HD95 in voxels and mm).
+* ``"image"`` (ISIC): batches of 2D images at model size; binary models feed one pooled confusion
+  matrix (the papers' metrics) plus per-image Dice/IoU; multi-class models score each image as a
+  2D "case".
+
+Per-case rows are gathered from every rank at epoch end and de-duplicated by case name, because
+the distributed sampler pads the last round by repeating items; metrics are therefore identical
+for 1 or N processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vmunet.training import metrics as M
+from vmunet.training.reports import write_test_reports
+from vmunet.training.schedulers import LRSchedule
+
+log = logging.getLogger(__name__)
+
+EvalMode = Literal["volume", "image"]
+
+
+def _version() -> str:
+    import vmunet
+
+    return vmunet.__version__
+
+
+class SegmentationModule(pl.LightningModule):
+    """VM-UNet segmentation training and evaluation.
+
+    Args:
+        model_name: a name from ``vmunet.models.list_models()``.
+        num_classes: model output channels (1 = binary with sigmoid). Linked from the data module
+            by ``vmunet fit``; required when building the module by hand.
+        in_chans: model input channels (linked from the data module like ``num_classes``).
+        model_kwargs: extra ``create_model`` overrides (``depths``, ``scan_backend``, ...).
+        weights: optional initialization checkpoint for ``create_model`` (VMamba / VM-UNet).
+        preprocessing: the data module's preprocessing record; filled in from the data module at
+            setup so the checkpoint alone rebuilds inference.
+        lr, betas, weight_decay: AdamW settings (paper: 1e-3, (0.9, 0.999), 1e-2).
+        scheduler: ``cosine`` | ``poly`` | ``constant``, stepped once per epoch.
+        t_max, eta_min, poly_power, warmup_epochs, warmup_start_factor: schedule settings.
+        lambda_ce, lambda_dice: loss weights (paper 1:1); CE is BCE for binary models.
+        class_weights: optional per-class CE/Dice weights (``num_classes`` entries).
+        dice_include_background: include background in the multi-class Dice term.
+        batch_dice: Dice over the whole batch (as TransUNet/VM-UNet) instead of per sample.
+        slice_batch_size: slices per forward pass in volume-wise evaluation.
+        val_hd95: compute HD95 during validation too (test always does; it costs CPU time).
+        threshold: foreground probability threshold for binary models (paper 0.5, ``>=``).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "vmunet",
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        weights: str | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 1e-2,
+        scheduler: Literal["cosine", "poly", "constant"] = "cosine",
+        t_max: int = 100,
+        eta_min: float = 1e-5,
+        poly_power: float = 0.9,
+        warmup_epochs: int = 0,
+        warmup_start_factor: float = 0.1,
+        lambda_ce: float = 1.0,
+        lambda_dice: float = 1.0,
+        class_weights: list[float] | None = None,
+        dice_include_background: bool = True,
+        batch_dice: bool = True,
+        slice_batch_size: int = 32,
+        val_hd95: bool = True,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if num_classes is None or in_chans is None:
+            raise ValueError(
+                "model.num_classes and model.in_chans are required (vmunet fit links them from the "
+                "data module; set them when building SegmentationModule by hand)"
+            )
+        if num_classes < 1 or in_chans < 1:
+            raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(
+                f"model.class_weights: expected {num_classes} entries (one per class), got {len(class_weights)}"
+            )
+        if slice_batch_size < 1:
+            raise ValueError(f"model.slice_batch_size must be >= 1, got {slice_batch_size}")
+        self.save_hyperparameters()
+        from vmunet.models import create_model
+
+        self.model = create_model(
+            model_name, num_classes=num_classes, in_chans=in_chans, weights=weights, **(model_kwargs or {})
+        )
+        self.loss_fn = self._build_loss()
+        # LRSchedule validates its arguments; fail at construction, not at the first epoch
+        self._schedule(total=None if scheduler != "poly" else max(warmup_epochs + 1, 2))
+        self._rows: list[dict[str, Any]] = []
+        self._confusion = M.BinaryConfusion(threshold=threshold)
+        self.last_summary: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------------------- building
+    @property
+    def binary(self) -> bool:
+        return self.hparams.num_classes == 1
+
+    def _build_loss(self) -> nn.Module:
+        from monai.losses import DiceCELoss
+
+        hp = self.hparams
+        weight = None if hp.class_weights is None else torch.tensor(hp.class_weights, dtype=torch.float32)
+        if self.binary:
+            return DiceCELoss(sigmoid=True, batch=hp.batch_dice, lambda_ce=hp.lambda_ce,
+                              lambda_dice=hp.lambda_dice, weight=weight)
+        return DiceCELoss(to_onehot_y=True, softmax=True, include_background=hp.dice_include_background,
+                          batch=hp.batch_dice, lambda_ce=hp.lambda_ce, lambda_dice=hp.lambda_dice,
+                          weight=weight)
+
+    def _schedule(self, total: int | None) -> LRSchedule:
+        hp = self.hparams
+        return LRSchedule(hp.scheduler, base_lr=hp.lr, eta_min=hp.eta_min, t_max=hp.t_max, total=total,
+                          power=hp.poly_power, warmup_epochs=hp.warmup_epochs,
+                          warmup_start_factor=hp.warmup_start_factor)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        total = self.trainer.max_epochs if self._trainer is not None else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(total if total and total > 0 else None))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def setup(self, stage: str) -> None:
+        """Take the preprocessing record from the data module and check it matches the model."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        rec = getattr(dm, "preprocessing", None)
+        if rec is None:
+            return
+        for key in ("num_classes", "in_chans"):
+            if int(rec[key]) != int(self.hparams[key]):
+                raise ValueError(
+                    f"model.{key}={self.hparams[key]} does not match the data module's {key}={rec[key]}"
+                )
+        self.hparams["preprocessing"] = dict(rec)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the self-contained inference record (see the checkpoint contract in docs/training.md)."""
+        hp = self.hparams
+        kwargs = dict(hp.model_kwargs or {})
+        kwargs.update(num_classes=int(hp.num_classes), in_chans=int(hp.in_chans))
+        checkpoint["vmunet"] = {
+            "model_name": str(hp.model_name),
+            "model_kwargs": kwargs,
+            "preprocessing": None if hp.preprocessing is None else dict(hp.preprocessing),
+            "version": _version(),
+        }
+
+    # ----------------------------------------------------------------------------- training
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _target(self, label: torch.Tensor) -> torch.Tensor:
+        return label.float() if self.binary else label.long()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, self._target(batch["label"]))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        opt = self.optimizers()
+        self.log("train/lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    # ----------------------------------------------------------------------------- evaluation
+    def _eval_mode(self) -> EvalMode:
+        dm = getattr(self.trainer, "datamodule", None)
+        mode = getattr(dm, "eval_mode", None)
+        if mode not in ("volume", "image"):
+            raise ValueError(f"the data module's eval_mode must be 'volume' or 'image', got {mode!r}")
+        return mode
+
+    def _labels_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) logits -> (N, H, W) int label map."""
+        if self.binary:
+            return (torch.sigmoid(logits[:, 0]) >= self.hparams.threshold).long()
+        return logits.argmax(1)
+
+    @torch.no_grad()
+    def predict_volume(self, image: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
+        """Segment a (D, C, h, w) stack slice-batch-wise; logits upsampled to ``out_hw``; -> (D, H, W)."""
+        out = []
+        for start in range(0, image.shape[0], self.hparams.slice_batch_size):
+            logits = self(image[start:start + self.hparams.slice_batch_size])
+            if tuple(logits.shape[-2:]) != tuple(out_hw):
+                logits = F.interpolate(logits.float(), size=tuple(out_hw), mode="bilinear", align_corners=False)
+            out.append(self._labels_from_logits(logits))
+        return torch.cat(out)
+
+    def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
+        hd95 = stage == "test" or self.hparams.val_hd95
+        if self._eval_mode() == "volume":
+            if batch["image"].shape[0] != 1:
+                raise ValueError(f"volume-wise evaluation needs batch size 1, got {batch['image'].shape[0]}")
+            image, label = batch["image"][0], batch["label"][0]
+            pred = self.predict_volume(image, label.shape[-2:])
+            spacing = batch.get("spacing")
+            spacing = None if spacing is None else [float(s) for s in spacing[0]]
+            self._score_case(pred.cpu().numpy(), label.cpu().numpy(), str(batch["case"][0]), spacing, hd95)
+            mid = int((label > 0).flatten(1).sum(1).argmax())  # the slice with most foreground
+            img2d = F.interpolate(image[mid:mid + 1, :1].float(), size=tuple(label.shape[-2:]), mode="bilinear")
+            return {"preview": (img2d[0, 0].cpu(), label[mid].cpu(), pred[mid].cpu())}
+        logits = self(batch["image"])
+        label = batch["label"]
+        loss = self.loss_fn(logits, self._target(label))
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=label.shape[0], sync_dist=True)
+        ids = [str(c) for c in batch["case"]]
+        if self.binary:
+            prob = torch.sigmoid(logits.float())
+            self._confusion.update(prob.cpu().numpy(), label.float().cpu().numpy(), ids)
+        pred = self._labels_from_logits(logits)
+        if not self.binary:
+            for i, case in enumerate(ids):
+                self._score_case(pred[i].cpu().numpy(), label[i, 0].cpu().numpy(), case, None, hd95)
+        return {"preview": (batch["image"][0, 0].cpu(), label[0, 0].cpu(), pred[0].cpu())}
+
+    def _score_case(self, pred: np.ndarray, gt: np.ndarray, case: str, spacing, hd95: bool) -> None:
+        names = self._class_names()
+        if hd95:
+            rows = M.case_metrics(pred, gt, names, spacing=spacing)
+        else:
+            rows = [{"class": n, "dice": M.dice_coefficient(pred == i, gt == i), "hd95": math.nan, "hd95_mm": None}
+                    for i, n in enumerate(names) if i > 0]
+        self._rows.extend({"case": case, **r} for r in rows)
+
+    def _class_names(self) -> list[str]:
+        rec = self.hparams.preprocessing
+        if rec is not None:
+            return list(rec["class_names"])
+        n = max(2, int(self.hparams.num_classes))
+        return ["background", *[f"class_{i}" for i in range(1, n)]]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, batch_idx, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval()
+
+    def _reset_eval(self) -> None:
+        self._rows = []
+        self._confusion = M.BinaryConfusion(threshold=self.hparams.threshold)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        summary = self._finish_eval("test")
+        if self.trainer.is_global_zero:
+            write_test_reports(summary, self.trainer.log_dir or self.trainer.default_root_dir)
+
+    def _gather(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return items
+        out: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, items)
+        return [row for part in out for row in part]
+
+    def _finish_eval(self, stage: str) -> dict[str, Any]:
+        """Gather rows from all ranks, de-duplicate, summarize, log; returns the summary."""
+        names = self._class_names()
+        summary: dict[str, Any] = {"stage": stage, "class_names": names}
+        scalars: dict[str, float] = {}
+        rows = M.dedup_rows(self._gather(self._rows), ("case", "class"))
+        if rows:
+            cases = M.summarize_cases(rows, names)
+            summary.update(cases=rows, **cases)
+            scalars["dice"] = cases["mean"]["dice"]
+            scalars["hd95"] = cases["mean"]["hd95"]
+            if cases["mean"]["hd95_mm"] is not None:
+                scalars["hd95_mm"] = cases["mean"]["hd95_mm"]
+            for name, vals in cases["per_class"].items():
+                scalars[f"dice_{name}"] = vals["dice"]
+                scalars[f"hd95_{name}"] = vals["hd95"]
+        if self.binary and self._confusion.images is not None:
+            conf = M.BinaryConfusion.from_images(self._gather(self._confusion.images), self.hparams.threshold)
+            if conf.images:
+                pooled, per_image = conf.pooled(), conf.per_image()
+                summary.update(pooled=pooled, per_image=per_image, num_images=len(conf.images),
+                               images=conf.images)
+                scalars.update(pooled)  # "dice" here is the papers' pooled Dice/F1
+                scalars["image_dice"], scalars["image_iou"] = per_image["dice"], per_image["iou"]
+        scalars = {k: v for k, v in scalars.items() if not (isinstance(v, float) and math.isnan(v))}
+        # values are identical on every rank after the gather, so no further reduction is needed
+        for key, value in scalars.items():
+            self.log(f"{stage}/{key}", float(value), prog_bar=key == "dice", sync_dist=False, rank_zero_only=False)
+        summary["scalars"] = scalars
+        self.last_summary = summary
+        self._rows = []
+        return summary
