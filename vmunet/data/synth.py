@@ -94,7 +94,9 @@ def raw_affine(size: int, slices: int, rng: np.random.Generator) -> np.ndarray:
     origin = np.array([fov / 2 - rng.uniform(0, 20), fov / 2 + rng.uniform(0, 20), -rng.uniform(300, 500)])
     aff = np.diag([-sxy, -sxy, sz, 1.0])
     aff[:3, 3] = origin
-    return aff
+    # NIfTI stores the affine as float32: round now so the raw files and the in-memory conversion
+    # of ``synth_synapse(raw=False)`` carry exactly the same geometry.
+    return aff.astype(np.float32).astype(np.float64)
 
 
 def canonical_to_raw(volume: np.ndarray) -> np.ndarray:

@@ -1,0 +1,188 @@
+"""prepare synapse / prepare isic and the CLI commands, end to end on synthetic raw data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from vmunet.data.commands import add_parsers
+from vmunet.data.errors import DataError, LayoutError
+from vmunet.data.isic import ISICDataModule
+from vmunet.data.prepare import prepare_isic, prepare_synapse, split_cases
+from vmunet.data.preprocessing import slices_to_volume
+from vmunet.data.synapse import SynapseDataModule
+from vmunet.data.synth import synth_isic
+
+
+def cli(argv):
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def _save(path, array, affine):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+AFFINE = np.array([[-2.0, 0, 0, 10], [0, -3.0, 0, 20], [0, 0, 4.0, -30], [0, 0, 0, 1]])
+
+
+def _known_raw(root):
+    """Two hand-made BTCV cases (1 = test, 5 = train) with known HU and label voxels."""
+    shape = (4, 5, 3)
+    for cid in (1, 5):
+        hu = np.full(shape, -1000, np.int16)
+        lab = np.zeros(shape, np.uint8)
+        hu[0, 0, 0], lab[0, 0, 0] = 75, 8      # aorta (BTCV 8 -> 1), inside the window
+        hu[3, 1, 2], lab[3, 1, 2] = 400, 11    # pancreas (11 -> 6), above the window -> 1.0
+        hu[1, 4, 1], lab[1, 4, 1] = -500, 9    # inferior vena cava (9 -> background), below -> 0.0
+        hu[2, 2, 1], lab[2, 2, 1] = 25, 2      # right kidney (2 -> 4)
+        _save(root / "img" / f"img{cid:04d}.nii.gz", hu, AFFINE)
+        _save(root / "label" / f"label{cid:04d}.nii.gz", lab, AFFINE)
+    return shape
+
+
+def _dhw(i, j, k, shape):
+    """Raw voxel (i, j, k) stored with x and y flipped -> (d, h, w) in the h5 (canonical.T)."""
+    return k, shape[1] - 1 - j, shape[0] - 1 - i
+
+
+def test_prepare_synapse_window_remap_and_geometry(tmp_path):
+    shape = _known_raw(tmp_path / "raw")
+    summary = prepare_synapse(tmp_path / "raw", tmp_path / "out")
+    assert summary["test"] == ["case0001"] and summary["train_slices"] == 3
+    with h5py.File(tmp_path / "out" / "test_vol_h5" / "case0001.npy.h5") as f:
+        img, lab = f["image"][()], f["label"][()]
+    assert img.shape == (3, 5, 4)
+    assert img[_dhw(0, 0, 0, shape)] == pytest.approx((75 + 125) / 400)
+    assert img[_dhw(3, 1, 2, shape)] == 1.0 and img[_dhw(1, 4, 1, shape)] == 0.0
+    assert lab[_dhw(0, 0, 0, shape)] == 1 and lab[_dhw(3, 1, 2, shape)] == 6
+    assert lab[_dhw(1, 4, 1, shape)] == 0 and lab[_dhw(2, 2, 1, shape)] == 4
+    assert int((lab > 0).sum()) == 3
+    geom = json.loads((tmp_path / "out" / "test_vol_h5" / "case0001.geometry.json").read_text())
+    assert np.allclose(geom["affine"], AFFINE) and geom["shape"] == list(shape)
+    assert geom["spacing_dhw"] == pytest.approx([4.0, 3.0, 2.0])
+    assert geom["orientation"] == "RAS" and geom["layout"] == "DHW" and geom["source"] == "img0001.nii.gz"
+    # The sidecar is enough to put the h5 label back onto the original voxel grid.
+    canon = slices_to_volume(lab, 2)
+    ornt = nib.orientations.io_orientation(np.asarray(geom["affine"]))
+    back = nib.orientations.apply_orientation(canon, nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt("RAS"), ornt))
+    raw_lab = np.asarray(nib.load(str(tmp_path / "raw" / "label" / "label0001.nii.gz")).dataobj)
+    remapped = np.vectorize({0: 0, 8: 1, 11: 6, 9: 0, 2: 4}.get)(raw_lab)
+    assert np.array_equal(back, remapped)
+    with np.load(tmp_path / "out" / "train_npz" / "case0005_slice002.npz") as z:
+        assert z["label"][shape[1] - 1 - 1, shape[0] - 1 - 3] == 6
+
+
+def test_prepare_synapse_matches_synth_standard(tmp_path, synapse_raw, synapse_root):
+    out = tmp_path / "prep"
+    assert cli(["prepare", "synapse", "--raw", synapse_raw, "--out", out]) == 0
+    for name in ("lists/lists_Synapse/train.txt", "lists/lists_Synapse/test_vol.txt",
+                 "test_vol_h5/case0002.geometry.json"):
+        assert (out / name).read_text() == (synapse_root / name).read_text()
+    with h5py.File(out / "test_vol_h5" / "case0002.npy.h5") as a, \
+            h5py.File(synapse_root / "test_vol_h5" / "case0002.npy.h5") as b:
+        assert np.array_equal(a["image"][()], b["image"][()]) and np.array_equal(a["label"][()], b["label"][()])
+    dm = SynapseDataModule(str(out), num_workers=0, image_size=32, val_cases=1)
+    dm.setup("test")
+    assert dm.test_case_names == ["case0001", "case0002"]
+
+
+def test_split_cases():
+    assert split_cases([1, 5, 2, 6]) == ([5, 6], [1, 2])
+    assert split_cases([1, 5, 2, 6], test_cases=[6]) == ([1, 2, 5], [6])
+    a = split_cases(list(range(1, 11)), "random", test_fraction=0.3, seed=4)
+    assert a == split_cases(list(range(1, 11)), "random", test_fraction=0.3, seed=4) and len(a[1]) == 3
+    with pytest.raises(ValueError, match=r"case\(s\) \['11', '12'\] are not part of the standard"):
+        split_cases([1, 5, 11, 12])
+    with pytest.raises(ValueError, match="split leaves 0 training and 2 test case"):
+        split_cases([1, 2])
+
+
+def test_prepare_synapse_errors(tmp_path, synapse_raw, capsys):
+    with pytest.raises(LayoutError, match=r"expected a raw BTCV/Synapse download .*found: .* does not exist"):
+        prepare_synapse(tmp_path / "missing", tmp_path / "o")
+    raw = tmp_path / "raw"
+    shutil.copytree(synapse_raw, raw)
+    (raw / "label" / "label0002.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"image\(s\) without a label in .*label: \['2'\]"):
+        prepare_synapse(raw, tmp_path / "o")
+    assert cli(["prepare", "synapse", "--raw", raw, "--out", tmp_path / "o"]) == 2
+    assert "image(s) without a label" in capsys.readouterr().err
+    shutil.copy(synapse_raw / "label" / "label0002.nii.gz", raw / "label" / "label0002.nii.gz")
+    lab = nib.load(str(raw / "label" / "label0005.nii.gz"))
+    data = np.asarray(lab.dataobj).copy()
+    data[0, 0, 0] = 14
+    nib.save(nib.Nifti1Image(data, lab.affine), str(raw / "label" / "label0005.nii.gz"))
+    with pytest.raises(DataError, match=r"label0005.nii.gz \(image img0005.nii.gz\): label values \[14\] outside"):
+        prepare_synapse(raw, tmp_path / "o")
+    nib.save(nib.Nifti1Image(data[:-1], lab.affine), str(raw / "label" / "label0005.nii.gz"))
+    with pytest.raises(DataError, match=r"label0005.nii.gz \(image img0005.nii.gz\): image/label shape mismatch"):
+        prepare_synapse(raw, tmp_path / "o")
+    with pytest.raises(ValueError, match="must differ from --raw"):
+        prepare_synapse(raw, raw)
+
+
+def test_prepare_isic_seeded_split_and_stats(tmp_path):
+    raw = tmp_path / "raw"
+    assert cli(["synth", "isic", "--out", raw, "--cases", 10, "--size", 24, "--layout", "official"]) == 0
+    out = tmp_path / "out"
+    summary = prepare_isic(raw, out, size=32, seed=1)
+    assert summary["splits"] == {"train": 7, "val": 3} and summary["year"] == "2018"
+    again = prepare_isic(raw, tmp_path / "out2", size=32, seed=1)
+    assert sorted(p.name for p in (tmp_path / "out2" / "val" / "images").iterdir()) == \
+        sorted(p.name for p in (out / "val" / "images").iterdir())
+    assert again["mean"] == summary["mean"]
+    train_imgs = sorted((out / "train" / "images").iterdir())
+    px = np.concatenate([np.asarray(Image.open(p), np.float64).reshape(-1, 3) for p in train_imgs])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["mean"] == pytest.approx(px.mean(0).tolist()) and stats["std"] == pytest.approx(px.std(0).tolist())
+    for p in (out / "val" / "masks").iterdir():
+        m = np.asarray(Image.open(p))
+        assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 255}
+    dm = ISICDataModule(str(out), num_workers=0, image_size=32)
+    assert dm.preprocessing["intensity"]["mean"] == pytest.approx(stats["mean"])
+
+
+def test_prepare_isic_official_splits_2017(tmp_path):
+    raw = tmp_path / "raw"
+    synth_isic(raw, cases=10, size=20, layout="official", year="2017", official_splits=True)
+    summary = prepare_isic(raw, tmp_path / "out", size=24)
+    assert summary["splits"] == {"train": 6, "val": 2, "test": 2} and summary["year"] == "2017"
+    names = sorted(p.name for p in (tmp_path / "out" / "test" / "images").iterdir())
+    assert names == ["ISIC_0000008.png", "ISIC_0000009.png"]  # superpixel files were ignored
+
+
+def test_prepare_isic_errors(tmp_path):
+    raw = tmp_path / "raw"
+    synth_isic(raw, cases=4, size=16, layout="official", year="2018")
+    gt = raw / "ISIC2018_Task1_Training_GroundTruth"
+    (gt / "ISIC_0000001_segmentation.png").unlink()
+    with pytest.raises(DataError, match=r"1 image\(s\) without a mask .*\['ISIC_0000001'\]"):
+        prepare_isic(raw, tmp_path / "out")
+    synth_isic(raw, cases=4, size=16, layout="official", year="2017")
+    with pytest.raises(ValueError, match=r"holds ISIC \['2017', '2018'\]; choose one with --year"):
+        prepare_isic(raw, tmp_path / "out")
+    assert prepare_isic(raw, tmp_path / "out", year="2017", size=16)["splits"] == {"train": 3, "val": 1}
+    with pytest.raises(LayoutError, match=r"expected the official ISIC archive layout"):
+        prepare_isic(tmp_path / "out", tmp_path / "out3")
+
+
+def test_cli_synth_all(tmp_path, capsys):
+    assert cli(["synth", "synapse", "--out", tmp_path / "s", "--cases", 3, "--size", 16, "--slices", 4]) == 0
+    assert json.loads(capsys.readouterr().out)["test_cases"] == ["case0001"]
+    assert cli(["synth", "nifti", "--out", tmp_path / "n", "--cases", 2, "--size", 16, "--slices", 4,
+                "--layout", "decathlon", "--modality", "MR"]) == 0
+    assert len(json.loads((tmp_path / "n" / "dataset.json").read_text())["training"]) == 2
+    assert cli(["synth", "synapse", "--out", tmp_path / "x", "--cases", 1]) == 2
+    assert "cases must be between 2 and 30" in capsys.readouterr().err
