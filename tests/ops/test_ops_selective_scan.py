@@ -50,7 +50,7 @@ def run_with_grads(fn, ins, softplus, seed=1):
     g_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
     g_last = torch.randn(last.shape, generator=g, dtype=torch.float64).to(last.dtype)
     grads = torch.autograd.grad((out * g_out).sum() + (last * g_last).sum(), list(leaves.values()))
-    return out.detach(), last.detach(), dict(zip(leaves, grads))
+    return out.detach(), last.detach(), dict(zip(leaves, grads, strict=True))
 
 
 def assert_matches_ref(fn, ins, softplus, dtype):
@@ -120,7 +120,7 @@ def test_gradcheck(backend, groups):
     leaves = tuple(ins[k].clone().requires_grad_() for k in names)
 
     def fn(*args):
-        out, last = selective_scan(**dict(zip(names, args)), delta_softplus=True,
+        out, last = selective_scan(**dict(zip(names, args, strict=True)), delta_softplus=True,
                                    return_last_state=True, backend=backend)
         return out, last
 
