@@ -202,3 +202,19 @@ def test_synth_is_seeded(tmp_path):
     del a, b, c
     read = [np.load(tmp_path / n / "train_npz" / "case0005_slice001.npz")["image"] for n in "abc"]
     assert np.array_equal(read[0], read[1]) and not np.array_equal(read[0], read[2])
+
+
+def test_training_loader_is_seeded_and_works_with_workers(synapse_root):
+    dm = _dm(synapse_root, val_cases=0, batch_size=6)
+    dm.setup("fit")
+    batches = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        batches.append(next(iter(dm.train_dataloader())))
+    assert torch.equal(batches[0]["image"], batches[1]["image"])
+    assert torch.equal(batches[0]["label"], batches[1]["label"])
+    dm = _dm(synapse_root, val_cases=1, num_workers=1, batch_size=6)
+    dm.setup("fit")
+    b = next(iter(dm.train_dataloader()))
+    assert b["image"].shape == (6, 1, 32, 32)
+    assert next(iter(dm.val_dataloader()))["label"].shape == (1, 6, 32, 32)

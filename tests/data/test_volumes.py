@@ -1,0 +1,58 @@
+"""Volume reading: nibabel and SimpleITK paths agree; RAS reorientation matches nibabel."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from vmunet.data.errors import DataError
+from vmunet.data.volumes import load_volume, strip_suffix, to_ras, voxel_sizes
+
+
+def test_simpleitk_formats_match_nifti(tmp_path):
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    zyx = rng.integers(-100, 100, size=(5, 6, 7)).astype(np.int16)
+    img = sitk.GetImageFromArray(zyx)
+    img.SetSpacing((0.7, 0.8, 2.5))
+    img.SetOrigin((10.0, -20.0, 30.0))
+    img.SetDirection((-1.0, 0, 0, 0, 0, 1.0, 0, -1.0, 0))  # non-trivial LPS direction with a permutation
+    for name in ("v.nii.gz", "v.mha", "v.nrrd"):
+        sitk.WriteImage(img, str(tmp_path / name))
+    ref_arr, ref_aff = load_volume(tmp_path / "v.nii.gz")
+    ras_ref = nib.as_closest_canonical(nib.load(str(tmp_path / "v.nii.gz")))
+    for name in ("v.mha", "v.nrrd"):
+        arr, aff = load_volume(tmp_path / name)
+        assert np.array_equal(arr, ref_arr) and np.allclose(aff, ref_aff, atol=1e-5)
+        ras, ras_aff = to_ras(arr, aff)
+        assert np.array_equal(ras, np.asarray(ras_ref.dataobj))
+        assert np.allclose(ras_aff, ras_ref.affine, atol=1e-5)
+    assert np.allclose(voxel_sizes(ref_aff), [0.7, 0.8, 2.5])
+
+
+def test_to_ras_matches_monai_orientation():
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    aff = np.array([[0, 0, -2.0, 5], [-1.5, 0, 0, 3], [0, 3.0, 0, -7], [0, 0, 0, 1]])
+    arr = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    ras, ras_aff = to_ras(arr, aff)
+    mt = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(
+        MetaTensor(arr[None], affine=aff))
+    assert np.array_equal(np.asarray(mt.array)[0], ras)
+    assert np.allclose(np.asarray(mt.affine), ras_aff)
+    assert nib.aff2axcodes(ras_aff) == ("R", "A", "S")
+
+
+def test_errors_and_names(tmp_path):
+    with pytest.raises(DataError, match=r"x.nii.gz: file not found"):
+        load_volume(tmp_path / "x.nii.gz")
+    (tmp_path / "bad.nii.gz").write_bytes(b"junk")
+    with pytest.raises(DataError, match=r"bad.nii.gz: unreadable or corrupt image file"):
+        load_volume(tmp_path / "bad.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((3, 4), np.float32), np.eye(4)), str(tmp_path / "flat.nii"))
+    with pytest.raises(DataError, match=r"flat.nii: expected a 3D volume, got shape \(3, 4\)"):
+        load_volume(tmp_path / "flat.nii")
+    assert strip_suffix("img0001.nii.gz") == "img0001" and strip_suffix("a.mha") == "a"
