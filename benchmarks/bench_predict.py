@@ -1,0 +1,133 @@
+"""Whole-scan prediction speed: seconds per 512x512 slice and per 100-slice volume.
+
+Runs :class:`vmunet.inference.Predictor` end to end (intensity window, resize 512 -> model size,
+model, probabilities resized back, argmax, reorientation) on a synthetic 512x512xN CT-like volume
+with the ``vmunet`` paper model (random weights: speed does not depend on them), with and without
+flip TTA, and reports the peak memory of each run. ``--quick`` times fewer slices and extrapolates
+to 100 (the table says so).
+
+    python benchmarks/bench_predict.py              # CPU, 100 slices
+    python benchmarks/bench_predict.py --quick      # CPU, 8 slices (4 with TTA), extrapolated
+    python benchmarks/bench_predict.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import threading
+import time
+
+import numpy as np
+import torch
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) of this process while the block runs (samples /proc every 20 ms;
+    falls back to the lifetime peak where /proc is missing)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._now())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._now())
+
+    @staticmethod
+    def _now() -> float:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def synthetic_ct(slices: int, size: int = 512, seed: int = 0) -> np.ndarray:
+    """A 512x512xN volume in HU: body ellipse with a few organ-like blobs and noise (RAS layout)."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    body = (x / 0.85) ** 2 + (y / 0.65) ** 2 < 1
+    sl = np.where(body, 40.0, -1000.0).astype(np.float32)
+    sl[(x - 0.3) ** 2 + y ** 2 < 0.08] = 60.0  # liver-ish
+    sl[(x + 0.4) ** 2 + (y - 0.2) ** 2 < 0.02] = 45.0  # spleen-ish
+    vol = np.repeat(sl[:, :, None], slices, axis=2)
+    vol += rng.normal(0, 10, size=vol.shape).astype(np.float32)
+    return vol
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="vmunet", help="registered model name (default: vmunet, the paper model)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    parser.add_argument("--slices", type=int, default=100, help="slices of the timed volume (default: 100)")
+    parser.add_argument("--quick", action="store_true", help="time 8 slices (4 with TTA) and extrapolate to 100")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224, help="model input size (Synapse recipe: 224)")
+    parser.add_argument("--classes", type=int, default=9, help="output classes (Synapse: 9)")
+    parser.add_argument("--no-tta", action="store_true", help="skip the TTA rows")
+    args = parser.parse_args()
+
+    from vmunet.data.preprocessing import SYNAPSE_CLASSES, SYNAPSE_HU_WINDOW, make_preprocessing
+    from vmunet.inference import Predictor
+    from vmunet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=args.classes, in_chans=1)
+    names = list(SYNAPSE_CLASSES[: args.classes]) if args.classes <= len(SYNAPSE_CLASSES) else [
+        f"class{i}" for i in range(args.classes)]
+    rec = make_preprocessing("synapse", in_chans=1, image_size=[args.image_size] * 2, class_names=names,
+                             num_classes=args.classes, intensity={"mode": "window", "window": list(SYNAPSE_HU_WINDOW)},
+                             orientation="RAS", slice_axis=2)
+    rows = []
+    for tta in (False,) if args.no_tta else (False, True):
+        n = (4 if tta else 8) if args.quick else args.slices
+        predictor = Predictor(model, rec, device=args.device, batch_size=args.batch_size, tta=tta)
+        predictor.predict_volume(synthetic_ct(min(n, args.batch_size)))  # warm-up: kernels, compiled scan
+        vol = synthetic_ct(n)
+        if predictor.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            pred = predictor.predict_volume(vol)
+            if predictor.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        assert pred.labels.shape == vol.shape
+        gpu = torch.cuda.max_memory_allocated() / 2**20 if predictor.device.type == "cuda" else None
+        per_slice = seconds / n
+        rows.append({"device": str(predictor.device), "tta": "4 flips" if tta else "no", "timed": n,
+                     "per_slice": per_slice, "per_100": per_slice * 100, "rss": mem.peak, "gpu": gpu,
+                     "note": "extrapolated" if n != 100 else "measured"})
+
+    cpu = platform.processor() or platform.machine()
+    print(f"\nbench_predict: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params), "
+          f"input 512x512 slices -> {args.image_size}x{args.image_size}, {args.classes} classes, "
+          f"batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs ({cpu})")
+    header = (f"| {'device':<6} | {'TTA':<7} | {'slices timed':>12} | {'s / slice':>9} | {'s / 100-slice volume':>20} "
+              f"| {'peak RSS MiB':>12} | {'peak GPU MiB':>12} | {'100-slice figure':<16} |")
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        gpu = "-" if r["gpu"] is None else f"{r['gpu']:.0f}"
+        print(f"| {r['device']:<6} | {r['tta']:<7} | {r['timed']:>12} | {r['per_slice']:>9.2f} | {r['per_100']:>20.1f} "
+              f"| {r['rss']:>12.0f} | {gpu:>12} | {r['note']:<16} |")
+
+
+if __name__ == "__main__":
+    main()
