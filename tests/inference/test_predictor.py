@@ -193,3 +193,28 @@ def test_volumes_ml():
     scan = io.Scan("v", None, "array", vol, np.diag([0.5, 2.0, 3.0, 1.0]), None, vol.shape)
     pred = Predictor(ThresholdModel(), volume_record(image_size=(10, 10)), device="cpu").predict_scan(scan)
     assert pred.volumes_ml() == pytest.approx({"organ": 40 * 3.0 / 1000})
+
+
+def test_synthetic_synapse_h5_and_raw_nifti_give_the_same_label_map(tmp_path):
+    """The data side's synth writer (h5 + geometry sidecar, image windowed to [0, 1]) and the raw
+    NIfTI of the same phantom give identical predictions in the raw scanner geometry."""
+    from vmunet.data.preprocessing import SYNAPSE_HU_WINDOW
+    from vmunet.data.synth import synth_synapse
+
+    std = synth_synapse(tmp_path / "std", cases=2, size=32, slices=6, seed=3)
+    synth_synapse(tmp_path / "raw", cases=2, size=32, slices=6, seed=3, raw=True)
+    case = std["test_cases"][0]
+    raw = next((tmp_path / "raw" / "img").glob(f"img{case[-4:]}.nii.gz"))
+    h5 = tmp_path / "std" / "test_vol_h5" / f"{case}.npy.h5"
+    # fake model: class 1 above 100 HU (window [-125, 275] -> 0.5625)
+    threshold = (100 - SYNAPSE_HU_WINDOW[0]) / (SYNAPSE_HU_WINDOW[1] - SYNAPSE_HU_WINDOW[0])
+    rec = volume_record(image_size=(32, 32), intensity={"mode": "window", "window": list(SYNAPSE_HU_WINDOW)})
+    predictor = Predictor(ThresholdModel(threshold=threshold), rec, device="cpu")
+    a = predictor.predict_file(raw, tmp_path / "from_raw.nii.gz")
+    b = predictor.predict_file(h5, tmp_path / "from_h5.nii.gz")
+    ia, ib = nib.load(str(tmp_path / "from_raw.nii.gz")), nib.load(str(tmp_path / "from_h5.nii.gz"))
+    np.testing.assert_allclose(ib.affine, nib.load(str(raw)).affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(ia.dataobj), np.asarray(ib.dataobj))
+    hu = np.asarray(nib.load(str(raw)).dataobj)
+    np.testing.assert_array_equal(np.asarray(ia.dataobj), hu > 100)
+    assert a.labels.any() and b.num_slices == 6

@@ -10,7 +10,8 @@ Supported inputs:
 * NIfTI (``.nii``, ``.nii.gz``) through nibabel, so header codes survive the round trip;
 * anything else SimpleITK reads (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, a DICOM series folder);
 * Synapse ``test_vol_h5/<case>.npy.h5`` (``image``/``label`` arrays in DHW layout) with the
-  ``<case>.geometry.json`` sidecar; without the sidecar the geometry is the identity (warned);
+  ``<case>.geometry.json`` sidecar; without the sidecar the geometry is the identity (warned).
+  Their images are stored already windowed to [0, 1], so the scan is marked ``normalized``;
 * 2D images (``.png``, ``.jpg``, ...) for ISIC-type models, through Pillow.
 
 "Original layout" below means the voxel index order of the file, ``[i, j, k]`` (nibabel's array
@@ -66,6 +67,8 @@ class Scan:
     ornt: np.ndarray | None
     original_shape: tuple[int, ...]
     template: Any = field(default=None, repr=False)  # nibabel header / sitk geometry / h5 affine
+    #: True when intensities are already model-ready (Synapse h5 images are stored windowed to [0, 1])
+    normalized: bool = False
 
     @property
     def is_volume(self) -> bool:
@@ -246,7 +249,7 @@ def _read_h5(p: Path, *, label: bool) -> Scan:
     if not side.exists():
         warnings.warn(f"{p}: no geometry sidecar {side.name}; writing results with identity geometry", stacklevel=3)
         log.warning("%s: no geometry sidecar %s; using identity geometry", p, side.name)
-        return Scan(case_name(p), p, "h5", ras, np.eye(4), None, ras.shape, np.eye(4))
+        return Scan(case_name(p), p, "h5", ras, np.eye(4), None, ras.shape, np.eye(4), normalized=not label)
     import nibabel as nib
 
     meta = json.loads(side.read_text())
@@ -263,7 +266,7 @@ def _read_h5(p: Path, *, label: bool) -> Scan:
             f"reoriented to RAS {list(expected)}"
         )
     ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    return Scan(case_name(p), p, "h5", ras, ras_affine, ornt, shape, affine)
+    return Scan(case_name(p), p, "h5", ras, ras_affine, ornt, shape, affine, normalized=not label)
 
 
 def _read_image(p: Path) -> Scan:
@@ -288,7 +291,8 @@ def _to_ras(scan: Scan) -> Scan:
     ornt = nib.orientations.io_orientation(scan.affine)
     arr = nib.orientations.apply_orientation(scan.array, ornt)
     affine = scan.affine @ nib.orientations.inv_ornt_aff(ornt, scan.array.shape)
-    return Scan(scan.name, scan.path, scan.kind, arr, affine, ornt, scan.original_shape, scan.template)
+    return Scan(scan.name, scan.path, scan.kind, arr, affine, ornt, scan.original_shape, scan.template,
+                scan.normalized)
 
 
 def label_dtype(num_labels: int) -> np.dtype:

@@ -6,10 +6,13 @@ constructor is :meth:`Predictor.from_checkpoint`.
 
 Slice convention: the project's one, :func:`vmunet.data.preprocessing.volume_to_slices` (slice axis
 first, in-plane axes reversed), so an axial slice of the RAS volume ``(X, Y, Z)`` is an image with
-rows along Y and columns along X -- exactly ``h5["image"][z]`` of Synapse ``test_vol_h5``. Each slice is intensity-normalized, resized to ``image_size`` (bilinear), run
-through the model (optionally with flip TTA averaged on probabilities); the class probabilities are
-resized back to the native in-plane size (bilinear) and only then turned into labels (argmax, or
-``p > 0.5`` for a single-output binary model).
+rows along Y and columns along X -- exactly ``h5["image"][z]`` of Synapse ``test_vol_h5``.
+
+Each slice is intensity-normalized (not Synapse h5 images: they are stored already windowed),
+resized to ``image_size`` (bilinear, or the record's optional ``image_interpolation``) and run
+through the model (optionally with flip TTA, averaged on probabilities); the class probabilities
+are resized back to the native in-plane size (bilinear) and only then turned into labels (argmax,
+or ``p > 0.5`` for a single-output binary model).
 """
 
 from __future__ import annotations
@@ -273,7 +276,8 @@ class Predictor:
                 raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel slices, got a single-channel volume")
             if scan.array.ndim != 3:
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
-            norm = apply_intensity(scan.array, pp["intensity"])
+            # Synapse h5 images are stored after the intensity window: applying it twice would be wrong
+            norm = scan.array.astype(np.float32) if scan.normalized else apply_intensity(scan.array, pp["intensity"])
             return volume_to_slices(norm, pp["slice_axis"])[:, None], pp["slice_axis"]
         arr = scan.array
         chans = 1 if arr.ndim == 2 else arr.shape[-1]
