@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -13,7 +14,10 @@ def init_vmunet_weights(module: nn.Module) -> None:
     because those are plain ``nn.Parameter`` s, not ``nn.Linear`` modules.
     """
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        # trunc_normal_(std=0.02, a=-2, b=2) cuts at +-100 sigma, i.e. never: a clamped normal has
+        # the same distribution and is ~20x faster than the erfinv sampler (2 s for VM-UNet)
+        with torch.no_grad():
+            module.weight.normal_(0.0, 0.02).clamp_(-2.0, 2.0)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

@@ -122,29 +122,34 @@ class SS2D(nn.Module):
                               backend=self.scan_backend)
 
     def forward_core(self, x: Tensor) -> Tensor:
-        """(B, d_inner, H, W) -> merged scan output (B, d_inner, H*W), float32."""
+        """(B, d_inner, H, W) -> merged scan output (B, d_inner, H*W), float32 (or float64)."""
         Bsz, D, H, W = x.shape
         L, K, N = H * W, self.num_directions, self.d_state
         xs = cross_scan(x, self.directions)                                    # (B, K, D, L)
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        # the scan runs in float32 whatever the autocast dtype, as in VMamba
+        # the scan runs in float32 (float64 for a float64 model) whatever the autocast dtype,
+        # as in VMamba
+        f = torch.float64 if x.dtype == torch.float64 else torch.float32
         ys = self.selective_scan(
-            xs.float().reshape(Bsz, K * D, L),
-            dts.float().reshape(Bsz, K * D, L),
-            -torch.exp(self.A_logs.float()),
-            Bs.float().contiguous(),
-            Cs.float().contiguous(),
-            self.Ds.float(),
-            self.dt_projs_bias.float().reshape(-1),
+            xs.to(f).reshape(Bsz, K * D, L),
+            dts.to(f).reshape(Bsz, K * D, L),
+            -torch.exp(self.A_logs.to(f)),
+            Bs.to(f).contiguous(),
+            Cs.to(f).contiguous(),
+            self.Ds.to(f),
+            self.dt_projs_bias.to(f).reshape(-1),
         )
         return cross_merge(ys.view(Bsz, K, D, L), H, W, self.directions)
 
     def forward(self, x: Tensor) -> Tensor:
         Bsz, H, W, _ = x.shape
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = self.act(self.conv2d(x.permute(0, 3, 1, 2)))
+        # NCHW-contiguous for the depthwise conv (as VMamba): its channels-last path is no faster
+        # in float32 and falls back to a per-channel loop in float64; cross_scan's row-major
+        # order then becomes a free view
+        x = self.act(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))
         y = self.forward_core(x).transpose(1, 2).reshape(Bsz, H, W, self.d_inner)
         y = self.out_norm(y) * F.silu(z)
         return self.dropout(self.out_proj(y))
