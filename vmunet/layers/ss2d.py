@@ -126,9 +126,12 @@ class SS2D(nn.Module):
         Bsz, D, H, W = x.shape
         L, K, N = H * W, self.num_directions, self.d_state
         xs = cross_scan(x, self.directions)                                    # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        # VMamba's einsums "b k d l, k c d -> b k c l" and "b k r l, k d r -> b k d l" as batched
+        # matmuls: same speed, and a rank-1 dt projection stays a matmul (einsum turns it into a
+        # broadcast multiply that FLOP counters do not see)
+        x_dbl = torch.matmul(self.x_proj_weight, xs)                           # (B, K, R+2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+        dts = torch.matmul(self.dt_projs_weight, dts)                          # (B, K, D, L)
         # the scan runs in float32 (float64 for a float64 model) whatever the autocast dtype,
         # as in VMamba
         f = torch.float64 if x.dtype == torch.float64 else torch.float32
