@@ -117,7 +117,7 @@ def test_augmentation_keeps_image_and_label_in_step(synapse_root):
     for _ in range(2):
         batch = next(iter(dm.train_dataloader()))
         img, lab = batch["image"][:, 0], batch["label"][:, 0]
-        aorta = img[lab == 1]  # 250 HU -> (250 + 125) / 400 = 0.94 inside the window
+        aorta = img[lab == 1]  # 260 HU -> (260 + 125) / 400 = 0.96 inside the window
         liver = img[lab == 5]  # 100 HU -> 0.56
         assert aorta.numel() > 0 and liver.numel() > 0
         assert aorta.median() > 0.8 and 0.45 < liver.median() < 0.7

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Organ:
     """An ellipsoid organ: in-plane centre/radii as fractions of the half field of view
-    (x > 0 = patient right, y > 0 = anterior), axial extent as fractions of the slices."""
+    (x > 0 = patient right, y > 0 = anterior), axial extent as fractions of the slices, mean CT
+    intensity and texture (noise std, HU)."""
 
     name: str
     btcv: int
@@ -41,23 +42,26 @@ class Organ:
     z0: float
     z1: float
     hu: float
+    texture: float
 
 
-# Painted in this order (later ones over earlier). Intensities >= 35 HU apart inside the Synapse
-# window [-125, 275] so intensity alone nearly separates classes; position does the rest.
+# Painted in this order (later ones over earlier). Mean intensities >= 35 HU apart inside the
+# Synapse window [-125, 275], and different textures (smooth fluid-filled gallbladder, mottled
+# stomach, lobulated pancreas): a model that normalizes patch features (LayerNorm after the patch
+# embedding) cannot rely on absolute intensity alone, texture and position keep classes apart.
 ORGANS = (
-    Organ("liver", 6, 0.40, 0.05, 0.36, 0.40, 0.30, 1.05, 100.0),
-    Organ("stomach", 7, -0.22, 0.35, 0.24, 0.20, 0.45, 0.95, -20.0),
-    Organ("spleen", 1, -0.52, -0.02, 0.18, 0.24, 0.40, 1.00, 135.0),
-    Organ("left_kidney", 3, -0.40, -0.32, 0.16, 0.20, 0.10, 0.62, 205.0),
-    Organ("right_kidney", 2, 0.40, -0.32, 0.16, 0.20, 0.05, 0.58, 170.0),
-    Organ("pancreas", 11, -0.08, 0.06, 0.28, 0.12, 0.22, 0.60, 60.0),
-    Organ("gallbladder", 4, 0.30, 0.38, 0.15, 0.15, 0.25, 0.68, 20.0),
-    Organ("aorta", 8, 0.00, -0.30, 0.11, 0.11, -0.30, 1.30, 250.0),
+    Organ("liver", 6, 0.40, 0.05, 0.36, 0.40, 0.30, 1.05, 100.0, 8.0),
+    Organ("stomach", 7, -0.22, 0.36, 0.26, 0.22, 0.45, 0.95, -30.0, 30.0),
+    Organ("spleen", 1, -0.52, -0.02, 0.19, 0.25, 0.40, 1.00, 140.0, 12.0),
+    Organ("left_kidney", 3, -0.40, -0.32, 0.17, 0.22, 0.10, 0.62, 215.0, 16.0),
+    Organ("right_kidney", 2, 0.40, -0.32, 0.17, 0.22, 0.05, 0.58, 175.0, 5.0),
+    Organ("pancreas", 11, -0.08, 0.06, 0.30, 0.14, 0.22, 0.60, 55.0, 25.0),
+    Organ("gallbladder", 4, 0.30, 0.38, 0.18, 0.18, 0.25, 0.68, 10.0, 3.0),
+    Organ("aorta", 8, 0.00, -0.30, 0.13, 0.13, -0.30, 1.30, 260.0, 4.0),
     # A BTCV organ Synapse does not use (right adrenal gland, id 12): it must become background.
-    Organ("right_adrenal", 12, 0.20, -0.48, 0.07, 0.07, 0.55, 0.90, -45.0),
+    Organ("right_adrenal", 12, 0.20, -0.50, 0.07, 0.07, 0.55, 0.90, -45.0, 10.0),
 )
-BODY_HU, AIR_HU, NOISE_HU = -80.0, -1000.0, 12.0
+BODY_HU, AIR_HU, BODY_TEXTURE = -90.0, -1000.0, 12.0
 
 
 def phantom(size: int, slices: int, rng: np.random.Generator,
@@ -71,6 +75,7 @@ def phantom(size: int, slices: int, rng: np.random.Generator,
     body = (X / body_rx) ** 2 + (Y / body_ry) ** 2 <= 1.0
     hu = np.where(body[..., None], BODY_HU, AIR_HU).astype(np.float32).repeat(slices, axis=2)
     label = np.zeros((size, size, slices), dtype=np.uint8)
+    texture = np.full(hu.shape, BODY_TEXTURE, dtype=np.float32)
     for org in organs:
         cx, cy = org.cx + rng.uniform(-0.04, 0.04), org.cy + rng.uniform(-0.04, 0.04)
         rx, ry = org.rx * rng.uniform(0.9, 1.1), org.ry * rng.uniform(0.9, 1.1)
@@ -83,7 +88,8 @@ def phantom(size: int, slices: int, rng: np.random.Generator,
         mask = (inplane[..., None] <= scale[None, None, :] ** 2) & (scale[None, None, :] > 0) & body[..., None]
         label[mask] = org.btcv
         hu[mask] = org.hu + rng.uniform(-6, 6)
-    hu += rng.normal(0.0, NOISE_HU, size=hu.shape).astype(np.float32)
+        texture[mask] = org.texture
+    hu += rng.normal(0.0, 1.0, size=hu.shape).astype(np.float32) * texture
     return hu, label
 
 
