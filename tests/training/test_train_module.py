@@ -96,8 +96,8 @@ def _run_dir(root: Path) -> Path:
 
 def _ref_predict(model, image, out_hw):
     with torch.no_grad():
-        logits = F.interpolate(model(image), size=out_hw, mode="bilinear", align_corners=False)
-    return logits.argmax(1).numpy()
+        probs = F.interpolate(torch.softmax(model(image), 1), size=out_hw, mode="bilinear", align_corners=False)
+    return probs.argmax(1).numpy()
 
 
 def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_path):

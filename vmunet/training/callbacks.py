@@ -104,24 +104,26 @@ class ValidationImageGrid(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self._samples: list[tuple[Any, Any, Any]] = []
 
-    def _active(self, trainer: pl.Trainer) -> bool:
-        return (trainer.is_global_zero and not trainer.sanity_checking
-                and trainer.current_epoch % self.every_n_epochs == 0)
+    def _due(self, trainer: pl.Trainer) -> bool:
+        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._samples = []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._active(trainer) and isinstance(outputs, dict) and "preview" in outputs:
+        if trainer.is_global_zero and self._due(trainer) and isinstance(outputs, dict) and "preview" in outputs:
             if len(self._samples) < self.num_samples:
                 self._samples.append(outputs["preview"])
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._active(trainer) or not self._samples:
+        if not self._due(trainer):
+            return
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective call under DDP: every rank
+        if not trainer.is_global_zero or not self._samples:
             return
         grid = preview_grid(self._samples)
         self._samples = []
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "val_images"
+        out_dir = Path(log_dir) / "val_images"
         path = out_dir / f"epoch_{trainer.current_epoch:03d}.png"
         _save_png(grid, path)
         for logger in trainer.loggers:

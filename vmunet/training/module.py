@@ -3,8 +3,8 @@
 Evaluation follows the data module's ``eval_mode``:
 
 * ``"volume"`` (Synapse): each val/test item is one whole case, ``image`` (1, D, C, h, w) at model
-  size and ``label`` (1, D, H, W) at native size. Slices are predicted in mini-batches, the
-  logits upsampled (bilinear) to (H, W), arg-maxed, and scored per case with
+  size and ``label`` (1, D, H, W) at native size. Slices are predicted in mini-batches, the class
+  probabilities upsampled (bilinear) to (H, W), arg-maxed, and scored per case with
   :func:`vmunet.training.metrics.case_metrics` (Dice, HD95 in voxels and mm).
 * ``"image"`` (ISIC): batches of 2D images at model size; binary models feed one pooled confusion
   matrix (the papers' metrics) plus per-image Dice/IoU; multi-class models score each image as a
@@ -202,21 +202,28 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"the data module's eval_mode must be 'volume' or 'image', got {mode!r}")
         return mode
 
-    def _labels_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N, K, H, W) logits -> (N, H, W) int label map."""
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float()) if self.binary else torch.softmax(logits.float(), dim=1)
+
+    def _labels(self, probs: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) probabilities -> (N, H, W) int label map (binary: ``p >= threshold``)."""
         if self.binary:
-            return (torch.sigmoid(logits[:, 0]) >= self.hparams.threshold).long()
-        return logits.argmax(1)
+            return (probs[:, 0] >= self.hparams.threshold).long()
+        return probs.argmax(1)
 
     @torch.no_grad()
     def predict_volume(self, image: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
-        """Segment a (D, C, h, w) stack slice-batch-wise; logits upsampled to ``out_hw``; -> (D, H, W)."""
+        """Segment a (D, C, h, w) stack slice-batch-wise -> (D, H, W) labels at ``out_hw``.
+
+        Class probabilities (not labels) are resized bilinearly to ``out_hw`` and only then turned
+        into labels, the same convention as :class:`vmunet.inference.Predictor`.
+        """
         out = []
         for start in range(0, image.shape[0], self.hparams.slice_batch_size):
-            logits = self(image[start:start + self.hparams.slice_batch_size])
-            if tuple(logits.shape[-2:]) != tuple(out_hw):
-                logits = F.interpolate(logits.float(), size=tuple(out_hw), mode="bilinear", align_corners=False)
-            out.append(self._labels_from_logits(logits))
+            probs = self._probabilities(self(image[start:start + self.hparams.slice_batch_size]))
+            if tuple(probs.shape[-2:]) != tuple(out_hw):
+                probs = F.interpolate(probs, size=tuple(out_hw), mode="bilinear", align_corners=False)
+            out.append(self._labels(probs))
         return torch.cat(out)
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
@@ -237,10 +244,10 @@ class SegmentationModule(pl.LightningModule):
         loss = self.loss_fn(logits, self._target(label))
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=label.shape[0], sync_dist=True)
         ids = [str(c) for c in batch["case"]]
+        probs = self._probabilities(logits)
         if self.binary:
-            prob = torch.sigmoid(logits.float())
-            self._confusion.update(prob.cpu().numpy(), label.float().cpu().numpy(), ids)
-        pred = self._labels_from_logits(logits)
+            self._confusion.update(probs.cpu().numpy(), label.float().cpu().numpy(), ids)
+        pred = self._labels(probs)
         if not self.binary:
             for i, case in enumerate(ids):
                 self._score_case(pred[i].cpu().numpy(), label[i, 0].cpu().numpy(), case, None, hd95)
@@ -283,8 +290,9 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         summary = self._finish_eval("test")
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective call under DDP
         if self.trainer.is_global_zero:
-            write_test_reports(summary, self.trainer.log_dir or self.trainer.default_root_dir)
+            write_test_reports(summary, log_dir)
 
     def _gather(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -309,7 +317,7 @@ class SegmentationModule(pl.LightningModule):
             for name, vals in cases["per_class"].items():
                 scalars[f"dice_{name}"] = vals["dice"]
                 scalars[f"hd95_{name}"] = vals["hd95"]
-        if self.binary and self._confusion.images is not None:
+        if self.binary:
             conf = M.BinaryConfusion.from_images(self._gather(self._confusion.images), self.hparams.threshold)
             if conf.images:
                 pooled, per_image = conf.pooled(), conf.per_image()
