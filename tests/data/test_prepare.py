@@ -143,6 +143,11 @@ def test_prepare_isic_seeded_split_and_stats(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out2" / "val" / "images").iterdir()) == \
         sorted(p.name for p in (out / "val" / "images").iterdir())
     assert again["mean"] == summary["mean"]
+    with pytest.raises(ValueError, match=r"already holds ISIC splits .*choose a new or empty folder"):
+        prepare_isic(raw, out, size=32, seed=2)
+    from vmunet.data.fileio import _FILE_MODE
+
+    assert (out / "stats.json").stat().st_mode & 0o777 == _FILE_MODE  # not mkstemp's 0600
     train_imgs = sorted((out / "train" / "images").iterdir())
     px = np.concatenate([np.asarray(Image.open(p), np.float64).reshape(-1, 3) for p in train_imgs])
     stats = json.loads((out / "stats.json").read_text())

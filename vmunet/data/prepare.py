@@ -194,6 +194,10 @@ def prepare_isic(raw: str | Path, out: str | Path, *, split: float | None = None
 
     raw, out = Path(raw), Path(out)
     _check_out(raw, out)
+    # The folders define the split, so files left from an earlier run would leak between splits.
+    stale = [str(out / s) for s in IF.SPLITS if (out / s).is_dir() and any((out / s).iterdir())]
+    if stale:
+        raise ValueError(f"--out {out} already holds ISIC splits {stale}; choose a new or empty folder")
     year, pairs = _official_split_pairs(raw, year)
     if split is not None or "val" not in pairs:
         frac = 0.7 if split is None else float(split)
