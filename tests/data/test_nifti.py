@@ -140,13 +140,19 @@ def test_pairing_errors(tmp_path, nifti_ct):
     ("affine", r"synth_002.nii.gz \(image synth_002_0000.nii.gz\): label geometry \(affine\) differs"),
     ("shape", r"image/label shape mismatch"),
     ("corrupt", r"synth_002.nii.gz: unreadable or corrupt image file"),
+    ("nan", r"synth_002_0000.nii.gz: image contains NaN or infinite values"),
 ])
 def test_bad_volumes(tmp_path, nifti_ct, problem, message):
     root = _copy(tmp_path, nifti_ct)
     path = root / "labelsTr" / "synth_002.nii.gz"
+    if problem == "nan":
+        path = root / "imagesTr" / "synth_002_0000.nii.gz"
     img = nib.load(str(path))
     data, aff = np.asarray(img.dataobj).copy(), img.affine.copy()
-    if problem == "range":
+    if problem == "nan":
+        data = data.astype(np.float32)
+        data[1, 1, 1] = np.nan
+    elif problem == "range":
         data[0, 0, 0] = 7
     elif problem == "affine":
         aff[0, 3] += 5.0

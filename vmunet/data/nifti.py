@@ -49,11 +49,14 @@ class LoadVolumed:
         img, aff = load_volume(item["image"])
         if img.ndim != 3:
             raise DataError(f"{item['image']}: expected a single-channel 3D volume, got shape {img.shape}")
-        out = {"case": item["case"], "image": MetaTensor(np.asarray(img, np.float32)[None], affine=torch.as_tensor(aff))}
+        img = np.asarray(img, np.float32)
+        if not np.isfinite(img).all():
+            raise DataError(f"{item['image']}: image contains NaN or infinite values")
+        out = {"case": item["case"], "image": MetaTensor(img[None], affine=torch.as_tensor(aff))}
         if item.get("label"):
             lab, laff = load_volume(item["label"])
             where = f"{item['label']} (image {Path(item['image']).name})"
-            lab = check_pair(where, np.asarray(img, np.float32), lab, self.num_labels)
+            lab = check_pair(where, img, lab, self.num_labels)
             if not np.allclose(aff, laff, atol=1e-3, rtol=1e-4):
                 raise DataError(f"{where}: label geometry (affine) differs from the image's:\n"
                                 f"image {np.round(aff, 4).tolist()}\nlabel {np.round(laff, 4).tolist()}")
@@ -74,8 +77,6 @@ class NormalizeAndSlice:
         inplane = [a for a in (0, 1, 2) if a != self.slice_axis][::-1]
         spacing = np.asarray([sizes[self.slice_axis], *(sizes[a] for a in inplane)], np.float32)
         arr = apply_intensity(np.asarray(img.array), self.intensity)
-        if not np.isfinite(arr).all():
-            raise DataError(f"case {item['case']}: image contains NaN or infinite values")
         out = {"case": item["case"], "spacing": spacing,
                "image": np.ascontiguousarray(volume_to_slices(arr, self.slice_axis))}
         if "label" in item:
