@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vmunet.models import create_model, list_models
-from vmunet.ops import cuda_available
+from vmunet.ops import cuda_available, numba_available
 
 SMALL = {"vmunet_test"}
 
@@ -67,7 +67,8 @@ def test_eval_is_deterministic_and_state_dict_round_trips(name, tmp_path):
 
 @pytest.mark.parametrize("name", all_models(slow_big=True))
 def test_scan_backends_agree(name):
-    backends = ["ref", "torch"] + (["cuda"] if cuda_available() else [])
+    backends = (["ref", "torch"] + (["numba"] if numba_available() else [])
+                + (["cuda"] if cuda_available() else []))
     model = _seeded(name, seed=3, scan_backend="ref").eval()
     x = torch.randn(1, 3, 32, 32)
     outs = {}
