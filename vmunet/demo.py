@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vmunet.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output folder (data, runs, prediction)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="LightningCLI config to fit")
-    p.add_argument("--cases", type=int, default=8, help="synthetic cases (18:12 train:test like Synapse)")
+    p.add_argument("--cases", type=int, default=12, help="synthetic cases (18:12 train:test like Synapse)")
     p.add_argument("--size", type=int, default=64, help="in-plane size of the synthetic scans")
     p.add_argument("--slices", type=int, default=16, help="slices per synthetic scan")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")

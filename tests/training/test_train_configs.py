@@ -1,0 +1,50 @@
+"""The shipped experiment configs parse against the current classes; bad data paths fail early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vmunet.training.cli import run_lightning_cli
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+@pytest.mark.parametrize("name", ["synapse_vmunet", "isic17_vmunet", "isic18_vmunet", "demo"])
+def test_experiment_config_parses_with_paper_settings(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_lightning_cli(["fit", "--config", str(EXPERIMENTS / f"{name}.yaml"), "--print_config"])
+    assert exc.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    model, data = cfg["model"], cfg["data"]["init_args"]
+    assert cfg["seed_everything"] == 42
+    assert cfg["checkpoint"]["monitor"] == "val/dice" and cfg["checkpoint"]["mode"] == "max"
+    assert cfg["checkpoint"]["save_last"] is True
+    if name == "demo":
+        assert model["model_name"] == "vmunet_test"
+        return
+    assert model["model_name"] == "vmunet"
+    assert (model["lr"], model["weight_decay"], model["eta_min"]) == (1e-3, 1e-2, 1e-5)
+    assert model["scheduler"] == "cosine" and (model["lambda_ce"], model["lambda_dice"]) == (1.0, 1.0)
+    assert cfg["trainer"]["max_epochs"] == 300 and data["batch_size"] == 32
+    if name == "synapse_vmunet":
+        assert cfg["data"]["class_path"] == "vmunet.data.synapse.SynapseDataModule"
+        assert data["image_size"] == 224 and model["t_max"] == 100
+    else:
+        assert cfg["data"]["class_path"] == "vmunet.data.isic.ISICDataModule"
+        assert data["image_size"] == 256 and model["t_max"] == 50
+
+
+def test_missing_data_folder_names_path_and_layout(tmp_path):
+    empty = tmp_path / "synapse_here"
+    empty.mkdir()
+    args = ["fit", "--config", str(EXPERIMENTS / "synapse_vmunet.yaml"), "--data.init_args.root", str(empty),
+            "--model.model_name", "vmunet_test", "--trainer.default_root_dir", str(tmp_path / "runs"),
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"]
+    with pytest.raises(ValueError) as exc:
+        run_lightning_cli(args)
+    msg = str(exc.value)
+    assert str(empty) in msg and "train_npz" in msg and "test_vol_h5" in msg
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
