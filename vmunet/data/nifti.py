@@ -115,7 +115,8 @@ class SliceSampler(Dataset):
         if self.p > 0 and self.fg_index and self.R.rand() < self.p:
             v, k = self.fg_index[self.R.randint(len(self.fg_index))]
         vol = self.volumes[v]
-        item = {"case": vol["case"], "image": vol["image"][:, k], "label": vol["label"][k][None]}
+        # Copies: MONAI transforms may work in place and must never touch the cached volume.
+        item = {"case": vol["case"], "image": vol["image"][:, k].copy(), "label": vol["label"][k][None].copy()}
         return self.transform(item)
 
 

@@ -1,0 +1,75 @@
+"""The TransUNet augmentation branch probabilities and the ISIC pipeline's invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose
+
+from vmunet.data.transforms import isic_transforms, rot_flip_rotate
+
+
+def _branches(tf, n=400):
+    img = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
+    reflections = [np.flip(img, 1), np.flip(img, 2), img.transpose(0, 2, 1), np.rot90(img, 2, (1, 2)).transpose(0, 2, 1)]
+    counts = {"identity": 0, "rot_flip": 0, "rotate": 0}
+    for _ in range(n):
+        out = tf({"image": img.copy(), "label": img.copy()})
+        x, y = np.asarray(out["image"]), np.asarray(out["label"])
+        if np.array_equal(x, img):
+            counts["identity"] += 1
+            assert np.array_equal(y, img)
+        elif any(np.array_equal(x, r) for r in reflections):
+            counts["rot_flip"] += 1
+            assert np.array_equal(y, x)  # the label got the same rot90 + flip
+        else:
+            counts["rotate"] += 1
+    return {k: v / n for k, v in counts.items()}
+
+
+def test_rot_flip_else_rotate_probabilities():
+    tf = Compose(rot_flip_rotate(True, True, 20.0))
+    tf.set_random_state(seed=0)
+    p = _branches(tf)
+    assert p["rot_flip"] == pytest.approx(0.5, abs=0.07)
+    assert p["rotate"] == pytest.approx(0.25, abs=0.07)
+    assert p["identity"] == pytest.approx(0.25, abs=0.07)
+    only_rot = Compose(rot_flip_rotate(False, True, 20.0))
+    only_rot.set_random_state(seed=1)
+    p = _branches(only_rot)
+    assert p["rot_flip"] == 0 and p["rotate"] == pytest.approx(0.5, abs=0.08)
+    assert rot_flip_rotate(False, False) == []
+
+
+def test_label_follows_image_nearest():
+    """Image and label get the same geometric transform; labels stay integer (nearest)."""
+    tf = Compose(rot_flip_rotate(True, True, 20.0))
+    tf.set_random_state(seed=3)
+    lab = np.zeros((1, 16, 16), np.float32)
+    lab[0, 3:9, 4:12] = 5
+    for _ in range(30):
+        out = tf({"image": lab * 10.0, "label": lab.copy()})
+        lo = np.asarray(out["label"])
+        assert set(np.unique(lo)) <= {0.0, 5.0}
+        # Where the (bilinear) image is clearly inside/outside the object the label agrees.
+        im = np.asarray(out["image"])
+        assert np.all(lo[im > 45] == 5) and np.all(lo[im < 5] == 0)
+
+
+def test_isic_pipeline_normalizes_and_keeps_binary():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 255, (3, 20, 24)).astype(np.float32)
+    mask = (rng.uniform(size=(1, 20, 24)) > 0.5).astype(np.float32)
+    mean, std = [100.0, 110.0, 120.0], [50.0, 40.0, 30.0]
+    ev = Compose(isic_transforms((20, 24), mean, std, augment=False))
+    out = ev({"image": img.copy(), "label": mask.copy()})  # MONAI normalizes in place
+    ref = (img - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    assert torch.allclose(out["image"], torch.as_tensor(ref, dtype=torch.float32), atol=1e-4)
+    assert torch.equal(out["label"], torch.as_tensor(mask))
+    tr = Compose(isic_transforms((32, 32), mean, std, augment=True))
+    tr.set_random_state(seed=0)
+    for _ in range(10):
+        o = tr({"image": img.copy(), "label": mask.copy()})
+        assert o["image"].shape == (3, 32, 32) and o["label"].dtype == torch.float32
+        assert set(o["label"].unique().tolist()) <= {0.0, 1.0}
