@@ -176,6 +176,11 @@ def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB
                     ddt[bi, di, t] = ddt_v + ddtu * uv
 
 
+def _match_torch_threads() -> None:
+    """Use as many numba threads as torch does, so ``torch.set_num_threads`` governs both."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -194,6 +199,7 @@ class _NumbaScanCore(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:5])
         n_ck = (L + CKPT - 1) // CKPT if need_grad else 0
         ckpt = u.new_empty(batch, dim, n_ck, N)
+        _match_torch_threads()
         _forward_kernel(_np(u), _np(dt), _np(A), Bt.numpy(), Ct.numpy(), y.numpy(), last.numpy(),
                         ckpt.numpy(), CKPT)
         if need_grad:
@@ -206,6 +212,7 @@ class _NumbaScanCore(torch.autograd.Function):
         u, dt, A, Bt, Ct, ckpt = ctx.saved_tensors
         batch, dim, L = u.shape
         G, N = Bt.shape[1], A.shape[1]
+        _match_torch_threads()
         P = max(1, min(numba.get_num_threads(), batch * dim))
         gy = torch.zeros_like(u) if gy is None else gy.to(u.dtype)
         glast = u.new_zeros(batch, dim, N) if glast is None else glast.to(u.dtype)

@@ -1,0 +1,177 @@
+"""Selective-scan benchmark at VM-UNet's stage shapes for a 256x256 input.
+
+For each stage (C = 96, 192, 384, 768 channels; L = 64^2, 32^2, 16^2, 8^2 tokens) the scan runs
+over dim = 4 directions x 2C channels with N = 16 states and B/C grouped by direction (G = 4),
+with D, delta_bias and softplus on, as in VMamba's SS2D. For every available CPU backend it
+prints forward and forward+backward time (best of the repeats), the speed-up over "ref"
+measured in the same run, the peak memory of one forward+backward, and the largest absolute
+difference of the output to "ref".
+
+Peak memory is the growth of the process's maximum resident set size (``ru_maxrss``) across one
+forward+backward, measured in a fresh subprocess per case after the inputs exist, so it counts
+every allocation (torch, numba, numpy) but not the inputs themselves.
+
+    python benchmarks/bench_scan.py            # batch 1 and 8, 3 repeats
+    python benchmarks/bench_scan.py --quick    # batch 1 only, fewer repeats (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from vmunet.ops import numba_available, selective_scan
+
+STAGES = [(96, 64), (192, 32), (384, 16), (768, 8)]  # (C, H = W of the token map at 256x256)
+N_STATE = 16
+DIRECTIONS = 4
+
+
+def make_inputs(batch: int, dim: int, L: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Inputs with Mamba's initialisation: A = -[1..N], dt in [1e-3, 1e-1] through delta_bias."""
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return dict(
+        u=torch.randn(batch, dim, L, generator=g),
+        delta=torch.randn(batch, dim, L, generator=g) * 0.1,
+        A=-torch.arange(1, N_STATE + 1, dtype=torch.float32).repeat(dim, 1),
+        B=torch.randn(batch, DIRECTIONS, N_STATE, L, generator=g),
+        C=torch.randn(batch, DIRECTIONS, N_STATE, L, generator=g),
+        D=torch.ones(dim),
+        delta_bias=dt + torch.log(-torch.expm1(-dt)),  # softplus^-1(dt)
+    )
+
+
+def run(backend: str, ins: dict[str, torch.Tensor], backward: bool) -> torch.Tensor:
+    if not backward:
+        with torch.no_grad():
+            return selective_scan(**ins, delta_softplus=True, backend=backend)
+    leaves = {k: v.clone().requires_grad_() for k, v in ins.items()}
+    out = selective_scan(**leaves, delta_softplus=True, backend=backend)
+    out.square().mean().backward()
+    return out.detach()
+
+
+def best_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    if numba_available():
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def peak_memory_mib(backend: str, batch: int, dim: int, L: int) -> float:
+    """ru_maxrss growth across one forward+backward, in a fresh process (see module docstring)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "\n".join([
+        "import json, resource, sys",
+        f"sys.path.insert(0, {root!r})",
+        "from benchmarks.bench_scan import make_inputs, run, set_threads",
+        f"set_threads({torch.get_num_threads()})",
+        f"ins = make_inputs({batch}, {dim}, {L})",
+        f"run({backend!r}, make_inputs(1, 8, 8), True)",  # compile / warm up at a tiny shape
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+        f"run({backend!r}, ins, True)",
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+        "print(json.dumps((after - before) / 1024))",
+    ])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def bench_case(batch: int, C: int, side: int, backends: list[str], repeats: int, ref_repeats: int,
+               memory: bool) -> list[dict]:
+    dim, L = DIRECTIONS * 2 * C, side * side
+    ins = make_inputs(batch, dim, L)
+    rows = []
+    ref_out = None
+    for backend in backends:
+        reps, warm = (ref_repeats, 0) if backend == "ref" else (repeats, 1)
+        t_fwd = best_time(lambda b=backend: run(b, ins, False), reps, warm)
+        t_bwd = best_time(lambda b=backend: run(b, ins, True), reps, warm)
+        out = run(backend, ins, False)
+        if backend == "ref":
+            ref_out = out
+        row = dict(batch=batch, dim=dim, L=L, backend=backend, fwd=t_fwd, fwd_bwd=t_bwd,
+                   diff=float((out - ref_out).abs().max()),
+                   mem=peak_memory_mib(backend, batch, dim, L) if memory else float("nan"))
+        rows.append(row)
+    t_ref = {k: rows[0][k] for k in ("fwd", "fwd_bwd")}
+    for row in rows:
+        row["fwd_x"] = t_ref["fwd"] / row["fwd"]
+        row["fwd_bwd_x"] = t_ref["fwd_bwd"] / row["fwd_bwd"]
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| batch | dim | L | backend | fwd ms | fwd speed-up | fwd+bwd ms | fwd+bwd speed-up "
+            "| peak MiB (fwd+bwd) | max abs diff to ref |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['dim']} | {r['L']} | {r['backend']} | {r['fwd'] * 1e3:.1f} "
+            f"| {r['fwd_x']:.1f}x | {r['fwd_bwd'] * 1e3:.1f} | {r['fwd_bwd_x']:.1f}x "
+            f"| {r['mem']:.0f} | {r['diff']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="batch 1 only, fewer repeats")
+    p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default: 1 8; --quick: 1)")
+    p.add_argument("--backends", nargs="+", help="backends to time besides 'ref' (default: all CPU ones)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--threads", type=int,
+                   help="torch and numba threads (default: torch's default); 1 is steadier on a busy machine")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(0)
+    if args.threads:
+        set_threads(args.threads)
+    batches = args.batches or ([1] if args.quick else [1, 8])
+    backends = ["ref"] + (args.backends or (["torch"] + (["numba"] if numba_available() else [])))
+    repeats = 2 if args.quick else 3
+    rows = []
+    for batch in batches:
+        for C, side in STAGES:
+            # ref steps through L in Python: one timing is plenty, and the large cases are slow
+            ref_repeats = 1 if (args.quick or batch * side * side >= 4096) else 2
+            rows += bench_case(batch, C, side, backends, repeats, ref_repeats, not args.no_memory)
+            print(f"done batch={batch} C={C}", file=sys.stderr, flush=True)
+    print(f"selective scan, float32, N={N_STATE}, G={DIRECTIONS}, D + delta_bias + softplus; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print()
+    print(markdown(rows))
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(rows, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
