@@ -158,6 +158,14 @@ def test_bad_inputs_are_reported_by_name(tmp_path):
     four_d = write_nifti(tmp_path / "fmri.nii.gz", np.zeros((4, 4, 3, 2), np.float32), np.eye(4))
     with pytest.raises(io.ScanReadError, match=r"fmri\.nii\.gz: expected a 3D volume, got an array of shape \(4, 4, 3, 2\) \(4D\)"):
         io.read_scan(four_d)
+    rgb = np.zeros((4, 4, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii.gz"))
+    with pytest.raises(io.ScanReadError, match=r"rgb\.nii\.gz: expected a single-channel volume, got 3-component voxels"):
+        io.read_scan(tmp_path / "rgb.nii.gz")
+    vec = sitk.GetImageFromArray(np.zeros((3, 4, 4, 3), np.float32), isVector=True)
+    sitk.WriteImage(vec, str(tmp_path / "vector.mha"))
+    with pytest.raises(io.ScanReadError, match=r"vector\.mha: expected a single-channel volume, got 3 components per voxel"):
+        io.read_scan(tmp_path / "vector.mha")
     with pytest.raises(io.ScanReadError, match=r"notes\.txt: unsupported file type"):
         io.read_scan(tmp_path / "notes.txt")
 

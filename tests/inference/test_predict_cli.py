@@ -167,6 +167,6 @@ def test_dispatcher_routes_predict(tmp_path, scans, tiny_checkpoint):
         cli.build_parser()
     except ImportError as err:  # another area's command module not written yet
         pytest.skip(f"vmunet CLI incomplete: {err}")
-    assert cli.main(["predict", "-i", scans / "case_a.nii.gz", "-o", tmp_path / "o", "-m", tiny_checkpoint,
+    assert cli.main(["predict", "-i", str(scans / "case_a.nii.gz"), "-o", str(tmp_path / "o"), "-m", str(tiny_checkpoint),
                      "--device", "cpu"]) == 0
     assert (tmp_path / "o" / "case_a.nii.gz").exists()

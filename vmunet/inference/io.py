@@ -182,7 +182,10 @@ def _read_nifti(p: Path) -> Scan:
     import nibabel as nib
 
     img = nib.load(str(p))
-    arr = _squeeze_3d(p, np.asanyarray(img.dataobj))
+    arr = np.asanyarray(img.dataobj)
+    if arr.dtype.names:  # RGB24/RGBA32 NIfTI: structured voxels
+        raise ScanReadError(f"{p}: expected a single-channel volume, got {len(arr.dtype.names)}-component voxels ({arr.dtype})")
+    arr = _squeeze_3d(p, arr)
     affine = np.asarray(img.affine, dtype=np.float64)
     return Scan(case_name(p), p, "nifti", arr, affine, None, arr.shape, img.header.copy())
 

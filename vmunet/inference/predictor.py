@@ -234,7 +234,8 @@ class Predictor:
             probs = self._probabilities(slices[start:start + self.batch_size])
             self._check_model_output(probs)
             stop = start + probs.shape[0]
-            labels[start:stop] = probs.argmax(dim=1).cpu().numpy()
+            # max(dim).indices == argmax (first maximum on ties) and several times faster on CPU
+            labels[start:stop] = probs.max(dim=1).indices.cpu().numpy()
             if keep_probs:
                 if probs_out is None:
                     probs_out = np.empty((probs.shape[1], n, *slices.shape[2:]), dtype=np.float16)
