@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224, help="model input size (Synapse recipe: 224)")
     parser.add_argument("--classes", type=int, default=9, help="output classes (Synapse: 9)")
     parser.add_argument("--no-tta", action="store_true", help="skip the TTA rows")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from vmunet.data.preprocessing import SYNAPSE_CLASSES, SYNAPSE_HU_WINDOW, make_preprocessing
     from vmunet.inference import Predictor

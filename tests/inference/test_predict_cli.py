@@ -63,11 +63,14 @@ def test_resume_skips_existing_and_overwrite_recomputes(tmp_path, scans, tiny_ch
     out = tmp_path / "out"
     out.mkdir()
     (out / "case_b.nii.gz").write_bytes(b"from an earlier run")  # an existing result is kept
+    (out / "case_b.json").write_text("{}")
+    (out / "case_c.nii.gz").write_bytes(b"no sidecar: interrupted before it")  # recomputed
     caplog.set_level(logging.INFO)
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 0
     assert (out / "case_b.nii.gz").read_bytes() == b"from an earlier run"
     assert "case_b.nii.gz exists, skipped (use --overwrite to recompute)" in caplog.text
     assert "predicted 2 case(s)" in capsys.readouterr().out
+    assert nib.load(str(out / "case_c.nii.gz")).shape == (20, 16, 5)
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--overwrite"]) == 0
     assert nib.load(str(out / "case_b.nii.gz")).shape == (20, 16, 4)
     assert "predicted 3 case(s)" in capsys.readouterr().out
@@ -170,3 +173,16 @@ def test_dispatcher_routes_predict(tmp_path, scans, tiny_checkpoint):
     assert cli.main(["predict", "-i", str(scans / "case_a.nii.gz"), "-o", str(tmp_path / "o"), "-m", str(tiny_checkpoint),
                      "--device", "cpu"]) == 0
     assert (tmp_path / "o" / "case_a.nii.gz").exists()
+
+
+def test_output_onto_input_and_name_clashes_are_refused(tmp_path, scans, tiny_checkpoint, caplog):
+    before = (scans / "case_a.nii.gz").read_bytes()
+    assert run(["-i", scans, "-o", scans, "-m", tiny_checkpoint, "--device", "cpu"]) == 1
+    assert "would overwrite the input; use another --output folder or a --suffix" in caplog.text
+    assert (scans / "case_a.nii.gz").read_bytes() == before
+    import SimpleITK as sitk
+    from inference_helpers import sitk_image
+
+    sitk.WriteImage(sitk_image(structure_volume((8, 8, 3)), np.eye(4)), str(scans / "case_a.mha"))
+    assert run(["-i", scans, "-o", tmp_path / "out", "-m", tiny_checkpoint, "--device", "cpu"]) == 2
+    assert "several inputs share a case name, their outputs would collide: case_a:" in caplog.text

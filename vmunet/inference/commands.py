@@ -151,19 +151,28 @@ def run_predict(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
 
+    names = [io.case_name(c) for c in cases]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        log.error("several inputs share a case name, their outputs would collide: %s",
+                  "; ".join(f"{n}: " + ", ".join(str(c) for c in cases if io.case_name(c) == n) for n in clashes))
+        return EXIT_USAGE
+
     failed: list[str] = []
     skipped = done = slices = 0
     metric_rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for case in tqdm(cases, desc="cases", unit="case", file=sys.stderr):
-        name = io.case_name(case)
-        ext = ".png" if io._has_ext(case, io.IMAGE_EXTS) else ".nii.gz"
-        out = args.output / f"{name}{args.suffix}{ext}"
+    for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):
+        out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
+        sidecar = args.output / f"{name}{args.suffix}.json"
         ref = find_reference(args.reference, name) if args.reference is not None else None
         if args.reference is not None and ref is None:
             log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
         try:
-            if out.exists() and not args.overwrite:
+            if out.resolve() == case.resolve():
+                raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
+            # the sidecar is written last: a label map without it is from an interrupted run
+            if out.exists() and sidecar.exists() and not args.overwrite:
                 skipped += 1
                 log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
                 if ref is not None:
@@ -174,7 +183,7 @@ def run_predict(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
             seconds = time.perf_counter() - t0
-            _write_json(args.output / f"{name}{args.suffix}.json", _sidecar(pred, predictor, case, out, seconds))
+            _write_json(sidecar, _sidecar(pred, predictor, case, out, seconds))
             done += 1
             slices += pred.num_slices
             if ref is not None:

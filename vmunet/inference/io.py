@@ -323,9 +323,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     return path
 
 
-def output_extension(scan: Scan) -> str:
-    """``.nii.gz`` for volumes, ``.png`` for 2D images."""
-    return ".nii.gz" if scan.is_volume else ".png"
+def output_extension(input_path: str | os.PathLike) -> str:
+    """Extension of the label map written for an input: ``.png`` for 2D images, else ``.nii.gz``."""
+    return ".png" if _has_ext(Path(input_path), IMAGE_EXTS) else ".nii.gz"
 
 
 def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> Path:
