@@ -167,17 +167,26 @@ def _trainer(root, epochs, callbacks=()):
                                                *callbacks])
 
 
-def test_resume_from_last_restores_epoch_optimizer_and_schedule(tmp_path):
-    pl.seed_everything(1)
+def test_resume_from_last_restores_epoch_optimizer_schedule_and_rng(tmp_path):
     kwargs = dict(num_classes=3, in_chans=1, lr=2e-3, t_max=3, eta_min=1e-4, val_hd95=False)
+    pl.seed_everything(1)
+    straight = SegmentationModule("vmunet_test", **kwargs)
+    _trainer(tmp_path / "straight", 3).fit(straight, ToyVolumeData())
+
+    pl.seed_everything(1)
     _trainer(tmp_path, 2).fit(SegmentationModule("vmunet_test", **kwargs), ToyVolumeData())
     ckpt = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1
 
     cap = _Capture()
     trainer = _trainer(tmp_path / "resumed", 3, [cap])
-    trainer.fit(SegmentationModule("vmunet_test", **kwargs), ToyVolumeData(), ckpt_path=tmp_path / "last.ckpt")
+    torch.manual_seed(12345)  # a different stream: the checkpoint's must win
+    resumed = SegmentationModule("vmunet_test", **kwargs)
+    trainer.fit(resumed, ToyVolumeData(), ckpt_path=tmp_path / "last.ckpt")
     assert cap.start_epoch == 2 and trainer.current_epoch == 3
+    # shuffling, drop-path and the optimizer continue exactly: same weights as the uninterrupted run
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
     saved = ckpt["optimizer_states"][0]["state"]
     assert cap.steps == [float(s["step"]) for s in saved.values()]
     for i, s in enumerate(saved.values()):

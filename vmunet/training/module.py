@@ -43,6 +43,33 @@ def _version() -> str:
     return vmunet.__version__
 
 
+def get_rng_states() -> dict[str, Any]:
+    """torch / CUDA / NumPy / Python RNG states as tensors and plain lists (``weights_only``-loadable)."""
+    import random
+
+    version, state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(state), gauss],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`get_rng_states`."""
+    import random
+
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
 class SegmentationModule(pl.LightningModule):
     """VM-UNet segmentation training and evaluation.
 
@@ -174,6 +201,18 @@ class SegmentationModule(pl.LightningModule):
             "preprocessing": None if hp.preprocessing is None else dict(hp.preprocessing),
             "version": _version(),
         }
+        checkpoint["rng_states"] = get_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the RNG streams of a resumed single-process run (shuffling, dropout, augmentation)."""
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # one checkpoint holds rank 0's streams; giving them to every rank would correlate them
+            log.info("resume under %d processes: RNG streams are re-seeded, not restored", self.trainer.world_size)
+            return
+        set_rng_states(states)
 
     # ----------------------------------------------------------------------------- training
     def forward(self, x: torch.Tensor) -> torch.Tensor:
