@@ -218,3 +218,17 @@ def test_synthetic_synapse_h5_and_raw_nifti_give_the_same_label_map(tmp_path):
     hu = np.asarray(nib.load(str(raw)).dataobj)
     np.testing.assert_array_equal(np.asarray(ia.dataobj), hu > 100)
     assert a.labels.any() and b.num_slices == 6
+
+
+def test_grey_slices_repeat_into_a_three_channel_model():
+    seen = []
+
+    class Spy(ThresholdModel):
+        def forward(self, x):
+            seen.append(x.shape[1])
+            assert torch.equal(x[:, 0], x[:, 2])
+            return super().forward(x)
+
+    vol = structure_volume((16, 16, 3))
+    pred = Predictor(Spy(), volume_record(image_size=(16, 16)), device="cpu", model_in_chans=3).predict_volume(vol)
+    assert seen == [3] and np.array_equal(pred.labels, vol > 50)

@@ -202,8 +202,10 @@ class Predictor:
         if native != size:  # optional "image_interpolation" in the record: what training resized with
             mode = self.preprocessing.get("image_interpolation", "bilinear")
             x = F.interpolate(x, size=size, mode=mode, align_corners=False)
-        if x.shape[1] != self.model_in_chans:
-            x = x.repeat(1, self.model_in_chans // x.shape[1], 1, 1)
+        if x.shape[1] != self.model_in_chans:  # grey slices into an RGB-width stem (VM-UNet's Synapse recipe)
+            if x.shape[1] != 1:
+                raise ValueError(f"model takes {self.model_in_chans} channels, slices have {x.shape[1]}")
+            x = x.expand(-1, self.model_in_chans, -1, -1)
         probs = None
         for dims in TTA_FLIPS if self.tta else TTA_FLIPS[:1]:
             logits = self.model(torch.flip(x, dims) if dims else x).float()
