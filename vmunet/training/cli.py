@@ -72,7 +72,7 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False
     return VMUNetCLI(
