@@ -63,6 +63,9 @@ def test_nifti_round_trip_keeps_header_and_matches_monai(tmp_path, name):
     # and in file layout it is the inverse reorientation of what we wrote
     np.testing.assert_array_equal(np.asarray(got.dataobj), scan.to_original(labels))
     assert not [p for p in os.listdir(tmp_path) if p.startswith(io.TEMP_PREFIX)]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
 
 def sorted_spacing(affine, scan):

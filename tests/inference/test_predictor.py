@@ -232,3 +232,15 @@ def test_grey_slices_repeat_into_a_three_channel_model():
     vol = structure_volume((16, 16, 3))
     pred = Predictor(Spy(), volume_record(image_size=(16, 16)), device="cpu", model_in_chans=3).predict_volume(vol)
     assert seen == [3] and np.array_equal(pred.labels, vol > 50)
+
+
+def test_preprocessing_from_hyper_parameters_when_the_record_has_none(tmp_path, tiny_checkpoint):
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    rec = ckpt["vmunet"]["preprocessing"]
+    ckpt["vmunet"]["preprocessing"] = None
+    torch.save(ckpt, tmp_path / "none.ckpt")
+    with pytest.raises(CheckpointError, match=r"none\.ckpt has no preprocessing record"):
+        Predictor.from_checkpoint(tmp_path / "none.ckpt", device="cpu")
+    ckpt["hyper_parameters"] = {"preprocessing": rec}
+    torch.save(ckpt, tmp_path / "hparams.ckpt")
+    assert Predictor.from_checkpoint(tmp_path / "hparams.ckpt", device="cpu").preprocessing == rec

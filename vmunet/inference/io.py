@@ -316,6 +316,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        mask = os.umask(0)  # mkstemp creates 0600; results get the usual permissions
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

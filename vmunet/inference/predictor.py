@@ -106,7 +106,7 @@ def load_checkpoint_record(path: str | os.PathLike) -> tuple[dict[str, Any], dic
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(ckpt).__name__}")
     record = dict(ckpt.get("vmunet") or {})
-    if "preprocessing" not in record:
+    if record.get("preprocessing") is None:
         hparams = ckpt.get("hyper_parameters") or {}
         if isinstance(hparams, Mapping) and "preprocessing" in hparams:
             record["preprocessing"] = hparams["preprocessing"]
