@@ -81,8 +81,8 @@ def _check_args(u, delta, A, B, C, D, z, delta_bias) -> None:
 
 
 def _expand_groups(X: Tensor, dim: int) -> Tensor:
-    """(batch, N, L) -> (batch, 1, N, L); (batch, G, N, L) -> (batch, dim, N, L) by group."""
-    if X.dim() == 3:
+    """One step of B or C: (batch, N) -> (batch, 1, N); (batch, G, N) -> (batch, dim, N) by group."""
+    if X.dim() == 2:
         return X.unsqueeze(1)
     G = X.shape[1]
     return X.repeat_interleave(dim // G, dim=1) if G > 1 else X
@@ -123,15 +123,17 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     dt = _prepare_delta(delta, delta_bias, delta_softplus).to(compute)
     A_f = A.to(compute)
     batch, dim, L = u.shape
-    Bx = _expand_groups(B.to(compute), dim)
-    Cx = _expand_groups(C.to(compute), dim)
     h = u_f.new_zeros(batch, dim, A.shape[1])
     ys = []
-    for t in range(L):
-        dA = torch.exp(dt[:, :, t, None] * A_f)                      # (b, d, n)
-        dBu = dt[:, :, t, None] * Bx[..., t] * u_f[:, :, t, None]    # (b, d, n)
+    # time-major copies + unbind (not x[..., t]): contiguous steps, and autograd stacks the
+    # per-step gradients once instead of writing a full-size zero tensor per step (O(L^2))
+    steps = zip(*(x.to(compute).movedim(-1, 0).unbind(0) for x in (dt, u_f, B, C)), strict=True)
+    for dt_t, u_t, B_t, C_t in steps:
+        B_t, C_t = _expand_groups(B_t, dim), _expand_groups(C_t, dim)  # (b, 1|d, n)
+        dA = torch.exp(dt_t[:, :, None] * A_f)                        # (b, d, n)
+        dBu = (dt_t * u_t)[:, :, None] * B_t                          # (b, d, n)
         h = dA * h + dBu
-        ys.append((h * Cx[..., t]).sum(-1))                          # (b, d)
+        ys.append((h * C_t).sum(-1))                                  # (b, d)
     y = torch.stack(ys, dim=-1)
     out = _finish(y, u_f, None if D is None else D.to(compute), None if z is None else z.to(compute), dtype_in)
     return (out, h) if return_last_state else out
