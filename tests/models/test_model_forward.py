@@ -147,3 +147,16 @@ def test_other_scan_direction_sets(directions):
     assert ss2d.x_proj_weight.shape[0] == K and ss2d.Ds.shape == (K * ss2d.d_inner,)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_autocast_fp16_on_gpu():
+    model = _seeded("vmunet_test", seed=7, scan_backend="torch").cuda().eval()
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        y32 = model(x)
+        with torch.autocast("cuda", dtype=torch.float16):
+            y16 = model(x)
+    assert y16.dtype == torch.float16 and torch.isfinite(y16).all()
+    assert (y16.float() - y32).abs().max() < 0.05 * y32.abs().max()
