@@ -7,9 +7,10 @@ prints forward and forward+backward time (best of the repeats), the speed-up ove
 measured in the same run, the peak memory of one forward+backward, and the largest absolute
 difference of the output to "ref".
 
-Peak memory is the growth of the process's maximum resident set size (``ru_maxrss``) across one
-forward+backward, measured in a fresh subprocess per case after the inputs exist, so it counts
-every allocation (torch, numba, numpy) but not the inputs themselves.
+Peak memory is the growth of the resident set size at its peak during one forward+backward, in a
+fresh subprocess per case, after the inputs exist and the backend is warmed up on a tiny shape
+(Linux: the kernel's high-water mark VmHWM is reset through /proc/self/clear_refs, then read).
+It counts every allocation (torch, numba, numpy) but not the inputs themselves.
 
     python benchmarks/bench_scan.py            # batch 1 and 8, 3 repeats
     python benchmarks/bench_scan.py --quick    # batch 1 only, fewer repeats (a few minutes)
@@ -80,20 +81,35 @@ def set_threads(n: int) -> None:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure_peak_growth_mib(fn: Callable[[], object]) -> float:
+    """Peak resident-set growth while ``fn`` runs: the kernel's high-water mark is reset to the
+    current RSS first (Linux /proc/self/clear_refs), then read back (VmHWM)."""
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
 def peak_memory_mib(backend: str, batch: int, dim: int, L: int) -> float:
-    """ru_maxrss growth across one forward+backward, in a fresh process (see module docstring)."""
+    """Peak RSS growth of one forward+backward in a fresh process (see module docstring)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = "\n".join([
-        "import json, resource, sys",
+        "import json, sys",
         f"sys.path.insert(0, {root!r})",
-        "from benchmarks.bench_scan import make_inputs, run, set_threads",
+        "from benchmarks.bench_scan import make_inputs, measure_peak_growth_mib, run, set_threads",
         f"set_threads({torch.get_num_threads()})",
         f"ins = make_inputs({batch}, {dim}, {L})",
         f"run({backend!r}, make_inputs(1, 8, 8), True)",  # compile / warm up at a tiny shape
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
-        f"run({backend!r}, ins, True)",
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
-        "print(json.dumps((after - before) / 1024))",
+        f"print(json.dumps(measure_peak_growth_mib(lambda: run({backend!r}, ins, True))))",
     ])
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(res.stdout.strip().splitlines()[-1])
