@@ -186,3 +186,37 @@ def test_output_onto_input_and_name_clashes_are_refused(tmp_path, scans, tiny_ch
     sitk.WriteImage(sitk_image(structure_volume((8, 8, 3)), np.eye(4)), str(scans / "case_a.mha"))
     assert run(["-i", scans, "-o", tmp_path / "out", "-m", tiny_checkpoint, "--device", "cpu"]) == 2
     assert "several inputs share a case name, their outputs would collide: case_a:" in caplog.text
+
+
+def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path):
+    import torch
+    from PIL import Image
+
+    from vmunet.data.preprocessing import make_preprocessing
+    from vmunet.models import create_model
+    from vmunet.training.metrics import case_metrics
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 1, "in_chans": 3}
+    rec = make_preprocessing("isic", in_chans=3, image_size=[32, 32], class_names=["background", "lesion"],
+                             num_classes=1, intensity={"mode": "zscore", "mean": [120.0] * 3, "std": [60.0] * 3})
+    ckpt = save_checkpoint(tmp_path / "isic.ckpt", create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, rec)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("ISIC_001", "ISIC_002"):
+        Image.fromarray(rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)).save(images / f"{name}.jpg")
+        m = np.zeros((24, 30), np.uint8)
+        m[5:15, 8:20] = 255
+        Image.fromarray(m).save(masks / f"{name}.png")
+    out = tmp_path / "out"
+    assert run(["-i", images, "-o", out, "-m", ckpt, "--device", "cpu", "--reference", masks]) == 0
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["case"], r["class"]) for r in rows] == [("ISIC_001", "lesion"), ("ISIC_002", "lesion")]
+    for row in rows:
+        pred = np.asarray(Image.open(out / f"{row['case']}.png"))
+        assert pred.shape == (24, 30) and set(np.unique(pred)) <= {0, 1}
+        gt = (np.asarray(Image.open(masks / f"{row['case']}.png")) > 127).astype(np.int64)
+        assert float(row["dice"]) == pytest.approx(case_metrics(pred, gt, ["background", "lesion"])[0]["dice"])
