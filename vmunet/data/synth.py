@@ -56,12 +56,12 @@ ORGANS = (
     Organ("left_kidney", 3, -0.40, -0.32, 0.17, 0.22, 0.10, 0.62, 215.0, 16.0),
     Organ("right_kidney", 2, 0.40, -0.32, 0.17, 0.22, 0.05, 0.58, 175.0, 5.0),
     Organ("pancreas", 11, -0.08, 0.06, 0.30, 0.14, 0.22, 0.60, 55.0, 25.0),
-    Organ("gallbladder", 4, 0.30, 0.38, 0.18, 0.18, 0.25, 0.68, 10.0, 3.0),
+    Organ("gallbladder", 4, 0.30, 0.40, 0.20, 0.20, 0.25, 0.68, 10.0, 3.0),
     Organ("aorta", 8, 0.00, -0.30, 0.13, 0.13, -0.30, 1.30, 260.0, 4.0),
     # A BTCV organ Synapse does not use (right adrenal gland, id 12): it must become background.
     Organ("right_adrenal", 12, 0.20, -0.50, 0.07, 0.07, 0.55, 0.90, -45.0, 10.0),
 )
-BODY_HU, AIR_HU, BODY_TEXTURE = -90.0, -1000.0, 12.0
+BODY_HU, AIR_HU, BODY_TEXTURE = -90.0, -1000.0, 5.0
 
 
 def phantom(size: int, slices: int, rng: np.random.Generator,
