@@ -8,9 +8,11 @@ it is the readable definition of the scan, far too slow for anything else. "vs r
 speed-up over "ref" measured in the same run at the same size.
 
 Each case runs in a fresh subprocess: model built, a tiny warm-up (kernel/JIT compilation,
-lazy imports), then one full-size call whose growth of the maximum resident set size
-(``ru_maxrss``) is reported as peak memory (activations, workspace and allocator overhead, not
-the weights), then ``--repeats`` timed calls of which the best is reported.
+lazy imports), then ``--repeats`` timed full-size calls; the best wall time and the best CPU
+time (``time.process_time``, all threads) are reported — on a shared machine the CPU time is
+the steadier number. Peak memory is the growth of the maximum resident set size
+(``ru_maxrss``) over the first full-size call (activations, workspace and allocator overhead,
+not the weights).
 
     python benchmarks/bench_model.py --quick      # 224x224, batch 1 only
     python benchmarks/bench_model.py              # 224 and 256, batch 1 and 8
@@ -58,18 +60,18 @@ def _case(backend: str, size: int, batch: int, train: bool, repeats: int, thread
     step(torch.randn(1, IN_CHANS, 32, 32))
     x = torch.randn(batch, IN_CHANS, size, size)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    step(x)
-    first = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-    times = [first]
-    for _ in range(repeats - 1):
-        t0 = time.perf_counter()
+    times, cpu_times = [], []
+    for i in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
         step(x)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+        if i == 0:
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
     best = min(times)
     return {"backend": backend, "size": size, "batch": batch, "mode": "train" if train else "infer",
-            "seconds": best, "img_per_s": batch / best, "peak_mib": peak_kib / 1024}
+            "seconds": best, "cpu_seconds": min(cpu_times), "img_per_s": batch / best,
+            "peak_mib": peak_kib / 1024}
 
 
 def run_case(backend: str, size: int, batch: int, train: bool, repeats: int, threads: int) -> dict:
@@ -90,13 +92,13 @@ def available_backends() -> list[str]:
 
 def markdown_table(rows: list[dict]) -> str:
     ref = {(r["size"], r["batch"], r["mode"]): r["seconds"] for r in rows if r["backend"] == "ref"}
-    out = ["| input | batch | mode | backend | s / batch | img/s | peak memory (MiB) | vs ref |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| input | batch | mode | backend | s / batch | CPU s / batch | img/s | peak memory (MiB) | vs ref |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         key = (r["size"], r["batch"], r["mode"])
         vs = f"{ref[key] / r['seconds']:.1f}x" if key in ref else "—"
         out.append(f"| {r['size']}x{r['size']} | {r['batch']} | {r['mode']} | {r['backend']} | "
-                   f"{r['seconds']:.3f} | {r['img_per_s']:.2f} | {r['peak_mib']:.0f} | {vs} |")
+                   f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['img_per_s']:.2f} | {r['peak_mib']:.0f} | {vs} |")
     return "\n".join(out)
 
 

@@ -49,7 +49,7 @@ class SS2D(nn.Module):
         dropout: dropout on the output.
         conv_bias, bias: bias of the depthwise conv / of in_proj and out_proj.
         directions: scan orders (names from ``vmunet.ops.DIRECTIONS``); K = len(directions).
-        scan_backend: selective-scan backend, "auto" | "torch" | "ref" | "cuda".
+        scan_backend: selective-scan backend, "auto" | "torch" | "numba" | "ref" | "cuda".
     """
 
     def __init__(

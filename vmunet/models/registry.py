@@ -46,6 +46,7 @@ def model_config(name: str) -> dict[str, Any]:
 
 
 def model_description(name: str) -> str:
+    """One-line description of the registered model ``name``."""
     model_config(name)  # validates the name
     return _REGISTRY[name][2]
 

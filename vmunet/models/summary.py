@@ -15,6 +15,7 @@ MACs are what papers (VM-UNet included) report as "FLOPs"; ``flops`` here is 2 Ã
 from __future__ import annotations
 
 import copy
+import ctypes
 import gc
 import sys
 from dataclasses import asdict, dataclass
@@ -74,26 +75,25 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> ComputeReport:
                          total_counted - conv, conv)
 
 
-def _rss_peak_kib() -> int | None:
+def _proc_status_kib(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``), None where unavailable."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
 
 
-def _rss_kib() -> int | None:
+def _release_free_heap() -> None:
+    """Give memory freed earlier back to the OS (glibc ``malloc_trim``), so that reusing it does
+    not hide the growth being measured; a no-op where glibc is not available."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_rss_peak() -> bool:
@@ -134,13 +134,14 @@ def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...], train: b
         run(torch.randn(1, input_shape[1], m, m))
         x = torch.randn(input_shape)
         gc.collect()
-        before = _rss_kib()
+        _release_free_heap()
+        before = _proc_status_kib("VmRSS")
         if before is None or not _reset_rss_peak():
             return None
         run(x)
     finally:
         model.train(was_training)
-    peak = _rss_peak_kib()
+    peak = _proc_status_kib("VmHWM")
     return None if peak is None else max(0, peak - before) * 1024
 
 

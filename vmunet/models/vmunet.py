@@ -16,6 +16,7 @@ import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
 from vmunet.layers import (
+    SS2D,
     FinalPatchExpand,
     PatchEmbed,
     PatchExpand,
@@ -152,9 +153,8 @@ class VMUNet(nn.Module):
         self.apply(init_vmunet_weights)
 
     def set_scan_backend(self, backend: str) -> None:
-        """Switch the selective-scan backend of every SS2D ("auto" | "torch" | "ref" | "cuda")."""
-        from vmunet.layers import SS2D
-
+        """Switch the selective-scan backend of every SS2D ("auto" | "torch" | "numba" | "ref" |
+        "cuda")."""
         for m in self.modules():
             if isinstance(m, SS2D):
                 m.scan_backend = backend
