@@ -144,10 +144,11 @@ def markdown(rows: list[dict]) -> str:
             "| peak MiB (fwd+bwd) | max abs diff to ref |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
+        mem = "n/a" if math.isnan(r["mem"]) else f"{r['mem']:.0f}"
         lines.append(
             f"| {r['batch']} | {r['dim']} | {r['L']} | {r['backend']} | {r['fwd'] * 1e3:.1f} "
             f"| {r['fwd_x']:.1f}x | {r['fwd_bwd'] * 1e3:.1f} | {r['fwd_bwd_x']:.1f}x "
-            f"| {r['mem']:.0f} | {r['diff']:.1e} |"
+            f"| {mem} | {r['diff']:.1e} |"
         )
     return "\n".join(lines)
 
