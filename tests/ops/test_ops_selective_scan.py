@@ -240,3 +240,20 @@ def test_package_works_without_numba():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba not installed")
+def test_numba_keeps_torch_thread_count():
+    """The first numba call must not undo a user's torch.set_num_threads (it starts OpenMP)."""
+    code = textwrap.dedent(
+        """
+        import torch
+        torch.set_num_threads(1)
+        from vmunet.ops import selective_scan
+        u = torch.randn(1, 8, 64); A = -torch.rand(8, 4); B = torch.randn(1, 4, 64)
+        selective_scan(u, u, A, B, B, backend="numba")
+        print(torch.get_num_threads())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"

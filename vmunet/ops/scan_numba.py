@@ -178,7 +178,12 @@ def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB
 
 def _match_torch_threads() -> None:
     """Use as many numba threads as torch does, so ``torch.set_num_threads`` governs both."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    n = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    # Starting numba's threading layer (OpenMP) can reset torch's intra-op pool to all cores;
+    # put back what the user chose.
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _np(t: Tensor) -> np.ndarray:
