@@ -60,7 +60,7 @@ def test_poly_and_warmup_closed_forms():
         LRSchedule("step", base_lr=1e-3)
 
 
-@pytest.mark.parametrize("num_classes", [4, 1])
+@pytest.mark.parametrize("num_classes", [4, pytest.param(1, marks=pytest.mark.slow)])
 def test_loss_decreases_on_a_tiny_batch(num_classes):
     pl.seed_everything(0)
     module = SegmentationModule("vmunet_test", num_classes=num_classes, in_chans=1, lr=3e-3)
