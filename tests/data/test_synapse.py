@@ -44,7 +44,18 @@ def test_preprocessing_available_after_init(synapse_root):
     assert rec["class_names"] == list(SYNAPSE_CLASSES) == dm.class_names
     assert rec["intensity"] == {"mode": "window", "window": [-125.0, 275.0]}
     assert rec["orientation"] == "RAS" and rec["slice_axis"] == 2
+    assert rec["image_interpolation"] == "bicubic"  # what training resizes with; inference follows it
     assert dm.in_chans == 1 and dm.eval_mode == "volume"
+    bilinear = _dm(synapse_root, image_size=(48, 32), image_interpolation="bilinear")
+    assert bilinear.preprocessing["image_interpolation"] == "bilinear"
+
+
+def test_bad_image_interpolation_in_record_is_named():
+    from vmunet.data.preprocessing import PreprocessingError, make_preprocessing
+
+    with pytest.raises(PreprocessingError, match="'image_interpolation'"):
+        make_preprocessing("synapse", in_chans=1, image_size=(8, 8), class_names=["bg", "fg"],
+                           num_classes=2, intensity={"mode": "none"}, image_interpolation="nearest")
 
 
 def test_train_val_test_batches(synapse_root):

@@ -48,3 +48,16 @@ def test_missing_data_folder_names_path_and_layout(tmp_path):
     msg = str(exc.value)
     assert str(empty) in msg and "train_npz" in msg and "test_vol_h5" in msg
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_vmunet_fit_reports_data_errors_without_traceback(tmp_path, capsys):
+    from vmunet.cli import main
+
+    empty = tmp_path / "synapse_here"
+    empty.mkdir()
+    code = main(["fit", "--config", str(EXPERIMENTS / "synapse_vmunet.yaml"), "--data.init_args.root", str(empty),
+                 "--model.model_name", "vmunet_test", "--trainer.default_root_dir", str(tmp_path / "runs"),
+                 "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "vmunet fit: error:" in err and str(empty) in err and "Traceback" not in err

@@ -182,7 +182,7 @@ class NiftiDataModule(pl.LightningDataModule):
         self.preprocessing = make_preprocessing(
             "nifti", in_chans=1, image_size=self.image_size, class_names=self.class_names,
             num_classes=self.num_classes, intensity=self._intensity(), orientation="RAS",
-            slice_axis=slice_axis,
+            slice_axis=slice_axis, image_interpolation=image_interpolation,
         )
         self._ds: dict[str, Any] = {}
 

@@ -17,6 +17,7 @@ import numpy as np
 DATASETS = ("synapse", "isic", "nifti")
 INTENSITY_MODES = ("window", "zscore", "none")
 ORIENTATIONS = ("RAS", None)
+IMAGE_INTERPOLATIONS = ("bilinear", "bicubic")
 
 SYNAPSE_CLASSES = (
     "background", "aorta", "gallbladder", "left_kidney", "right_kidney",
@@ -40,8 +41,13 @@ def make_preprocessing(
     intensity: Mapping[str, Any],
     orientation: str | None = None,
     slice_axis: int | None = None,
+    image_interpolation: str | None = None,
 ) -> dict[str, Any]:
-    """Build and validate a preprocessing record."""
+    """Build and validate a preprocessing record.
+
+    ``image_interpolation`` (optional: "bilinear" | "bicubic") records how training resized images
+    to ``image_size``, so inference resizes the same way; absent means bilinear.
+    """
     rec = {
         "dataset": dataset,
         "in_chans": int(in_chans),
@@ -52,6 +58,8 @@ def make_preprocessing(
         "orientation": orientation,
         "slice_axis": None if slice_axis is None else int(slice_axis),
     }
+    if image_interpolation is not None:
+        rec["image_interpolation"] = image_interpolation
     return validate_preprocessing(rec)
 
 
@@ -102,6 +110,8 @@ def validate_preprocessing(rec: Mapping[str, Any]) -> dict[str, Any]:
         raise bad("orientation", f"one of {ORIENTATIONS}")
     if out["slice_axis"] not in (0, 1, 2, None):
         raise bad("slice_axis", "0, 1, 2 or null")
+    if "image_interpolation" in out and out["image_interpolation"] not in IMAGE_INTERPOLATIONS:
+        raise bad("image_interpolation", f"one of {IMAGE_INTERPOLATIONS} (optional)")
     return out
 
 

@@ -111,7 +111,7 @@ class SynapseDataModule(pl.LightningDataModule):
         self.preprocessing = make_preprocessing(
             "synapse", in_chans=1, image_size=self.image_size, class_names=self.class_names,
             num_classes=self.num_classes, intensity={"mode": "window", "window": list(SYNAPSE_HU_WINDOW)},
-            orientation="RAS", slice_axis=2,
+            orientation="RAS", slice_axis=2, image_interpolation=image_interpolation,
         )
         self.train_slices: list[str] = []
         self.val_case_names: list[str] = []
