@@ -239,3 +239,20 @@ def test_config_errors_name_the_key(tmp_path, capsys):
                            "--trainer.default_root_dir", str(tmp_path), *short])
     assert "max_epoch" in capsys.readouterr().err
     assert not list(tmp_path.glob("version_*"))  # nothing started
+
+
+def test_ema_of_weights_through_the_cli_lands_in_the_checkpoint(tmp_path):
+    """EMA is Lightning's EMAWeightAveraging callback, configured in YAML / on the command line:
+    validation and checkpoints use the averaged weights, the raw ones are kept for resuming."""
+    root = tmp_path / "runs"
+    run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+                       "--trainer.default_root_dir", str(root), *FAST, "--trainer.max_epochs", "2",
+                       "--trainer.limit_train_batches", "2",
+                       "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+                       "--trainer.callbacks.decay", "0.5"])
+    ckpt = torch.load(_run_dir(root) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert ema.keys() == raw.keys() and ckpt["vmunet"]["model_name"] == "vmunet_test"
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema if k.startswith("model.") and ema[k].is_floating_point())
+    model = create_model("vmunet_test", **ckpt["vmunet"]["model_kwargs"])
+    model.load_state_dict({k[len("model."):]: v for k, v in ema.items() if k.startswith("model.")})
