@@ -206,10 +206,9 @@ def main(argv: list[str] | None = None) -> int:
           f"best of {repeats} (ref: 1 run, batch-1 inference only)\n")
     print(markdown_table(rows))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=2)
-        os.replace(tmp, args.json)
+        from vmunet.data.fileio import write_json
+
+        write_json(args.json, rows)
     return 0
 
 

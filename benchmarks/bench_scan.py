@@ -19,7 +19,6 @@ It counts every allocation (torch, numba, numpy) but not the inputs themselves.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -30,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from vmunet.data.fileio import write_json
 from vmunet.ops import numba_available, selective_scan
 
 STAGES = [(96, 64), (192, 32), (384, 16), (768, 8)]  # (C, H = W of the token map at 256x256)
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown(rows))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, rows)
     return 0
 
 

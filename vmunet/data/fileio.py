@@ -30,13 +30,17 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s folder; move it onto ``path`` only if the block succeeds."""
+def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; move it onto ``path`` only if the block succeeds.
+
+    The temporary file is named ``<prefix>XXXX<suffix>``: by default ``.<name>.`` and the real
+    suffix, so writers that dispatch on it (nibabel, PIL, SimpleITK) still work. Its permissions
+    follow the umask (mkstemp alone would leave 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real suffix so writers that dispatch on it (nibabel, PIL, SimpleITK) still work.
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    suffix = suffix or "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -173,24 +173,20 @@ def volume_to_slices(volume: np.ndarray, slice_axis: int = 2) -> np.ndarray:
     one convention covers training, evaluation and inference. Extra leading axes (channels) are
     kept in front: ``(C, X, Y, Z) -> (C, D, H, W)``.
     """
-    if slice_axis not in (0, 1, 2):
-        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
-    lead = volume.ndim - 3
-    if lead < 0:
-        raise ValueError(f"expected a volume with at least 3 axes, got shape {volume.shape}")
-    inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
-    order = [*range(lead), *(lead + a for a in (slice_axis, *inplane))]
-    return np.transpose(volume, order)
+    return np.transpose(volume, _slicing_order(volume.shape, slice_axis))
 
 
 def slices_to_volume(slices: np.ndarray, slice_axis: int = 2) -> np.ndarray:
     """Inverse of :func:`volume_to_slices`: ``(..., D, H, W)`` -> canonical ``(..., X, Y, Z)``."""
+    return np.transpose(slices, np.argsort(_slicing_order(slices.shape, slice_axis)))
+
+
+def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
+    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)``: slice axis first, in-plane reversed."""
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
-    lead = slices.ndim - 3
+    lead = len(shape) - 3
     if lead < 0:
-        raise ValueError(f"expected at least 3 axes, got shape {slices.shape}")
+        raise ValueError(f"expected at least 3 axes (X, Y, Z), got shape {tuple(shape)}")
     inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
-    forward = (slice_axis, *inplane)
-    inverse = [forward.index(a) for a in (0, 1, 2)]
-    return np.transpose(slices, [*range(lead), *(lead + a for a in inverse)])
+    return [*range(lead), *(lead + a for a in (slice_axis, *inplane))]

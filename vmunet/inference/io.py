@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vmunet.data.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -309,21 +310,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     An interrupted run leaves either the complete old file or none, never a half-written one;
     ``suffix`` keeps the extension writers dispatch on (``.nii.gz``, ``.png``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # TEMP_PREFIX marks leftovers of interrupted runs, which folder scans skip.
+    with atomic_path(path, prefix=TEMP_PREFIX, suffix=suffix or None) as tmp:
         write(tmp)
-        mask = os.umask(0)  # mkstemp creates 0600; results get the usual permissions
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def output_extension(input_path: str | os.PathLike) -> str:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from vmunet.data.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +135,5 @@ class ValidationImageGrid(pl.Callback):
 def _save_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")

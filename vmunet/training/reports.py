@@ -16,10 +16,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from vmunet.data.fileio import atomic_path
 from vmunet.training.metrics import CASE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -27,17 +27,9 @@ log = logging.getLogger(__name__)
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+    return Path(path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
