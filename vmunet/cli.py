@@ -10,6 +10,7 @@ predict    ``vmunet.inference.commands``        segment scans, write NIfTI
 prepare    ``vmunet.data.commands``             raw download -> training layout
 synth      ``vmunet.data.commands``             write synthetic data sets
 info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
+data       ``vmunet.data.examples_commands``    fetch real example scans (opt-in download)
 =========  ===================================  =====================================
 
 Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable
@@ -29,6 +30,7 @@ COMMAND_MODULES = (
     "vmunet.inference.commands",
     "vmunet.data.commands",
     "vmunet.models.commands",
+    "vmunet.data.examples_commands",
 )
 
 
