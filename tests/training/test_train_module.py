@@ -17,7 +17,7 @@ from train_toy import ToyImageData, ToyVolumeData
 from vmunet.models import create_model
 from vmunet.training.callbacks import BestAndLastCheckpoint
 from vmunet.training.cli import run_lightning_cli
-from vmunet.training.metrics import BinaryConfusion, case_metrics, summarize_cases
+from vmunet.evaluation.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.training.module import SegmentationModule
 from vmunet.training.schedulers import LRSchedule
 

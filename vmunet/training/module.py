@@ -5,7 +5,7 @@ Evaluation follows the data module's ``eval_mode``:
 * ``"volume"`` (Synapse): each val/test item is one whole case, ``image`` (1, D, C, h, w) at model
   size and ``label`` (1, D, H, W) at native size. Slices are predicted in mini-batches, the class
   probabilities upsampled (bilinear) to (H, W), arg-maxed, and scored per case with
-  :func:`vmunet.training.metrics.case_metrics` (Dice, HD95 in voxels and mm).
+  :func:`vmunet.evaluation.metrics.case_metrics` (Dice, HD95 in voxels and mm).
 * ``"image"`` (ISIC): batches of 2D images at model size; binary models feed one pooled confusion
   matrix (the papers' metrics) plus per-image Dice/IoU; multi-class models score each image as a
   2D "case".
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmunet.training import metrics as M
+from vmunet.evaluation import metrics as M
 from vmunet.training.reports import write_test_reports
 from vmunet.training.schedulers import LRSchedule
 
