@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vmunet.training.metrics import case_metrics
+from vmunet.evaluation.metrics import case_metrics
 
 pytestmark = pytest.mark.real
 
@@ -92,7 +92,7 @@ def test_real_lesions_are_tiny_and_most_slices_are_empty(pyradiomics):
 
 def test_real_lesion_slices_without_foreground_under_the_current_convention(pyradiomics):
     """Slice-wise scoring of a real case: slices without lesion follow the edge-case table of
-    vmunet.training.metrics (both empty -> Dice 1; a prediction where the truth is empty -> 1, as
+    vmunet.evaluation.metrics (both empty -> Dice 1; a prediction where the truth is empty -> 1, as
     the papers' code), so an empty prediction scores the mean over slices that a plain count gives."""
     gt, spacing = load_case(pyradiomics["root"], "brain2")
     names = ["background", "lesion"]
