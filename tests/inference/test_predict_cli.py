@@ -193,8 +193,8 @@ def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path):
     from PIL import Image
 
     from vmunet.data.preprocessing import make_preprocessing
-    from vmunet.models import create_model
     from vmunet.evaluation.metrics import case_metrics
+    from vmunet.models import create_model
 
     torch.manual_seed(0)
     kwargs = {"num_classes": 1, "in_chans": 3}

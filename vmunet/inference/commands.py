@@ -110,8 +110,8 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ..
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> str:
     """Write the per-case CSV (``vmunet test`` columns) and return a summary table."""
-    from vmunet.inference import io
     from vmunet.evaluation.metrics import CASE_FIELDS, summarize_cases
+    from vmunet.inference import io
 
     buf = _stdio.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CASE_FIELDS))
