@@ -279,3 +279,21 @@ def test_default_cache_follows_the_environment(monkeypatch, tmp_path):
     assert E.default_cache() == tmp_path / "x"
     monkeypatch.delenv("VMUNET_DATA")
     assert E.default_cache() == Path.home() / ".cache" / "vmunet" / "examples"
+
+
+@pytest.mark.parametrize("name,slice_axis", [("real_headct", 2), ("real_mr_kmeans", 1)])
+def test_real_recipes_parse(name, slice_axis, capsys):
+    """The recipes of the real tier parse without the data (their folders are only opened at fit)."""
+    import yaml
+
+    from vmunet.training.cli import run_lightning_cli
+
+    config = Path(__file__).resolve().parents[2] / "experiments" / f"{name}.yaml"
+    with pytest.raises(SystemExit) as exc:
+        run_lightning_cli(["fit", "--config", str(config), "--print_config"])
+    assert exc.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["model_name"] == "vmunet_test"
+    assert cfg["model"]["t_max"] == cfg["trainer"]["max_epochs"]  # cosine over the whole short run
+    assert cfg["data"]["class_path"] == "vmunet.data.nifti.NiftiDataModule"
+    assert cfg["data"]["init_args"]["slice_axis"] == slice_axis
