@@ -2,8 +2,8 @@
 
 The recipes are the committed ``experiments/real_*.yaml`` (what the README's "Real data" table
 reports); the test set is slab 2 of each scan, which training never sees. The bars are the
-issue's (head CT: soft tissue and bone Dice >= 0.8) and, for the k-means MR, a bar below what
-the recipe measured (see the README) but far above chance.
+issue's (head CT: soft tissue and bone Dice >= 0.8) and, for the k-means MR, a mean Dice of 0.5
+over the five classes -- a choice, not yet confirmed by a completed run (see the README).
 """
 
 from __future__ import annotations
@@ -43,5 +43,5 @@ def test_real_mr_kmeans_classes(itk, tmp_path):
     assert summary["mean"]["dice"] >= MR_KMEANS_MIN_DICE, (summary["per_class"], seconds)
 
 
-#: Mean Dice over the 5 k-means classes on the held-out coronal slab; set below the measured value.
-MR_KMEANS_MIN_DICE = 0.6
+#: Mean Dice over the 5 k-means classes on the held-out coronal slab (see the module docstring).
+MR_KMEANS_MIN_DICE = 0.5
