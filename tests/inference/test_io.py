@@ -156,7 +156,7 @@ def test_h5_shape_mismatching_sidecar_is_an_error(tmp_path):
 def test_bad_inputs_are_reported_by_name(tmp_path):
     corrupt = tmp_path / "broken.nii.gz"
     corrupt.write_bytes(b"not a nifti at all")
-    with pytest.raises(io.ScanReadError, match=r"broken\.nii\.gz: cannot read scan"):
+    with pytest.raises(io.ScanReadError, match=r"broken\.nii\.gz: unreadable or corrupt image file"):
         io.read_scan(corrupt)
     four_d = write_nifti(tmp_path / "fmri.nii.gz", np.zeros((4, 4, 3, 2), np.float32), np.eye(4))
     with pytest.raises(io.ScanReadError, match=r"fmri\.nii\.gz: expected a 3D volume, got an array of shape \(4, 4, 3, 2\) \(4D\)"):

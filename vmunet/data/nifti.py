@@ -46,9 +46,7 @@ class LoadVolumed:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from monai.data import MetaTensor
 
-        img, aff = load_volume(item["image"])
-        if img.ndim != 3:
-            raise DataError(f"{item['image']}: expected a single-channel 3D volume, got shape {img.shape}")
+        img, aff = load_volume(item["image"])  # single-channel 3D, or an error naming the file
         img = np.asarray(img, np.float32)
         if not np.isfinite(img).all():
             raise DataError(f"{item['image']}: image contains NaN or infinite values")
