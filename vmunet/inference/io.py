@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,18 +258,6 @@ def label_dtype(num_labels: int) -> np.dtype:
     return np.dtype(np.uint8) if num_labels <= 256 else np.dtype(np.uint16)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
-
-    An interrupted run leaves either the complete old file or none, never a half-written one;
-    ``suffix`` keeps the extension writers dispatch on (``.nii.gz``, ``.png``).
-    """
-    # TEMP_PREFIX marks leftovers of interrupted runs, which folder scans skip.
-    with atomic_path(path, prefix=TEMP_PREFIX, suffix=suffix or None) as tmp:
-        write(tmp)
-    return Path(path)
-
-
 def output_extension(input_path: str | os.PathLike) -> str:
     """Extension of the label map written for an input: ``.png`` for 2D images, else ``.nii.gz``."""
     return ".png" if _has_ext(Path(input_path), IMAGE_EXTS) else ".nii.gz"
@@ -290,14 +277,18 @@ def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> 
         raise ValueError(f"label map must hold non-negative integers, got dtype {labels.dtype}")
     labels = labels.astype(label_dtype(int(labels.max(initial=0)) + 1), copy=False)
     path = Path(path)
+    # An interrupted run leaves the complete old file or none; the temporary file keeps the
+    # extension the writers dispatch on, and TEMP_PREFIX marks leftovers, which folder scans skip.
     if not scan.is_volume:
         from PIL import Image
 
-        return atomic_write(path, lambda tmp: Image.fromarray(labels).save(tmp, format="PNG"), ".png")
+        with atomic_path(path, prefix=TEMP_PREFIX, suffix=".png") as tmp:
+            Image.fromarray(labels).save(tmp, format="PNG")
+        return path
     orig = scan.to_original(labels)
-    if scan.kind == "sitk":
-        return atomic_write(path, lambda tmp: _write_sitk(scan, orig, tmp), ".nii.gz")
-    return atomic_write(path, lambda tmp: _write_nifti(scan, orig, tmp), ".nii.gz")
+    with atomic_path(path, prefix=TEMP_PREFIX, suffix=".nii.gz") as tmp:
+        (_write_sitk if scan.kind == "sitk" else _write_nifti)(scan, orig, tmp)
+    return path
 
 
 def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
@@ -333,11 +324,9 @@ def write_probabilities(scan: Scan, probs: np.ndarray, class_names: list[str], p
     orig = np.moveaxis(scan.to_original(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
     affine = original_affine(scan)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, probabilities=orig, class_names=np.asarray(class_names), affine=affine)
-
-    return atomic_write(path, write, ".npz")
+    with atomic_path(path, prefix=TEMP_PREFIX, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, probabilities=orig, class_names=np.asarray(class_names), affine=affine)
+    return Path(path)
 
 
 def original_affine(scan: Scan) -> np.ndarray:
