@@ -6,7 +6,7 @@ Evaluation follows the data module's ``eval_mode``:
   size and ``label`` (1, D, H, W) at native size. Slices go through the project's one slice
   inferer (:class:`vmunet.inference.slicewise.SliceInferer`, the same as ``vmunet predict``):
   probabilities resampled back to (H, W) (or labels, ``resample="labels"``), the decision rule
-  applied, and each case scored with :func:`vmunet.training.metrics.case_metrics` (Dice, HD95 in
+  applied, and each case scored with :func:`vmunet.evaluation.metrics.case_metrics` (Dice, HD95 in
   voxels and mm).
 * ``"image"`` (ISIC): batches of 2D images at model size; binary models feed one pooled confusion
   matrix (the papers' metrics) plus per-image Dice/IoU; multi-class models score each image as a
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vmunet.evaluation import metrics as M
 from vmunet.inference.slicewise import SliceInferer, decide
-from vmunet.training import metrics as M
 from vmunet.training.reports import write_test_reports
 from vmunet.training.schedulers import LRSchedule
 
