@@ -37,13 +37,14 @@ from vmunet.data.preprocessing import (
     validate_preprocessing,
     volume_to_slices,
 )
+from vmunet.errors import VmunetError
 from vmunet.inference import io
 from vmunet.inference.slicewise import SliceInferer
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VmunetError, ValueError):
     """A checkpoint lacks what inference needs (names the file and the missing field)."""
 
 
