@@ -48,18 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (multi-line messages, e.g. two affines, are joined)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from vmunet.errors import VmunetError
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except VmunetError as exc:
+        # Bad input (a data file or folder, a checkpoint, a setting) is the user's, not a bug: say
+        # what is wrong in one line, no traceback. Anything else is a bug and keeps its traceback.
+        command = next((a for a in argv if not a.startswith("-")), "")
+        print(f"vmunet {command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from vmunet.errors import VmunetError
         from vmunet.training.cli import run_lightning_cli
 
-        try:
-            run_lightning_cli(argv)
-        except VmunetError as exc:
-            # A wrong data folder or record is the user's input, not a bug: say what is wrong, no traceback.
-            print(f"vmunet {argv[0]}: error: {exc}", file=sys.stderr)
-            return 2
+        run_lightning_cli(argv)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
