@@ -242,3 +242,24 @@ def test_prepare_isic_overwrite_replaces_the_earlier_split(tmp_path):
     counts = {s: len(list((out / s / "images").iterdir())) for s in ("train", "val")}
     assert counts == {"train": 4, "val": 2}  # nothing of the earlier 3/3 split is left
     assert json.loads((out / MANIFEST).read_text())["command"] == "prepare isic"
+
+
+def test_a_prepare_that_fails_half_way_removes_what_it_wrote(tmp_path):
+    from vmunet.data.manifest import MANIFEST
+
+    _known_raw(tmp_path / "raw")
+    lab = nib.load(str(tmp_path / "raw" / "label" / "label0005.nii.gz"))  # the second case is bad
+    data = np.asarray(lab.dataobj).copy()
+    data[0, 0, 0] = 14
+    _save(tmp_path / "raw" / "label" / "label0005.nii.gz", data, lab.affine)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"label values \[14\] outside"):
+        prepare_synapse(tmp_path / "raw", out)
+    assert [p for p in out.rglob("*")] == []  # case0001 was written, then removed; no manifest left
+    killed = tmp_path / "killed"  # a SIGKILLed prepare: claimed, files written, never listed
+    (killed / "train_npz").mkdir(parents=True)
+    (killed / MANIFEST).write_text(json.dumps({"command": "prepare synapse", "complete": False, "files": []}))
+    (killed / "train_npz" / "case0005_slice000.npz").write_bytes(b"partial")
+    with pytest.raises(DataError, match="was killed before it could list its files; nothing is removed"):
+        prepare_synapse(tmp_path / "raw", killed, overwrite=True)
+    assert (killed / "train_npz" / "case0005_slice000.npz").read_bytes() == b"partial"

@@ -12,7 +12,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from inference_helpers import oblique_affine, save_checkpoint, structure_volume, volume_record, write_nifti
+from inference_helpers import (
+    oblique_affine,
+    save_checkpoint,
+    structure_volume,
+    volume_record,
+    write_nifti,
+)
 
 from vmunet.inference import CheckpointError, Predictor, io
 from vmunet.inference.slicewise import SliceInferer

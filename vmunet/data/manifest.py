@@ -7,9 +7,13 @@ over another would leave a mix of both. :func:`prepared_folder` therefore
 * with ``overwrite=True`` removes exactly the files a previous prepare listed in its manifest
   (:data:`MANIFEST`) -- never a file it did not write -- and still refuses if anything else is
   left, naming those files;
-* writes the manifest at the start (``complete: false``, claiming the empty folder) and again at the
-  end or on failure, listing every file in the folder: the folder was empty when claimed, so every
-  file in it was written by this prepare.
+* writes the manifest at the start (``complete: false``, claiming the empty folder) and at the end,
+  listing every file in the folder: the folder was empty when claimed, so every file in it was
+  written by this prepare;
+* on failure (bad data found half-way, Ctrl-C) removes what it wrote, so the folder is as empty as
+  it was and no partial data set is left to be mistaken for a whole one. Only a killed process
+  (SIGKILL, power loss) leaves a partial folder, whose manifest says ``complete: false`` with no
+  file list; it is never cleaned up automatically.
 """
 
 from __future__ import annotations
@@ -89,5 +93,7 @@ def prepared_folder(out: str | Path, *, overwrite: bool, command: str, source: s
         yield out
     except BaseException:
         write_json(out / MANIFEST, {**record, "files": _files(out)})
+        removed = _remove_previous(out)
+        log.info("%s failed: removed the %d file(s) it had written to %s", command, removed, out)
         raise
     write_json(out / MANIFEST, {**record, "complete": True, "files": _files(out)})

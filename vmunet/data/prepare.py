@@ -26,8 +26,8 @@ from vmunet.data import synapse_format as SF
 from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
 from vmunet.data.fileio import atomic_path, write_json
 from vmunet.data.manifest import prepared_folder
-from vmunet.errors import ConfigError
 from vmunet.data.volumes import load_volume
+from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
