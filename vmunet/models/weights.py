@@ -80,11 +80,19 @@ class LoadReport:
         for key, why in self.skipped:
             by_reason.setdefault(why, []).append(key)
         for why, keys in by_reason.items():
-            lines.append(f"skipped ({why}): {_short(keys, limit)}")
+            lines.append(f"skipped ({why}): {_short(_modules(keys), limit)}")
         if self.missing:
-            modules = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in self.missing))
-            lines.append(f"kept their init: {_short(modules, limit)}")
+            lines.append(f"kept their init: {_short(_modules(self.missing), limit)}")
         return lines
+
+
+_BLOCK_PREFIX = re.compile(r"^(layers(?:_up)?\.\d+\.blocks\.\d+)\.")
+
+
+def _modules(keys: list[str]) -> list[str]:
+    """Keys -> the modules holding them (a VSS block as a whole), in order, once each."""
+    return list(dict.fromkeys(m.group(1) if (m := _BLOCK_PREFIX.match(k)) else k.rsplit(".", 1)[0]
+                              for k in keys))
 
 
 def _short(names: list[str], limit: int) -> str:
