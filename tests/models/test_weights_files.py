@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from vmunet.models import create_model
 from vmunet.models.safe_load import UnsafeCheckpointError, WeightsError, read_checkpoint
 from vmunet.models.weights import load_weights
 
+REPO = Path(__file__).resolve().parents[2]
 TEST_DIMS = [16, 32, 64, 128]  # vmunet_test's widths, d_state 4
 
 
@@ -250,7 +252,7 @@ def test_weights_strict_switch_through_the_training_module(tmp_path, caplog):
 
 def test_weights_strict_is_a_cli_switch(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "experiments/synapse_vmunet.yaml", "--model.weights_strict", "false",
+        main(["fit", "--config", str(REPO / "experiments" / "synapse_vmunet.yaml"), "--model.weights_strict", "false",
               "--model.weights_entry", "model", "--print_config"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
@@ -284,3 +286,19 @@ def test_inspect_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Read FILE safely" in out and "parameters, MACs" in out and out.strip().endswith("False")
+
+
+def test_rebuild_from_lightning_hyper_parameters_when_there_is_no_record(tmp_path):
+    from vmunet.models.checkpoint import CheckpointError, model_from_checkpoint
+
+    src = create_model("vmunet_test", num_classes=3, in_chans=1, d_state=2)
+    state = {"model." + k: v for k, v in src.state_dict().items()}
+    hparams = {"model_name": "vmunet_test", "num_classes": 3, "in_chans": 1, "model_kwargs": {"d_state": 2}}
+    model, record = model_from_checkpoint({"state_dict": state, "hyper_parameters": hparams})
+    assert record["model_kwargs"] == {"d_state": 2, "num_classes": 3, "in_chans": 1}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in src.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"old\.ckpt has no ckpt\['vmunet'\]\['model_name'\]"):
+        model_from_checkpoint({"state_dict": state}, where="old.ckpt")
+    with pytest.raises(CheckpointError, match=r"old\.ckpt: cannot rebuild model 'vmunet_test': .*A_logs: shape"):
+        model_from_checkpoint({"state_dict": state, "hyper_parameters": {**hparams, "model_kwargs": {}}},
+                              where="old.ckpt")

@@ -16,6 +16,7 @@ from torch import nn
 
 from vmunet.models.registry import create_model
 from vmunet.models.safe_load import WeightsError, read_checkpoint
+from vmunet.models.weights import load_weights
 
 
 class CheckpointError(WeightsError):
@@ -56,7 +57,8 @@ def model_from_checkpoint(source: str | Path | Mapping[str, Any], *, where: str 
     record = checkpoint_record(ckpt, where)
     kwargs = {**dict(record["model_kwargs"]), **overrides}
     try:
-        model = create_model(record["model_name"], weights=ckpt, **kwargs)
+        model = create_model(record["model_name"], **kwargs)
+        load_weights(model, ckpt, where=where)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"checkpoint {where}: cannot rebuild model {record['model_name']!r}: {err}") from err
     return model.eval(), record

@@ -184,15 +184,16 @@ def _match(found: Detected, own: Mapping[str, Tensor], n_stages: int, report: Lo
 
 
 def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
-                 strict: bool = True, entry: str = "auto") -> LoadReport:
+                 strict: bool = True, entry: str = "auto", where: str | None = None) -> LoadReport:
     """Load ``source`` (a path or a checkpoint dict, any layout of ``vmunet.models.layouts``) into
     ``model`` in place; ``entry`` picks ``model``/``model_ema`` of a VMamba file (``auto``: EMA).
 
     Raises ``WeightsError`` (a ``ValueError``) for an unreadable or unsafe file and, when
     ``strict``, for any problem of the plan (see the module docstring); with ``strict=False``
-    those tensors are skipped. Returns the ``LoadReport``, also logged at INFO as it loads.
+    those tensors are skipped. ``where`` names a dict's file in messages. Returns the
+    ``LoadReport``, also logged at INFO as it loads.
     """
-    where = "checkpoint dict" if isinstance(source, Mapping) else str(source)
+    where = where or ("checkpoint dict" if isinstance(source, Mapping) else str(source))
     report, assign = plan_weights(model, read_checkpoint(source), entry=entry, where=where)
     if strict and report.problems:
         raise WeightsError(
