@@ -58,9 +58,9 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
     cases = [  # (argv, words the one line must contain)
         ([*predict, "-o", regular / "out", "-m", good], [f"{regular} is a regular file"]),
         ([*predict, "-o", regular, "-m", good], [f"--output {regular}: is a regular file, expected a folder"]),
-        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "random.ckpt"], ["random.ckpt: not a checkpoint"]),
-        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "truncated.ckpt"], ["truncated.ckpt: not a checkpoint"]),
-        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "foreign.ckpt"], ["foreign.ckpt has no preprocessing record"]),
+        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "random.ckpt"], ["random.ckpt: not a torch checkpoint (UnpicklingError"]),
+        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "truncated.ckpt"], ["truncated.ckpt: not a torch checkpoint (truncated or corrupt archive)"]),
+        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "foreign.ckpt"], ["foreign.ckpt has no ckpt['vmunet']['model_name']"]),
         ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "wrongclass.ckpt"], ["wrongclass.ckpt", "5 output class(es)"]),
         ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "nomodel.ckpt"], ["nomodel.ckpt: cannot rebuild model 'no_such_model'"]),
         ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "missing.ckpt"], ["missing.ckpt does not exist"]),

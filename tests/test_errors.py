@@ -13,7 +13,7 @@ def test_bad_inputs_of_every_layer_raise_vmunet_errors(tmp_path):
     from vmunet.data.preprocessing import validate_preprocessing
     from vmunet.data.volumes import load_volume
     from vmunet.inference import io
-    from vmunet.inference.predictor import load_checkpoint_record
+    from vmunet.models.safe_load import read_checkpoint
 
     (tmp_path / "notes.txt").write_text("x")
     failures = [
@@ -21,7 +21,7 @@ def test_bad_inputs_of_every_layer_raise_vmunet_errors(tmp_path):
         (lambda: index_folder(tmp_path), "LayoutError", "no dataset.json found"),
         (lambda: io.read_scan(tmp_path / "notes.txt"), "ScanReadError", "notes.txt: unsupported file type"),
         (lambda: validate_preprocessing({"dataset": "synapse"}), "PreprocessingError", "missing field"),
-        (lambda: load_checkpoint_record(tmp_path / "none.ckpt"), "CheckpointError", "none.ckpt does not exist"),
+        (lambda: read_checkpoint(tmp_path / "none.ckpt"), "WeightsError", "none.ckpt does not exist"),
     ]
     for call, kind, message in failures:
         with pytest.raises(VmunetError, match=message) as info:

@@ -238,16 +238,18 @@ def test_qform_sform_disagreement_warns_naming_the_one_used(tmp_path, caplog):
 
 
 def test_not_a_checkpoint_says_so_without_torch_advice(tmp_path):
+    from vmunet.models.safe_load import WeightsError
+
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(WeightsError) as info:
         Predictor.from_checkpoint(junk, device="cpu")
-    assert str(info.value).startswith(f"checkpoint {junk}: not a checkpoint (expected a file written by vmunet fit")
+    assert str(info.value).startswith(f"cannot read weights file {junk}: not a torch checkpoint (UnpicklingError: ")
     assert "weights_only" not in str(info.value)
     whole = tmp_path / "whole.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, whole)
     (tmp_path / "cut.ckpt").write_bytes(whole.read_bytes()[:600])
-    with pytest.raises(CheckpointError, match=r"cut\.ckpt: not a checkpoint .*truncated or corrupt archive"):
+    with pytest.raises(WeightsError, match=r"cut\.ckpt: not a torch checkpoint \(truncated or corrupt archive\)"):
         Predictor.from_checkpoint(tmp_path / "cut.ckpt", device="cpu")
 
 
