@@ -76,6 +76,13 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
         (["info", "no_such_model"], ["unknown model 'no_such_model'; available:"]),
         (["info", "vmunet_test", "--size", "0", "--no-memory"], ["--size takes one or two positive integers"]),
     ]
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    cases += [  # training commands whose errors come from the layers here (data folders, weights files)
+        (["fit", "--config", experiments / "demo.yaml", "--model.weights", tmp_path / "random.ckpt",
+          "--trainer.fast_dev_run", "true"], ["cannot read weights file", "random.ckpt: not a torch checkpoint"]),
+        (["fit", "--config", experiments / "isic18_vmunet.yaml", "--data.root", official, "--trainer.fast_dev_run",
+          "true", "--trainer.accelerator", "cpu"], [f"{official}: not an ISIC folder", "vmunet prepare isic --raw"]),
+    ]
     if not torch.cuda.is_available():
         cases.append(([*predict, "-o", tmp_path / "o", "-m", good, "--device", "cuda"], ["CUDA is not available"]))
     caplog.set_level(logging.DEBUG)
@@ -89,6 +96,8 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
         lines = [line for line in err.splitlines() if line.strip()]
         assert status == 2, (argv, err)
         assert "Traceback" not in err and "Traceback" not in caplog.text, (argv, err)
+        if argv[0] == "fit":  # Lightning's own info lines ("Seed set to 42") may come first
+            lines = [line for line in lines if not line.startswith("INFO: ")]
         assert len(lines) == 1 and lines[0].startswith(f"vmunet {argv[0]}: error: "), (argv, err)
         for word in words:
             assert word in lines[0], (argv, word, lines[0])
