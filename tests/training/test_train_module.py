@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from train_toy import ToyImageData, ToyVolumeData
 
+from vmunet.evaluation.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.models import create_model
 from vmunet.training.callbacks import BestAndLastCheckpoint
 from vmunet.training.cli import run_lightning_cli
-from vmunet.evaluation.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.training.module import SegmentationModule
 from vmunet.training.schedulers import LRSchedule
 
