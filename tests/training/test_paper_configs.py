@@ -44,6 +44,7 @@ def test_paper_config_has_the_original_settings(name, capsys):
     assert cfg["seed_everything"] == 42 and cfg["trainer"]["max_epochs"] == 300 and data["batch_size"] == 32
     if kind == "synapse":
         assert data["val_cases"] == 0 and data["augmentation"] == "paper" and data["image_size"] == 224
+        assert model["resample"] == "labels"
         assert (ckpt["monitor"], ckpt["mode"], ckpt["save_on_train_epoch_end"]) == ("train/loss_epoch", "min", True)
     else:
         assert data["normalization"] == "paper" and data["image_size"] == 256 and data["test_split"] == "val"
@@ -58,7 +59,7 @@ def test_paper_model_instantiates_with_the_original_architecture():
 
     model = create_model("vmunet", num_classes=9, in_chans=1)
     n = sum(p.numel() for p in model.parameters())
-    # VM-UNet (depths [2,2,2,2] / [2,2,2,1], dims 96..768, d_state 16): 27.4M parameters in the paper
+    # VM-UNet (depths [2,2,2,2] / [2,2,2,1], dims 96..768, d_state 16): about 27.4M parameters
     assert 27.0e6 < n < 27.9e6
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 9, 32, 32)

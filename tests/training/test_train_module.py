@@ -118,7 +118,7 @@ def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_pat
     meta = ckpt["vmunet"]
     assert meta["model_name"] == "vmunet_test"
     assert meta["model_kwargs"] == {"num_classes": 3, "in_chans": 1}
-    assert meta["preprocessing"] == ToyVolumeData().preprocessing
+    assert meta["preprocessing"] == {**ToyVolumeData().preprocessing, "threshold": 0.5, "resample": "probabilities"}
     assert ckpt["hyper_parameters"]["preprocessing"] == meta["preprocessing"]
     assert isinstance(meta["version"], str) and meta["version"]
     assert ckpt["epoch"] == 1
