@@ -49,7 +49,8 @@ BLOCK_D_MAX = 4
 
 def interpreted() -> bool:
     """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1`` at import time)."""
-    return isinstance(_scan_fwd_kernel, triton.runtime.interpreter.InterpretedFunction)
+    # @triton.jit returns a JITFunction, or an InterpretedFunction under the interpreter
+    return not isinstance(_scan_fwd_kernel, triton.runtime.JITFunction)
 
 
 @triton.jit
