@@ -18,52 +18,29 @@ import torch
 triton = pytest.importorskip("triton")
 
 from test_ops_selective_scan import make_inputs, run_with_grads  # noqa: E402
+from triton.runtime.interpreter import ScanOps  # noqa: E402
 
 from vmunet.ops import cuda_available, resolve_backend, selective_scan  # noqa: E402
 from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
-from vmunet.ops.scan_triton import interpreted, selective_scan_triton  # noqa: E402
+from vmunet.ops.scan_triton import (  # noqa: E402
+    fast_interpreter_scan,
+    interpreted,
+    selective_scan_triton,
+)
 
 ON_CPU = not torch.cuda.is_available()
 DEVICE = "cpu" if ON_CPU else "cuda"
 if ON_CPU and not interpreted():
     pytest.fail("vmunet.ops.scan_triton was imported before TRITON_INTERPRET=1 was set "
                 "(tests/conftest.py sets it)", pytrace=False)
-
-try:  # Triton's interpreter runs a tuple associative_scan one element at a time in Python
-    from triton.runtime.interpreter import ScanOps
-    _ORIGINAL_GENERIC_SCAN = ScanOps.generic_scan
-except (ImportError, AttributeError):  # another Triton layout: keep its own scan (slower)
-    ScanOps = _ORIGINAL_GENERIC_SCAN = None
-
-
-def _sliced_generic_scan(self, input):
-    """The same sequential left fold as Triton's interpreter (``acc = combine(acc, x_i)`` along the
-    axis, first element as is), applied to whole slices across the other axes instead of one
-    element at a time: identical arithmetic, ~N*BLOCK_D times fewer Python calls."""
-    import numpy as np
-
-    data = [arg.handle.data for arg in input]
-    outs = [np.empty_like(d) for d in data]
-    acc = None
-    for i in range(data[0].shape[self.axis]):
-        cur = tuple(self.to_tensor(np.take(d, i, axis=self.axis), arg.dtype)
-                    for d, arg in zip(data, input, strict=True))
-        if acc is None:
-            acc = cur
-        else:
-            ret = self.combine_fn.fn(*acc, *cur)
-            acc = ret if isinstance(ret, tuple) else (ret,)
-        for o, a in zip(outs, acc, strict=True):
-            index = [slice(None)] * o.ndim
-            index[self.axis] = i
-            o[tuple(index)] = a.handle.data
-    return [self.to_tensor(o, arg.dtype) for o, arg in zip(outs, input, strict=True)]
+TRITON_GENERIC_SCAN = ScanOps.generic_scan  # Triton's own, before any patch
 
 
 @pytest.fixture(autouse=True)
-def _fast_interpreter_scan(monkeypatch):
-    if ON_CPU and ScanOps is not None:
-        monkeypatch.setattr(ScanOps, "generic_scan", _sliced_generic_scan)
+def _fast_interpreter_scan():
+    # the sliced copy of the interpreter's scan (same arithmetic) keeps these tests short
+    with fast_interpreter_scan():
+        yield
 
 
 def _on_device(ins):
@@ -117,6 +94,17 @@ def test_triton_matches_ref_float64(case):
     _assert_close_to_ref(make_inputs(dtype=torch.float64, **kwargs), softplus, block_l, F64, F64)
 
 
+@pytest.mark.parametrize("block_d_max", [1, 8])
+def test_channel_block_widths(block_d_max, monkeypatch):
+    """Programs of 1 and of 8 channels (the default is 2) give the same answers."""
+    from vmunet.ops import scan_triton
+
+    monkeypatch.setattr(scan_triton, "BLOCK_D_MAX", block_d_max)
+    assert scan_triton._block_d(8, 1) == block_d_max
+    ins = make_inputs(batch=1, dim=8, L=10, N=2, groups=1, dtype=torch.float64)
+    _assert_close_to_ref(ins, True, 8, F64, F64)
+
+
 def test_triton_matches_ref_float32_default_chunks():
     """float32 inputs (state in float32) against the float64 reference; L = 70 spans two of the
     default 64-step chunks; through the dispatcher."""
@@ -164,13 +152,17 @@ def test_half_precision_computes_in_float32(dtype):
         torch.testing.assert_close(grads[name].float(), grads32[name], rtol=2e-2, atol=2e-2, msg=name)
 
 
+@pytest.mark.skipif(not ON_CPU, reason="about Triton's interpreter")
 def test_triton_own_interpreter_scan():
     """One small multi-chunk case with Triton's unmodified interpreter scan (not the sliced copy
     the other tests use for speed), so the kernel is checked against Triton's own semantics."""
-    if ScanOps is not None:
-        ScanOps.generic_scan = _ORIGINAL_GENERIC_SCAN  # the autouse fixture restores its patch
-    ins = make_inputs(batch=1, dim=2, L=6, N=2, groups=1, dtype=torch.float64)
-    _assert_close_to_ref(ins, True, 4, F64, F64)
+    from vmunet.ops.scan_triton import _sliced_generic_scan
+
+    assert ScanOps.generic_scan is _sliced_generic_scan  # the autouse fixture's patch
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ScanOps, "generic_scan", TRITON_GENERIC_SCAN)
+        ins = make_inputs(batch=1, dim=2, L=6, N=2, groups=1, dtype=torch.float64)
+        _assert_close_to_ref(ins, True, 4, F64, F64)
 
 
 def test_backward_saves_inputs_and_chunk_start_states_only():
@@ -250,3 +242,23 @@ def test_without_triton_auto_falls_back_and_triton_says_how_to_install():
     lines = res.stdout.strip().splitlines()
     assert lines[0] == ("cuda" if cuda_available() else "torch")
     assert "pip install triton" in lines[1]
+
+
+@pytest.mark.skipif(not ON_CPU, reason="the smoke mode is for CPU")
+def test_gpu_triton_check_smoke(tmp_path):
+    """benchmarks/gpu_triton_check.py --smoke runs end to end through the interpreter (its parity
+    section compares with the ref loop; the timings mean nothing here)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_triton_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_triton_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "gpu_triton_check.json").read_text())
+    assert res["sections"]["parity"]["all_ok"] and len(res["sections"]["parity"]["rows"]) == 3
+    rows = res["sections"]["scan_time"]["rows"]
+    assert [r["L"] for r in rows] == [9] and rows[0]["triton_fwd_bwd_ms"] > 0
+    assert "| 1 | 9 | 8 | float32 | False | ok |" in (tmp_path / "gpu_triton_check.md").read_text()

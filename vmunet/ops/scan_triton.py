@@ -35,6 +35,10 @@ is exact for any L (mamba-ssm issue #368 is about this case).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -43,14 +47,60 @@ from torch import Tensor
 #: Steps per chunk, forward and backward (the backward recomputes the forward's chunks). A power
 #: of two (tl.arange); a tile holds BLOCK_D * N * BLOCK_L elements.
 BLOCK_L = 64
-#: Largest number of channels per program (the actual one divides dim / G).
-BLOCK_D_MAX = 4
+#: Largest number of channels per program (the actual one divides dim / G). The backward keeps
+#: about eight (BLOCK_D, N, BLOCK_L) tiles live: 2 x 16 x 64 is 128 values per thread at 4 warps.
+BLOCK_D_MAX = 2
+#: Warps per program. These three defaults are first guesses, not tuned on a GPU yet
+#: (benchmarks/gpu_triton_check.py --sweep measures the alternatives).
+NUM_WARPS = 4
 
 
 def interpreted() -> bool:
     """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1`` at import time)."""
     # @triton.jit returns a JITFunction, or an InterpretedFunction under the interpreter
     return not isinstance(_scan_fwd_kernel, triton.runtime.JITFunction)
+
+
+def _sliced_generic_scan(self, input):
+    """Triton's interpreter scan (``ScanOps.generic_scan``) with the same sequential left fold
+    (``acc = combine(acc, x_i)`` along the axis, the first element as is), applied to whole slices
+    across the other axes instead of one element at a time: identical arithmetic, BLOCK_D * N
+    times fewer Python calls."""
+    data = [arg.handle.data for arg in input]
+    outs = [np.empty_like(d) for d in data]
+    acc = None
+    for i in range(data[0].shape[self.axis]):
+        cur = tuple(self.to_tensor(np.take(d, i, axis=self.axis), arg.dtype)
+                    for d, arg in zip(data, input, strict=True))
+        if acc is None:
+            acc = cur
+        else:
+            ret = self.combine_fn.fn(*acc, *cur)
+            acc = ret if isinstance(ret, tuple) else (ret,)
+        for o, a in zip(outs, acc, strict=True):
+            index = [slice(None)] * o.ndim
+            index[self.axis] = i
+            o[tuple(index)] = a.handle.data
+    return [self.to_tensor(o, arg.dtype) for o, arg in zip(outs, input, strict=True)]
+
+
+@contextlib.contextmanager
+def fast_interpreter_scan() -> Iterator[bool]:
+    """Inside the block, Triton's interpreter runs ``tl.associative_scan`` over tuples slice by
+    slice (its own runs one element at a time in Python, ~100x slower for these kernels). Yields
+    whether the patch is in place (False for a Triton without ``ScanOps.generic_scan``). Only
+    affects the interpreter; for CPU runs (tests, smoke checks), never needed on a GPU."""
+    try:
+        from triton.runtime.interpreter import ScanOps
+        original = ScanOps.generic_scan
+    except (ImportError, AttributeError):
+        yield False
+        return
+    ScanOps.generic_scan = _sliced_generic_scan
+    try:
+        yield True
+    finally:
+        ScanOps.generic_scan = original
 
 
 @triton.jit
@@ -279,7 +329,7 @@ class _TritonScan(torch.autograd.Function):
             u_, delta_, A_, B4, C4, D, z_, delta_bias, out, last, ckpt, dim, N, G,
             L=L, N_P=triton.next_power_of_2(N), BLOCK_D=bd, BLOCK_L=block_l, NCHUNK=nchunk,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(softplus), SAVE=need_grad,
+            SOFTPLUS=bool(softplus), SAVE=need_grad, num_warps=NUM_WARPS,
         )
         if need_grad:
             ctx.save_for_backward(u_, delta_, A_, B4, C4, D, z_, delta_bias, ckpt)
@@ -314,6 +364,7 @@ class _TritonScan(torch.autograd.Function):
             L=L, N_P=triton.next_power_of_2(N), BLOCK_D=bd, BLOCK_L=ctx.block_l,
             NCHUNK=ckpt.shape[2], HAS_D=D is not None, HAS_Z=z is not None,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus, HAS_DLAST=dlast is not None,
+            num_warps=NUM_WARPS,
         )
         dB = _ungroup(dB, b_dim, G_b, dim).to(B_dtype)
         dC = _ungroup(dC, c_dim, G_c, dim).to(C_dtype)
