@@ -185,6 +185,30 @@ def test_backward_saves_inputs_and_chunk_start_states_only():
     assert all(v.grad is not None for v in leaves.values())
 
 
+
+def test_no_grad_forward_skips_chunk_states(monkeypatch):
+    """Under no_grad (inference) the forward kernel does not write the chunk-start states."""
+    from vmunet.ops import scan_triton
+
+    real, flags = scan_triton._scan_fwd_kernel, []
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                flags.append(kw["SAVE"])
+                return real[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(scan_triton, "_scan_fwd_kernel", Spy())
+    ins = _on_device(make_inputs(batch=1, dim=2, L=8, N=2, groups=1, dtype=torch.float32))
+    u = ins["u"].clone().requires_grad_()
+    with torch.no_grad():
+        out_ng = selective_scan_triton(**{**ins, "u": u}, block_l=4)
+    out = selective_scan_triton(**{**ins, "u": u}, block_l=4)
+    assert flags == [False, True]
+    torch.testing.assert_close(out_ng, out.detach(), rtol=0, atol=0)
+
+
 def test_non_contiguous_inputs():
     ins = _on_device(make_inputs(batch=1, dim=4, L=10, N=2, groups=2, dtype=torch.float64))
     u_t = ins["u"].transpose(1, 2).contiguous().transpose(1, 2)

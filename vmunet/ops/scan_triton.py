@@ -58,7 +58,7 @@ NUM_WARPS = 4
 def interpreted() -> bool:
     """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1`` at import time)."""
     # @triton.jit returns a JITFunction, or an InterpretedFunction under the interpreter
-    return not isinstance(_scan_fwd_kernel, triton.runtime.JITFunction)
+    return not isinstance(_scan_bwd_kernel, triton.runtime.JITFunction)
 
 
 def _sliced_generic_scan(self, input):
@@ -311,7 +311,8 @@ def _acc_dtype(u: Tensor) -> torch.dtype:
 
 class _TritonScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool, block_l: int):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool, block_l: int,
+                need_grad: bool):
         batch, dim, L = u.shape
         B4, C4 = _bc4(B, C, dim)
         G, N = B4.shape[1], B4.shape[2]
@@ -319,7 +320,6 @@ class _TritonScan(torch.autograd.Function):
         z_ = None if z is None else z.contiguous()
         acc = _acc_dtype(u)
         nchunk = triton.cdiv(L, block_l)
-        need_grad = any(ctx.needs_input_grad[:8])
         out = torch.empty_like(u_)
         last = u.new_empty(batch, dim, N, dtype=acc)
         ckpt = u.new_empty(batch, dim, nchunk if need_grad else 0, N, dtype=acc)
@@ -370,7 +370,7 @@ class _TritonScan(torch.autograd.Function):
         dC = _ungroup(dC, c_dim, G_c, dim).to(C_dtype)
         dD = None if D is None else dD_part.sum(0).to(D.dtype)
         dbias = None if delta_bias is None else dbias_part.sum(0).to(delta_bias.dtype)
-        return (du, ddelta, dA_part.sum(0).to(A.dtype), dB, dC, dD, dz, dbias, None, None)
+        return (du, ddelta, dA_part.sum(0).to(A.dtype), dB, dC, dD, dz, dbias, None, None, None)
 
 
 def _ungroup(dX: Tensor, ndim: int, G_orig: int, dim: int) -> Tensor:
@@ -392,6 +392,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     bl = block_l or BLOCK_L
     if bl < 1 or bl & (bl - 1):
         raise ValueError(f"selective_scan: block_l must be a power of two, got {bl}")
-    out, last = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, bl)
+    # inside Function.forward grad mode is always off and needs_input_grad ignores no_grad():
+    # decide here whether the chunk-start states must be saved
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    out, last = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, bl, need_grad)
     return (out, last) if return_last_state else out
 
