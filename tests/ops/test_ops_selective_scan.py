@@ -198,7 +198,7 @@ def test_bad_arguments_are_named(name, make_bad, exc, message):
 
 def test_unknown_backend():
     ins = make_inputs(dtype=torch.float32)
-    with pytest.raises(ValueError, match=r"unknown backend 'fast'; choose from \('auto', 'ref', 'torch', 'numba', 'cuda'\)"):
+    with pytest.raises(ValueError, match=r"unknown backend 'fast'; choose from \('auto', 'ref', 'torch', 'numba', 'cuda', 'triton'\)"):
         selective_scan(**ins, backend="fast")
 
 

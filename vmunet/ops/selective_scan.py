@@ -9,9 +9,11 @@ Same signature and semantics as ``mamba_ssm.ops.selective_scan_interface.selecti
 
 Backends: ``"ref"`` (plain loop, the readable definition), ``"torch"`` (chunked pure PyTorch with a
 hand-written backward), ``"numba"`` (compiled CPU kernel, several times faster than "torch"; needs
-the numba package) and ``"cuda"`` (mamba-ssm's fused kernel, imported lazily). ``"auto"`` takes
-``"cuda"`` for CUDA tensors when mamba-ssm imports, else ``"numba"`` when numba imports, else
-``"torch"``.
+the numba package), ``"cuda"`` (mamba-ssm's fused kernel, imported lazily) and ``"triton"`` (Triton
+kernels JIT-compiled on the GPU, nothing to build at install; CPU tensors only under
+``TRITON_INTERPRET=1``). ``"auto"`` takes, for CUDA tensors, ``"cuda"`` when mamba-ssm imports,
+else ``"triton"`` when triton imports, else ``"torch"``; for CPU tensors ``"numba"`` when numba
+imports, else ``"torch"``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 from vmunet.ops.scan_common import check_args
 from vmunet.ops.scan_ref import selective_scan_ref
 
-BACKENDS: tuple[str, ...] = ("ref", "torch", "numba", "cuda")
+BACKENDS: tuple[str, ...] = ("ref", "torch", "numba", "cuda", "triton")
 
 _CUDA_HINT = (
     "the 'cuda' selective-scan backend needs mamba-ssm, which compiles CUDA code at install time: "
@@ -37,6 +39,10 @@ _CUDA_HINT = (
 _NUMBA_HINT = (
     "the 'numba' selective-scan backend needs numba (a PyPI wheel, no compiler needed): "
     "`pip install numba`; or use backend='torch'"
+)
+_TRITON_HINT = (
+    "the 'triton' selective-scan backend needs triton (bundled with CUDA builds of torch, or "
+    "`pip install triton`); or use backend='torch'"
 )
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,18 @@ def numba_available() -> bool:
         import vmunet.ops.scan_numba  # noqa: F401  (imports numba, compiles lazily)
     except Exception as exc:  # ImportError, or a numba/llvmlite that fails to load
         logger.debug("numba selective-scan backend unavailable: %s", exc)
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when the Triton kernels can be imported (they still need CUDA tensors, or the
+    interpreter, to run)."""
+    try:
+        import vmunet.ops.scan_triton  # noqa: F401  (imports triton; compiles on first call)
+    except Exception as exc:  # ImportError, or a triton that fails to load
+        logger.debug("triton selective-scan backend unavailable: %s", exc)
         return False
     return True
 
@@ -97,14 +115,21 @@ def _backend_fn(name: str) -> Callable:
         return selective_scan_numba
     if name == "cuda":
         return _selective_scan_cuda
+    if name == "triton":
+        from vmunet.ops.scan_triton import selective_scan_triton
+
+        return selective_scan_triton
     raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {('auto', *BACKENDS)}")
 
 
 def resolve_backend(backend: str, device: torch.device | None = None) -> str:
     """The concrete backend name that ``backend`` means for tensors on ``device``."""
     if backend == "auto":
-        if device is not None and torch.device(device).type == "cuda" and cuda_available():
-            return "cuda"
+        if device is not None and torch.device(device).type == "cuda":
+            if cuda_available():
+                return "cuda"
+            if triton_available():
+                return "triton"
         if (device is None or torch.device(device).type == "cpu") and numba_available():
             return "numba"
         return "torch"
@@ -114,6 +139,8 @@ def resolve_backend(backend: str, device: torch.device | None = None) -> str:
         raise RuntimeError(_CUDA_HINT)
     if backend == "numba" and not numba_available():
         raise RuntimeError(_NUMBA_HINT)
+    if backend == "triton" and not triton_available():
+        raise RuntimeError(_TRITON_HINT)
     return backend
 
 
