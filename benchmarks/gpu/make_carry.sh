@@ -14,7 +14,7 @@ PY=${PY:-.venv/bin/python}
 MAMBA=2.3.2.post1
 LIMIT=$((64 * 1024 * 1024))
 MONAI=$("$PY" -c "import importlib.metadata as m; print(m.version('monai'))")
-TMP=$CARRY.tmp
+TMP=.gpu/carry.tmp  # inside the ignored .gpu/, so it is not counted as working tree
 rm -rf "$TMP"
 mkdir -p "$TMP/wheels" "$TMP/prebuilt" .gpu/wheels
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
