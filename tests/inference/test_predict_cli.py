@@ -110,7 +110,7 @@ def test_corrupt_file_among_good_ones(tmp_path, scans, tiny_checkpoint, caplog, 
     out = tmp_path / "out"
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 1
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case_a.nii.gz", "case_b.nii.gz", "case_c.nii.gz"]
-    assert "broken.nii.gz: failed:" in caplog.text and "cannot read scan" in caplog.text
+    assert "broken.nii.gz: failed:" in caplog.text and "unreadable or corrupt image file" in caplog.text
     assert "dynamic.nii.gz: failed:" in caplog.text and "expected a 3D volume, got an array of shape (8, 8, 3, 2) (4D)" in caplog.text
     assert "2 case(s) failed:" in caplog.text
     assert "predicted 3 case(s)" in capsys.readouterr().out and not (out / "broken.nii.gz").exists()

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from vmunet.errors import VmunetError
+
 DATASETS = ("synapse", "isic", "nifti")
 INTENSITY_MODES = ("window", "zscore", "none")
 ORIENTATIONS = ("RAS", None)
@@ -29,7 +31,7 @@ SYNAPSE_CLASSES = (
 SYNAPSE_HU_WINDOW = (-125.0, 275.0)
 
 
-class PreprocessingError(ValueError):
+class PreprocessingError(VmunetError, ValueError):
     """A preprocessing record is missing a field or has a wrong value."""
 
 
@@ -190,12 +192,18 @@ def slices_to_volume(slices: np.ndarray, slice_axis: int = 2) -> np.ndarray:
     return np.transpose(slices, np.argsort(_slicing_order(slices.shape, slice_axis)))
 
 
-def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
-    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)``: slice axis first, in-plane reversed."""
+def slicing_axes(slice_axis: int) -> list[int]:
+    """The (X, Y, Z) axes that become (D, H, W): slice axis first, in-plane axes reversed
+    (e.g. voxel sizes of a slice stack: ``voxel_sizes(affine)[slicing_axes(axis)]``)."""
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
+    return [slice_axis, *[a for a in (0, 1, 2) if a != slice_axis][::-1]]
+
+
+def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
+    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)`` (leading axes kept in front)."""
+    axes = slicing_axes(slice_axis)
     lead = len(shape) - 3
     if lead < 0:
         raise ValueError(f"expected at least 3 axes (X, Y, Z), got shape {tuple(shape)}")
-    inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
-    return [*range(lead), *(lead + a for a in (slice_axis, *inplane))]
+    return [*range(lead), *(lead + a for a in axes)]

@@ -82,7 +82,12 @@ class SegmentationModule(pl.LightningModule):
             by ``vmunet fit``; required when building the module by hand.
         in_chans: model input channels (linked from the data module like ``num_classes``).
         model_kwargs: extra ``create_model`` overrides (``depths``, ``scan_backend``, ...).
-        weights: optional initialization checkpoint for ``create_model`` (VMamba / VM-UNet).
+        weights: optional initialization checkpoint for ``create_model`` (VMamba / VM-UNet / ours;
+            read safely, layouts in docs/models.md).
+        weights_strict: with False, load only what fits (e.g. everything but the head when the
+            class count differs) and log what loaded, what was skipped and what kept its init.
+        weights_entry: ``auto`` | ``model`` | ``model_ema``: which weights of a VMamba file to use
+            (``auto`` prefers ``model_ema`` when present).
         preprocessing: the data module's preprocessing record; filled in from the data module at
             setup so the checkpoint alone rebuilds inference.
         lr, betas, weight_decay: AdamW settings (paper: 1e-3, (0.9, 0.999), 1e-2).
@@ -108,6 +113,8 @@ class SegmentationModule(pl.LightningModule):
         in_chans: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
         weights: str | None = None,
+        weights_strict: bool = True,
+        weights_entry: Literal["auto", "model", "model_ema"] = "auto",
         preprocessing: dict[str, Any] | None = None,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -147,7 +154,8 @@ class SegmentationModule(pl.LightningModule):
         from vmunet.models import create_model
 
         self.model = create_model(
-            model_name, num_classes=num_classes, in_chans=in_chans, weights=weights, **(model_kwargs or {})
+            model_name, num_classes=num_classes, in_chans=in_chans, weights=weights, strict=weights_strict,
+            weights_entry=weights_entry, **(model_kwargs or {})
         )
         self.loss_fn = self._build_loss()
         # LRSchedule validates its arguments; fail at construction, not at the first epoch
