@@ -10,6 +10,7 @@ predict    ``vmunet.inference.commands``        segment scans, write NIfTI
 prepare    ``vmunet.data.commands``             raw download -> training layout
 synth      ``vmunet.data.commands``             write synthetic data sets
 info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
+weights    ``vmunet.models.commands``           ``weights inspect FILE``: layout, load plan
 =========  ===================================  =====================================
 
 Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable
@@ -51,13 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from vmunet.data.errors import DataError
+        from vmunet.errors import VmunetError
         from vmunet.training.cli import run_lightning_cli
 
         try:
             run_lightning_cli(argv)
-        except DataError as exc:
-            # A wrong data folder is the user's input, not a bug: say what is wrong, no traceback.
+        except VmunetError as exc:
+            # A wrong data folder or record is the user's input, not a bug: say what is wrong, no traceback.
             print(f"vmunet {argv[0]}: error: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -14,10 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from vmunet.errors import VmunetError
+
 DATASETS = ("synapse", "isic", "nifti")
 INTENSITY_MODES = ("window", "zscore", "none")
 ORIENTATIONS = ("RAS", None)
 IMAGE_INTERPOLATIONS = ("bilinear", "bicubic")
+#: What the slice inferer resizes back to native size (``vmunet.inference.slicewise``).
+RESAMPLE_MODES = ("probabilities", "labels")
 
 SYNAPSE_CLASSES = (
     "background", "aorta", "gallbladder", "left_kidney", "right_kidney",
@@ -27,7 +31,7 @@ SYNAPSE_CLASSES = (
 SYNAPSE_HU_WINDOW = (-125.0, 275.0)
 
 
-class PreprocessingError(ValueError):
+class PreprocessingError(VmunetError, ValueError):
     """A preprocessing record is missing a field or has a wrong value."""
 
 
@@ -112,6 +116,13 @@ def validate_preprocessing(rec: Mapping[str, Any]) -> dict[str, Any]:
         raise bad("slice_axis", "0, 1, 2 or null")
     if "image_interpolation" in out and out["image_interpolation"] not in IMAGE_INTERPOLATIONS:
         raise bad("image_interpolation", f"one of {IMAGE_INTERPOLATIONS} (optional)")
+    # The decision rule of the training module (optional; absent means 0.5 and "probabilities"),
+    # so `vmunet predict` labels exactly as validation did.
+    thr = out.get("threshold", 0.5)
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 < float(thr) < 1.0:
+        raise bad("threshold", "a binary decision threshold in (0, 1) (optional)")
+    if "resample" in out and out["resample"] not in RESAMPLE_MODES:
+        raise bad("resample", f"one of {RESAMPLE_MODES} (optional)")
     return out
 
 
@@ -181,12 +192,18 @@ def slices_to_volume(slices: np.ndarray, slice_axis: int = 2) -> np.ndarray:
     return np.transpose(slices, np.argsort(_slicing_order(slices.shape, slice_axis)))
 
 
-def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
-    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)``: slice axis first, in-plane reversed."""
+def slicing_axes(slice_axis: int) -> list[int]:
+    """The (X, Y, Z) axes that become (D, H, W): slice axis first, in-plane axes reversed
+    (e.g. voxel sizes of a slice stack: ``voxel_sizes(affine)[slicing_axes(axis)]``)."""
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
+    return [slice_axis, *[a for a in (0, 1, 2) if a != slice_axis][::-1]]
+
+
+def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
+    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)`` (leading axes kept in front)."""
+    axes = slicing_axes(slice_axis)
     lead = len(shape) - 3
     if lead < 0:
         raise ValueError(f"expected at least 3 axes (X, Y, Z), got shape {tuple(shape)}")
-    inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
-    return [*range(lead), *(lead + a for a in (slice_axis, *inplane))]
+    return [*range(lead), *(lead + a for a in axes)]

@@ -73,12 +73,6 @@ def slice_train_transforms(image_size: Sequence[int], *, augment: bool = True, r
     return [*aug, *resize_transforms(image_size, image_mode), *_finish(binary)]
 
 
-def slice_eval_transforms(image_size: Sequence[int], image_mode: ImageInterp = "bicubic",
-                          binary: bool = False) -> list:
-    """Resize + cast, no augmentation."""
-    return [*resize_transforms(image_size, image_mode), *_finish(binary)]
-
-
 def isic_transforms(image_size: Sequence[int], mean: Sequence[float], std: Sequence[float], *,
                     augment: bool = True, flips: bool = True, rotation: bool = True) -> list:
     """ISIC pipeline (VM-UNet recipe): normalize with the data set's stats, resize, random h/v

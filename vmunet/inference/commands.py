@@ -9,12 +9,10 @@ the others -- the exit status says whether any failed.
 from __future__ import annotations
 
 import argparse
-import csv
-import io as _stdio
-import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +65,6 @@ def _sidecar(pred: Any, predictor: Any, case: Path, out: Path, seconds: float) -
     }
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    from vmunet.inference import io
-
-    text = json.dumps(payload, indent=2)
-    io.atomic_write(path, lambda tmp: tmp.write_text(text), ".json")
-
-
 def find_reference(ref_dir: Path, case: str) -> Path | None:
     """The ground-truth file for ``case`` in ``ref_dir`` (any scan extension), or None."""
     from vmunet.inference import io
@@ -99,7 +90,7 @@ def _reference_labels(path: Path, predictor: Any) -> np.ndarray:
 
 def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ...], ref_path: Path,
                   predictor: Any) -> list[dict[str, Any]]:
-    from vmunet.training.metrics import case_metrics
+    from vmunet.evaluation.metrics import case_metrics
 
     gt = _reference_labels(ref_path, predictor)
     if gt.shape != pred_oriented.shape:
@@ -110,16 +101,10 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ..
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> str:
     """Write the per-case CSV (``vmunet test`` columns) and return a summary table."""
-    from vmunet.inference import io
-    from vmunet.training.metrics import CASE_FIELDS, summarize_cases
+    from vmunet.data.fileio import write_csv
+    from vmunet.evaluation.metrics import CASE_FIELDS, summarize_cases
 
-    buf = _stdio.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CASE_FIELDS))
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CASE_FIELDS})
-    text = buf.getvalue()
-    io.atomic_write(path, lambda tmp: tmp.write_text(text), ".csv")
+    write_csv(path, rows, CASE_FIELDS)
     summary = summarize_cases(rows, class_names)
     lines = [f"{'class':<16} {'dice':>7} {'hd95':>8} {'hd95_mm':>8}"]
     for name, vals in [*summary["per_class"].items(), ("mean", summary["mean"])]:
@@ -128,10 +113,20 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str
     return "\n".join(lines)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """Run ``vmunet predict``; returns the exit status (0 ok, 1 some case failed, 2 bad arguments)."""
-    from tqdm.auto import tqdm
+@dataclass
+class _Tally:
+    """What a ``vmunet predict`` run did, case by case."""
 
+    done: int = 0
+    skipped: int = 0
+    slices: int = 0
+    failed: list[str] = field(default_factory=list)
+    metric_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _setup(args: argparse.Namespace) -> tuple[list[Path], list[str], Any] | int:
+    """Find the cases, check ``--reference``, load the checkpoint, refuse clashing case names.
+    Returns ``(cases, names, predictor)`` or the exit status of a usage error."""
     from vmunet.inference import io
     from vmunet.inference.predictor import CheckpointError, Predictor
 
@@ -148,58 +143,76 @@ def run_predict(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return EXIT_USAGE
-    args.output.mkdir(parents=True, exist_ok=True)
-    log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
-
     names = [io.case_name(c) for c in cases]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         log.error("several inputs share a case name, their outputs would collide: %s",
                   "; ".join(f"{n}: " + ", ".join(str(c) for c in cases if io.case_name(c) == n) for n in clashes))
         return EXIT_USAGE
+    args.output.mkdir(parents=True, exist_ok=True)
+    log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
+    return cases, names, predictor
 
-    failed: list[str] = []
-    skipped = done = slices = 0
-    metric_rows: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):
-        out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
-        sidecar = args.output / f"{name}{args.suffix}.json"
-        ref = find_reference(args.reference, name) if args.reference is not None else None
-        if args.reference is not None and ref is None:
-            log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
-        try:
-            if out.resolve() == case.resolve():
-                raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
-            # the sidecar is written last: a label map without it is from an interrupted run
-            if out.exists() and sidecar.exists() and not args.overwrite:
-                skipped += 1
-                log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
-                if ref is not None:
-                    existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
-                    metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor)
-                continue
-            probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
-            t0 = time.perf_counter()
-            pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
-            seconds = time.perf_counter() - t0
-            _write_json(sidecar, _sidecar(pred, predictor, case, out, seconds))
-            done += 1
-            slices += pred.num_slices
-            if ref is not None:
-                metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor)
-        except Exception as err:  # one bad case must not stop the others; reported by name below
-            failed.append(str(case))
-            log.error("%s: failed: %s", case, err)
-            log.debug("traceback", exc_info=True)
-    total = time.perf_counter() - t_start
-    rate = slices / total if total > 0 else 0.0
-    summary = (f"predicted {done} case(s), {slices} slices in {total:.1f} s ({rate:.2f} slices/s); "
-               f"skipped {skipped} existing; failed {len(failed)}")
-    print(summary)
-    if metric_rows:
-        print(_write_metrics(args.output / "metrics.csv", metric_rows, predictor.class_names))
-    if failed:
-        log.error("%d case(s) failed: %s", len(failed), ", ".join(failed))
+
+def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: str, tally: _Tally) -> None:
+    """Predict one case (or skip it when its outputs exist), write label map and sidecar, score it
+    against its reference if there is one; raises on any failure of this case."""
+    from vmunet.data.fileio import write_json
+    from vmunet.inference import io
+
+    out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
+    sidecar = args.output / f"{name}{args.suffix}.json"
+    ref = find_reference(args.reference, name) if args.reference is not None else None
+    if args.reference is not None and ref is None:
+        log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
+    if out.resolve() == case.resolve():
+        raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
+    # the sidecar is written last: a label map without it is from an interrupted run
+    if out.exists() and sidecar.exists() and not args.overwrite:
+        tally.skipped += 1
+        log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
+        if ref is not None:
+            existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
+            tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor)
+        return
+    probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
+    t0 = time.perf_counter()
+    pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
+    write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0))
+    tally.done += 1
+    tally.slices += pred.num_slices
+    if ref is not None:
+        tally.metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor)
+
+
+def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: float) -> int:
+    """Print the run summary (and the metrics table with ``--reference``); the exit status."""
+    rate = tally.slices / seconds if seconds > 0 else 0.0
+    print(f"predicted {tally.done} case(s), {tally.slices} slices in {seconds:.1f} s ({rate:.2f} slices/s); "
+          f"skipped {tally.skipped} existing; failed {len(tally.failed)}")
+    if tally.metric_rows:
+        print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names))
+    if tally.failed:
+        log.error("%d case(s) failed: %s", len(tally.failed), ", ".join(tally.failed))
         return EXIT_CASE_FAILED
     return EXIT_OK
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``vmunet predict``; returns the exit status (0 ok, 1 some case failed, 2 bad arguments)."""
+    from tqdm.auto import tqdm
+
+    setup = _setup(args)
+    if isinstance(setup, int):
+        return setup
+    cases, names, predictor = setup
+    tally = _Tally()
+    t_start = time.perf_counter()
+    for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):
+        try:
+            _predict_case(args, predictor, case, name, tally)
+        except Exception as err:  # one bad case must not stop the others; reported by name at the end
+            tally.failed.append(str(case))
+            log.error("%s: failed: %s", case, err)
+            log.debug("traceback", exc_info=True)
+    return _finish(args, predictor, tally, time.perf_counter() - t_start)

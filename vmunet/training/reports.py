@@ -10,26 +10,17 @@ Files land in the run's log directory, each written atomically:
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from vmunet.data.fileio import atomic_path
-from vmunet.training.metrics import CASE_FIELDS
+from vmunet.data.fileio import write_csv, write_json
+from vmunet.evaluation.metrics import CASE_FIELDS
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="")
-    return Path(path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -77,25 +68,14 @@ def format_table(summary: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
-    return buf.getvalue()
-
-
 def write_test_reports(summary: dict[str, Any], log_dir: str | os.PathLike, prefix: str = "test") -> dict[str, Path]:
     """Write the JSON/CSV reports of an evaluation summary into ``log_dir``; log and print the table."""
     log_dir = Path(log_dir)
-    written = {"json": atomic_write_text(log_dir / f"{prefix}_metrics.json",
-                                         json.dumps(summary, indent=2, default=float) + "\n")}
+    written = {"json": write_json(log_dir / f"{prefix}_metrics.json", summary)}
     if summary.get("cases"):
-        written["cases_csv"] = atomic_write_text(log_dir / f"{prefix}_cases.csv", _csv(summary["cases"], CASE_FIELDS))
-        written["per_class_csv"] = atomic_write_text(
-            log_dir / f"{prefix}_per_class.csv", _csv(per_class_rows(summary), ("class", "dice", "hd95", "hd95_mm"))
-        )
+        written["cases_csv"] = write_csv(log_dir / f"{prefix}_cases.csv", summary["cases"], CASE_FIELDS)
+        written["per_class_csv"] = write_csv(log_dir / f"{prefix}_per_class.csv", per_class_rows(summary),
+                                             ("class", "dice", "hd95", "hd95_mm"))
     table = format_table(summary)
     log.info("%s metrics written to %s\n%s", prefix, log_dir, table)
     return written
