@@ -268,14 +268,13 @@ class _NumbaScan(torch.autograd.Function):
     A: (d, N), B, C: (b, G, N, L), D, bias: (d,) (zeros when absent); softplus optional."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, bias, softplus):
+    def forward(ctx, u, delta, A, B, C, D, bias, softplus, need_grad):
         batch, dim, L = u.shape
         N = A.shape[1]
         Bt = B.transpose(-1, -2).contiguous()  # (b, G, L, N): the N lanes of a step contiguous
         Ct = C.transpose(-1, -2).contiguous()
         y = u.new_empty(batch, dim, L)
         last = u.new_empty(batch, dim, N)
-        need_grad = any(ctx.needs_input_grad[:7])
         n_ck = (L + CKPT - 1) // CKPT if need_grad else 0
         ckpt = u.new_empty(batch, dim, n_ck, N)
         dt_s = u.new_empty(batch, dim, L if need_grad else 0)
@@ -312,7 +311,7 @@ class _NumbaScan(torch.autograd.Function):
                          dbias_p.numpy(), dD_p.numpy())
         dB = dB_p.sum(0).transpose(-1, -2)
         dC = dC_p.sum(0).transpose(-1, -2)
-        return du, ddelta, dA_p.sum(0), dB, dC, dD_p.sum(0), dbias_p.sum(0), None
+        return du, ddelta, dA_p.sum(0), dB, dC, dD_p.sum(0), dbias_p.sum(0), None, None
 
 
 def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -326,7 +325,11 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     dim = u.shape[1]
     D_c = s.u.new_zeros(dim) if D is None else D.to(dtype)
     bias_c = s.u.new_zeros(dim) if delta_bias is None else delta_bias.to(dtype)
-    y, h = _NumbaScan.apply(s.u.contiguous(), s.dt.contiguous(), s.A.contiguous(), s.B, s.C,
-                            D_c.contiguous(), bias_c.contiguous(), bool(delta_softplus))
+    inputs = (s.u.contiguous(), s.dt.contiguous(), s.A.contiguous(), s.B, s.C, D_c.contiguous(),
+              bias_c.contiguous())
+    # decided here, not from ctx.needs_input_grad: under inference_mode a float32 parameter passed
+    # as D or delta_bias still says requires_grad, and the forward would save dt and softplus'
+    need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    y, h = _NumbaScan.apply(*inputs, bool(delta_softplus), need_grad)
     out = finish(y, s.u, None, z, u.dtype)
     return (out, h) if return_last_state else out
