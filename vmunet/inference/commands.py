@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default="", help="appended to the case name in output files (e.g. _seg)")
     p.add_argument("--reference", type=Path, default=None,
                    help="folder of ground-truth label maps named like the cases; writes metrics.csv")
+    p.add_argument("--hd95", choices=("pooled", "monai"), default="pooled",
+                   help="HD95 definition for --reference: pooled (medpy, the papers; default) or monai "
+                        "(larger of the two directed 95th percentiles)")
+    p.add_argument("--metric-convention", choices=("strict", "paper"), default="strict",
+                   help="empty-mask convention for --reference: strict (absent classes excluded, misses and "
+                        "false positives counted; default) or paper (VM-UNet calculate_metric_percase)")
     p.set_defaults(func=run_predict)
 
 
@@ -89,27 +96,32 @@ def _reference_labels(path: Path, predictor: Any) -> np.ndarray:
 
 
 def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ...], ref_path: Path,
-                  predictor: Any) -> list[dict[str, Any]]:
+                  predictor: Any, hd95: str = "pooled") -> list[dict[str, Any]]:
     from vmunet.evaluation.metrics import case_metrics
 
     gt = _reference_labels(ref_path, predictor)
     if gt.shape != pred_oriented.shape:
         raise ValueError(f"reference {ref_path} has shape {gt.shape} after reorientation, prediction {pred_oriented.shape}")
-    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=spacing)
+    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=spacing, hd95=hd95)
     return [{"case": case, **row} for row in rows]
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> str:
-    """Write the per-case CSV (``vmunet test`` columns) and return a summary table."""
+def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str], convention: str = "strict") -> str:
+    """Write the per-case CSV (``vmunet test`` columns, ``convention`` applied) and return a summary table."""
     from vmunet.data.fileio import write_csv
-    from vmunet.evaluation.metrics import CASE_FIELDS, summarize_cases
+    from vmunet.evaluation.metrics import CASE_FIELDS, convention_rows, describe, summarize_cases
 
-    write_csv(path, rows, CASE_FIELDS)
-    summary = summarize_cases(rows, class_names)
-    lines = [f"{'class':<16} {'dice':>7} {'hd95':>8} {'hd95_mm':>8}"]
+    write_csv(path, convention_rows(rows, convention), CASE_FIELDS)
+    summary = summarize_cases(rows, class_names, convention)
+
+    def num(value: Any, digits: int) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    lines = [describe(convention, summary["hd95_definition"]),
+             f"{'class':<16} {'dice':>7} {'hd95':>8} {'hd95_mm':>8} {'misses':>6} {'fp':>4}"]
     for name, vals in [*summary["per_class"].items(), ("mean", summary["mean"])]:
-        mm = "-" if vals["hd95_mm"] is None else f"{vals['hd95_mm']:.2f}"
-        lines.append(f"{name:<16} {vals['dice']:>7.4f} {vals['hd95']:>8.2f} {mm:>8}")
+        lines.append(f"{name:<16} {num(vals['dice'], 4):>7} {num(vals['hd95'], 2):>8} {num(vals['hd95_mm'], 2):>8} "
+                     f"{vals['misses']:>6} {vals['false_positives']:>4}")
     return "\n".join(lines)
 
 
@@ -173,7 +185,8 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: st
         log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
         if ref is not None:
             existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
-            tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor)
+            tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor,
+                                               args.hd95)
         return
     probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
     t0 = time.perf_counter()
@@ -182,7 +195,7 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: st
     tally.done += 1
     tally.slices += pred.num_slices
     if ref is not None:
-        tally.metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor)
+        tally.metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor, args.hd95)
 
 
 def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: float) -> int:
@@ -191,7 +204,8 @@ def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: fl
     print(f"predicted {tally.done} case(s), {tally.slices} slices in {seconds:.1f} s ({rate:.2f} slices/s); "
           f"skipped {tally.skipped} existing; failed {len(tally.failed)}")
     if tally.metric_rows:
-        print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names))
+        print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names,
+                             args.metric_convention))
     if tally.failed:
         log.error("%d case(s) failed: %s", len(tally.failed), ", ".join(tally.failed))
         return EXIT_CASE_FAILED
