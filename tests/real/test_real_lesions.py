@@ -2,12 +2,15 @@
 slices without any foreground -- where metric conventions decide the numbers.
 
 Predictions are made from the real masks (exact, empty, dilated by one in-plane voxel, shifted by
-one slice, a false positive in a lesion-free slice); expected values come from plain numpy and a
-brute-force surface distance (k-d tree over edge-voxel coordinates in mm), not from the code
-under test.
+one slice, false positives in lesion-free slices); expected values come from plain numpy and a
+brute-force surface distance (k-d tree over edge-voxel coordinates in mm) for both HD95
+definitions (medpy's pooled, MONAI's), not from the code under test; slices without foreground
+are scored under both empty-mask conventions (``paper``, ``strict``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -37,46 +40,50 @@ def edges(mask):
     return mask & ~ndimage.binary_erosion(mask)
 
 
-def hd95_bruteforce(a, b, spacing):
+def hd95_bruteforce(a, b, spacing, definition):
+    """Both HD95 definitions from brute-force nearest surface distances (k-d tree, mm)."""
     from scipy.spatial import cKDTree
 
     pa = np.argwhere(edges(a)) * np.asarray(spacing)
     pb = np.argwhere(edges(b)) * np.asarray(spacing)
     d_ab = cKDTree(pb).query(pa)[0]
     d_ba = cKDTree(pa).query(pb)[0]
-    return max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))
+    if definition == "pooled":  # medpy hd95
+        return np.percentile(np.concatenate([d_ab, d_ba]), 95)
+    return max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))  # MONAI
 
 
 def dice_plain(a, b):
     return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
+@pytest.mark.parametrize("definition", ["pooled", "monai"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_real_lesion_metrics_match_plain_references(case, pyradiomics):
+def test_real_lesion_metrics_match_plain_references(case, definition, pyradiomics):
     from scipy import ndimage
 
     gt, spacing = load_case(pyradiomics["root"], case)
     g = gt == 1
     names = ["background", "lesion"]
 
-    (row,) = case_metrics(gt, gt, names, spacing=spacing)
-    assert (row["dice"], row["hd95"], row["hd95_mm"]) == (1.0, 0.0, 0.0)
+    (row,) = case_metrics(gt, gt, names, spacing=spacing, hd95=definition)
+    assert (row["status"], row["dice"], row["hd95"], row["hd95_mm"]) == ("scored", 1.0, 0.0, 0.0)
 
     # one in-plane voxel of dilation: Dice and HD95 (mm, anisotropic spacing) against the references
     dil = ndimage.binary_dilation(g, structure=np.array([[[0, 0, 0], [0, 1, 0], [0, 0, 0]],
                                                          [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
                                                          [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], bool))
-    (row,) = case_metrics(dil.astype(np.uint8), gt, names, spacing=spacing)
+    (row,) = case_metrics(dil.astype(np.uint8), gt, names, spacing=spacing, hd95=definition)
     assert row["dice"] == pytest.approx(dice_plain(dil, g), abs=1e-12)
-    assert row["hd95_mm"] == pytest.approx(hd95_bruteforce(dil, g, spacing), rel=1e-5)
-    assert row["hd95"] == pytest.approx(hd95_bruteforce(dil, g, (1, 1, 1)), rel=1e-5)
+    assert row["hd95_mm"] == pytest.approx(hd95_bruteforce(dil, g, spacing, definition), rel=1e-5)
+    assert row["hd95"] == pytest.approx(hd95_bruteforce(dil, g, (1, 1, 1), definition), rel=1e-5)
 
     # shifted by one slice: HD95 in mm is governed by the 5-6.5 mm slice spacing, not the in-plane one
     shifted = np.zeros_like(g)
     shifted[1:] = g[:-1]
-    (row,) = case_metrics(shifted.astype(np.uint8), gt, names, spacing=spacing)
+    (row,) = case_metrics(shifted.astype(np.uint8), gt, names, spacing=spacing, hd95=definition)
     assert row["dice"] == pytest.approx(dice_plain(shifted, g), abs=1e-12)
-    assert row["hd95_mm"] == pytest.approx(hd95_bruteforce(shifted, g, spacing), rel=1e-5)
+    assert row["hd95_mm"] == pytest.approx(hd95_bruteforce(shifted, g, spacing, definition), rel=1e-5)
 
 
 def test_real_lesions_are_tiny_and_most_slices_are_empty(pyradiomics):
@@ -90,21 +97,46 @@ def test_real_lesions_are_tiny_and_most_slices_are_empty(pyradiomics):
                      "breast1": (3, 21)}
 
 
-def test_real_lesion_slices_without_foreground_under_the_current_convention(pyradiomics):
-    """Slice-wise scoring of a real case: slices without lesion follow the edge-case table of
-    vmunet.evaluation.metrics (both empty -> Dice 1; a prediction where the truth is empty -> 1, as
-    the papers' code), so an empty prediction scores the mean over slices that a plain count gives."""
+def slice_rows(pred, gt, spacing):
+    """Slice-wise raw rows of a case: each 2D slice scored as its own "case"."""
+    names = ["background", "lesion"]
+    return [{"case": str(k), **row} for k in range(gt.shape[0])
+            for row in case_metrics(pred[k], gt[k], names, spacing=spacing[1:])]
+
+
+def test_real_lesion_slices_without_foreground_under_both_conventions(pyradiomics):
+    """brain2: a 453-voxel lesion on 3 of 23 slices. Scored slice by slice, the 20 lesion-free
+    slices decide the numbers: ``paper`` (calculate_metric_percase) scores a both-empty slice
+    (0, 0) and a false positive (1, 0); ``strict`` leaves both out of the means and counts them."""
+    from vmunet.evaluation.metrics import summarize_cases
+
     gt, spacing = load_case(pyradiomics["root"], "brain2")
     names = ["background", "lesion"]
-    empty = np.zeros_like(gt)
-    per_slice = [case_metrics(empty[k], gt[k], names, spacing=spacing[1:])[0]["dice"] for k in range(gt.shape[0])]
-    n_fg = int(gt.reshape(gt.shape[0], -1).any(1).sum())
-    assert np.mean(per_slice) == pytest.approx((gt.shape[0] - n_fg) / gt.shape[0])  # 20/23 for a blank answer
-    (vol,) = case_metrics(empty, gt, names, spacing=spacing)
-    assert vol["dice"] == 0.0  # volume-wise, the blank answer scores what it is
+    n, n_fg = gt.shape[0], int(gt.reshape(gt.shape[0], -1).any(1).sum())
+    assert (n, n_fg) == (23, 3)
 
-    # a false positive in a lesion-free slice: 1 under this convention, whatever its size
-    fp = np.zeros_like(gt)
-    k = int(np.flatnonzero(~gt.reshape(gt.shape[0], -1).any(1))[0])
-    fp[k, 10:20, 10:20] = 1
-    assert case_metrics(fp[k], gt[k], names)[0]["dice"] == 1.0
+    # a perfect answer: strict 1; paper drags it down to n_fg / n by the lesion-free slices
+    perfect = slice_rows(gt, gt, spacing)
+    assert summarize_cases(perfect, names, "strict")["mean"]["dice"] == 1.0
+    assert summarize_cases(perfect, names, "paper")["mean"]["dice"] == pytest.approx(n_fg / n)
+
+    # a blank answer: 0 either way; paper gives it HD95 0 (the best value), strict counts 3 misses
+    blank = slice_rows(np.zeros_like(gt), gt, spacing)
+    paper, strict = summarize_cases(blank, names, "paper"), summarize_cases(blank, names, "strict")
+    assert paper["mean"]["dice"] == 0.0 and paper["mean"]["hd95"] == 0.0
+    assert strict["mean"]["dice"] == 0.0 and math.isnan(strict["mean"]["hd95"])
+    assert strict["mean"]["misses"] == n_fg
+
+    # the truth plus a 10x10 false positive in every lesion-free slice
+    fp = gt.copy()
+    empty = ~gt.reshape(n, -1).any(1)
+    fp[empty, 10:20, 10:20] = 1
+    rows = slice_rows(fp, gt, spacing)
+    paper, strict = summarize_cases(rows, names, "paper"), summarize_cases(rows, names, "strict")
+    assert paper["mean"]["dice"] == 1.0  # every false positive scores 1 under the paper's rule
+    assert strict["mean"]["dice"] == 1.0 and strict["mean"]["false_positives"] == n - n_fg
+
+    # volume-wise, the false positives cost what they are: plain Dice of the whole volume
+    (vol,) = case_metrics(fp, gt, names, spacing=spacing)
+    assert vol["dice"] == pytest.approx(dice_plain(fp == 1, gt == 1), abs=1e-12)
+    assert vol["dice"] < 0.5  # 20 x 100 false voxels against a 453-voxel lesion
