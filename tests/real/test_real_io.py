@@ -145,6 +145,17 @@ def test_real_2d_headers_are_refused_by_name(itk):
         assert str(p) in msg and "3D" in msg and "\n" not in msg, msg
 
 
+def rescale(ds) -> tuple[float, float]:
+    """Modality LUT (slope, intercept): top level, or the enhanced objects' functional groups."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(seq, [])[:1]:
+            for item in group.get("PixelValueTransformationSequence", [])[:1]:
+                return float(item.get("RescaleSlope", 1)), float(item.get("RescaleIntercept", 0))
+    return 1.0, 0.0
+
+
 def test_real_dicom_files_are_read_or_refused_clearly(pydicom_files, tmp_path):
     """Each single-file DICOM object, as a one-file series folder: read with the header's grid
     and values (pydicom is the reference), or refused with a one-line message naming the folder."""
@@ -175,14 +186,20 @@ def test_real_dicom_files_are_read_or_refused_clearly(pydicom_files, tmp_path):
             np.testing.assert_allclose(scan.spacing[:2], [col, row], rtol=1e-5, err_msg=src.name)
         if ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian:  # pydicom decodes it alone
             full = pydicom.dcmread(str(src), force=True)
-            values = full.pixel_array.astype(np.float64) * float(full.get("RescaleSlope", 1)) + float(
-                full.get("RescaleIntercept", 0))
+            slope, intercept = rescale(full)
+            values = full.pixel_array.astype(np.float64) * slope + intercept
+            if int(full.BitsAllocated) == 1:  # DICOM-SEG bit planes: GDCM unpacks 1 to 255
+                values = values * 255
             if full.PhotometricInterpretation == "MONOCHROME1":  # GDCM turns it into MONOCHROME2
                 values = (2 ** int(full.BitsStored) - 1) - values
-            np.testing.assert_allclose(scan.array[..., 0].T, values, err_msg=src.name)
+            got = scan.array.transpose(2, 1, 0)  # (frames, rows, columns), pydicom's order
+            np.testing.assert_allclose(got, values.reshape(got.shape), err_msg=src.name)
     # the plain single-frame greyscale objects must be read, not refused
     for name in ("693_UNCR.dcm", "693_J2KR.dcm", "MR2_UNCR.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm",
                  "RG1_UNCR.dcm", "bad_sequence.dcm", "explicit_VR-UN.dcm"):
+        assert name in read, refused.get(name)
+    # multi-frame greyscale objects (enhanced MR, 10 frames; enhanced CT, 2 frames) are volumes
+    for name in ("emri_small.dcm", "emri_small_RLE.dcm", "emri_small_big_endian.dcm", "eCT_Supplemental.dcm"):
         assert name in read, refused.get(name)
     # colour and palette objects are refused for what they are
     for name in ("SC_rgb.dcm", "US1_UNCR.dcm", "OT-PAL-8-face.dcm"):
@@ -206,8 +223,6 @@ def test_real_truncated_dicom_is_refused_in_one_line(pydicom_files, tmp_path):
     assert "\n" not in str(err.value), str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="read_scan refuses multi-frame single-file DICOM: SimpleITK's series "
-                   "reader returns (X, Y, frames, 1) and inference.io takes only 3D images")
 def test_real_multiframe_dicom_is_read_as_a_volume(pydicom_files, tmp_path):
     import pydicom
 
