@@ -13,10 +13,12 @@ instantiated data module into the model, so a config states them once. Always ad
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -75,6 +77,17 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False
+    try:
+        return _lightning_cli(argv)
+    except ArgumentError as exc:
+        # A config typo: the error line first (jsonargparse would print an 85-line usage before it).
+        sub = argv[0] if argv else "fit"
+        print(f"vmunet {sub}: error: {exc}\n(`vmunet {sub} --help` lists the accepted options)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     return VMUNetCLI(
         SegmentationModule,
         LightningDataModule,
@@ -82,7 +95,12 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
         args=list(argv),
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
-        # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`)
-        parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in SUBCOMMANDS}},
+        # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`); config
+        # errors raise ArgumentError so `vmunet` prints the error line, not the 85-line usage first
+        parser_kwargs={
+            "allow_abbrev": False,
+            "exit_on_error": False,
+            **{c: {"allow_abbrev": False, "exit_on_error": False} for c in SUBCOMMANDS},
+        },
         auto_configure_optimizers=False,
     )
