@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,30 @@ def test_a_config_typo_prints_the_error_first_not_the_usage(case, tmp_path, caps
     assert captured.err.splitlines() == [expected, "(`vmunet fit --help` lists the accepted options)"]
     assert not (tmp_path / "runs").exists()
 
+
+def test_a_tiny_fit_prints_no_third_party_adverts_or_deprecations(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "training"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "vmunet.cli", "fit", "--data", "train_toy.ToyVolumeData",
+           "--model.model_name", "vmunet_test", "--trainer.max_epochs", "1",
+           "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+           "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+           "--trainer.default_root_dir", str(tmp_path / "runs")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached." in output  # the run did happen
+    assert (tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt").exists()
+    for noise in ("litlogger", "💡", "DeprecationWarning", "FutureWarning", "deprecated"):
+        assert noise not in output, f"{noise!r} in:\n{output}"
+
+
+def test_a_folder_scan_prints_no_itk_warnings(tmp_path, capfd):
+    from vmunet.inference.io import find_cases
+
+    (tmp_path / "notes").mkdir()  # a sub-folder that is no DICOM series: ITK warns "No Series were found"
+    (tmp_path / "notes" / "readme.txt").write_text("not an image\n")
+    (tmp_path / "case1.nii.gz").write_bytes(b"")
+    assert find_cases(tmp_path) == [tmp_path / "case1.nii.gz"]
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -74,6 +74,18 @@ def _single_channel_3d(where: str | Path, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def simpleitk() -> Any:
+    """The SimpleITK module, imported on first use (it is slow to import), with ITK's warnings off.
+
+    ITK prints its warnings from C++ straight to stderr (e.g. "GDCMSeriesFileNames: No Series were
+    found" for every non-DICOM folder a scan looks into); what matters reaches us as an exception.
+    """
+    import SimpleITK
+
+    SimpleITK.ProcessObject.SetGlobalWarningDisplay(False)
+    return SimpleITK
+
+
 def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
     """Voxel index (i, j, k) -> RAS mm affine of a SimpleITK (LPS) geometry (first three axes)."""
     nd = len(spacing)
@@ -86,8 +98,6 @@ def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
 
 def from_sitk(img: Any, where: str | Path) -> VolumeFile:
     """A SimpleITK image as a :class:`VolumeFile` (single-channel 3D, see the module docstring)."""
-    import SimpleITK as sitk
-
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
             f"{where}: expected a single-channel volume, got {img.GetNumberOfComponentsPerPixel()} components per voxel"
@@ -95,7 +105,7 @@ def from_sitk(img: Any, where: str | Path) -> VolumeFile:
     nd = img.GetDimension()
     if nd < 3:
         raise DataError(f"{where}: expected a 3D volume, got a {nd}D image of size {img.GetSize()}")
-    arr = sitk.GetArrayFromImage(img)  # (..., z, y, x) -> (x, y, z, ...)
+    arr = simpleitk().GetArrayFromImage(img)  # (..., z, y, x) -> (x, y, z, ...)
     arr = _single_channel_3d(where, np.transpose(arr, tuple(range(nd - 1, -1, -1))))
     geometry = {"origin": img.GetOrigin()[:3], "spacing": img.GetSpacing()[:3],
                 "direction": tuple(np.asarray(img.GetDirection()).reshape(nd, nd)[:3, :3].ravel())}
@@ -123,9 +133,7 @@ def read_volume(path: str | Path) -> VolumeFile:
     try:
         if has_suffix(path, NIFTI_SUFFIXES):
             return _read_nifti(path)
-        import SimpleITK as sitk
-
-        return from_sitk(sitk.ReadImage(str(path)), path)
+        return from_sitk(simpleitk().ReadImage(str(path)), path)
     except DataError:
         raise
     except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError

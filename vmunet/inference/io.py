@@ -104,8 +104,7 @@ def _has_ext(path: Path, exts: tuple[str, ...]) -> bool:
 
 
 def _dicom_series(folder: Path) -> list[str]:
-    import SimpleITK as sitk
-
+    sitk = volumes.simpleitk()
     return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
 
 
@@ -178,8 +177,7 @@ def _from_sitk(p: Path, img: Any, name: str) -> Scan:
 
 
 def _read_dicom(p: Path) -> Scan:
-    import SimpleITK as sitk
-
+    sitk = volumes.simpleitk()
     series = _dicom_series(p)
     if not series:
         raise ScanReadError(f"{p}: folder holds no DICOM series")
@@ -307,8 +305,7 @@ def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
 
 
 def _write_sitk(scan: Scan, data: np.ndarray, tmp: Path) -> None:
-    import SimpleITK as sitk
-
+    sitk = volumes.simpleitk()
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
     img.SetOrigin(scan.template["origin"])
     img.SetSpacing(scan.template["spacing"])

@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from vmunet.training.callbacks import BestAndLastCheckpoint, ValidationImageGrid
 from vmunet.training.module import SegmentationModule
+from vmunet.training.noise import silence_lightning_notices
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     # known-harmless notices: `vmunet` passes sys.argv on explicitly; TensorBoard and CSV share a folder
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
+    silence_lightning_notices()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
