@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
