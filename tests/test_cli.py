@@ -42,8 +42,8 @@ print("IMPORTED", sorted(m for m in ("torch", "lightning", "monai") if m in sys.
 
 
 def test_help_of_every_non_lightning_command_does_not_import_torch():
-    proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     helped = {line[5:] for line in lines if line.startswith("HELP ")}
@@ -77,8 +77,11 @@ def test_a_tiny_fit_prints_no_third_party_adverts_or_deprecations(tmp_path):
            "--model.model_name", "vmunet_test", "--trainer.max_epochs", "1",
            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
            "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+           "--trainer.enable_model_summary", "false",
            "--trainer.default_root_dir", str(tmp_path / "runs")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    # the child writes UTF-8 (Rich tables); decode it so whatever the locale (CI may have none)
+    proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
+                          cwd=tmp_path, env={**env, "PYTHONIOENCODING": "utf-8"})
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in output  # the run did happen
