@@ -48,17 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (multi-line messages, e.g. two affines, are joined)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from vmunet.data.errors import DataError
+        from vmunet.errors import VmunetError
         from vmunet.training.cli import run_lightning_cli
 
         try:
             run_lightning_cli(argv)
-        except DataError as exc:
-            # A wrong data folder is the user's input, not a bug: say what is wrong, no traceback.
-            print(f"vmunet {argv[0]}: error: {exc}", file=sys.stderr)
+        except VmunetError as exc:
+            # Bad input (data folder, checkpoint, setting) is the user's, not a bug: one line, no traceback.
+            print(f"vmunet {argv[0]}: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         return 0
     parser = build_parser()

@@ -109,12 +109,18 @@ class VolumeDataset(Dataset):
         return item
 
 
-def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
-    """Shuffled MONAI DataLoader (it seeds the random transforms of each worker)."""
-    from monai.data import DataLoader
+def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool, epoch: int = 0):
+    """Shuffled training loader; order and augmentation depend only on the run's seed and the epoch
+    (see :mod:`vmunet.data.sampling`). ``epoch``: the first epoch it serves (:func:`first_epoch`)."""
+    from vmunet.data.sampling import epoch_seeded_loader
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    return epoch_seeded_loader(dataset, batch_size, num_workers, pin_memory, epoch=epoch)
+
+
+def first_epoch(datamodule: Any) -> int:
+    """The epoch a new training loader starts at: the trainer's (a resumed run's), else 0."""
+    trainer = getattr(datamodule, "trainer", None)
+    return int(trainer.current_epoch) if trainer is not None else 0
 
 
 def eval_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from vmunet.errors import VmunetError
 
-class DataError(ValueError):
+
+class DataError(VmunetError, ValueError):
     """A data file or folder is unreadable, inconsistent or does not match the declared classes."""
 
 
