@@ -23,6 +23,16 @@ from vmunet.data.fileio import atomic_path
 from vmunet.errors import VmunetError
 
 
+#: ``--ckpt_path`` values that Lightning resolves itself (not file paths)
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+def is_file_path(ckpt_path: object) -> bool:
+    """True for a ``--ckpt_path`` that names a local file (not Lightning's keywords or a URL)."""
+    text = str(ckpt_path or "")
+    return bool(text) and text not in SPECIAL_CKPT_PATHS and "://" not in text and not text.startswith("registry:")
+
+
 class TrainingCheckpointError(VmunetError, ValueError):
     """A ``--ckpt_path`` that cannot be used (names the file and what was expected)."""
 
@@ -48,7 +58,7 @@ def _short(items: Any, limit: int = 5) -> str:
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint (plain data only) or raise :class:`TrainingCheckpointError`."""
+    """Load a vmunet training checkpoint (plain data only) or raise :class:`TrainingCheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise TrainingCheckpointError(f"{path}: checkpoint file not found")
@@ -65,6 +75,12 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a Lightning training checkpoint (no 'state_dict'; found {found}); to start "
             "from other weights use --model.weights"
         )
+    record = ckpt.get("vmunet")
+    if not isinstance(record, dict) or "model_name" not in record:
+        raise TrainingCheckpointError(
+            f"{path}: no 'vmunet' record (model name, classes, preprocessing): not written by vmunet fit; "
+            "to start from other weights use --model.weights"
+        )
     return ckpt
 
 
@@ -76,12 +92,7 @@ def check_checkpoint(path: str | Path, module: torch.nn.Module, *, resume: bool)
     """
     path = Path(path)
     ckpt = read_training_checkpoint(path)
-    record = ckpt.get("vmunet")
-    if not isinstance(record, dict) or "model_name" not in record:
-        raise TrainingCheckpointError(
-            f"{path}: no 'vmunet' record (model name, classes, preprocessing): not written by vmunet fit; "
-            "to start from other weights use --model.weights"
-        )
+    record = ckpt["vmunet"]
     hp = getattr(module, "hparams", {})
     saved_kwargs = record.get("model_kwargs") or {}
     saved = (record["model_name"], saved_kwargs.get("num_classes"), saved_kwargs.get("in_chans"))

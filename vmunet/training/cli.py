@@ -34,7 +34,12 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
-from vmunet.training.checkpoints import AtomicCheckpointIO, check_checkpoint
+from vmunet.training.checkpoints import (
+    AtomicCheckpointIO,
+    check_checkpoint,
+    is_file_path,
+    read_training_checkpoint,
+)
 from vmunet.training.module import SegmentationModule
 from vmunet.training.runs import run_loggers, select_run_dir
 
@@ -61,6 +66,14 @@ class VMUNetCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
+        if is_file_path(ckpt_path):
+            read_training_checkpoint(ckpt_path)
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -74,7 +87,7 @@ class VMUNetCLI(LightningCLI):
         cfg = self._get(self.config_init, "trainer", default={})
         ckpt_path = self._get(self.config_init, "ckpt_path") if self.subcommand else None
         resume_step = resume_epoch = None
-        if ckpt_path:
+        if is_file_path(ckpt_path):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt

@@ -48,7 +48,9 @@ def claim_run_dir(root: str | Path) -> tuple[Path, int]:
 
 def run_dir_of_checkpoint(ckpt_path: str | Path | None) -> tuple[Path, int] | None:
     """``(<root>/version_N, N)`` when ``ckpt_path`` lies in a run's ``checkpoints/`` folder, else None."""
-    if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
+    from vmunet.training.checkpoints import is_file_path
+
+    if not is_file_path(ckpt_path):
         return None
     ckpt = Path(ckpt_path).resolve()
     run = ckpt.parent.parent
