@@ -136,7 +136,7 @@ def test_empty_folder_exits_2(tmp_path, tiny_checkpoint, caplog):
 
 
 def test_reference_metrics_csv(tmp_path, scans, tiny_checkpoint, capsys):
-    from vmunet.training.metrics import case_metrics
+    from vmunet.evaluation.metrics import case_metrics
 
     out, refs = tmp_path / "out", tmp_path / "refs"
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 0
@@ -193,8 +193,8 @@ def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path):
     from PIL import Image
 
     from vmunet.data.preprocessing import make_preprocessing
+    from vmunet.evaluation.metrics import case_metrics
     from vmunet.models import create_model
-    from vmunet.training.metrics import case_metrics
 
     torch.manual_seed(0)
     kwargs = {"num_classes": 1, "in_chans": 3}

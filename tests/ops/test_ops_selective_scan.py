@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from vmunet.ops import numba_available, resolve_backend, selective_scan
+from vmunet.ops.scan_ref import selective_scan_ref
 from vmunet.ops.scan_torch import plan_blocks, selective_scan_torch
-from vmunet.ops.selective_scan import selective_scan_ref
 
 CPU_BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from train_toy import ToyImageData, ToyVolumeData
 
+from vmunet.evaluation.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.models import create_model
 from vmunet.training.callbacks import last_checkpoint
 from vmunet.training.cli import run_lightning_cli
-from vmunet.training.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.training.module import SegmentationModule
 from vmunet.training.schedulers import LRSchedule
 
@@ -118,7 +118,7 @@ def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_pat
     meta = ckpt["vmunet"]
     assert meta["model_name"] == "vmunet_test"
     assert meta["model_kwargs"] == {"num_classes": 3, "in_chans": 1}
-    assert meta["preprocessing"] == ToyVolumeData().preprocessing
+    assert meta["preprocessing"] == {**ToyVolumeData().preprocessing, "threshold": 0.5, "resample": "probabilities"}
     assert ckpt["hyper_parameters"]["preprocessing"] == meta["preprocessing"]
     assert isinstance(meta["version"], str) and meta["version"]
     assert ckpt["epoch"] == 1

@@ -18,6 +18,8 @@ DATASETS = ("synapse", "isic", "nifti")
 INTENSITY_MODES = ("window", "zscore", "none")
 ORIENTATIONS = ("RAS", None)
 IMAGE_INTERPOLATIONS = ("bilinear", "bicubic")
+#: What the slice inferer resizes back to native size (``vmunet.inference.slicewise``).
+RESAMPLE_MODES = ("probabilities", "labels")
 
 SYNAPSE_CLASSES = (
     "background", "aorta", "gallbladder", "left_kidney", "right_kidney",
@@ -112,6 +114,13 @@ def validate_preprocessing(rec: Mapping[str, Any]) -> dict[str, Any]:
         raise bad("slice_axis", "0, 1, 2 or null")
     if "image_interpolation" in out and out["image_interpolation"] not in IMAGE_INTERPOLATIONS:
         raise bad("image_interpolation", f"one of {IMAGE_INTERPOLATIONS} (optional)")
+    # The decision rule of the training module (optional; absent means 0.5 and "probabilities"),
+    # so `vmunet predict` labels exactly as validation did.
+    thr = out.get("threshold", 0.5)
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 < float(thr) < 1.0:
+        raise bad("threshold", "a binary decision threshold in (0, 1) (optional)")
+    if "resample" in out and out["resample"] not in RESAMPLE_MODES:
+        raise bad("resample", f"one of {RESAMPLE_MODES} (optional)")
     return out
 
 

@@ -99,7 +99,7 @@ def _reference_labels(path: Path, predictor: Any) -> np.ndarray:
 
 def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ...], ref_path: Path,
                   predictor: Any) -> list[dict[str, Any]]:
-    from vmunet.training.metrics import case_metrics
+    from vmunet.evaluation.metrics import case_metrics
 
     gt = _reference_labels(ref_path, predictor)
     if gt.shape != pred_oriented.shape:
@@ -110,8 +110,8 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ..
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> str:
     """Write the per-case CSV (``vmunet test`` columns) and return a summary table."""
+    from vmunet.evaluation.metrics import CASE_FIELDS, summarize_cases
     from vmunet.inference import io
-    from vmunet.training.metrics import CASE_FIELDS, summarize_cases
 
     buf = _stdio.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CASE_FIELDS))

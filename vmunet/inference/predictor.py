@@ -8,11 +8,12 @@ Slice convention: the project's one, :func:`vmunet.data.preprocessing.volume_to_
 first, in-plane axes reversed), so an axial slice of the RAS volume ``(X, Y, Z)`` is an image with
 rows along Y and columns along X -- exactly ``h5["image"][z]`` of Synapse ``test_vol_h5``.
 
-Each slice is intensity-normalized (not Synapse h5 images: they are stored already windowed),
-resized to ``image_size`` (bilinear, or the record's optional ``image_interpolation``) and run
-through the model (optionally with flip TTA, averaged on probabilities); the class probabilities
-are resized back to the native in-plane size (bilinear) and only then turned into labels (argmax,
-or ``p > 0.5`` for a single-output binary model).
+Each slice is intensity-normalized (not Synapse h5 images: they are stored already windowed) and
+segmented by the project's one slice inferer, :class:`vmunet.inference.slicewise.SliceInferer`
+(the same as validation and ``vmunet test``): resized to ``image_size`` (the record's
+``image_interpolation``), run through the model (optionally with flip TTA, averaged on
+probabilities), probabilities resized back to the native in-plane size and turned into labels by
+the record's decision rule (argmax; ``p >= threshold`` for a single-output binary model).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vmunet.data.preprocessing import (
@@ -38,11 +38,9 @@ from vmunet.data.preprocessing import (
     volume_to_slices,
 )
 from vmunet.inference import io
+from vmunet.inference.slicewise import SliceInferer
 
 log = logging.getLogger(__name__)
-
-#: In-plane flips used by ``tta=True`` (dims of a ``(B, C, H, W)`` batch); identity first.
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
 
 class CheckpointError(ValueError):
@@ -156,14 +154,13 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.preprocessing = validate_preprocessing(preprocessing)
-        if self.preprocessing.get("image_interpolation", "bilinear") not in ("bilinear", "bicubic"):
-            raise ValueError("preprocessing field 'image_interpolation': expected 'bilinear' or 'bicubic', "
-                             f"got {self.preprocessing['image_interpolation']!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.tta = bool(tta)
         self.model_in_chans = int(model_in_chans or self.preprocessing["in_chans"])
+        self.inferer = SliceInferer.from_record(self.preprocessing, batch_size=self.batch_size, tta=self.tta,
+                                                in_chans=self.model_in_chans)
         self.info = dict(info or {})
 
     @classmethod
@@ -194,57 +191,12 @@ class Predictor:
 
     # ------------------------------------------------------------------ core
     @torch.inference_mode()
-    def _probabilities(self, batch: np.ndarray) -> torch.Tensor:
-        """``(B, C, h, w)`` normalized slices -> class probabilities ``(B, K, h, w)`` at native size."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        native = tuple(x.shape[-2:])
-        size = tuple(self.preprocessing["image_size"])
-        if native != size:  # optional "image_interpolation" in the record: what training resized with
-            mode = self.preprocessing.get("image_interpolation", "bilinear")
-            x = F.interpolate(x, size=size, mode=mode, align_corners=False)
-        if x.shape[1] != self.model_in_chans:  # grey slices into an RGB-width stem (VM-UNet's Synapse recipe)
-            if x.shape[1] != 1:
-                raise ValueError(f"model takes {self.model_in_chans} channels, slices have {x.shape[1]}")
-            x = x.expand(-1, self.model_in_chans, -1, -1)
-        probs = None
-        for dims in TTA_FLIPS if self.tta else TTA_FLIPS[:1]:
-            logits = self.model(torch.flip(x, dims) if dims else x).float()
-            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-            p = torch.flip(p, dims) if dims else p
-            probs = p if probs is None else probs + p
-        probs = probs / (len(TTA_FLIPS) if self.tta else 1)
-        if probs.shape[1] == 1:  # binary single-output model: explicit background channel
-            probs = torch.cat([1.0 - probs, probs], dim=1)
-        if native != size:
-            probs = F.interpolate(probs, size=native, mode="bilinear", align_corners=False)
-        return probs
-
-    def _check_model_output(self, probs: torch.Tensor) -> None:
-        expected = len(self.class_names)
-        if probs.shape[1] != expected:
-            raise ValueError(
-                f"model returned {probs.shape[1]} class channels, preprocessing lists {expected} classes"
-            )
-
     def _run_slices(self, slices: np.ndarray, keep_probs: bool, progress: Any = None
                     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N, C, h, w)`` -> labels ``(N, h, w)`` and optionally float16 probabilities ``(K, N, h, w)``."""
-        n = slices.shape[0]
-        labels = np.empty((n, *slices.shape[2:]), dtype=io.label_dtype(len(self.class_names)))
-        probs_out = None
-        for start in range(0, n, self.batch_size):
-            probs = self._probabilities(slices[start:start + self.batch_size])
-            self._check_model_output(probs)
-            stop = start + probs.shape[0]
-            # max(dim).indices == argmax (first maximum on ties) and several times faster on CPU
-            labels[start:stop] = probs.max(dim=1).indices.cpu().numpy()
-            if keep_probs:
-                if probs_out is None:
-                    probs_out = np.empty((probs.shape[1], n, *slices.shape[2:]), dtype=np.float16)
-                probs_out[:, start:stop] = probs.transpose(0, 1).cpu().numpy().astype(np.float16)
-            if progress is not None:
-                progress.update(probs.shape[0])
-        return labels, probs_out
+        out = self.inferer(self.model, slices, keep_probabilities=keep_probs, device=self.device,
+                           label_dtype=io.label_dtype(len(self.class_names)), progress=progress)
+        return out.labels, out.probabilities
 
     # ------------------------------------------------------------------ public API
     def read(self, source: str | os.PathLike) -> io.Scan:

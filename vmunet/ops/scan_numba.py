@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 from torch import Tensor
 
-from vmunet.ops.selective_scan import _finish, _prepare_delta
+from vmunet.ops.scan_common import finish, prepare_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -239,16 +239,7 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     """The "numba" backend; see :func:`vmunet.ops.selective_scan`."""
     if u.device.type != "cpu":
         raise RuntimeError(f"selective_scan: backend='numba' runs on CPU tensors, got u on {u.device}")
-    dtype_in = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u_f = u.to(compute)
-    dt = _prepare_delta(delta, delta_bias, delta_softplus).to(compute)
-    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(compute)
-    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(compute)
-    if B4.shape[1] != C4.shape[1]:  # different groupings: one group per channel for both
-        dim = u.shape[1]
-        B4 = B4.repeat_interleave(dim // B4.shape[1], dim=1)
-        C4 = C4.repeat_interleave(dim // C4.shape[1], dim=1)
-    y, h = _NumbaScanCore.apply(u_f.contiguous(), dt.contiguous(), A.to(compute).contiguous(), B4, C4)
-    out = _finish(y, u_f, None if D is None else D.to(compute), None if z is None else z.to(compute), dtype_in)
+    s = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
+    y, h = _NumbaScanCore.apply(s.u.contiguous(), s.dt.contiguous(), s.A.contiguous(), s.B, s.C)
+    out = finish(y, s.u, D, z, u.dtype)
     return (out, h) if return_last_state else out

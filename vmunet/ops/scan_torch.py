@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vmunet.ops.selective_scan import _finish, _prepare_delta
+from vmunet.ops.scan_common import finish, prepare_inputs
 
 #: Aim for this many state elements (nc * batch * dim * N) updated per Python-level step: large
 #: enough to hide the per-op overhead, small enough that a block stays cache-friendly.
@@ -200,18 +200,9 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
                          slab_target: int | None = None):
     """The "torch" backend; see :func:`vmunet.ops.selective_scan`. ``chunk_steps`` and
     ``slab_target`` override the blocking (for tests and tuning only)."""
-    dtype_in = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u_f = u.to(compute)
-    dt = _prepare_delta(delta, delta_bias, delta_softplus).to(compute)
+    s = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, L = u.shape
-    N = A.shape[1]
-    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(compute)
-    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(compute)
-    if B4.shape[1] != C4.shape[1]:  # different groupings: expand both to one group per channel
-        B4 = B4.repeat_interleave(dim // B4.shape[1], dim=1)
-        C4 = C4.repeat_interleave(dim // C4.shape[1], dim=1)
-    plan = plan_blocks(batch, dim, N, L, chunk_steps, slab_target)
-    y, h = _SelectiveScanCore.apply(u_f, dt, A.to(compute), B4, C4, plan)
-    out = _finish(y, u_f, None if D is None else D.to(compute), None if z is None else z.to(compute), dtype_in)
+    plan = plan_blocks(batch, dim, A.shape[1], L, chunk_steps, slab_target)
+    y, h = _SelectiveScanCore.apply(s.u, s.dt, s.A, s.B, s.C, plan)
+    out = finish(y, s.u, D, z, u.dtype)
     return (out, h) if return_last_state else out

@@ -1,5 +1,5 @@
-"""Training and evaluation: LightningModule, losses, metrics, callbacks and the LightningCLI entry.
+"""Training and evaluation: LightningModule, losses, callbacks and the LightningCLI entry.
 
-Submodules import Lightning/MONAI themselves; ``vmunet.training.metrics`` needs neither Lightning
-nor a GPU so inference can reuse it.
+Submodules import Lightning/MONAI themselves. Metrics live below this package, in
+``vmunet.evaluation``, so inference uses them without depending on training.
 """

@@ -3,9 +3,11 @@
 Evaluation follows the data module's ``eval_mode``:
 
 * ``"volume"`` (Synapse): each val/test item is one whole case, ``image`` (1, D, C, h, w) at model
-  size and ``label`` (1, D, H, W) at native size. Slices are predicted in mini-batches, the class
-  probabilities upsampled (bilinear) to (H, W), arg-maxed, and scored per case with
-  :func:`vmunet.training.metrics.case_metrics` (Dice, HD95 in voxels and mm).
+  size and ``label`` (1, D, H, W) at native size. Slices go through the project's one slice
+  inferer (:class:`vmunet.inference.slicewise.SliceInferer`, the same as ``vmunet predict``):
+  probabilities resampled back to (H, W) (or labels, ``resample="labels"``), the decision rule
+  applied, and each case scored with :func:`vmunet.evaluation.metrics.case_metrics` (Dice, HD95 in
+  voxels and mm).
 * ``"image"`` (ISIC): batches of 2D images at model size; binary models feed one pooled confusion
   matrix (the papers' metrics) plus per-image Dice/IoU; multi-class models score each image as a
   2D "case".
@@ -28,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmunet.training import metrics as M
+from vmunet.evaluation import metrics as M
+from vmunet.inference.slicewise import SliceInferer, decide
 from vmunet.training.reports import write_test_reports
 from vmunet.training.schedulers import LRSchedule
 
@@ -91,7 +94,11 @@ class SegmentationModule(pl.LightningModule):
         batch_dice: Dice over the whole batch (as TransUNet/VM-UNet) instead of per sample.
         slice_batch_size: slices per forward pass in volume-wise evaluation.
         val_hd95: compute HD95 during validation too (test always does; it costs CPU time).
-        threshold: foreground probability threshold for binary models (paper 0.5, ``>=``).
+        threshold: foreground probability threshold for binary models (paper 0.5, ``p >= threshold``).
+        resample: what volume-wise evaluation resizes back to native size: ``"probabilities"``
+            (bilinear, then the decision rule) or ``"labels"`` (the original VM-UNet Synapse test:
+            decide at model size, nearest-neighbour label map back). Both this and ``threshold``
+            are stored in the checkpoint's preprocessing record, so ``vmunet predict`` decides alike.
     """
 
     def __init__(
@@ -119,6 +126,7 @@ class SegmentationModule(pl.LightningModule):
         slice_batch_size: int = 32,
         val_hd95: bool = True,
         threshold: float = 0.5,
+        resample: Literal["probabilities", "labels"] = "probabilities",
     ) -> None:
         super().__init__()
         if num_classes is None or in_chans is None:
@@ -135,6 +143,7 @@ class SegmentationModule(pl.LightningModule):
         if slice_batch_size < 1:
             raise ValueError(f"model.slice_batch_size must be >= 1, got {slice_batch_size}")
         self.save_hyperparameters()
+        self._inferer(image_size=(1, 1))  # validates threshold and resample at construction
         from vmunet.models import create_model
 
         self.model = create_model(
@@ -188,7 +197,7 @@ class SegmentationModule(pl.LightningModule):
                 raise ValueError(
                     f"model.{key}={self.hparams[key]} does not match the data module's {key}={rec[key]}"
                 )
-        self.hparams["preprocessing"] = dict(rec)
+        self.hparams["preprocessing"] = {**dict(rec), **self.decision_record()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the self-contained inference record (see the checkpoint contract in docs/training.md)."""
@@ -198,7 +207,7 @@ class SegmentationModule(pl.LightningModule):
         checkpoint["vmunet"] = {
             "model_name": str(hp.model_name),
             "model_kwargs": kwargs,
-            "preprocessing": None if hp.preprocessing is None else dict(hp.preprocessing),
+            "preprocessing": None if hp.preprocessing is None else {**dict(hp.preprocessing), **self.decision_record()},
             "version": _version(),
         }
         checkpoint["rng_states"] = get_rng_states()
@@ -245,25 +254,24 @@ class SegmentationModule(pl.LightningModule):
         return torch.sigmoid(logits.float()) if self.binary else torch.softmax(logits.float(), dim=1)
 
     def _labels(self, probs: torch.Tensor) -> torch.Tensor:
-        """(N, K, H, W) probabilities -> (N, H, W) int label map (binary: ``p >= threshold``)."""
-        if self.binary:
-            return (probs[:, 0] >= self.hparams.threshold).long()
-        return probs.argmax(1)
+        """(N, K, H, W) probabilities -> (N, H, W) int label map: the slice inferer's decision rule."""
+        return decide(probs, self.hparams.threshold)
+
+    def _inferer(self, image_size: Sequence[int]) -> SliceInferer:
+        hp = self.hparams
+        return SliceInferer(image_size=tuple(image_size), threshold=float(hp.threshold), resample=hp.resample,
+                            batch_size=int(hp.slice_batch_size))
+
+    def decision_record(self) -> dict[str, Any]:
+        """The decision-rule fields this module adds to the preprocessing record."""
+        return {"threshold": float(self.hparams.threshold), "resample": str(self.hparams.resample)}
 
     @torch.no_grad()
     def predict_volume(self, image: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
-        """Segment a (D, C, h, w) stack slice-batch-wise -> (D, H, W) labels at ``out_hw``.
-
-        Class probabilities (not labels) are resized bilinearly to ``out_hw`` and only then turned
-        into labels, the same convention as :class:`vmunet.inference.Predictor`.
-        """
-        out = []
-        for start in range(0, image.shape[0], self.hparams.slice_batch_size):
-            probs = self._probabilities(self(image[start:start + self.hparams.slice_batch_size]))
-            if tuple(probs.shape[-2:]) != tuple(out_hw):
-                probs = F.interpolate(probs, size=tuple(out_hw), mode="bilinear", align_corners=False)
-            out.append(self._labels(probs))
-        return torch.cat(out)
+        """Segment a (D, C, h, w) stack (at model size) slice-batch-wise -> (D, H, W) labels at
+        ``out_hw``, through :class:`~vmunet.inference.slicewise.SliceInferer` (as ``vmunet predict``)."""
+        out = self._inferer(image.shape[-2:])(self.model, image, tuple(out_hw))
+        return torch.from_numpy(out.labels).to(image.device)
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
         hd95 = stage == "test" or self.hparams.val_hd95

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vmunet.data.fileio import atomic_path
-from vmunet.training.metrics import CASE_FIELDS
+from vmunet.evaluation.metrics import CASE_FIELDS
 
 log = logging.getLogger(__name__)
 

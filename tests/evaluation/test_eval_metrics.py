@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vmunet.training.metrics import (
+from vmunet.evaluation.metrics import (
     BinaryConfusion,
     case_metrics,
     dedup_rows,
