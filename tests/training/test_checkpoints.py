@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from vmunet.cli import main
-from vmunet.training.checkpoints import AtomicCheckpointIO, TrainingCheckpointError, check_checkpoint
+from vmunet.training.checkpoints import (
+    AtomicCheckpointIO,
+    TrainingCheckpointError,
+    check_checkpoint,
+)
 from vmunet.training.cli import run_lightning_cli
 from vmunet.training.module import SegmentationModule
 

@@ -102,7 +102,7 @@ def test_two_concurrent_fits_into_one_root_keep_their_own_folders(tmp_path):
                                    "--trainer.limit_train_batches", "2", *FAST],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for lr in ("0.001", "0.002")}
-    for lr, p in procs.items():
+    for p in procs.values():
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err[-3000:]
     runs = sorted(root.iterdir())

@@ -16,7 +16,13 @@ import lightning.pytorch as pl
 import numpy as np
 
 from vmunet.data import isic_format as IF
-from vmunet.data.common import eval_loader, first_epoch, image_size_hw, train_loader, transformed_dataset
+from vmunet.data.common import (
+    eval_loader,
+    first_epoch,
+    image_size_hw,
+    train_loader,
+    transformed_dataset,
+)
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_json

@@ -22,7 +22,6 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from vmunet.data.fileio import atomic_path
 from vmunet.errors import VmunetError
 
-
 #: ``--ckpt_path`` values that Lightning resolves itself (not file paths)
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
