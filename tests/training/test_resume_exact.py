@@ -98,7 +98,7 @@ class StopAt(pl.Callback):
 
 
 def test_interrupted_and_resumed_fit_is_bit_identical(tmp_path, tiny_synapse):
-    cfg = _config(tmp_path, tiny_synapse, workers=0)
+    cfg = _config(tmp_path, tiny_synapse, workers=1)  # a worker draws indices when the loader starts
     run_lightning_cli(["fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "straight")])
     straight = tmp_path / "straight" / "version_0"
 

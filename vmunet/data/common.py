@@ -118,9 +118,16 @@ def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bo
 
 
 def first_epoch(datamodule: Any) -> int:
-    """The epoch a new training loader starts at: the trainer's (a resumed run's), else 0."""
+    """The epoch a new training loader starts at (a resumed run's), else 0.
+
+    Lightning's own ``set_epoch`` value (``fit_loop.epoch_progress.current.processed``): when the
+    loader is built, ``trainer.current_epoch`` of a resumed run still lags by one, and loader
+    workers draw their first indices right then.
+    """
     trainer = getattr(datamodule, "trainer", None)
-    return int(trainer.current_epoch) if trainer is not None else 0
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_progress.current.processed)
 
 
 def eval_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
