@@ -10,6 +10,7 @@ predict    ``vmunet.inference.commands``        segment scans, write NIfTI
 prepare    ``vmunet.data.commands``             raw download -> training layout
 synth      ``vmunet.data.commands``             write synthetic data sets
 info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
+weights    ``vmunet.models.commands``           ``weights inspect FILE``: layout, load plan
 =========  ===================================  =====================================
 
 Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("vmunet.demo")
+# `python -m vmunet.demo` runs this file as __main__; its records still belong under "vmunet"
+log = logging.getLogger("vmunet.demo" if __name__ == "__main__" else __name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 QUIET = ["--trainer.enable_progress_bar", "false"]

@@ -1,15 +1,21 @@
-"""The base class of the errors vmunet raises for bad user input (files, folders, settings).
+"""The base class of the project's own errors.
 
-The ``vmunet`` command prints any of them as one line ``vmunet <command>: error: <message>`` and
-exits with status 2, without a traceback: the message names the file or key and what was
-expected. Everything else is a bug and keeps its traceback.
+Every error vmunet raises for bad input -- a data file or folder
+(:class:`vmunet.data.errors.DataError` and its subclasses, among them ``LayoutError`` and
+``vmunet.inference.io.ScanReadError``), a preprocessing record
+(``vmunet.data.preprocessing.PreprocessingError``), a checkpoint or weights file
+(``vmunet.models.safe_load.WeightsError``, ``vmunet.models.checkpoint.CheckpointError``,
+``vmunet.training.checkpoints.TrainingCheckpointError``), a setting (:class:`ConfigError`) --
+derives from :class:`VmunetError`, so callers can catch them all at once (the ``vmunet`` command
+does: one line, exit status 2, no traceback). They also stay ``ValueError`` subclasses, as before
+this base existed.
 """
 
 from __future__ import annotations
 
 
 class VmunetError(Exception):
-    """Bad input the user can fix; the message names the file/key and what was expected."""
+    """A problem with the user's input that vmunet detected; the message names the file or field."""
 
 
 class ConfigError(VmunetError, ValueError):

@@ -165,3 +165,21 @@ def test_bad_volumes(tmp_path, nifti_ct, problem, message):
     dm = _dm(root, val_cases=0, cache=False)
     with pytest.raises(DataError, match=message):
         dm.setup("fit")
+
+
+def test_upper_case_suffixes_are_found_like_inference_finds_them(tmp_path, nifti_ct):
+    """One I/O layer: ``.NII.GZ`` files count as ``.nii.gz`` here as in ``vmunet predict``."""
+    from vmunet.inference import io
+
+    root = _copy(tmp_path, nifti_ct)
+    lower = _dm(nifti_ct).index
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        for p in (root / folder).iterdir():
+            p.rename(p.with_name(p.name.replace(".nii.gz", ".NII.GZ")))
+    upper = _dm(root).index
+    assert [c.name for c in upper.train] == [c.name for c in lower.train] == ["synth_000", "synth_001",
+                                                                             "synth_002", "synth_003"]
+    assert [c.name for c in upper.test] == [c.name for c in lower.test]
+    assert all(c.label is not None and c.label.name.endswith(".NII.GZ") for c in upper.train)
+    scans = io.find_cases(root / "imagesTr")
+    assert [io.case_name(p) for p in scans] == [c.image.name[:-len(".NII.GZ")] for c in upper.train]

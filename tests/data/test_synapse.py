@@ -113,9 +113,9 @@ def test_eval_resize_matches_training_resize(synapse_root):
     from monai.transforms import Compose
 
     from vmunet.data.synapse import LoadNpzSlice
-    from vmunet.data.transforms import slice_eval_transforms
+    from vmunet.data.transforms import slice_train_transforms
 
-    tf = Compose([LoadNpzSlice(9), *slice_eval_transforms((24, 24), "bilinear")])
+    tf = Compose([LoadNpzSlice(9), *slice_train_transforms((24, 24), augment=False, image_mode="bilinear")])
     item = tf({"path": str(synapse_root / "train_npz" / f"{case}_slice002.npz"), "name": "x"})
     assert torch.allclose(item["image"], v["image"][0, 2], atol=1e-6)
 

@@ -53,6 +53,37 @@ def test_errors_and_names(tmp_path):
     with pytest.raises(DataError, match=r"bad.nii.gz: unreadable or corrupt image file"):
         load_volume(tmp_path / "bad.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((3, 4), np.float32), np.eye(4)), str(tmp_path / "flat.nii"))
-    with pytest.raises(DataError, match=r"flat.nii: expected a 3D volume, got shape \(3, 4\)"):
+    with pytest.raises(DataError, match=r"flat.nii: expected a 3D volume, got an array of shape \(3, 4\) \(2D\)"):
         load_volume(tmp_path / "flat.nii")
     assert strip_suffix("img0001.nii.gz") == "img0001" and strip_suffix("a.mha") == "a"
+    assert strip_suffix("IMG0001.NII.GZ") == "IMG0001" and strip_suffix("b.Nrrd") == "b"
+
+
+def _fourd(tmp_path, name, shape):
+    """A 4D file written by SimpleITK (NIfTI or MHA): shape (X, Y, Z, T), values 0..n-1."""
+    import SimpleITK as sitk
+
+    arr = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    tmp = tmp_path / ("tmp" + name.lower()[name.index("."):])  # ITK's writer wants lower-case suffixes
+    sitk.WriteImage(sitk.GetImageFromArray(arr.transpose(3, 2, 1, 0), isVector=False), str(tmp))
+    return tmp.rename(tmp_path / name), arr
+
+
+@pytest.mark.parametrize("name", ["dyn.nii.gz", "dyn.mha", "DYN.NII.GZ"])
+def test_training_and_inference_read_the_same_files_alike(tmp_path, name):
+    """One I/O layer: suffixes in any case; 4D with a last axis of size 1 is read as 3D, any other
+    4D file is refused -- by the data modules' reader and by inference's read_scan alike."""
+    from vmunet.inference import io
+
+    path, arr = _fourd(tmp_path, name, (4, 5, 3, 1))
+    got, _ = load_volume(path)
+    np.testing.assert_array_equal(got, arr[..., 0])  # the array written, last axis dropped
+    np.testing.assert_array_equal(io.read_scan(path, orientation=None).array, arr[..., 0])
+    assert io.case_name(path) == "dyn" if name.islower() else io.case_name(path) == "DYN"
+
+    bad, _ = _fourd(tmp_path, "t2" + name[3:], (4, 5, 3, 2))
+    msg = r"expected a 3D volume, got an array of shape \(4, 5, 3, 2\) \(4D\) \(4D files are accepted only"
+    with pytest.raises(DataError, match=msg):
+        load_volume(bad)
+    with pytest.raises(io.ScanReadError, match=msg):
+        io.read_scan(bad)

@@ -156,7 +156,7 @@ def test_h5_shape_mismatching_sidecar_is_an_error(tmp_path):
 def test_bad_inputs_are_reported_by_name(tmp_path):
     corrupt = tmp_path / "broken.nii.gz"
     corrupt.write_bytes(b"not a nifti at all")
-    with pytest.raises(io.ScanReadError, match=r"broken\.nii\.gz: cannot read scan"):
+    with pytest.raises(io.ScanReadError, match=r"broken\.nii\.gz: unreadable or corrupt image file"):
         io.read_scan(corrupt)
     four_d = write_nifti(tmp_path / "fmri.nii.gz", np.zeros((4, 4, 3, 2), np.float32), np.eye(4))
     with pytest.raises(io.ScanReadError, match=r"fmri\.nii\.gz: expected a 3D volume, got an array of shape \(4, 4, 3, 2\) \(4D\)"):
@@ -185,13 +185,17 @@ def test_find_cases_skips_sidecars_hidden_and_temp_files(tmp_path):
         io.find_cases(empty)
 
 
-def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
-    def write(tmp):
+def test_interrupted_label_map_write_leaves_nothing(tmp_path, monkeypatch):
+    def write(scan, data, tmp):
+        assert tmp.name.startswith(io.TEMP_PREFIX) and tmp.name.endswith(".nii.gz")
         tmp.write_bytes(b"half")
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(io, "_write_nifti", write)
+    arr = np.zeros((3, 4, 5), np.float32)
+    scan = io.Scan("a", None, "array", arr, np.eye(4), None, arr.shape)
     with pytest.raises(KeyboardInterrupt):
-        io.atomic_write(tmp_path / "out.nii.gz", write, ".nii.gz")
+        io.write_label_map(scan, np.zeros(arr.shape, np.uint8), tmp_path / "out.nii.gz")
     assert os.listdir(tmp_path) == []
 
 

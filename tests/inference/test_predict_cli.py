@@ -110,7 +110,7 @@ def test_corrupt_file_among_good_ones(tmp_path, scans, tiny_checkpoint, caplog, 
     out = tmp_path / "out"
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 1
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case_a.nii.gz", "case_b.nii.gz", "case_c.nii.gz"]
-    assert "broken.nii.gz: failed:" in caplog.text and "cannot read scan" in caplog.text
+    assert "broken.nii.gz: failed:" in caplog.text and "unreadable or corrupt image file" in caplog.text
     assert "dynamic.nii.gz: failed:" in caplog.text and "expected a 3D volume, got an array of shape (8, 8, 3, 2) (4D)" in caplog.text
     assert "2 case(s) failed:" in caplog.text
     assert "predicted 3 case(s)" in capsys.readouterr().out and not (out / "broken.nii.gz").exists()
@@ -136,7 +136,7 @@ def test_empty_folder_exits_2(tmp_path, tiny_checkpoint, caplog):
 
 
 def test_reference_metrics_csv(tmp_path, scans, tiny_checkpoint, capsys):
-    from vmunet.evaluation.metrics import case_metrics
+    from medpy import metric as medpy_metric
 
     out, refs = tmp_path / "out", tmp_path / "refs"
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu"]) == 0
@@ -156,12 +156,22 @@ def test_reference_metrics_csv(tmp_path, scans, tiny_checkpoint, capsys):
     for name in ("case_a", "case_b"):
         pred = io.read_scan(out / f"{name}.nii.gz", label=True)
         gt = io.read_scan(refs / f"{name}.nii.gz", label=True)
-        expected = case_metrics(pred.array, gt.array, ["background", "liver", "spleen"], spacing=pred.spacing)
-        got = [r for r in rows if r["case"] == name]
-        for e, g in zip(expected, got, strict=True):
-            assert float(g["dice"]) == pytest.approx(e["dice"]) and float(g["hd95_mm"]) == pytest.approx(e["hd95_mm"])
+        liver, spleen = [r for r in rows if r["case"] == name]
+        p, g = np.asarray(pred.array) == 1, np.asarray(gt.array) == 1
+        assert float(liver["dice"]) == pytest.approx(medpy_metric.binary.dc(p, g))
+        assert float(liver["hd95_mm"]) == pytest.approx(medpy_metric.binary.hd95(p, g, voxelspacing=pred.spacing))
+        assert liver["status"] == "scored" and liver["hd95_definition"] == "pooled"
+        # spleen is absent from the reference: strict leaves it out of the means, never HD95 0
+        assert spleen["status"] in ("false_positive", "absent") and spleen["convention"] == "strict"
+        assert spleen["dice"] == "" and spleen["hd95"] == ""
     printed = capsys.readouterr().out
-    assert "mean" in printed and "dice" in printed
+    assert "mean" in printed and "dice" in printed and "convention strict" in printed and "HD95 pooled" in printed
+    assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--reference", refs,
+                "--metric-convention", "paper", "--hd95", "monai"]) == 0
+    with open(out / "metrics.csv") as f:
+        paper = list(csv.DictReader(f))
+    assert {r["convention"] for r in paper} == {"paper"} and {r["hd95_definition"] for r in paper} == {"monai"}
+    assert all(r["hd95"] == "0.0" for r in paper if r["class"] == "spleen")
 
 
 def test_dispatcher_routes_predict(tmp_path, scans, tiny_checkpoint):
@@ -193,7 +203,6 @@ def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path):
     from PIL import Image
 
     from vmunet.data.preprocessing import make_preprocessing
-    from vmunet.evaluation.metrics import case_metrics
     from vmunet.models import create_model
 
     torch.manual_seed(0)
@@ -219,4 +228,5 @@ def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path):
         pred = np.asarray(Image.open(out / f"{row['case']}.png"))
         assert pred.shape == (24, 30) and set(np.unique(pred)) <= {0, 1}
         gt = (np.asarray(Image.open(masks / f"{row['case']}.png")) > 127).astype(np.int64)
-        assert float(row["dice"]) == pytest.approx(case_metrics(pred, gt, ["background", "lesion"])[0]["dice"])
+        ref_dice = 2 * np.sum((pred == 1) & (gt == 1)) / (np.sum(pred == 1) + np.sum(gt == 1))
+        assert float(row["dice"]) == pytest.approx(ref_dice)

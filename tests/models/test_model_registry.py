@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vmunet.models import count_parameters, create_model, list_models
+from vmunet.models import VMUNet, count_parameters, create_model, list_models
+from vmunet.models.registry import ModelSpec, model_config, model_description, model_spec
 
 
 def test_list_models_has_the_contract_names():
@@ -18,6 +19,9 @@ def test_paper_config_parameter_count_matches_original():
     model = create_model("vmunet", num_classes=1, in_chans=3)
     assert count_parameters(model) == 27_427_561
     assert len(model.state_dict()) == 222
+    # Synapse (9 classes, grey): head 24*9+9 instead of 24+1 (+200), stem 96*1*16 instead of
+    # 96*3*16 (-3072) -> 27_427_561 + 200 - 3072
+    assert count_parameters(create_model("vmunet", num_classes=9, in_chans=1)) == 27_424_689
 
 
 def test_deep_config_has_more_blocks():
@@ -64,3 +68,28 @@ def test_init_matches_vmamba_rules():
     w = ss2d.in_proj.weight
     assert abs(w.std().item() - 0.02) < 0.002 and w.abs().max() <= 2
     assert torch.equal(model.patch_embed.norm.weight, torch.ones(96))
+
+
+def test_registry_entries_are_named_specs():
+    spec = model_spec("vmunet_test")
+    assert isinstance(spec, ModelSpec) and spec.builder is VMUNet
+    assert spec.defaults["dims"] == (16, 32, 64, 128) and spec.defaults["d_state"] == 4
+    assert model_description("vmunet_test") == spec.description == "tiny VM-UNet for tests and smoke runs"
+    config = model_config("vmunet_test")
+    config["d_state"] = 99  # a copy: the registry keeps its defaults
+    assert model_spec("vmunet_test").defaults["d_state"] == 4
+
+
+def test_weight_modules_do_not_import_the_registry():
+    """models/weights.py and what it uses are leaves below registry.py (no import circle)."""
+    import ast
+    from pathlib import Path
+
+    import vmunet.models as pkg
+
+    folder = Path(pkg.__file__).parent
+    for name in ("weights.py", "layouts.py", "safe_load.py"):
+        tree = ast.parse((folder / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & {"vmunet.models.registry", "vmunet.models.checkpoint", "vmunet.models"}, name

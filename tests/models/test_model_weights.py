@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from vmunet.layers import SS2D
 from vmunet.models import create_model
-from vmunet.models.weights import load_weights, model_from_checkpoint
+from vmunet.models.checkpoint import model_from_checkpoint
+from vmunet.models.weights import load_weights
 from vmunet.ops import selective_scan
 
 PAPER = dict(depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], dims=[96, 192, 384, 768])
@@ -96,7 +97,7 @@ def test_original_vmunet_checkpoint_loads_every_tensor(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="vmunet.models.weights"):
         model = create_model("vmunet", num_classes=9, in_chans=3, weights=path)
     _assert_all_equal(model, tensors)
-    assert "vmunet_original checkpoint: loaded 222 tensors" in caplog.text
+    assert "vmunet_original weights ((top level)): loaded 222 tensors" in caplog.text
 
 
 def test_original_training_wrapper_and_in_chans_1(tmp_path):
@@ -133,7 +134,7 @@ def test_lightning_checkpoint_and_model_from_checkpoint(tmp_path):
     torch.save(ckpt, path)
     model = create_model("vmunet_test", num_classes=4, in_chans=1, d_state=2)
     report = load_weights(model, path)
-    assert report.format == "vmunet"
+    assert report.layout == "vmunet"
     assert report.skipped == [("criterion.class_weights",
                                "not under the LightningModule's 'model.' prefix")]
     _assert_all_equal(model, src.state_dict())
@@ -151,7 +152,7 @@ def test_vmamba_checkpoint_initialises_encoder_and_mirrored_decoder():
     tensors = random_tensors(shapes)
     model = create_model("vmunet", num_classes=9, in_chans=1)
     report = load_weights(model, {"model": tensors})
-    assert report.format == "vmamba"
+    assert report.layout == "vmamba_v0"
     sd = model.state_dict()
     n_loaded = 0
     for k, v in tensors.items():
@@ -201,9 +202,9 @@ def test_missing_and_unexpected_keys_are_errors_for_complete_formats():
 
 def test_unrecognised_checkpoint_and_missing_file(tmp_path):
     model = create_model("vmunet_test", num_classes=2)
-    with pytest.raises(ValueError, match=r"unrecognised checkpoint format.*\['epoch', 'optimizer'\]"):
+    with pytest.raises(ValueError, match=r"unrecognised checkpoint.*\['epoch', 'optimizer'\]"):
         load_weights(model, {"epoch": 1, "optimizer": {}})
-    with pytest.raises(FileNotFoundError, match="weights file not found: .*nope.pth"):
+    with pytest.raises(ValueError, match="weights file .*nope.pth does not exist"):
         load_weights(model, tmp_path / "nope.pth")
 
 

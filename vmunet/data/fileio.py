@@ -7,10 +7,12 @@ what the data modules rely on: no NaNs, integral labels inside the declared clas
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +70,32 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (indented, for humans)."""
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically as UTF-8, line endings exactly as given (``\\n``)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(text, encoding="utf-8", newline="")
+    return Path(path)
 
 
-def write_lines(path: str | Path, lines: Sequence[str]) -> None:
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (indented, for humans; numpy/torch scalars via ``float``)."""
+    return write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def write_lines(path: str | Path, lines: Sequence[str]) -> Path:
     """Write one item per line, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{line}\n" for line in lines))
+    return write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> Path:
+    """The project's one CSV writer: header ``fields``, one line per row (other keys ignored),
+    ``None`` as an empty cell, ``\\n`` line endings on every platform; written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+    return write_text(path, buf.getvalue())
 
 
 def read_json(path: str | Path) -> Any:

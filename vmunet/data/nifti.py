@@ -33,7 +33,12 @@ from vmunet.data.common import (
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import check_pair
-from vmunet.data.preprocessing import apply_intensity, make_preprocessing, volume_to_slices
+from vmunet.data.preprocessing import (
+    apply_intensity,
+    make_preprocessing,
+    slicing_axes,
+    volume_to_slices,
+)
 from vmunet.data.volumes import load_volume, voxel_sizes
 
 log = logging.getLogger(__name__)
@@ -48,9 +53,7 @@ class LoadVolumed:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from monai.data import MetaTensor
 
-        img, aff = load_volume(item["image"])
-        if img.ndim != 3:
-            raise DataError(f"{item['image']}: expected a single-channel 3D volume, got shape {img.shape}")
+        img, aff = load_volume(item["image"])  # single-channel 3D, or an error naming the file
         img = np.asarray(img, np.float32)
         if not np.isfinite(img).all():
             raise DataError(f"{item['image']}: image contains NaN or infinite values")
@@ -76,8 +79,7 @@ class NormalizeAndSlice:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         img = item["image"]
         sizes = voxel_sizes(np.asarray(img.affine, dtype=np.float64))
-        inplane = [a for a in (0, 1, 2) if a != self.slice_axis][::-1]
-        spacing = np.asarray([sizes[self.slice_axis], *(sizes[a] for a in inplane)], np.float32)
+        spacing = sizes[slicing_axes(self.slice_axis)].astype(np.float32)
         arr = apply_intensity(np.asarray(img.array), self.intensity)
         out = {"case": item["case"], "spacing": spacing,
                "image": np.ascontiguousarray(volume_to_slices(arr, self.slice_axis))}

@@ -17,7 +17,7 @@ from typing import Any
 
 from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
 from vmunet.data.fileio import read_json
-from vmunet.data.volumes import strip_suffix
+from vmunet.data.volumes import has_suffix, strip_suffix
 
 EXPECTED = ("an nnU-Net raw folder (dataset.json with 'channel_names', 'labels', 'file_ending'; "
             "imagesTr/<case>_0000<ending>, labelsTr/<case><ending>) or a Decathlon datalist JSON "
@@ -83,26 +83,27 @@ def _nnunet(root: Path, spec: dict[str, Any], json_path: Path) -> NiftiIndex:
             if need_labels:
                 raise LayoutError(f"{root}: nnU-Net layout expects {images}/ ({describe_folder(root)})")
             return []
-        found = sorted(p for p in img_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+        # suffixes match case-insensitively, as everywhere (vmunet.data.volumes)
+        found = sorted(p for p in img_dir.iterdir() if has_suffix(p, ending) and not p.name.startswith("."))
         if not found:
             raise DataError(f"{img_dir}: no images ending in {ending!r} ({describe_folder(img_dir)})")
+        labels = {strip_suffix(p.name, (ending,)): p for p in lab_dir.iterdir()
+                  if p.is_file() and has_suffix(p, ending) and not p.name.startswith(".")} if lab_dir.is_dir() else {}
         out, bad = [], []
         for p in found:
-            stem = p.name[: -len(ending)]
+            stem = strip_suffix(p.name, (ending,))
             if not stem.endswith("_0000"):
                 bad.append(p.name)
                 continue
             case = stem[: -len("_0000")]
-            lab = lab_dir / f"{case}{ending}"
-            out.append(Case(case, p, lab if lab.is_file() else None))
+            out.append(Case(case, p, labels.get(case)))
         if bad:
             raise DataError(f"{img_dir}: files not named <case>_0000{ending} (single channel): {short_list(bad)}")
         missing = [c.name for c in out if c.label is None]
         if need_labels and missing:
             raise DataError(f"{lab_dir}: no label for case(s) {short_list(missing)}")
         if lab_dir.is_dir():
-            extra = sorted({strip_suffix(p.name) for p in lab_dir.iterdir() if p.name.endswith(ending)}
-                           - {c.name for c in out})
+            extra = sorted(set(labels) - {c.name for c in out})
             if extra:
                 raise DataError(f"{lab_dir}: label(s) without an image in {img_dir}: {short_list(extra)}")
         return out

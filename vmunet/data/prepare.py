@@ -125,8 +125,6 @@ def prepare_synapse(raw: str | Path, out: str | Path, *, split: str = "standard"
         image, affine = load_volume(img_path)
         label, laff = load_volume(lab_path)
         where = f"{lab_path} (image {img_path.name})"
-        if image.ndim != 3:
-            raise DataError(f"{img_path}: expected a 3D volume, got shape {image.shape}")
         if label.shape == image.shape and not np.allclose(affine, laff, atol=1e-3, rtol=1e-4):
             raise DataError(f"{where}: label geometry (affine) differs from the image's")
         img, lab, geom = SF.convert_case(image, label, affine, img_path.name, where)

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from vmunet.errors import VmunetError
+
 DATASETS = ("synapse", "isic", "nifti")
-INTENSITY_MODES = ("window", "zscore", "none")
+INTENSITY_MODES = ("window", "zscore", "minmax", "none")
 ORIENTATIONS = ("RAS", None)
 IMAGE_INTERPOLATIONS = ("bilinear", "bicubic")
 #: What the slice inferer resizes back to native size (``vmunet.inference.slicewise``).
@@ -29,7 +31,7 @@ SYNAPSE_CLASSES = (
 SYNAPSE_HU_WINDOW = (-125.0, 275.0)
 
 
-class PreprocessingError(ValueError):
+class PreprocessingError(VmunetError, ValueError):
     """A preprocessing record is missing a field or has a wrong value."""
 
 
@@ -137,6 +139,12 @@ def _check_intensity(intensity: Any) -> None:
             raise PreprocessingError(
                 f"preprocessing field 'intensity.window': expected [low, high] with low < high, got {w!r}"
             )
+    elif mode == "minmax":
+        r = intensity.get("range")
+        if not (isinstance(r, list) and len(r) == 2 and float(r[0]) < float(r[1])):
+            raise PreprocessingError(
+                f"preprocessing field 'intensity.range': expected [low, high] with low < high, got {r!r}"
+            )
     elif mode == "zscore":
         for key in ("mean", "std"):
             if key not in intensity:
@@ -152,7 +160,10 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
     """Apply an intensity record to raw values; returns float32.
 
     ``window``: clip to [low, high], scale to [0, 1] (the Synapse HU recipe). ``zscore``: subtract
-    mean, divide by std; per-channel lists broadcast along ``channel_axis``. ``none``: cast only.
+    mean, divide by std; per-channel lists broadcast along ``channel_axis``. ``minmax``: scale the
+    whole array (all channels together) linearly so its minimum and maximum land on ``range``
+    (VM-UNet's ISIC ``myNormalize``, whose data-set z-score cancels in its min-max; a constant
+    image maps to the low end). ``none``: cast only.
     """
     _check_intensity(dict(intensity))
     x = np.asarray(array, dtype=np.float32)
@@ -170,6 +181,12 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
             shape[channel_axis] = mean.size
             mean, std = mean.reshape(shape), std.reshape(shape)
         return ((x - mean) / std).astype(np.float32)
+    if mode == "minmax":
+        lo, hi = (float(v) for v in intensity["range"])
+        span = float(x.max()) - float(x.min()) if x.size else 0.0
+        if span == 0.0:
+            return np.full_like(x, lo)
+        return ((x - x.min()) / span * (hi - lo) + lo).astype(np.float32)
     return x
 
 
@@ -190,12 +207,18 @@ def slices_to_volume(slices: np.ndarray, slice_axis: int = 2) -> np.ndarray:
     return np.transpose(slices, np.argsort(_slicing_order(slices.shape, slice_axis)))
 
 
-def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
-    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)``: slice axis first, in-plane reversed."""
+def slicing_axes(slice_axis: int) -> list[int]:
+    """The (X, Y, Z) axes that become (D, H, W): slice axis first, in-plane axes reversed
+    (e.g. voxel sizes of a slice stack: ``voxel_sizes(affine)[slicing_axes(axis)]``)."""
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
+    return [slice_axis, *[a for a in (0, 1, 2) if a != slice_axis][::-1]]
+
+
+def _slicing_order(shape: tuple[int, ...], slice_axis: int) -> list[int]:
+    """Axis order taking ``(..., X, Y, Z)`` to ``(..., D, H, W)`` (leading axes kept in front)."""
+    axes = slicing_axes(slice_axis)
     lead = len(shape) - 3
     if lead < 0:
         raise ValueError(f"expected at least 3 axes (X, Y, Z), got shape {tuple(shape)}")
-    inplane = [a for a in (0, 1, 2) if a != slice_axis][::-1]
-    return [*range(lead), *(lead + a for a in (slice_axis, *inplane))]
+    return [*range(lead), *(lead + a for a in axes)]

@@ -1,70 +1,148 @@
-"""Reading 3D scans with their geometry, and reorienting them to RAS.
+"""The one scan I/O layer: read 3D volumes with their geometry, reorient them to RAS.
 
-NIfTI goes through nibabel; every other format SimpleITK reads (.nrrd, .mha, .mhd, ...) through
-SimpleITK, with its LPS direction converted to nibabel's RAS affine convention, so callers always
-get ``(array (X, Y, Z), affine 4x4 voxel -> RAS mm)``.
+Training (:mod:`vmunet.data.nifti`, :mod:`vmunet.data.prepare`) and inference
+(:mod:`vmunet.inference.io`) both read volumes here, so they accept the same files and see the
+same arrays (the role of nnU-Net's ``imageio``):
+
+* NIfTI (``.nii``, ``.nii.gz``) through nibabel (the header is kept, so it can be written back);
+* every other format SimpleITK reads (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, DICOM series) with
+  its LPS geometry converted to nibabel's voxel -> RAS mm affine;
+* suffixes match case-insensitively (``CASE.NII.GZ`` is NIfTI);
+* a volume is 3D and single-channel: trailing axes of size 1 (``(X, Y, Z, 1)``) are dropped, any
+  other 4D (time series, multi-channel) or 2D file is refused with an error naming the file.
+
+Arrays follow the file's voxel index order ``[i, j, k]`` (nibabel's; for SimpleITK
+``GetArrayFromImage(img).transpose(2, 1, 0)``); :func:`to_ras` reorients them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vmunet.data.errors import DataError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: Suffixes we look for when scanning folders (anything SimpleITK reads also works when named).
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: Volume suffixes looked for when scanning folders (longest first, so ``.nii.gz`` wins over ``.gz``).
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+#: The canonical (RAS) orientation as a nibabel orientation array.
+RAS_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def strip_suffix(name: str) -> str:
-    """``img0001.nii.gz`` -> ``img0001`` (any known volume suffix)."""
-    for suf in VOLUME_SUFFIXES:
-        if name.endswith(suf):
+def has_suffix(name: str | Path, suffixes: str | tuple[str, ...]) -> bool:
+    """Whether a file name ends in one of ``suffixes``, ignoring case."""
+    suffixes = (suffixes,) if isinstance(suffixes, str) else suffixes
+    return Path(name).name.lower().endswith(tuple(s.lower() for s in suffixes))
+
+
+def strip_suffix(name: str, suffixes: tuple[str, ...] = VOLUME_SUFFIXES) -> str:
+    """``img0001.nii.gz`` -> ``img0001``: the first of ``suffixes`` the name ends in (any case) is
+    removed; a name with none of them loses its last extension."""
+    lower = name.lower()
+    for suf in suffixes:
+        if lower.endswith(suf.lower()):
             return name[: -len(suf)]
     return Path(name).stem
 
 
-def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a scan as ``(array, affine)``; array axes follow the file's voxel axes.
+@dataclass
+class VolumeFile:
+    """A volume as read: ``array`` in file voxel order, ``affine`` voxel -> RAS mm, ``kind``
+    (``"nifti"`` | ``"sitk"``) and ``template`` (the nibabel header, or SimpleITK origin /
+    spacing / direction) to write results back with the same geometry."""
 
-    4D files keep their last axis (channels / time) as axis 3.
-    """
+    array: np.ndarray
+    affine: np.ndarray
+    kind: str
+    template: Any = field(default=None, repr=False)
+
+
+def _single_channel_3d(where: str | Path, arr: np.ndarray) -> np.ndarray:
+    """Drop trailing axes of size 1; anything else that is not 3D is an error naming the file."""
+    while arr.ndim > 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        extra = " (4D files are accepted only with a last axis of size 1)" if arr.ndim > 3 else ""
+        raise DataError(f"{where}: expected a 3D volume, got an array of shape {tuple(arr.shape)} "
+                        f"({arr.ndim}D){extra}")
+    return arr
+
+
+def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
+    """Voxel index (i, j, k) -> RAS mm affine of a SimpleITK (LPS) geometry (first three axes)."""
+    nd = len(spacing)
+    lps = np.eye(4)
+    rot = np.asarray(direction, dtype=np.float64).reshape(nd, nd)[:3, :3]
+    lps[:3, :3] = rot @ np.diag(np.asarray(spacing, dtype=np.float64)[:3])
+    lps[:3, 3] = np.asarray(origin, dtype=np.float64)[:3]
+    return _LPS_TO_RAS @ lps
+
+
+def from_sitk(img: Any, where: str | Path) -> VolumeFile:
+    """A SimpleITK image as a :class:`VolumeFile` (single-channel 3D, see the module docstring)."""
+    import SimpleITK as sitk
+
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"{where}: expected a single-channel volume, got {img.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
+    nd = img.GetDimension()
+    if nd < 3:
+        raise DataError(f"{where}: expected a 3D volume, got a {nd}D image of size {img.GetSize()}")
+    arr = sitk.GetArrayFromImage(img)  # (..., z, y, x) -> (x, y, z, ...)
+    arr = _single_channel_3d(where, np.transpose(arr, tuple(range(nd - 1, -1, -1))))
+    geometry = {"origin": img.GetOrigin()[:3], "spacing": img.GetSpacing()[:3],
+                "direction": tuple(np.asarray(img.GetDirection()).reshape(nd, nd)[:3, :3].ravel())}
+    affine = sitk_affine(geometry["origin"], geometry["spacing"], geometry["direction"])
+    return VolumeFile(arr, affine, "sitk", geometry)
+
+
+def _read_nifti(path: Path) -> VolumeFile:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    arr = np.asanyarray(img.dataobj)
+    if arr.dtype.names:  # RGB24/RGBA32 NIfTI: structured voxels
+        raise DataError(f"{path}: expected a single-channel volume, got {len(arr.dtype.names)}-component "
+                        f"voxels ({arr.dtype})")
+    arr = _single_channel_3d(path, arr)
+    return VolumeFile(arr, np.asarray(img.affine, dtype=np.float64), "nifti", img.header.copy())
+
+
+def read_volume(path: str | Path) -> VolumeFile:
+    """Read a single-channel 3D volume file with its geometry; :class:`DataError` names the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        if path.name.endswith(NIFTI_SUFFIXES):
-            import nibabel as nib
+        if has_suffix(path, NIFTI_SUFFIXES):
+            return _read_nifti(path)
+        import SimpleITK as sitk
 
-            img = nib.load(str(path))
-            arr = np.asarray(img.dataobj)
-            affine = np.asarray(img.affine, dtype=np.float64)
-        else:
-            import SimpleITK as sitk
-
-            img = sitk.ReadImage(str(path))
-            # SimpleITK arrays are (z, y, x[, c]); nibabel's are (x, y, z[, c]).
-            arr = sitk.GetArrayFromImage(img)
-            nd = img.GetDimension()
-            arr = np.transpose(arr, (*range(nd - 1, -1, -1), *range(nd, arr.ndim)))
-            direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(nd, nd)[:3, :3]
-            spacing = np.asarray(img.GetSpacing(), dtype=np.float64)[:3]
-            origin = np.asarray(img.GetOrigin(), dtype=np.float64)[:3]
-            lps = np.eye(4)
-            lps[:3, :3] = direction * spacing[None, :]
-            lps[:3, 3] = origin
-            affine = _LPS_TO_RAS @ lps
+        return from_sitk(sitk.ReadImage(str(path)), path)
     except DataError:
         raise
-    except Exception as err:
+    except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError
         raise DataError(f"{path}: unreadable or corrupt image file ({type(err).__name__}: {err})") from None
-    if arr.ndim < 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {tuple(arr.shape)}")
-    return arr, affine
+
+
+def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(array (i, j, k), affine voxel -> RAS mm)`` of a volume file (see :func:`read_volume`)."""
+    vol = read_volume(path)
+    return np.asarray(vol.array), vol.affine
+
+
+def ras_ornt(affine: np.ndarray) -> np.ndarray:
+    """The nibabel orientation transform taking an array with ``affine`` to RAS (no resampling)."""
+    from nibabel import orientations as ornt
+
+    return ornt.ornt_transform(ornt.io_orientation(affine), RAS_ORNT)
 
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,11 +153,19 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     from nibabel import orientations as ornt
 
-    start = ornt.io_orientation(affine)
-    transform = ornt.ornt_transform(start, ornt.axcodes2ornt(("R", "A", "S")))
+    transform = ras_ornt(affine)
     out = ornt.apply_orientation(array, transform)
     new_affine = affine @ ornt.inv_ornt_aff(transform, array.shape[:3])
     return np.ascontiguousarray(out), new_affine
+
+
+def from_ras(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Undo :func:`to_ras` (``transform`` from :func:`ras_ornt` of the original affine); extra
+    trailing axes are carried along."""
+    from nibabel import orientations as ornt
+
+    back = ornt.ornt_transform(RAS_ORNT, transform)
+    return np.ascontiguousarray(ornt.apply_orientation(array, back))
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:

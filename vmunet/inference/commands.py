@@ -9,12 +9,11 @@ the others -- the exit status says whether any failed.
 from __future__ import annotations
 
 import argparse
-import csv
-import io as _stdio
-import json
 import logging
+import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default="", help="appended to the case name in output files (e.g. _seg)")
     p.add_argument("--reference", type=Path, default=None,
                    help="folder of ground-truth label maps named like the cases; writes metrics.csv")
+    p.add_argument("--hd95", choices=("pooled", "monai"), default="pooled",
+                   help="HD95 definition for --reference: pooled (medpy, the papers; default) or monai "
+                        "(larger of the two directed 95th percentiles)")
+    p.add_argument("--metric-convention", choices=("strict", "paper"), default="strict",
+                   help="empty-mask convention for --reference: strict (absent classes excluded, misses and "
+                        "false positives counted; default) or paper (VM-UNet calculate_metric_percase)")
     p.set_defaults(func=run_predict)
 
 
@@ -65,13 +70,6 @@ def _sidecar(pred: Any, predictor: Any, case: Path, out: Path, seconds: float) -
         "seconds": round(seconds, 3),
         "volumes_ml": pred.volumes_ml() if pred.scan.is_volume else None,
     }
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    from vmunet.inference import io
-
-    text = json.dumps(payload, indent=2)
-    io.atomic_write(path, lambda tmp: tmp.write_text(text), ".json")
 
 
 def find_reference(ref_dir: Path, case: str) -> Path | None:
@@ -98,40 +96,49 @@ def _reference_labels(path: Path, predictor: Any) -> np.ndarray:
 
 
 def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ...], ref_path: Path,
-                  predictor: Any) -> list[dict[str, Any]]:
+                  predictor: Any, hd95: str = "pooled") -> list[dict[str, Any]]:
     from vmunet.evaluation.metrics import case_metrics
 
     gt = _reference_labels(ref_path, predictor)
     if gt.shape != pred_oriented.shape:
         raise ValueError(f"reference {ref_path} has shape {gt.shape} after reorientation, prediction {pred_oriented.shape}")
-    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=spacing)
+    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=spacing, hd95=hd95)
     return [{"case": case, **row} for row in rows]
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> str:
-    """Write the per-case CSV (``vmunet test`` columns) and return a summary table."""
-    from vmunet.evaluation.metrics import CASE_FIELDS, summarize_cases
-    from vmunet.inference import io
+def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str], convention: str = "strict") -> str:
+    """Write the per-case CSV (``vmunet test`` columns, ``convention`` applied) and return a summary table."""
+    from vmunet.data.fileio import write_csv
+    from vmunet.evaluation.metrics import CASE_FIELDS, convention_rows, describe, summarize_cases
 
-    buf = _stdio.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CASE_FIELDS))
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CASE_FIELDS})
-    text = buf.getvalue()
-    io.atomic_write(path, lambda tmp: tmp.write_text(text), ".csv")
-    summary = summarize_cases(rows, class_names)
-    lines = [f"{'class':<16} {'dice':>7} {'hd95':>8} {'hd95_mm':>8}"]
+    write_csv(path, convention_rows(rows, convention), CASE_FIELDS)
+    summary = summarize_cases(rows, class_names, convention)
+
+    def num(value: Any, digits: int) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    lines = [describe(convention, summary["hd95_definition"]),
+             f"{'class':<16} {'dice':>7} {'hd95':>8} {'hd95_mm':>8} {'misses':>6} {'fp':>4}"]
     for name, vals in [*summary["per_class"].items(), ("mean", summary["mean"])]:
-        mm = "-" if vals["hd95_mm"] is None else f"{vals['hd95_mm']:.2f}"
-        lines.append(f"{name:<16} {vals['dice']:>7.4f} {vals['hd95']:>8.2f} {mm:>8}")
+        lines.append(f"{name:<16} {num(vals['dice'], 4):>7} {num(vals['hd95'], 2):>8} {num(vals['hd95_mm'], 2):>8} "
+                     f"{vals['misses']:>6} {vals['false_positives']:>4}")
     return "\n".join(lines)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """Run ``vmunet predict``; returns the exit status (0 ok, 1 some case failed, 2 bad arguments)."""
-    from tqdm.auto import tqdm
+@dataclass
+class _Tally:
+    """What a ``vmunet predict`` run did, case by case."""
 
+    done: int = 0
+    skipped: int = 0
+    slices: int = 0
+    failed: list[str] = field(default_factory=list)
+    metric_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _setup(args: argparse.Namespace) -> tuple[list[Path], list[str], Any] | int:
+    """Find the cases, check ``--reference``, load the checkpoint, refuse clashing case names.
+    Returns ``(cases, names, predictor)`` or the exit status of a usage error."""
     from vmunet.inference import io
     from vmunet.inference.predictor import CheckpointError, Predictor
 
@@ -148,58 +155,78 @@ def run_predict(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return EXIT_USAGE
-    args.output.mkdir(parents=True, exist_ok=True)
-    log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
-
     names = [io.case_name(c) for c in cases]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         log.error("several inputs share a case name, their outputs would collide: %s",
                   "; ".join(f"{n}: " + ", ".join(str(c) for c in cases if io.case_name(c) == n) for n in clashes))
         return EXIT_USAGE
+    args.output.mkdir(parents=True, exist_ok=True)
+    log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
+    return cases, names, predictor
 
-    failed: list[str] = []
-    skipped = done = slices = 0
-    metric_rows: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):
-        out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
-        sidecar = args.output / f"{name}{args.suffix}.json"
-        ref = find_reference(args.reference, name) if args.reference is not None else None
-        if args.reference is not None and ref is None:
-            log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
-        try:
-            if out.resolve() == case.resolve():
-                raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
-            # the sidecar is written last: a label map without it is from an interrupted run
-            if out.exists() and sidecar.exists() and not args.overwrite:
-                skipped += 1
-                log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
-                if ref is not None:
-                    existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
-                    metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor)
-                continue
-            probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
-            t0 = time.perf_counter()
-            pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
-            seconds = time.perf_counter() - t0
-            _write_json(sidecar, _sidecar(pred, predictor, case, out, seconds))
-            done += 1
-            slices += pred.num_slices
-            if ref is not None:
-                metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor)
-        except Exception as err:  # one bad case must not stop the others; reported by name below
-            failed.append(str(case))
-            log.error("%s: failed: %s", case, err)
-            log.debug("traceback", exc_info=True)
-    total = time.perf_counter() - t_start
-    rate = slices / total if total > 0 else 0.0
-    summary = (f"predicted {done} case(s), {slices} slices in {total:.1f} s ({rate:.2f} slices/s); "
-               f"skipped {skipped} existing; failed {len(failed)}")
-    print(summary)
-    if metric_rows:
-        print(_write_metrics(args.output / "metrics.csv", metric_rows, predictor.class_names))
-    if failed:
-        log.error("%d case(s) failed: %s", len(failed), ", ".join(failed))
+
+def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: str, tally: _Tally) -> None:
+    """Predict one case (or skip it when its outputs exist), write label map and sidecar, score it
+    against its reference if there is one; raises on any failure of this case."""
+    from vmunet.data.fileio import write_json
+    from vmunet.inference import io
+
+    out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
+    sidecar = args.output / f"{name}{args.suffix}.json"
+    ref = find_reference(args.reference, name) if args.reference is not None else None
+    if args.reference is not None and ref is None:
+        log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
+    if out.resolve() == case.resolve():
+        raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
+    # the sidecar is written last: a label map without it is from an interrupted run
+    if out.exists() and sidecar.exists() and not args.overwrite:
+        tally.skipped += 1
+        log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
+        if ref is not None:
+            existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
+            tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor,
+                                               args.hd95)
+        return
+    probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
+    t0 = time.perf_counter()
+    pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
+    write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0))
+    tally.done += 1
+    tally.slices += pred.num_slices
+    if ref is not None:
+        tally.metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor, args.hd95)
+
+
+def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: float) -> int:
+    """Print the run summary (and the metrics table with ``--reference``); the exit status."""
+    rate = tally.slices / seconds if seconds > 0 else 0.0
+    print(f"predicted {tally.done} case(s), {tally.slices} slices in {seconds:.1f} s ({rate:.2f} slices/s); "
+          f"skipped {tally.skipped} existing; failed {len(tally.failed)}")
+    if tally.metric_rows:
+        print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names,
+                             args.metric_convention))
+    if tally.failed:
+        log.error("%d case(s) failed: %s", len(tally.failed), ", ".join(tally.failed))
         return EXIT_CASE_FAILED
     return EXIT_OK
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``vmunet predict``; returns the exit status (0 ok, 1 some case failed, 2 bad arguments)."""
+    from tqdm.auto import tqdm
+
+    setup = _setup(args)
+    if isinstance(setup, int):
+        return setup
+    cases, names, predictor = setup
+    tally = _Tally()
+    t_start = time.perf_counter()
+    for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):
+        try:
+            _predict_case(args, predictor, case, name, tally)
+        except Exception as err:  # one bad case must not stop the others; reported by name at the end
+            tally.failed.append(str(case))
+            log.error("%s: failed: %s", case, err)
+            log.debug("traceback", exc_info=True)
+    return _finish(args, predictor, tally, time.perf_counter() - t_start)

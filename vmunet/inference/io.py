@@ -14,6 +14,10 @@ Supported inputs:
   Their images are stored already windowed to [0, 1], so the scan is marked ``normalized``;
 * 2D images (``.png``, ``.jpg``, ...) for ISIC-type models, through Pillow.
 
+Volumes (NIfTI, SimpleITK formats, DICOM) are read by the project's one scan I/O layer,
+:mod:`vmunet.data.volumes`, the same as training: case-insensitive suffixes, single-channel 3D
+only (a trailing axis of size 1 is dropped; other 4D files are refused).
+
 "Original layout" below means the voxel index order of the file, ``[i, j, k]`` (nibabel's array
 order; for SimpleITK images ``GetArrayFromImage(img).transpose(2, 1, 0)``; for h5 cases the shape
 of the raw file named by the sidecar). Label maps are written in that layout.
@@ -25,29 +29,28 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vmunet.data import volumes
+from vmunet.data.errors import DataError
 from vmunet.data.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-NIFTI_EXTS = (".nii.gz", ".nii")
-SITK_EXTS = (".nrrd", ".nhdr", ".mha", ".mhd")
+NIFTI_EXTS = volumes.NIFTI_SUFFIXES
+SITK_EXTS = volumes.SITK_SUFFIXES
 H5_EXTS = (".npy.h5", ".h5")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SCAN_EXTS = NIFTI_EXTS + SITK_EXTS + H5_EXTS + IMAGE_EXTS
 #: Prefix of temporary files written next to outputs; such leftovers never count as results.
 TEMP_PREFIX = ".vmunet-tmp-"
-_RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-class ScanReadError(ValueError):
+class ScanReadError(DataError):
     """An input scan could not be read or is not what the model expects (names the file)."""
 
 
@@ -80,31 +83,24 @@ class Scan:
         """Voxel size (mm) along each axis of ``array`` (1.0 for 2D images)."""
         if not self.is_volume:
             return (1.0, 1.0)
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return tuple(float(s) for s in volumes.voxel_sizes(self.affine))
 
     def to_original(self, data: np.ndarray) -> np.ndarray:
         """Undo the reorientation: an array laid out like ``array`` (extra trailing axes allowed)
         comes back in the file's original layout."""
         if self.ornt is None:
             return data
-        import nibabel as nib
-
-        back = nib.orientations.ornt_transform(_RAS, self.ornt)
-        return np.ascontiguousarray(nib.orientations.apply_orientation(data, back))
+        return volumes.from_ras(data, self.ornt)
 
 
 def case_name(path: str | os.PathLike) -> str:
     """Case name of an input: the file name without its scan extension (folder name for DICOM)."""
     p = Path(path)
-    lower = p.name.lower()
-    for ext in SCAN_EXTS:
-        if lower.endswith(ext):
-            return p.name[: -len(ext)]
-    return p.name
+    return volumes.strip_suffix(p.name, SCAN_EXTS) if volumes.has_suffix(p, SCAN_EXTS) else p.name
 
 
 def _has_ext(path: Path, exts: tuple[str, ...]) -> bool:
-    return path.name.lower().endswith(exts)
+    return volumes.has_suffix(path, exts)
 
 
 def _dicom_series(folder: Path) -> list[str]:
@@ -151,18 +147,18 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
     try:
         if p.is_dir():
             scan = _read_dicom(p)
-        elif _has_ext(p, NIFTI_EXTS):
-            scan = _read_nifti(p)
         elif _has_ext(p, H5_EXTS):
             scan = _read_h5(p, label=label)
         elif _has_ext(p, IMAGE_EXTS):
             return _read_image(p)
-        elif _has_ext(p, SITK_EXTS):
-            scan = _read_sitk(p)
+        elif _has_ext(p, volumes.VOLUME_SUFFIXES):
+            scan = _scan(p, case_name(p), volumes.read_volume(p))
         else:
             raise ScanReadError(f"{p}: unsupported file type (expected one of {', '.join(SCAN_EXTS)})")
     except ScanReadError:
         raise
+    except DataError as err:  # the shared volume reader names the file already
+        raise ScanReadError(str(err)) from err
     except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError
         raise ScanReadError(f"{p}: cannot read scan ({type(err).__name__}: {err})") from err
     if orientation == "RAS":
@@ -170,54 +166,15 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
     return scan
 
 
-def _squeeze_3d(p: Path, arr: np.ndarray) -> np.ndarray:
-    """Trailing singleton axes (``(X, Y, Z, 1)``) are dropped; anything else but 3D is an error."""
-    while arr.ndim > 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise ScanReadError(f"{p}: expected a 3D volume, got an array of shape {tuple(arr.shape)} ({arr.ndim}D)")
-    return arr
-
-
-def _read_nifti(p: Path) -> Scan:
-    import nibabel as nib
-
-    img = nib.load(str(p))
-    arr = np.asanyarray(img.dataobj)
-    if arr.dtype.names:  # RGB24/RGBA32 NIfTI: structured voxels
-        raise ScanReadError(f"{p}: expected a single-channel volume, got {len(arr.dtype.names)}-component voxels ({arr.dtype})")
-    arr = _squeeze_3d(p, arr)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    return Scan(case_name(p), p, "nifti", arr, affine, None, arr.shape, img.header.copy())
-
-
-def _sitk_affine(origin, spacing, direction) -> np.ndarray:
-    """Voxel index (i, j, k) -> RAS mm affine of a SimpleITK (LPS) geometry."""
-    lps = np.eye(4)
-    lps[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(3, 3) @ np.diag(spacing)
-    lps[:3, 3] = origin
-    return _LPS_TO_RAS @ lps
+def _scan(p: Path, name: str, vol: volumes.VolumeFile) -> Scan:
+    return Scan(name, p, vol.kind, vol.array, vol.affine, None, vol.array.shape, vol.template)
 
 
 def _from_sitk(p: Path, img: Any, name: str) -> Scan:
-    import SimpleITK as sitk
-
-    if img.GetDimension() != 3:
-        raise ScanReadError(f"{p}: expected a 3D volume, got a {img.GetDimension()}D image of size {img.GetSize()}")
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise ScanReadError(
-            f"{p}: expected a single-channel volume, got {img.GetNumberOfComponentsPerPixel()} components per voxel"
-        )
-    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
-    geometry = {"origin": img.GetOrigin(), "spacing": img.GetSpacing(), "direction": img.GetDirection()}
-    affine = _sitk_affine(geometry["origin"], geometry["spacing"], geometry["direction"])
-    return Scan(name, p, "sitk", arr, affine, None, arr.shape, geometry)
-
-
-def _read_sitk(p: Path) -> Scan:
-    import SimpleITK as sitk
-
-    return _from_sitk(p, sitk.ReadImage(str(p)), case_name(p))
+    try:
+        return _scan(p, name, volumes.from_sitk(img, p))
+    except DataError as err:
+        raise ScanReadError(str(err)) from err
 
 
 def _read_dicom(p: Path) -> Scan:
@@ -290,11 +247,8 @@ def _to_ras(scan: Scan) -> Scan:
     """Reorient a scan read in file layout to nibabel's closest canonical (RAS) orientation."""
     if scan.ornt is not None:  # h5 arrays are stored canonical already
         return scan
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(scan.affine)
-    arr = nib.orientations.apply_orientation(scan.array, ornt)
-    affine = scan.affine @ nib.orientations.inv_ornt_aff(ornt, scan.array.shape)
+    ornt = volumes.ras_ornt(scan.affine)
+    arr, affine = volumes.to_ras(scan.array, scan.affine)
     return Scan(scan.name, scan.path, scan.kind, arr, affine, ornt, scan.original_shape, scan.template,
                 scan.normalized)
 
@@ -302,18 +256,6 @@ def _to_ras(scan: Scan) -> Scan:
 def label_dtype(num_labels: int) -> np.dtype:
     """uint8 for up to 256 label values, uint16 beyond."""
     return np.dtype(np.uint8) if num_labels <= 256 else np.dtype(np.uint16)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
-
-    An interrupted run leaves either the complete old file or none, never a half-written one;
-    ``suffix`` keeps the extension writers dispatch on (``.nii.gz``, ``.png``).
-    """
-    # TEMP_PREFIX marks leftovers of interrupted runs, which folder scans skip.
-    with atomic_path(path, prefix=TEMP_PREFIX, suffix=suffix or None) as tmp:
-        write(tmp)
-    return Path(path)
 
 
 def output_extension(input_path: str | os.PathLike) -> str:
@@ -335,14 +277,18 @@ def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> 
         raise ValueError(f"label map must hold non-negative integers, got dtype {labels.dtype}")
     labels = labels.astype(label_dtype(int(labels.max(initial=0)) + 1), copy=False)
     path = Path(path)
+    # An interrupted run leaves the complete old file or none; the temporary file keeps the
+    # extension the writers dispatch on, and TEMP_PREFIX marks leftovers, which folder scans skip.
     if not scan.is_volume:
         from PIL import Image
 
-        return atomic_write(path, lambda tmp: Image.fromarray(labels).save(tmp, format="PNG"), ".png")
+        with atomic_path(path, prefix=TEMP_PREFIX, suffix=".png") as tmp:
+            Image.fromarray(labels).save(tmp, format="PNG")
+        return path
     orig = scan.to_original(labels)
-    if scan.kind == "sitk":
-        return atomic_write(path, lambda tmp: _write_sitk(scan, orig, tmp), ".nii.gz")
-    return atomic_write(path, lambda tmp: _write_nifti(scan, orig, tmp), ".nii.gz")
+    with atomic_path(path, prefix=TEMP_PREFIX, suffix=".nii.gz") as tmp:
+        (_write_sitk if scan.kind == "sitk" else _write_nifti)(scan, orig, tmp)
+    return path
 
 
 def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
@@ -378,11 +324,9 @@ def write_probabilities(scan: Scan, probs: np.ndarray, class_names: list[str], p
     orig = np.moveaxis(scan.to_original(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
     affine = original_affine(scan)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, probabilities=orig, class_names=np.asarray(class_names), affine=affine)
-
-    return atomic_write(path, write, ".npz")
+    with atomic_path(path, prefix=TEMP_PREFIX, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, probabilities=orig, class_names=np.asarray(class_names), affine=affine)
+    return Path(path)
 
 
 def original_affine(scan: Scan) -> np.ndarray:
@@ -391,5 +335,5 @@ def original_affine(scan: Scan) -> np.ndarray:
         return scan.affine
     import nibabel as nib
 
-    back = nib.orientations.ornt_transform(_RAS, scan.ornt)
+    back = nib.orientations.ornt_transform(volumes.RAS_ORNT, scan.ornt)
     return scan.affine @ nib.orientations.inv_ornt_aff(back, scan.array.shape)

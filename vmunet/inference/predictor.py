@@ -39,12 +39,10 @@ from vmunet.data.preprocessing import (
 )
 from vmunet.inference import io
 from vmunet.inference.slicewise import SliceInferer
+from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
+from vmunet.models.safe_load import read_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint lacks what inference needs (names the file and the missing field)."""
 
 
 @dataclass
@@ -91,41 +89,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint_record(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read ``ckpt["vmunet"]`` and the model's weights (``state_dict`` keys ``model.*``, prefix
-    stripped) from a checkpoint, with clear errors for anything missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"checkpoint {path}: cannot load ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(ckpt).__name__}")
-    record = dict(ckpt.get("vmunet") or {})
-    if record.get("preprocessing") is None:
-        hparams = ckpt.get("hyper_parameters") or {}
-        if isinstance(hparams, Mapping) and "preprocessing" in hparams:
-            record["preprocessing"] = hparams["preprocessing"]
-    if record.get("preprocessing") is None:
-        raise CheckpointError(
-            f"checkpoint {path} has no preprocessing record (ckpt['vmunet']['preprocessing']); "
-            "inference needs it for orientation, slice axis, intensity and image size -- "
-            "train with vmunet >= 0.1 or add the record to the checkpoint"
-        )
-    for key in ("model_name", "model_kwargs"):
-        if key not in record:
-            raise CheckpointError(f"checkpoint {path} has no ckpt['vmunet'][{key!r}]; cannot rebuild the model")
-    state = ckpt.get("state_dict")
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"checkpoint {path} has no 'state_dict'")
-    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    if not weights:
-        raise CheckpointError(f"checkpoint {path}: 'state_dict' has no 'model.*' weights")
-    return record, weights
-
-
 class Predictor:
     """Segment volumes slice by slice (or 2D images) with a 2D model and its preprocessing record.
 
@@ -166,15 +129,16 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: str | torch.device = "auto", **kwargs: Any) -> Predictor:
         """Rebuild the model from a vmunet checkpoint (``ckpt["vmunet"]``) and load its weights."""
-        from vmunet.models import create_model
-
-        record, weights = load_checkpoint_record(path)
+        ckpt = read_checkpoint(path)
+        record = checkpoint_record(ckpt, str(path))
+        if record.get("preprocessing") is None:
+            raise CheckpointError(
+                f"checkpoint {path} has no preprocessing record (ckpt['vmunet']['preprocessing']); "
+                "inference needs it for orientation, slice axis, intensity and image size -- "
+                "train with vmunet >= 0.1 or add the record to the checkpoint"
+            )
+        model, _ = model_from_checkpoint(ckpt, where=str(path))
         model_kwargs = dict(record["model_kwargs"])
-        try:
-            model = create_model(record["model_name"], **model_kwargs)
-            model.load_state_dict(weights)
-        except Exception as err:
-            raise CheckpointError(f"checkpoint {path}: cannot rebuild model {record['model_name']!r}: {err}") from err
         info = {
             "model_name": record["model_name"],
             "model_kwargs": model_kwargs,

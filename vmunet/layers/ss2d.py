@@ -103,8 +103,8 @@ class SS2D(nn.Module):
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * di, 1)
         self.A_logs = nn.Parameter(torch.log(A))
         self.Ds = nn.Parameter(torch.ones(K * di))
-        self.A_logs._no_weight_decay = True  # read by optimiser-group builders
-        self.Ds._no_weight_decay = True
+        # No `_no_weight_decay` flags (mamba/VMamba set them for their optimiser builders): the
+        # VM-UNet recipe decays every parameter with one AdamW group, and nothing here reads them.
 
         self.out_norm = nn.LayerNorm(di)
         self.out_proj = nn.Linear(di, d_model, bias=bias)

@@ -1,6 +1,26 @@
-"""The VM-UNet model family: ``create_model(name, num_classes=..., in_chans=..., weights=...)``."""
+"""The VM-UNet model family: ``create_model(name, num_classes=..., in_chans=..., weights=...)``.
 
-from vmunet.models.registry import count_parameters, create_model, list_models, model_config
-from vmunet.models.vmunet import VMUNet
+Names load lazily, so building the CLI parser (which imports ``vmunet.models.commands``) does not
+import torch.
+"""
 
-__all__ = ["VMUNet", "count_parameters", "create_model", "list_models", "model_config"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "VMUNet": "vmunet",
+    "count_parameters": "registry",
+    "create_model": "registry",
+    "list_models": "registry",
+    "model_config": "registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"vmunet.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'vmunet.models' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""``vmunet info MODEL``: parameters, MACs/FLOPs (with the selective scan) and peak memory."""
+"""``vmunet info MODEL`` (parameters, MACs/FLOPs with the selective scan, peak memory) and
+``vmunet weights inspect FILE`` (a checkpoint's layout and what would load into a model)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import argparse
 import json
 from typing import Any
 
+EXIT_USAGE = 2
+
 
 def add_parsers(subparsers: Any) -> None:
-    """Add the ``info`` subcommand to the ``vmunet`` CLI."""
+    """Add the ``info`` and ``weights`` subcommands to the ``vmunet`` CLI."""
     p = subparsers.add_parser(
         "info",
         help="parameters / FLOPs / memory of a model",
@@ -26,6 +29,30 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the (real) memory measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_info)
+
+    w = subparsers.add_parser("weights", help="inspect checkpoint files",
+                              description="Checkpoint files: `vmunet weights inspect FILE`.")
+    wsub = w.add_subparsers(dest="weights_command", metavar="ACTION")
+    i = wsub.add_parser(
+        "inspect",
+        help="a checkpoint's layout and what would load, skip or stay at init",
+        description="Read FILE safely (no code from it runs), name its layout (ours, the original "
+        "VM-UNet's, VMamba v0, VMamba v0 in later names, VMamba v2/v3, unknown) and list what would "
+        "load into the model, what would be skipped and why, and what would keep its "
+        "initialisation. Exit status: 0 it loads strictly, 1 it loads only non-strictly, 2 bad "
+        "file or arguments.",
+    )
+    i.add_argument("file", help="checkpoint file (.ckpt, .pth, .pt)")
+    i.add_argument("--model", default=None,
+                   help="registered model to load into (default: the checkpoint's own record, else vmunet)")
+    i.add_argument("--num-classes", type=int, default=None,
+                   help="model output channels (default: the record's, else 1)")
+    i.add_argument("--in-chans", type=int, default=None, help="model input channels (default: the record's, else 3)")
+    i.add_argument("--entry", default="auto", choices=("auto", "model", "model_ema"),
+                   help="which weights of a VMamba file (auto: model_ema when present)")
+    i.add_argument("--all", action="store_true", help="list every key instead of the first dozen per group")
+    i.set_defaults(func=run_weights_inspect)
+    w.set_defaults(func=lambda args: (w.print_help(), EXIT_USAGE)[1])
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -47,3 +74,60 @@ def run_info(args: argparse.Namespace) -> int:
                         measure_memory=not args.no_memory)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else format_summary(summary))
     return 0
+
+
+def run_weights_inspect(args: argparse.Namespace) -> int:
+    """``vmunet weights inspect``: print the layout and the load plan; 0 strict-loadable, 1 only
+    non-strictly, 2 bad file or arguments (one line on stderr)."""
+    import sys
+
+    from vmunet.models.checkpoint import checkpoint_record
+    from vmunet.models.registry import create_model
+    from vmunet.models.safe_load import WeightsError, read_checkpoint
+    from vmunet.models.weights import plan_weights
+
+    try:
+        ckpt = read_checkpoint(args.file)
+        try:
+            record: dict[str, Any] = checkpoint_record(ckpt, args.file)
+        except WeightsError:  # not one of our training checkpoints: no model named inside
+            record = {"model_kwargs": {}}
+        kwargs = dict(record["model_kwargs"])
+        name = args.model or record.get("model_name") or "vmunet"
+        if args.model and args.model != record.get("model_name"):
+            kwargs = {}  # the record's options belong to its own model
+        kwargs["num_classes"] = args.num_classes or kwargs.get("num_classes") or 1
+        kwargs["in_chans"] = args.in_chans or kwargs.get("in_chans") or 3
+        model = create_model(name, **kwargs)
+        report, _ = plan_weights(model, ckpt, entry=args.entry, where=args.file)
+    except (ValueError, TypeError) as err:
+        print(f"vmunet weights inspect: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    limit = 10**9 if args.all else 12
+    n_model = len(model.state_dict())
+    config = ckpt.get("config")
+    lines = [
+        f"file:    {args.file}",
+        f"layout:  {report.layout} ({_layout_description(report.layout)}); weights from {report.entry!r}",
+        f"model:   {name} (num_classes={kwargs['num_classes']}, in_chans={kwargs['in_chans']}), {n_model} tensors",
+    ]
+    if isinstance(config, dict) and isinstance(config.get("MODEL"), dict):
+        lines.append(f"config:  MODEL.TYPE={config['MODEL'].get('TYPE')} MODEL.NAME={config['MODEL'].get('NAME')}")
+    lines += [f"note:    {n}" for n in report.notes]
+    lines.append(f"load:    {len(report.loaded)} of {n_model} model tensors")
+    lines += [f"adapt:   {k} ({how})" for k, how in report.adapted]
+    lines += [f"         {line}" for line in report.details(limit)]
+    if report.problems:
+        lines.append(f"strict:  refused, {len(report.problems)} problem(s): " + "; ".join(report.problems[:5])
+                     + (" ..." if len(report.problems) > 5 else ""))
+        lines.append("         (non-strict loading -- model.weights_strict: false -- loads what fits)")
+    else:
+        lines.append("strict:  loads")
+    print("\n".join(lines))
+    return 1 if report.problems else 0
+
+
+def _layout_description(layout: str) -> str:
+    from vmunet.models.layouts import LAYOUTS
+
+    return LAYOUTS[layout]

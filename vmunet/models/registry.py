@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from vmunet.models.vmunet import VMUNet
+from vmunet.models.weights import load_weights
 
-#: name -> (builder, default kwargs, one-line description)
-_REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any], str]] = {
-    "vmunet": (
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: the class to build, its default constructor arguments and a one-line
+    description (shown by ``vmunet info --list``)."""
+
+    builder: type[nn.Module]
+    defaults: Mapping[str, Any]
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {
+    "vmunet": ModelSpec(
         VMUNet,
         dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), dims=(96, 192, 384, 768),
              d_state=16, drop_path_rate=0.2),
         "VM-UNet as in the paper (Ruan et al. 2024), VMamba-S/T width",
     ),
-    "vmunet_deep": (
+    "vmunet_deep": ModelSpec(
         VMUNet,
         dict(depths=(2, 2, 9, 2), depths_decoder=(2, 9, 2, 2), dims=(96, 192, 384, 768),
              d_state=16, drop_path_rate=0.2),
         "VM-UNet with the VMamba-T encoder depth [2,2,9,2] (original code's default)",
     ),
-    "vmunet_test": (
+    "vmunet_test": ModelSpec(
         VMUNet,
         dict(depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(16, 32, 64, 128),
              d_state=4, drop_path_rate=0.1),
@@ -38,39 +51,46 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def model_config(name: str) -> dict[str, Any]:
-    """Default constructor kwargs of the registered model ``name`` (a copy)."""
+def model_spec(name: str) -> ModelSpec:
+    """The registered ``ModelSpec`` of ``name``; ``ValueError`` listing the names otherwise."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return dict(_REGISTRY[name][1])
+    return _REGISTRY[name]
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """Default constructor kwargs of the registered model ``name`` (a copy)."""
+    return dict(model_spec(name).defaults)
 
 
 def model_description(name: str) -> str:
     """One-line description of the registered model ``name``."""
-    model_config(name)  # validates the name
-    return _REGISTRY[name][2]
+    return model_spec(name).description
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int = 3,
-                 weights: str | Path | dict[str, Any] | None = None, strict: bool = True,
-                 **overrides: Any) -> nn.Module:
+                 weights: str | Path | Mapping[str, Any] | None = None, strict: bool = True,
+                 weights_entry: str = "auto", **overrides: Any) -> nn.Module:
     """Build a registered model, optionally loading weights.
 
     Args:
         name: one of ``list_models()``.
         num_classes: output channels (1 = binary, logits for a sigmoid).
         in_chans: input channels.
-        weights: a checkpoint path or an already loaded dict, in any format that
+        weights: a checkpoint path or an already loaded dict, in any layout that
             ``vmunet.models.weights.load_weights`` detects (this project's Lightning checkpoints
             or state dicts, original VM-UNet state dicts, VMamba v0 ImageNet checkpoints).
-        strict: with False, tensors whose shape does not fit are skipped (and logged) instead of
-            raising an error.
+        strict: with False, tensors that do not fit (shape, name, another layout) are skipped
+            and reported instead of raising an error -- fine-tuning with another class count.
+        weights_entry: ``auto`` | ``model`` | ``model_ema``: which weights of a VMamba checkpoint
+            to use (``auto`` prefers ``model_ema`` when the file has it).
         **overrides: any constructor argument of the model, e.g. ``depths``, ``depths_decoder``,
             ``dims``, ``d_state``, ``directions``, ``drop_path_rate``, ``use_checkpoint``,
             ``pad_to_multiple``, ``scan_backend``.
     """
-    config = model_config(name)
-    cls = _REGISTRY[name][0]
+    spec = model_spec(name)
+    config = dict(spec.defaults)
+    cls = spec.builder
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "num_classes", "in_chans"}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
@@ -83,9 +103,7 @@ def create_model(name: str, *, num_classes: int, in_chans: int = 3,
     model.model_name = name
     model.model_kwargs = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
     if weights is not None:
-        from vmunet.models.weights import load_weights
-
-        load_weights(model, weights, strict=strict)
+        load_weights(model, weights, strict=strict, entry=weights_entry)
     return model
 
 

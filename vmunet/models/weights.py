@@ -1,17 +1,15 @@
-"""Load weights into VM-UNet models from three checkpoint formats, detected automatically.
+"""Load a checkpoint's weights into a VM-UNet model, whatever its layout (``vmunet.models.layouts``).
 
-=================  ==============================================  ===================================
-format             looks like                                      mapping
-=================  ==============================================  ===================================
-``vmunet``         Lightning ``.ckpt`` (``state_dict`` with keys   strip ``model.``; keys are ours
-                   ``model.<name>``) or a bare state dict of ours
-``vmunet_original``  VM-UNet's ``VMUNet.state_dict()`` (keys          strip ``vmunet.``; same names and
-                   ``vmunet.<name>``), optionally under             shapes as ours (222 tensors for the
-                   ``model_state_dict``                             paper config)
-``vmamba``         VMamba v0 ImageNet ``{"model": state_dict}``    encoder by name; decoder stage
-                   (``patch_embed``, ``layers``, ``norm``,          n-1-i from encoder stage i (VM-UNet's
-                   ``head``)                                        ``load_from``); rest skipped
-=================  ==============================================  ===================================
+Files are read without running code from them (``vmunet.models.safe_load``). Mapping by layout:
+
+* ``vmunet``, ``vmunet_original``: by name; names and shapes are ours (222 tensors for the paper
+  config). Missing or unexpected keys are errors when strict.
+* ``vmamba_v0`` (and ``vmamba_v0_new_names`` after renaming): the encoder by name, and each
+  encoder block also into the mirrored decoder stage ``n-1-i`` (VM-UNet's ``load_from``);
+  the ImageNet ``norm``/``head`` and blocks beyond the model's depth are skipped. A key that fits
+  nothing else, or a file of which nothing loads, is an error when strict.
+* ``vmamba_v2``, ``unknown``: an error when strict (naming the layout and what identified it);
+  otherwise whatever fits by name and shape.
 
 Our modules use VMamba's names and its stacked SS2D layout (``x_proj_weight`` (K, R+2N, d_inner),
 ``dt_projs_weight`` (K, d_inner, R), ``dt_projs_bias`` (K, d_inner), ``A_logs`` (K*d_inner, N),
@@ -19,8 +17,9 @@ Our modules use VMamba's names and its stacked SS2D layout (``x_proj_weight`` (K
 loaded into a 1-channel model has its kernel summed over input channels, which gives a gray image
 exactly the response the RGB model gives to that image repeated three times.
 
-Shape mismatches raise ``ValueError`` unless ``strict=False`` (then they are skipped and
-logged). For the two complete formats, missing or unexpected model keys are errors too when strict.
+Shape mismatches are errors unless ``strict=False``; then every tensor that does not fit is
+skipped and the report (logged as it loads) says what loaded, what was skipped and why, and which
+model tensors kept their initialisation -- the fine-tuning case (e.g. another class count).
 """
 
 from __future__ import annotations
@@ -32,101 +31,83 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
+
+from vmunet.models.layouts import LAYOUTS, Detected, detect
+from vmunet.models.safe_load import WeightsError, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("vmunet", "vmunet_original", "vmamba")
 _PATCH_EMBED = "patch_embed.proj.weight"
+#: layouts whose every tensor maps by name onto ours (so missing/unexpected keys are problems)
+_COMPLETE = ("vmunet", "vmunet_original")
 
 
 @dataclass
 class LoadReport:
-    """What ``load_weights`` did. Keys in ``loaded``/``missing`` are model keys; ``skipped``
-    holds (checkpoint key, reason); ``adapted`` holds (model key, what was done)."""
+    """What ``load_weights`` did (or would do). Keys in ``loaded``/``missing`` are model keys;
+    ``skipped`` holds (checkpoint key, reason); ``adapted`` holds (model key, what was done);
+    ``problems`` what ``strict`` refuses."""
 
-    format: str
+    layout: str
+    entry: str = "(top level)"
     loaded: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     adapted: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        reasons: dict[str, int] = {}
-        for _, why in self.skipped:
-            reasons[why] = reasons.get(why, 0) + 1
-        parts = [f"{self.format} checkpoint: loaded {len(self.loaded)} tensors"]
+        parts = [f"{self.layout} weights ({self.entry}): loaded {len(self.loaded)} tensors"]
+        parts += self.notes
         if self.adapted:
             parts.append("adapted " + "; ".join(f"{k} ({how})" for k, how in self.adapted))
         if self.skipped:
+            reasons: dict[str, int] = {}
+            for _, why in self.skipped:
+                reasons[why] = reasons.get(why, 0) + 1
             parts.append(f"skipped {len(self.skipped)} (" +
                          "; ".join(f"{n}x {why}" for why, n in reasons.items()) + ")")
         if self.missing:
             parts.append(f"{len(self.missing)} model tensors not in the checkpoint kept their init")
         return ", ".join(parts)
 
-
-def read_checkpoint(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
-    """A checkpoint dict from a path (``torch.load`` with ``weights_only=True``) or a dict."""
-    if isinstance(source, Mapping):
-        return source
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read weights file {path} with torch.load(weights_only=True): {err}"
-        ) from err
+    def details(self, limit: int = 12) -> list[str]:
+        """Lines naming the skipped checkpoint keys (by reason) and the modules left at init."""
+        lines = []
+        by_reason: dict[str, list[str]] = {}
+        for key, why in self.skipped:
+            by_reason.setdefault(why, []).append(key)
+        for why, keys in by_reason.items():
+            lines.append(f"skipped ({why}): {_short(_modules(keys), limit)}")
+        if self.missing:
+            lines.append(f"kept their init: {_short(_modules(self.missing), limit)}")
+        return lines
 
 
-def _is_state_dict(d: Any) -> bool:
-    return isinstance(d, Mapping) and len(d) > 0 and all(isinstance(v, Tensor) for v in d.values())
+_BLOCK_PREFIX = re.compile(r"^(layers(?:_up)?\.\d+\.blocks\.\d+)\.")
 
 
-def detect_format(ckpt: Mapping[str, Any]) -> tuple[str, dict[str, Tensor], list[tuple[str, str]]]:
-    """(format, state dict in our naming or VMamba's, keys dropped while unwrapping with reasons)."""
-    dropped: list[tuple[str, str]] = []
-    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):  # Lightning
-        sd = {}
-        for k, v in ckpt["state_dict"].items():
-            if k.startswith("model."):
-                sd[k[len("model."):]] = v
-            else:
-                dropped.append((k, "not under the LightningModule's 'model.' prefix"))
-        if not sd:
-            raise ValueError("Lightning checkpoint has no 'model.*' keys in its state_dict")
-        return "vmunet", sd, dropped
-    if "model" in ckpt and _is_state_dict(ckpt["model"]):
-        return "vmamba", dict(ckpt["model"]), dropped
-    if "model_state_dict" in ckpt and _is_state_dict(ckpt["model_state_dict"]):
-        ckpt = ckpt["model_state_dict"]  # VM-UNet's training script saves this wrapper
-    if not _is_state_dict(ckpt):
-        keys = list(ckpt)[:8]
-        raise ValueError(
-            "unrecognised checkpoint format: expected a Lightning checkpoint ('state_dict'), a "
-            "VMamba checkpoint ('model'), or a state dict of tensors; top-level keys: " + str(keys)
-        )
-    if any(k.startswith("vmunet.") for k in ckpt):
-        sd = {}
-        for k, v in ckpt.items():
-            if k.startswith("vmunet."):
-                sd[k[len("vmunet."):]] = v
-            else:
-                dropped.append((k, "not under the original VM-UNet's 'vmunet.' prefix"))
-        return "vmunet_original", sd, dropped
-    return "vmunet", dict(ckpt), dropped
+def _modules(keys: list[str]) -> list[str]:
+    """Keys -> the modules holding them (a VSS block as a whole), in order, once each."""
+    return list(dict.fromkeys(m.group(1) if (m := _BLOCK_PREFIX.match(k)) else k.rsplit(".", 1)[0]
+                              for k in keys))
 
 
+def _short(names: list[str], limit: int) -> str:
+    more = f" ... (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+_NO_NAME = "no parameter of that name in the model"
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(blocks\.(\d+)\.|downsample\.)")
 
 
 def _vmamba_targets(key: str, model_keys: set[str], n_stages: int) -> tuple[list[str], str]:
     """Model keys a VMamba key initialises (encoder by name, blocks also into the mirrored
     decoder stage), or ([], why it is skipped)."""
-    if key.startswith(("head.", "norm.")):
+    if key.startswith(("head.", "norm.", "classifier.")):
         return [], "ImageNet classifier part (norm/head), unused by VM-UNet"
     targets = [key] if key in model_keys else []
     m = _LAYER_KEY.match(key)
@@ -139,7 +120,7 @@ def _vmamba_targets(key: str, model_keys: set[str], n_stages: int) -> tuple[list
         return targets, ""
     if m and m.group(3) is not None:
         return [], "block beyond the model's depth"
-    return [], "no parameter of that name in the model"
+    return [], _NO_NAME
 
 
 def _fit(name: str, value: Tensor, target: Tensor) -> tuple[Tensor | None, str]:
@@ -152,77 +133,77 @@ def _fit(name: str, value: Tensor, target: Tensor) -> tuple[Tensor | None, str]:
     return None, f"shape {tuple(value.shape)} in checkpoint vs {tuple(target.shape)} in model"
 
 
-def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
-                 strict: bool = True) -> LoadReport:
-    """Load ``source`` (path or checkpoint dict, any of ``FORMATS``) into ``model`` in place.
-
-    Raises ``ValueError`` on shape mismatches and, for the complete formats (``vmunet``,
-    ``vmunet_original``), on missing or unexpected model keys — unless ``strict=False``, in which
-    case those are skipped and reported. Returns a ``LoadReport`` (also logged at INFO).
-    """
-    ckpt = read_checkpoint(source)
-    fmt, sd, dropped = detect_format(ckpt)
+def plan_weights(model: nn.Module, ckpt: Mapping[str, Any], *, entry: str = "auto",
+                 where: str = "checkpoint") -> tuple[LoadReport, dict[str, Tensor]]:
+    """What loading ``ckpt`` into ``model`` would do: the report (with ``problems``, what strict
+    refuses) and the tensors to assign, by model key. Nothing is changed."""
+    found = detect(ckpt, entry=entry, where=where)
     own = model.state_dict()
-    report = LoadReport(fmt, skipped=list(dropped))
-    n_stages = len(getattr(model, "layers", ()))
+    report = LoadReport(found.layout, found.entry, skipped=list(found.dropped), notes=list(found.notes))
+    if found.layout in ("vmamba_v2", "unknown"):
+        report.problems.append(
+            f"detected layout {found.layout}: {found.description}; its tensors are not VM-UNet's "
+            "(VMamba v0 blocks: ln_1 + self_attention, d_state 16, patch-merging downsample)"
+        )
+    assign = _match(found, own, len(getattr(model, "layers", ())), report)
+    report.loaded = [k for k in own if k in assign]
+    report.missing = [k for k in own if k not in assign]
+    if found.layout in _COMPLETE:
+        report.problems += [f"missing key {k}" for k in report.missing]
+    elif not assign and not report.problems:
+        report.problems.append(f"no tensor of this {LAYOUTS[found.layout]} checkpoint fits the model")
+    return report, assign
+
+
+def _match(found: Detected, own: Mapping[str, Tensor], n_stages: int, report: LoadReport
+           ) -> dict[str, Tensor]:
+    vmamba = found.layout.startswith("vmamba")
     assign: dict[str, Tensor] = {}
-    problems: list[str] = []
-    for key, value in sd.items():
-        if fmt == "vmamba":
+    for key, value in found.state.items():
+        if vmamba:
             targets, why = _vmamba_targets(key, set(own), n_stages)
+            if not targets and why == _NO_NAME and found.layout != "vmamba_v2":
+                report.problems.append(f"unexpected key {key}")
         else:
-            targets, why = ([key], "") if key in own else ([], "no parameter of that name in the model")
-            if not targets:
-                problems.append(f"unexpected key {key}")
+            targets, why = ([key], "") if key in own else ([], _NO_NAME)
+            if not targets and found.layout in _COMPLETE:
+                report.problems.append(f"unexpected key {key}")
         if not targets:
             report.skipped.append((key, why))
             continue
         for t in targets:
             fitted, note = _fit(t, value, own[t])
             if fitted is None:
-                problems.append(f"{key} -> {t}: {note}")
+                report.problems.append(f"{key} -> {t}: {note}")
                 report.skipped.append((key, note))
                 continue
             if note:
                 report.adapted.append((t, note))
             assign[t] = fitted
-    report.loaded = [k for k in own if k in assign]
-    report.missing = [k for k in own if k not in assign]
-    if fmt != "vmamba":
-        problems += [f"missing key {k}" for k in report.missing]
-    if strict and problems:
-        where = source if not isinstance(source, Mapping) else "checkpoint dict"
-        raise ValueError(
-            f"cannot load {fmt} weights from {where} into {type(model).__name__} "
-            f"({len(problems)} problem(s); pass strict=False to skip them): " + "; ".join(problems[:20])
+    return assign
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
+                 strict: bool = True, entry: str = "auto", where: str | None = None) -> LoadReport:
+    """Load ``source`` (a path or a checkpoint dict, any layout of ``vmunet.models.layouts``) into
+    ``model`` in place; ``entry`` picks ``model``/``model_ema`` of a VMamba file (``auto``: EMA).
+
+    Raises ``WeightsError`` (a ``ValueError``) for an unreadable or unsafe file and, when
+    ``strict``, for any problem of the plan (see the module docstring); with ``strict=False``
+    those tensors are skipped. ``where`` names a dict's file in messages. Returns the
+    ``LoadReport``, also logged at INFO as it loads.
+    """
+    where = where or ("checkpoint dict" if isinstance(source, Mapping) else str(source))
+    report, assign = plan_weights(model, read_checkpoint(source), entry=entry, where=where)
+    if strict and report.problems:
+        raise WeightsError(
+            f"cannot load {report.layout} weights from {where} into {type(model).__name__} "
+            f"({len(report.problems)} problem(s); load non-strictly to skip them): "
+            + "; ".join(report.problems[:20])
         )
     model.load_state_dict(assign, strict=False)
-    logger.info("weights from %s: %s",
-                source if not isinstance(source, Mapping) else "dict", report.summary())
-    for key, why in report.skipped:
-        logger.debug("skipped %s: %s", key, why)
+    logger.info("weights from %s: %s", where, report.summary())
+    if not strict or report.missing or report.skipped:
+        for line in report.details():
+            logger.info("weights from %s: %s", where, line)
     return report
-
-
-def model_from_checkpoint(source: str | Path | Mapping[str, Any], **overrides: Any
-                          ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild and load a model from one of this project's Lightning checkpoints.
-
-    Uses ``ckpt["vmunet"]`` (``model_name``, ``model_kwargs``, ``preprocessing``, ``version``);
-    ``overrides`` (e.g. ``scan_backend``) replace entries of ``model_kwargs``. Returns
-    ``(model in eval mode, ckpt["vmunet"])``.
-    """
-    from vmunet.models.registry import create_model
-
-    ckpt = read_checkpoint(source)
-    meta = ckpt.get("vmunet")
-    if not isinstance(meta, Mapping) or "model_name" not in meta:
-        raise ValueError(
-            f"{source if not isinstance(source, Mapping) else 'checkpoint'} has no 'vmunet' "
-            "entry with 'model_name' and 'model_kwargs'; it was not written by vmunet training"
-        )
-    kwargs = {**dict(meta.get("model_kwargs") or {}), **overrides}
-    if "num_classes" not in kwargs:
-        raise ValueError("checkpoint's vmunet.model_kwargs lacks 'num_classes'")
-    model = create_model(meta["model_name"], weights=ckpt, **kwargs)
-    return model.eval(), dict(meta)

@@ -1,0 +1,183 @@
+"""Which weights a checkpoint holds (its *layout*), with the keys renamed to the names we map.
+
+=======================  ==========================================================  ===============
+layout                   recognised by                                               loaded
+=======================  ==========================================================  ===============
+``vmunet``               ours: our decoder keys (``layers_up.``, ``final_conv.``),     by name
+                         bare or in a Lightning ``state_dict`` under ``model.``
+``vmunet_original``      VM-UNet's ``VMUNet.state_dict()``: keys ``vmunet.*``          by name
+                         (optionally under ``model_state_dict``)
+``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
+                         ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
+                                                                                     mirrored decoder
+``vmamba_v0_new_names``  v0 weights saved by later VMamba code (its ``VSSM``           renamed to v0
+                         ``_load_from_state_dict`` renames): blocks ``norm`` + ``op``,
+                         ``patch_embed.0/2``, ``downsample.1/2``, ``classifier.norm/head``
+``vmamba_v2``            later VMamba models (v2/v3): an MLP branch (``mlp``,           nothing fits
+                         ``norm2``), conv downsample, stacked-conv patch embedding,
+                         grouped ``x_proj.weight``, ``d_state`` other than 16
+``unknown``              anything else                                               by name
+=======================  ==========================================================  ===============
+
+VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and ``model_ema``;
+``entry="auto"`` takes ``model_ema`` when present and logs that it did.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from vmunet.models.safe_load import WeightsError
+
+logger = logging.getLogger(__name__)
+
+ENTRIES = ("auto", "model", "model_ema")
+LAYOUTS = {
+    "vmunet": "this project's VM-UNet",
+    "vmunet_original": "the original VM-UNet code's VMUNet",
+    "vmamba_v0": "VMamba v0 ImageNet classifier",
+    "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
+    "vmamba_v2": "later VMamba (v2/v3) model",
+    "unknown": "no known layout",
+}
+
+_BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
+_V0_BLOCK_PARTS = {"ln_1", "self_attention"}
+_NEW_BLOCK_PARTS = {"norm", "op"}
+#: later VMamba names -> v0 names: the inverse of ``change_name`` in VMamba's
+#: ``VSSM._load_from_state_dict`` (vmamba.py), which loads v0 files into the new modules
+_NEW_TO_V0 = [
+    (re.compile(r"^patch_embed\.0\."), "patch_embed.proj."),
+    (re.compile(r"^patch_embed\.2\."), "patch_embed.norm."),
+    (re.compile(r"^(layers\.\d+\.blocks\.\d+\.)norm\."), r"\1ln_1."),
+    (re.compile(r"^(layers\.\d+\.blocks\.\d+\.)op\."), r"\1self_attention."),
+    (re.compile(r"^(layers\.\d+\.downsample\.)1\."), r"\1norm."),
+    (re.compile(r"^(layers\.\d+\.downsample\.)2\."), r"\1reduction."),
+    (re.compile(r"^classifier\.norm\."), "norm."),
+    (re.compile(r"^classifier\.head\."), "head."),
+]
+
+
+@dataclass
+class Detected:
+    """A checkpoint's weights: ``layout`` (a key of :data:`LAYOUTS`), the tensors under the names
+    the loader maps (ours for ``vmunet*``/``unknown``, VMamba v0's for ``vmamba*``), where in the
+    file they were (``entry``), keys dropped while unwrapping, what was done, what identified it."""
+
+    layout: str
+    state: dict[str, Tensor]
+    entry: str
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+
+    @property
+    def description(self) -> str:
+        return LAYOUTS[self.layout] + (f" ({'; '.join(self.features)})" if self.features else "")
+
+
+def is_state_dict(d: Any) -> bool:
+    return isinstance(d, Mapping) and len(d) > 0 and all(isinstance(v, Tensor) for v in d.values())
+
+
+def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkpoint") -> Detected:
+    """Unwrap the weights of ``ckpt`` (choosing ``entry`` in VMamba files) and name their layout."""
+    if entry not in ENTRIES:
+        raise WeightsError(f"weights entry must be one of {', '.join(ENTRIES)}, got {entry!r}")
+    state, used, dropped = _unwrap(ckpt, entry, where)
+    if any(k.startswith("vmunet.") for k in state):
+        kept = {}
+        for k, v in state.items():
+            if k.startswith("vmunet."):
+                kept[k[len("vmunet."):]] = v
+            else:
+                dropped.append((k, "not under the original VM-UNet's 'vmunet.' prefix"))
+        return Detected("vmunet_original", kept, used, dropped)
+    if any(k.startswith(("layers_up.", "final_conv.", "final_up.")) for k in state):
+        return Detected("vmunet", state, used, dropped)
+    parts = {m.group(1) for k in state if (m := _BLOCK.match(k))}
+    if parts and parts <= _V0_BLOCK_PARTS:
+        return Detected("vmamba_v0", state, used, dropped)
+    if parts & _NEW_BLOCK_PARTS:
+        features = _later_vmamba_features(state, parts)
+        if features:
+            return Detected("vmamba_v2", state, used, dropped, features=features)
+        renamed = {_to_v0(k): v for k, v in state.items()}
+        n = sum(_to_v0(k) != k for k in state)
+        note = (f"renamed {n} keys from later VMamba names (norm/op, patch_embed.0/2, downsample.1/2, "
+                "classifier.*) to v0's")
+        return Detected("vmamba_v0_new_names", renamed, used, dropped, notes=[note])
+    sample = sorted(state)[:4]
+    return Detected("unknown", state, used, dropped, features=["keys like " + ", ".join(sample)])
+
+
+def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str
+            ) -> tuple[dict[str, Tensor], str, list[tuple[str, str]]]:
+    dropped: list[tuple[str, str]] = []
+    holders = [k for k in ("model", "model_ema") if is_state_dict(ckpt.get(k))]
+    if entry != "auto" and not holders:
+        raise WeightsError(f"{where}: weights entry {entry!r} is for VMamba files with 'model'/'model_ema' "
+                           f"state dicts; this file has top-level keys {sorted(map(str, ckpt))[:8]}")
+    if holders:
+        if entry == "auto":
+            used = "model_ema" if "model_ema" in holders else "model"
+            if used == "model_ema":
+                logger.info("%s: using its 'model_ema' weights (the EMA of training; weights entry 'model' "
+                            "picks the raw ones)", where)
+        elif entry not in holders:
+            raise WeightsError(f"{where} has no {entry!r} weights; it has {', '.join(holders)}")
+        else:
+            used = entry
+        return dict(ckpt[used]), used, dropped
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):  # Lightning
+        state = {}
+        for k, v in ckpt["state_dict"].items():
+            if k.startswith("model."):
+                state[k[len("model."):]] = v
+            else:
+                dropped.append((k, "not under the LightningModule's 'model.' prefix"))
+        if not state:
+            raise WeightsError(f"{where}: Lightning checkpoint has no 'model.*' keys in its state_dict")
+        return state, "state_dict", dropped
+    if is_state_dict(ckpt.get("model_state_dict")):  # the original VM-UNet training script's wrapper
+        return dict(ckpt["model_state_dict"]), "model_state_dict", dropped
+    if is_state_dict(ckpt):
+        return dict(ckpt), "(top level)", dropped
+    raise WeightsError(
+        f"{where}: unrecognised checkpoint: expected a Lightning checkpoint ('state_dict'), a VMamba "
+        "checkpoint ('model'/'model_ema'), or a state dict of tensors; top-level keys: "
+        + str(sorted(map(str, ckpt))[:8])
+    )
+
+
+def _to_v0(key: str) -> str:
+    for pattern, repl in _NEW_TO_V0:
+        new, n = pattern.subn(repl, key)
+        if n:
+            return new
+    return key
+
+
+def _later_vmamba_features(state: Mapping[str, Tensor], parts: set[str]) -> list[str]:
+    """What marks weights in later VMamba's names as not v0 (empty for v0 weights renamed)."""
+    found = []
+    if parts & {"mlp", "norm2"}:
+        found.append("blocks with an MLP branch (mlp, norm2)")
+    if other := sorted(parts - _NEW_BLOCK_PARTS - {"mlp", "norm2"}):
+        found.append("block parts " + ", ".join(other))
+    if any(re.match(r"^layers\.\d+\.downsample\.1\.weight$", k) and v.dim() == 4 for k, v in state.items()):
+        found.append("conv downsample (downsample.1.weight is a conv kernel)")
+    if any(k.startswith("patch_embed.5.") for k in state):
+        found.append("stacked-conv patch embedding (patch_embed.5)")
+    if any(k.endswith(".op.x_proj.weight") for k in state):
+        found.append("grouped x_proj (op.x_proj.weight)")
+    n_states = {v.shape[-1] for k, v in state.items() if k.endswith(".op.A_logs") and v.dim() == 2}
+    if found and n_states - {16}:  # informative only: any d_state is v0-shaped, shapes decide the fit
+        found.append("d_state=" + "/".join(map(str, sorted(n_states))) + " (v0 uses 16)")
+    return found
