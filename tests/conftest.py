@@ -1,8 +1,17 @@
-"""Suite-wide settings: nothing a test run does may write outside its temporary folders."""
+"""Session-wide test set-up that must happen before any test module is imported, and settings
+that keep every test run inside its temporary folders."""
 
-from __future__ import annotations
+import os
 
 import pytest
+import torch
+
+# Without a GPU, Triton kernels (the "triton" selective-scan backend) run on CPU tensors only under
+# Triton's interpreter, which is chosen when a kernel is defined, i.e. when vmunet.ops.scan_triton
+# is first imported: set it here, before any test module can import it. Nothing else in the suite
+# uses Triton on CPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -54,18 +54,42 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The VmunetError behind ``exc``: itself, or one a library wrapped (jsonargparse turns a data
+    module's LayoutError into "Does not validate against any of the Union subtypes", MONAI into
+    "applying transform ..."), found through the exception chain; None for anything else."""
+    from vmunet.errors import VmunetError
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None or isinstance(seen, VmunetError):
+            return seen
+        if not isinstance(seen, (ValueError, TypeError, RuntimeError)):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except Exception as exc:
+        # Bad input (a data file or folder, a checkpoint, a setting) is the user's, not a bug: say
+        # what is wrong in one line, no traceback. Anything else is a bug and keeps its traceback.
+        found = _user_error(exc)
+        if found is None:
+            raise
+        command = next((a for a in argv if not a.startswith("-")), "")
+        print(f"vmunet {command}: error: {_one_line(found)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from vmunet.errors import VmunetError
         from vmunet.training.cli import run_lightning_cli
 
-        try:
-            run_lightning_cli(argv)
-        except VmunetError as exc:
-            # Bad input (data folder, checkpoint, setting) is the user's, not a bug: one line, no traceback.
-            print(f"vmunet {argv[0]}: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
+        run_lightning_cli(argv)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
