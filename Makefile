@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-slow demo bench lint clean
+.PHONY: setup test test-slow demo bench lint clean gpu-so gpu-carry
 
 setup: $(STAMP)
 
@@ -32,6 +32,14 @@ bench: setup
 	$(PY) benchmarks/bench_scan.py
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_predict.py
+
+# GPU: build mamba-ssm's selective-scan kernel for the device (cross build, no GPU needed) and
+# gather what one device call carries (benchmarks/gpu/make_carry.sh says what and why)
+gpu-so: setup
+	bash benchmarks/gpu/build_selective_scan.sh
+
+gpu-carry: setup
+	PY=$(PY) bash benchmarks/gpu/make_carry.sh
 
 lint: setup
 	$(VENV)/bin/ruff check vmunet tests benchmarks

@@ -13,3 +13,7 @@ from __future__ import annotations
 
 class VmunetError(Exception):
     """A problem with the user's input that vmunet detected; the message names the file or field."""
+
+
+class ConfigError(VmunetError, ValueError):
+    """An invalid setting (a YAML key or command-line option)."""

@@ -98,3 +98,91 @@ def test_isic_pipeline_normalizes_and_keeps_binary():
         o = tr({"image": img.copy(), "label": mask.copy()})
         assert o["image"].shape == (3, 32, 32) and o["label"].dtype == torch.float32
         assert set(o["label"].unique().tolist()) <= {0.0, 1.0}
+
+
+# --- VM-UNet datasets/dataset.py, verbatim (the random draws come from np.random there) -------------
+def orig_random_rot_flip(image, label):
+    k = np.random.randint(0, 4)
+    image = np.rot90(image, k)
+    label = np.rot90(label, k)
+    axis = np.random.randint(0, 2)
+    image = np.flip(image, axis=axis).copy()
+    label = np.flip(label, axis=axis).copy()
+    return image, label
+
+
+def orig_random_rotate(image, label):
+    from scipy import ndimage
+
+    angle = np.random.randint(-20, 20)
+    image = ndimage.rotate(image, angle, order=0, reshape=False)
+    label = ndimage.rotate(label, angle, order=0, reshape=False)
+    return image, label
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_paper_rot_flip_and_rotate_equal_the_original_functions(seed):
+    from vmunet.data.transforms import rot_flip, rotate_nearest
+
+    rng = np.random.default_rng(seed)
+    image = rng.random((12, 10)).astype(np.float32)  # non-square: a wrong axis shows
+    label = rng.integers(0, 9, (12, 10))
+    np.random.seed(seed)
+    k, axis = np.random.randint(0, 4), np.random.randint(0, 2)
+    np.random.seed(seed)
+    ref_img, ref_lab = orig_random_rot_flip(image, label)
+    assert np.array_equal(rot_flip(image[None], k, axis)[0], ref_img)
+    assert np.array_equal(rot_flip(label[None], k, axis)[0], ref_lab)
+    np.random.seed(seed)
+    angle = np.random.randint(-20, 20)
+    np.random.seed(seed)
+    ref_img, ref_lab = orig_random_rotate(image, label)
+    assert np.array_equal(rotate_nearest(image[None], angle)[0], ref_img)
+    assert np.array_equal(rotate_nearest(label[None], angle)[0], ref_lab)
+
+
+def test_paper_augmentation_draws_like_the_original():
+    from vmunet.data.transforms import paper_rot_flip_rotate
+
+    (tf,) = paper_rot_flip_rotate()
+    tf.set_random_state(seed=0)
+    draws = [tf.randomize() for _ in range(4000)]
+    kinds = [d[0] for d in draws]
+    # P(rot_flip) = 0.5, P(rotate) = 0.5 * 0.5, P(none) = 0.25; 4000 draws: 3 sigma is about 0.024
+    assert abs(kinds.count("rot_flip") / 4000 - 0.5) < 0.03
+    assert abs(kinds.count("rotate") / 4000 - 0.25) < 0.03
+    assert sorted({d[1] for d in draws if d[0] == "rot_flip"}) == [0, 1, 2, 3]  # k = 0 included
+    assert sorted({d[1] for d in draws if d[0] == "rotate"}) == list(range(-20, 20))  # integers, 20 excluded
+    # image and label get the same draw
+    img = np.arange(80, dtype=np.float32).reshape(1, 8, 10)
+    for _ in range(20):
+        out = tf({"image": img, "label": img.astype(np.int64)})
+        assert np.array_equal(out["image"], out["label"].astype(np.float32))
+
+
+def test_isic_paper_normalization_equals_the_original_mynormalize():
+    """VM-UNet utils.myNormalize (isic17 train stats) vs the paper pipeline and the inference record."""
+    from vmunet.data.preprocessing import apply_intensity
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3)).astype(np.float64)  # (H, W, C) as the original reads it
+    mean, std = 159.922, 28.871
+    z = (rgb - mean) / std
+    ref = (z - z.min()) / (z.max() - z.min()) * 255.0
+    chw = rgb.transpose(2, 0, 1).astype(np.float32)
+    tf = Compose(isic_transforms((20, 30), [0.0] * 3, [1.0] * 3, augment=False, paper=True))
+    out = tf({"image": chw, "label": np.zeros((1, 20, 30), np.float32)})
+    np.testing.assert_allclose(np.asarray(out["image"]), ref.transpose(2, 0, 1), atol=2e-3)
+    rec = {"mode": "minmax", "range": [0.0, 255.0]}
+    np.testing.assert_allclose(apply_intensity(rgb, rec), ref, atol=2e-3)
+
+
+def test_isic_paper_pipeline_resizes_the_mask_bilinearly_after_augmentation():
+    mask = np.zeros((1, 16, 16), np.float32)
+    mask[0, 4:12, 4:12] = 1
+    tf = Compose(isic_transforms((24, 24), [0.0] * 3, [1.0] * 3, augment=False, paper=True))
+    out = np.asarray(tf({"image": np.ones((3, 16, 16), np.float32), "label": mask})["label"])
+    ref = torch.nn.functional.interpolate(torch.from_numpy(mask[None]), size=(24, 24), mode="bilinear",
+                                          align_corners=False)[0].numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    assert ((out > 0) & (out < 1)).any()  # soft edges, as the original's TF.resize of the mask

@@ -1,4 +1,11 @@
-"""Metrics against independent implementations (scipy distance transforms, numpy confusion counts)."""
+"""Metrics against independent references.
+
+* HD95: medpy (the papers' implementation), MONAI, and a brute-force surface-distance computation
+  written here in plain numpy (no distance transform, no scipy erosion).
+* Empty-mask conventions: the original ``calculate_metric_percase`` (VM-UNet ``utils.py``) copied
+  verbatim below, with medpy's ``dc``/``hd95``; hand-counted values for ``strict``.
+* Confusion counts against numpy.
+"""
 
 from __future__ import annotations
 
@@ -6,126 +13,247 @@ import math
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from medpy import metric as medpy_metric
 
 from vmunet.evaluation.metrics import (
     BinaryConfusion,
+    apply_convention,
     case_metrics,
+    convention_rows,
     dedup_rows,
     dice_coefficient,
     hausdorff95,
+    pair_metrics,
     summarize_cases,
 )
 
 
-def ref_hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
-    """medpy-style HD95: surface voxels (mask minus its 1-connectivity erosion), EDT to the other surface."""
-    struct = ndimage.generate_binary_structure(pred.ndim, 1)
-
-    def surface(m):
-        return m ^ ndimage.binary_erosion(m, structure=struct, border_value=0)
-
-    sp, sg = surface(pred), surface(gt)
-    dt_to_g = ndimage.distance_transform_edt(~sg, sampling=spacing)
-    dt_to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
-    return max(np.percentile(dt_to_g[sp], 95), np.percentile(dt_to_p[sg], 95))
+# ------------------------------------------------------------------------------ plain references
+def bf_surface(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` with a 1-connectivity neighbour outside it (outside the array counts)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    interior = padded.copy()
+    for axis in range(mask.ndim):
+        for shift in (1, -1):
+            interior &= np.roll(padded, shift, axis=axis)
+    return mask & ~interior[tuple(slice(1, -1) for _ in range(mask.ndim))]
 
 
-def ref_dice(pred, gt):
-    return 2 * np.logical_and(pred, gt).sum() / (pred.sum() + gt.sum())
+def bf_directed(a: np.ndarray, b: np.ndarray, spacing=None) -> np.ndarray:
+    """For every surface voxel of ``a`` the distance to the nearest surface voxel of ``b`` (all pairs)."""
+    sp = np.ones(a.ndim) if spacing is None else np.asarray(spacing, float)
+    pa = np.argwhere(bf_surface(a)) * sp
+    pb = np.argwhere(bf_surface(b)) * sp
+    return np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1)).min(1)
 
 
-def test_hd95_known_answer_shifted_square():
+def bf_pooled(a, b, spacing=None, q=95.0) -> float:
+    return float(np.percentile(np.concatenate([bf_directed(a, b, spacing), bf_directed(b, a, spacing)]), q))
+
+
+def calculate_metric_percase(pred, gt):
+    """VM-UNet utils.py, verbatim (medpy's dc / hd95)."""
+    pred[pred > 0] = 1
+    gt[gt > 0] = 1
+    if pred.sum() > 0 and gt.sum() > 0:
+        dice = medpy_metric.binary.dc(pred, gt)
+        hd95 = medpy_metric.binary.hd95(pred, gt)
+        return dice, hd95
+    elif pred.sum() > 0 and gt.sum() == 0:
+        return 1, 0
+    else:
+        return 0, 0
+
+
+def disc_and_wedge() -> tuple[np.ndarray, np.ndarray]:
+    """A disc and a slanted wedge: their surface distances spread over many values."""
+    yy, xx = np.mgrid[:48, :48]
+    disc = (yy - 22) ** 2 + (xx - 22) ** 2 <= 11 ** 2
+    wedge = (xx >= 5) & (xx <= 42) & (yy >= 20 - (xx - 5) * 0.45) & (yy <= 24 + (xx - 5) * 0.3)
+    return disc, wedge
+
+
+def ellipsoids_3d() -> tuple[np.ndarray, np.ndarray]:
+    zz, yy, xx = np.mgrid[:14, :30, :32]
+    a = ((zz - 6) / 5.0) ** 2 + ((yy - 14) / 10.0) ** 2 + ((xx - 15) / 9.0) ** 2 <= 1
+    b = ((zz - 7) / 4.0) ** 2 + ((yy - 16) / 7.0) ** 2 + ((xx - 13) / 12.0) ** 2 <= 1
+    b[0:2, 0:3, 29:32] = True  # an outlier blob touching the array border
+    return a, b
+
+
+# ------------------------------------------------------------------------------ HD95 definitions
+@pytest.mark.parametrize(("spacing", "frozen"), [(None, 13.038404810405298), ((1.0, 0.37), 7.207969845117289)])
+def test_pooled_hd95_is_medpys_and_the_95th_percentile_exactly(spacing, frozen):
+    disc, wedge = disc_and_wedge()
+    # the brute-force reference at neighbouring percentiles: these differ, so a wrong percentile fails
+    p94, p95, p96 = (bf_pooled(disc, wedge, spacing, q=q) for q in (94, 95, 96))
+    assert p94 < p95 - 0.1 and p95 < p96 - 0.1
+    ours = hausdorff95(disc, wedge, spacing)
+    assert ours == pytest.approx(p95, abs=1e-9)
+    assert ours == pytest.approx(medpy_metric.binary.hd95(disc, wedge, voxelspacing=spacing), abs=1e-9)
+    assert ours == pytest.approx(frozen, abs=1e-9)  # medpy 0.5.2 on these shapes
+    # MONAI's definition is the larger directed percentile, and differs from pooled here
+    d1, d2 = bf_directed(disc, wedge, spacing), bf_directed(wedge, disc, spacing)
+    monai_def = max(np.percentile(d1, 95), np.percentile(d2, 95))
+    assert hausdorff95(disc, wedge, spacing, "monai") == pytest.approx(monai_def, abs=1e-9)
+    assert hausdorff95(disc, wedge, spacing, "monai") > ours + 0.1
+
+
+@pytest.mark.parametrize("spacing", [None, (2.5, 0.7, 0.9)])
+def test_pooled_hd95_matches_medpy_and_bruteforce_3d(spacing):
+    a, b = ellipsoids_3d()
+    ref = medpy_metric.binary.hd95(a, b, voxelspacing=spacing)
+    assert hausdorff95(a, b, spacing) == pytest.approx(ref, rel=1e-12)
+    assert hausdorff95(a, b, spacing) == pytest.approx(bf_pooled(a, b, spacing), rel=1e-12)
+    assert hausdorff95(b, a, spacing) == pytest.approx(ref, rel=1e-12)  # symmetric
+    if spacing is not None:  # anisotropy must matter, otherwise this case proves nothing
+        assert not math.isclose(hausdorff95(a, b, spacing), hausdorff95(a, b))
+
+
+@pytest.mark.parametrize("spacing", [None, (2.5, 0.7, 0.9)])
+def test_monai_hd95_matches_monai(spacing):
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    a, b = ellipsoids_3d()
+    ref = compute_hausdorff_distance(torch.from_numpy(a[None, None]), torch.from_numpy(b[None, None]),
+                                     include_background=True, percentile=95, spacing=spacing)
+    assert hausdorff95(a, b, spacing, "monai") == pytest.approx(float(ref.reshape(-1)[0]), rel=1e-5)
+    assert hausdorff95(a, b, spacing, "monai") >= hausdorff95(a, b, spacing)
+
+
+def test_hd95_known_answer_shifted_square_and_errors():
     gt = np.zeros((20, 20), bool)
     gt[5:10, 5:10] = True
-    pred = np.roll(gt, 3, axis=1)  # a pure shift by 3: every surface point moves by <= 3
-    assert hausdorff95(pred, gt) == pytest.approx(3.0)
-    assert hausdorff95(pred, gt, spacing=(1.0, 2.0)) == pytest.approx(6.0)
+    pred = np.roll(gt, 3, axis=1)  # a pure shift by 3: the largest surface distances are 3
+    assert hausdorff95(pred, gt, definition="monai") == pytest.approx(3.0)
+    assert hausdorff95(pred, gt, spacing=(1.0, 2.0), definition="monai") == pytest.approx(6.0)
+    assert hausdorff95(pred, gt) == pytest.approx(medpy_metric.binary.hd95(pred, gt))
     assert hausdorff95(gt, gt) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        hausdorff95(gt, np.zeros_like(gt))
+    with pytest.raises(ValueError, match="HD95 definition must be one of"):
+        hausdorff95(gt, gt, definition="medpy")
+    with pytest.raises(ValueError, match="one positive voxel size per array axis"):
+        hausdorff95(pred, gt, spacing=(1.0,))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_hd95_matches_scipy_reference_3d_anisotropic(seed):
-    rng = np.random.default_rng(seed)
-    gt = np.zeros((12, 30, 28), bool)
-    gt[3:9, 5:20, 6:22] = True
-    pred = ndimage.binary_dilation(gt, iterations=2) & (rng.random(gt.shape) > 0.15)
-    pred[0:2, 0:3, 0:3] = True  # a far outlier blob, touching the volume border
-    spacing = (2.5, 0.7, 0.9)
-    assert hausdorff95(pred, gt) == pytest.approx(ref_hd95(pred, gt), rel=1e-5)
-    assert hausdorff95(pred, gt, spacing) == pytest.approx(ref_hd95(pred, gt, spacing), rel=1e-5)
-    # anisotropy must matter here, otherwise the mm test above proves nothing
-    assert not math.isclose(hausdorff95(pred, gt, spacing), hausdorff95(pred, gt))
+# ------------------------------------------------------------------------------ conventions
+def four_status_case():
+    """Label maps where class 1 is scored, 2 missed, 3 a false positive, 4 absent from both."""
+    names = ["background", "scored", "missed", "fp", "absent"]
+    gt = np.zeros((6, 24, 24), np.int64)
+    gt[1:5, 3:12, 3:12] = 1
+    gt[2:4, 15:20, 15:20] = 2
+    pred = np.zeros_like(gt)
+    pred[1:5, 4:13, 2:12] = 1
+    pred[0, 20:23, 1:4] = 3
+    return names, pred, gt
 
 
-def test_dice_and_edge_cases():
-    empty = np.zeros((4, 6, 6), bool)
-    blob = empty.copy()
-    blob[1:3, 2:5, 2:5] = True
-    half = blob.copy()
-    half[1] = False
-    assert dice_coefficient(half, blob) == pytest.approx(ref_dice(half, blob)) == pytest.approx(2 * 9 / 27)
-    assert dice_coefficient(empty, empty) == 1.0 and hausdorff95(empty, empty) == 0.0
-    assert dice_coefficient(blob, empty) == 1.0 and hausdorff95(blob, empty) == 0.0
-    assert dice_coefficient(empty, blob) == 0.0 and hausdorff95(empty, blob) == 0.0
+def test_paper_convention_is_calculate_metric_percase():
+    names, pred, gt = four_status_case()
+    rows = case_metrics(pred, gt, names, spacing=(2.0, 1.0, 1.0))
+    assert [r["status"] for r in rows] == ["scored", "miss", "false_positive", "absent"]
+    for idx, row in enumerate(rows, start=1):
+        dice, hd = calculate_metric_percase(pred == idx, gt == idx)
+        got = apply_convention(row, "paper")
+        assert got["dice"] == pytest.approx(dice, abs=1e-12) and got["hd95"] == pytest.approx(hd, abs=1e-9)
+    # both empty is (0, 0) in the original, not (1, 0)
+    assert apply_convention(rows[3], "paper")["dice"] == 0.0
+    s = summarize_cases([{"case": "c", **r} for r in rows], names, "paper")
+    ref = [calculate_metric_percase(pred == i, gt == i) for i in range(1, 5)]
+    assert s["mean"]["dice"] == pytest.approx(np.mean([d for d, _ in ref]))
+    assert s["mean"]["hd95"] == pytest.approx(np.mean([h for _, h in ref]))
+    assert s["convention"] == "paper" and s["hd95_definition"] == "pooled"
 
 
-def test_case_metrics_rows_per_foreground_class():
-    names = ["background", "a", "b", "c"]
-    gt = np.zeros((3, 16, 16), np.int64)
-    gt[:, 2:8, 2:8] = 1
-    gt[:, 10:14, 10:14] = 2
-    pred = gt.copy()
-    pred[:, 2:8, 2:8] = 0
-    pred[:, 3:9, 2:8] = 1  # class 1 shifted by one row
-    pred[0, 0, 0] = 3  # class 3 predicted but absent from gt -> paper's (1, 0)
-    rows = case_metrics(pred, gt, names, spacing=(3.0, 1.0, 1.0))
-    assert [r["class"] for r in rows] == ["a", "b", "c"]
-    a, b, c = rows
-    assert a["dice"] == pytest.approx(ref_dice(pred == 1, gt == 1))
-    assert a["hd95"] == pytest.approx(ref_hd95(pred == 1, gt == 1))
-    assert a["hd95_mm"] == pytest.approx(ref_hd95(pred == 1, gt == 1, (3.0, 1.0, 1.0)))
-    assert (b["dice"], b["hd95"], b["hd95_mm"]) == (1.0, 0.0, 0.0)
-    assert (c["dice"], c["hd95"], c["hd95_mm"]) == (1.0, 0.0, 0.0)
+def test_strict_convention_excludes_absent_classes_and_counts_misses():
+    names, pred, gt = four_status_case()
+    rows = [{"case": "c", **r} for r in case_metrics(pred, gt, names, spacing=(2.0, 1.0, 1.0))]
+    scored_dice = 2 * np.sum((pred == 1) & (gt == 1)) / (np.sum(pred == 1) + np.sum(gt == 1))
+    scored_hd = medpy_metric.binary.hd95(pred == 1, gt == 1)
+    s = summarize_cases(rows, names, "strict")
+    pc = s["per_class"]
+    assert pc["scored"]["dice"] == pytest.approx(scored_dice) and pc["scored"]["hd95"] == pytest.approx(scored_hd)
+    assert pc["missed"]["dice"] == 0.0 and math.isnan(pc["missed"]["hd95"]) and pc["missed"]["misses"] == 1
+    assert math.isnan(pc["fp"]["dice"]) and pc["fp"]["false_positives"] == 1
+    assert math.isnan(pc["absent"]["dice"]) and math.isnan(pc["absent"]["hd95"])
+    # class means over the classes that have a value: Dice over {scored, missed}, HD95 over {scored}
+    assert s["mean"]["dice"] == pytest.approx(scored_dice / 2)
+    assert s["mean"]["hd95"] == pytest.approx(scored_hd)
+    assert (s["mean"]["misses"], s["mean"]["false_positives"]) == (1, 1)
+    # a model that predicts nothing: paper HD95 0 (looks perfect), strict HD95 undefined, 2 misses
+    empty = [{"case": "c", **r} for r in case_metrics(np.zeros_like(gt), gt, names)]
+    assert summarize_cases(empty, names, "paper")["mean"]["hd95"] == 0.0
+    nothing = summarize_cases(empty, names, "strict")
+    assert math.isnan(nothing["mean"]["hd95"]) and nothing["mean"]["dice"] == 0.0 and nothing["mean"]["misses"] == 2
+
+
+def test_case_metrics_rows_and_validation():
+    names, pred, gt = four_status_case()
+    rows = case_metrics(pred, gt, names, spacing=(2.0, 1.0, 1.0))
+    a = rows[0]
+    assert a["hd95_mm"] == pytest.approx(medpy_metric.binary.hd95(pred == 1, gt == 1, voxelspacing=(2.0, 1.0, 1.0)))
     assert case_metrics(pred, gt, names)[0]["hd95_mm"] is None
+    assert apply_convention(case_metrics(pred, gt, names)[1], "paper")["hd95_mm"] is None  # no spacing, no mm
+    cheap = case_metrics(pred, gt, names, hd95=None)[0]
+    assert cheap["hd95"] is None and cheap["dice"] == pytest.approx(a["dice"])
     with pytest.raises(ValueError, match="shapes differ"):
         case_metrics(pred[:2], gt, names)
     with pytest.raises(ValueError, match="one positive voxel size per array axis"):
         case_metrics(pred, gt, names, spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match="convention must be one of"):
+        summarize_cases([{"case": "c", **r} for r in rows], names, "lenient")
+    assert math.isnan(dice_coefficient(np.zeros(3, bool), np.zeros(3, bool)))
+    assert pair_metrics(gt == 1, gt == 1)["dice"] == 1.0
+
+
+def test_convention_rows_name_the_convention():
+    names, pred, gt = four_status_case()
+    rows = [{"case": "c", **r} for r in case_metrics(pred, gt, names)]
+    paper = convention_rows(rows, "paper")
+    assert [r["convention"] for r in paper] == ["paper"] * 4 and paper[2]["dice"] == 1.0
+    assert convention_rows(rows, "strict")[2]["dice"] is None
 
 
 def test_summarize_cases_averages_over_cases_then_classes_and_dedups():
     names = ["background", "x", "y"]
-    rows = [
-        {"case": "c1", "class": "x", "dice": 0.8, "hd95": 2.0, "hd95_mm": 4.0},
-        {"case": "c1", "class": "y", "dice": 0.6, "hd95": 4.0, "hd95_mm": 8.0},
-        {"case": "c2", "class": "x", "dice": 0.4, "hd95": 6.0, "hd95_mm": 12.0},
-        {"case": "c2", "class": "y", "dice": 1.0, "hd95": 0.0, "hd95_mm": 0.0},
-        # the DDP sampler padded by repeating c1 on another rank
-        {"case": "c1", "class": "x", "dice": 0.8, "hd95": 2.0, "hd95_mm": 4.0},
-    ]
-    s = summarize_cases(rows, names)
-    assert s["num_cases"] == 2
-    assert s["per_class"]["x"]["dice"] == pytest.approx(0.6)
-    assert s["per_class"]["y"]["hd95"] == pytest.approx(2.0)
-    assert s["mean"]["dice"] == pytest.approx((0.6 + 0.8) / 2)
-    assert s["mean"]["hd95"] == pytest.approx((4.0 + 2.0) / 2)
-    assert s["mean"]["hd95_mm"] == pytest.approx((8.0 + 4.0) / 2)
+
+    def row(case, cls, dice, hd, mm):
+        return {"case": case, "class": cls, "status": "scored", "dice": dice, "hd95": hd, "hd95_mm": mm,
+                "hd95_definition": "pooled", "has_spacing": mm is not None}
+
+    rows = [row("c1", "x", 0.8, 2.0, 4.0), row("c1", "y", 0.6, 4.0, 8.0), row("c2", "x", 0.4, 6.0, 12.0),
+            row("c2", "y", 1.0, 0.0, 0.0),
+            row("c1", "x", 0.8, 2.0, 4.0)]  # the DDP sampler padded by repeating c1 on another rank
+    for conv in ("strict", "paper"):  # all scored: the conventions agree
+        s = summarize_cases(rows, names, conv)
+        assert s["num_cases"] == 2
+        assert s["per_class"]["x"]["dice"] == pytest.approx(0.6)
+        assert s["per_class"]["y"]["hd95"] == pytest.approx(2.0)
+        assert s["mean"]["dice"] == pytest.approx((0.6 + 0.8) / 2)
+        assert s["mean"]["hd95"] == pytest.approx((4.0 + 2.0) / 2)
+        assert s["mean"]["hd95_mm"] == pytest.approx((8.0 + 4.0) / 2)
     rows[0]["hd95_mm"] = None
     assert summarize_cases(rows[:4], names)["mean"]["hd95_mm"] is None
     assert len(dedup_rows(rows, ("case", "class"))) == 4
+    with pytest.raises(ValueError, match="mix HD95 definitions"):
+        summarize_cases([*rows[:3], {**rows[3], "hd95_definition": "monai"}], names)
 
 
+# ------------------------------------------------------------------------------ pooled binary (ISIC)
 def test_binary_confusion_matches_numpy_counts():
     rng = np.random.default_rng(0)
-    prob = rng.random((5, 1, 16, 16)).astype(np.float32)
-    gt = (rng.random((5, 1, 16, 16)) > 0.6).astype(np.float32)
+    prob = rng.random((6, 1, 16, 16)).astype(np.float32)
+    gt = (rng.random((6, 1, 16, 16)) > 0.6).astype(np.float32)
     prob[4] = 0.1  # an image with empty prediction ...
     gt[4] = 0  # ... and empty ground truth
+    gt[5] = 0  # an image with a prediction but empty ground truth
     prob[0, 0, 0, 0] = 0.5  # exactly at threshold counts as foreground (prob >= 0.5)
     conf = BinaryConfusion()
     conf.update(prob[:3], gt[:3], ["i0", "i1", "i2"])
-    conf.update(prob[3:], gt[3:], ["i3", "i4"])
+    conf.update(prob[3:], gt[3:], ["i3", "i4", "i5"])
 
     p, g = (prob >= 0.5).ravel(), gt.ravel() > 0
     tp, fp = np.sum(p & g), np.sum(p & ~g)
@@ -138,16 +266,16 @@ def test_binary_confusion_matches_numpy_counts():
     assert pooled["sensitivity"] == pytest.approx(tp / (tp + fn))
     assert pooled["specificity"] == pytest.approx(tn / (tn + fp))
 
-    dices = []
-    for i in range(4):
-        pi, gi = prob[i] >= 0.5, gt[i] > 0
-        dices.append(ref_dice(pi, gi))
-    dices.append(1.0)  # empty/empty image
-    assert conf.per_image()["dice"] == pytest.approx(np.mean(dices))
-    assert 0 < conf.per_image()["iou"] < conf.per_image()["dice"]
+    dices = [medpy_metric.binary.dc(prob[i] >= 0.5, gt[i] > 0) for i in range(4)]
+    strict = conf.per_image("strict")
+    assert strict["dice"] == pytest.approx(np.mean(dices))  # images 4 and 5 (empty truth) left out
+    assert (strict["false_positives"], strict["misses"], strict["images"]) == (1, 0, 6)
+    paper = conf.per_image("paper")
+    assert paper["dice"] == pytest.approx(np.mean([*dices, 0.0, 1.0]))  # both empty 0, false positive 1
+    assert 0 < strict["iou"] < strict["dice"]
 
     # rows gathered from two ranks with a repeated image give the same pooled numbers
     merged = BinaryConfusion.from_images(conf.images[:4] + conf.images[3:] + conf.images[:1])
-    assert merged.pooled() == pooled and merged.per_image() == conf.per_image()
+    assert merged.pooled() == pooled and merged.per_image() == strict
     with pytest.raises(ValueError, match="image ids"):
         conf.update(prob[:2], gt[:2], ["only-one"])

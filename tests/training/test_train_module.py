@@ -271,3 +271,24 @@ def test_ema_of_weights_through_the_cli_lands_in_the_checkpoint(tmp_path):
     assert close(ema, averages[-1]) and close(raw, rec.steps[-1])
     model = create_model("vmunet_test", **ckpt["vmunet"]["model_kwargs"])
     model.load_state_dict({k[len("model."):]: v for k, v in ema.items() if k.startswith("model.")})
+
+
+def test_optimizer_is_fused_adamw_with_the_same_update_as_the_loop():
+    """configure_optimizers builds the fused AdamW; one step equals torch's per-tensor loop."""
+    import copy
+
+    torch.manual_seed(0)
+    module = SegmentationModule("vmunet_test", num_classes=2, in_chans=1, lr=1e-3, weight_decay=1e-2)
+    ref_model = copy.deepcopy(module.model)
+    opt = module.configure_optimizers()["optimizer"]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"]
+    ref = torch.optim.AdamW(ref_model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2,
+                            foreach=False)
+    for _ in range(2):
+        for p, q in zip(module.model.parameters(), ref_model.parameters(), strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    for p, q in zip(module.model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -11,6 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vmunet.data.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def find_data_error(err: BaseException) -> DataError | None:
@@ -109,9 +113,29 @@ class VolumeDataset(Dataset):
         return item
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's quota of cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def effective_workers(num_workers: int) -> int:
+    """``num_workers`` capped at the available cores: more loader processes than cores only
+    compete with the training threads (a paper config asks for 8 workers; this machine has 2)."""
+    n = min(int(num_workers), available_cores())
+    if n < num_workers:
+        logger.info("DataLoader: %d workers requested, %d cores available: using %d", num_workers,
+                    available_cores(), n)
+    return n
+
+
 def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
     """Shuffled MONAI DataLoader (it seeds the random transforms of each worker)."""
     from monai.data import DataLoader
+
+    num_workers = effective_workers(num_workers)
 
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=num_workers > 0)
@@ -121,5 +145,6 @@ def eval_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: boo
     """Ordered loader with torch's default collate (strings -> lists, tensors stacked)."""
     from torch.utils.data import DataLoader
 
+    num_workers = effective_workers(num_workers)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=pin_memory)

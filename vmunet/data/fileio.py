@@ -54,6 +54,29 @@ def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | No
         raise
 
 
+def ensure_writable_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) if needed and check a file can be written there, so a bad
+    output folder is reported before hours of computing, not after each case. ``what`` names the
+    option in the :class:`DataError` (e.g. ``--output``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{what} {path}: is a regular file, expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        raise DataError(f"{what} {path}: cannot create the folder, {blocker or 'a parent'} is a regular file") from None
+    except OSError as err:
+        raise DataError(f"{what} {path}: cannot create the folder ({err.strerror or err})") from None
+    try:  # os.access is not enough (root, read-only mounts, ACLs): try it
+        fd, probe = tempfile.mkstemp(prefix=".vmunet-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DataError(f"{what} {path}: folder is not writable ({err.strerror or err})") from None
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically as UTF-8, line endings exactly as given (``\\n``)."""
     with atomic_path(path) as tmp:

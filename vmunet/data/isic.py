@@ -58,6 +58,9 @@ class ISICDataModule(pl.LightningDataModule):
         augment: master switch of the training augmentation.
         flips: random horizontal and vertical flips (p 0.5 each).
         rotation: random rotation in [0, 360) degrees (p 0.5).
+        normalization: ``dataset`` (default: z-score with the data set's per-channel mean/std) or
+            ``paper`` (VM-UNet: per-image min-max to 0..255, augmentation before the resize, see
+            :func:`vmunet.data.transforms.isic_transforms`).
         eval_batch_size: batch size of val/test loaders (default: ``batch_size``).
         test_split: ``test`` folder, ``val`` folder (as VM-UNet does), or ``auto`` = test if present.
         seed: kept for a uniform interface (no random split happens here; ``prepare isic`` splits).
@@ -76,6 +79,7 @@ class ISICDataModule(pl.LightningDataModule):
         augment: bool = True,
         flips: bool = True,
         rotation: bool = True,
+        normalization: Literal["dataset", "paper"] = "dataset",
         eval_batch_size: int | None = None,
         test_split: Literal["auto", "test", "val"] = "auto",
         seed: int = 42,
@@ -92,10 +96,17 @@ class ISICDataModule(pl.LightningDataModule):
         self.num_classes = 1
         self.in_chans = 3
         self.splits = IF.vmunet_splits(self.root)
-        self.mean, self.std = self._stats()
+        if normalization not in ("dataset", "paper"):
+            raise ValueError(f"data.normalization must be 'dataset' or 'paper', got {normalization!r}")
+        if normalization == "paper":
+            self.mean, self.std = [0.0] * 3, [1.0] * 3  # unused: per-image min-max
+            intensity: dict[str, Any] = {"mode": "minmax", "range": [0.0, 255.0]}
+        else:
+            self.mean, self.std = self._stats()
+            intensity = {"mode": "zscore", "mean": self.mean, "std": self.std}
         self.preprocessing = make_preprocessing(
             "isic", in_chans=3, image_size=self.image_size, class_names=self.class_names,
-            num_classes=1, intensity={"mode": "zscore", "mean": self.mean, "std": self.std},
+            num_classes=1, intensity=intensity,
             orientation=None, slice_axis=None,
         )
         self._ds: dict[str, Any] = {}
@@ -116,7 +127,8 @@ class ISICDataModule(pl.LightningDataModule):
         hp = self.hparams
         items = [{"case": p.case, "image": str(p.image), "label": str(p.mask)} for p in self.splits[split]]
         tf = Compose([LoadISICPair(), *isic_transforms(self.image_size, self.mean, self.std, augment=augment,
-                                                       flips=hp.flips, rotation=hp.rotation)])
+                                                       flips=hp.flips, rotation=hp.rotation,
+                                                       paper=hp.normalization == "paper")])
         return transformed_dataset(items, tf, cache=hp.cache)
 
     @property

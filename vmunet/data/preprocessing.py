@@ -17,7 +17,7 @@ import numpy as np
 from vmunet.errors import VmunetError
 
 DATASETS = ("synapse", "isic", "nifti")
-INTENSITY_MODES = ("window", "zscore", "none")
+INTENSITY_MODES = ("window", "zscore", "minmax", "none")
 ORIENTATIONS = ("RAS", None)
 IMAGE_INTERPOLATIONS = ("bilinear", "bicubic")
 #: What the slice inferer resizes back to native size (``vmunet.inference.slicewise``).
@@ -139,6 +139,12 @@ def _check_intensity(intensity: Any) -> None:
             raise PreprocessingError(
                 f"preprocessing field 'intensity.window': expected [low, high] with low < high, got {w!r}"
             )
+    elif mode == "minmax":
+        r = intensity.get("range")
+        if not (isinstance(r, list) and len(r) == 2 and float(r[0]) < float(r[1])):
+            raise PreprocessingError(
+                f"preprocessing field 'intensity.range': expected [low, high] with low < high, got {r!r}"
+            )
     elif mode == "zscore":
         for key in ("mean", "std"):
             if key not in intensity:
@@ -154,7 +160,10 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
     """Apply an intensity record to raw values; returns float32.
 
     ``window``: clip to [low, high], scale to [0, 1] (the Synapse HU recipe). ``zscore``: subtract
-    mean, divide by std; per-channel lists broadcast along ``channel_axis``. ``none``: cast only.
+    mean, divide by std; per-channel lists broadcast along ``channel_axis``. ``minmax``: scale the
+    whole array (all channels together) linearly so its minimum and maximum land on ``range``
+    (VM-UNet's ISIC ``myNormalize``, whose data-set z-score cancels in its min-max; a constant
+    image maps to the low end). ``none``: cast only.
     """
     _check_intensity(dict(intensity))
     x = np.asarray(array, dtype=np.float32)
@@ -172,6 +181,12 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
             shape[channel_axis] = mean.size
             mean, std = mean.reshape(shape), std.reshape(shape)
         return ((x - mean) / std).astype(np.float32)
+    if mode == "minmax":
+        lo, hi = (float(v) for v in intensity["range"])
+        span = float(x.max()) - float(x.min()) if x.size else 0.0
+        if span == 0.0:
+            return np.full_like(x, lo)
+        return ((x - x.min()) / span * (hi - lo) + lo).astype(np.float32)
     return x
 
 

@@ -73,6 +73,9 @@ class SynapseDataModule(pl.LightningDataModule):
         rot_flip: random rot90 + flip branch (p 0.5).
         rotation: random rotation branch (p 0.5 of the rest), within +-``rotation_degrees``.
         rotation_degrees: maximum rotation angle.
+        augmentation: ``monai`` (default: MONAI transforms, k in 1..3, real angles, bilinear) or
+            ``paper`` (VM-UNet's ``RandomGenerator`` exactly, see
+            :func:`vmunet.data.transforms.paper_rot_flip_rotate`).
         image_interpolation: resize mode for images (labels always nearest).
         val_cases: training cases held out for validation (chosen by ``seed``); 0 = no validation.
         seed: seed of the validation-case choice.
@@ -92,6 +95,7 @@ class SynapseDataModule(pl.LightningDataModule):
         rot_flip: bool = True,
         rotation: bool = True,
         rotation_degrees: float = 20.0,
+        augmentation: Literal["monai", "paper"] = "monai",
         image_interpolation: Literal["bilinear", "bicubic"] = "bicubic",
         val_cases: int = 2,
         seed: int = 42,
@@ -102,6 +106,8 @@ class SynapseDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if val_cases < 0:
             raise ValueError(f"val_cases must be >= 0, got {val_cases}")
+        if augmentation not in ("monai", "paper"):
+            raise ValueError(f"data.augmentation must be 'monai' or 'paper', got {augmentation!r}")
         self.root = Path(root)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = image_size_hw(image_size)
@@ -177,7 +183,7 @@ class SynapseDataModule(pl.LightningDataModule):
             items = [{"path": str(self.root / SF.TRAIN_DIR / f"{n}.npz"), "name": n} for n in self.train_slices]
             tf = Compose([LoadNpzSlice(self.num_classes), *slice_train_transforms(
                 self.image_size, augment=hp.augment, rot_flip=hp.rot_flip, rotation=hp.rotation,
-                degrees=hp.rotation_degrees, image_mode=hp.image_interpolation)])
+                degrees=hp.rotation_degrees, image_mode=hp.image_interpolation, augmentation=hp.augmentation)])
             self._train_ds = transformed_dataset(items, tf, cache=hp.cache)
             self._val_ds = VolumeDataset(
                 [functools.partial(self._train_volume, c, cases[c]) for c in self.val_case_names],

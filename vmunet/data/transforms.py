@@ -65,29 +65,110 @@ def rot_flip_rotate(rot_flip: bool = True, rotation: bool = True, degrees: float
     return [OneOf(options, weights=weights)]
 
 
+def rot_flip(x: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """``np.rot90`` by ``k`` then ``np.flip`` along in-plane ``axis`` (0 rows, 1 columns) of (C, H, W)."""
+    return np.flip(np.rot90(x, k, axes=(1, 2)), axis=axis + 1).copy()
+
+
+def rotate_nearest(x: np.ndarray, angle: int) -> np.ndarray:
+    """``scipy.ndimage.rotate(order=0, reshape=False)`` of each (H, W) plane of (C, H, W), zero fill."""
+    from scipy import ndimage
+
+    return ndimage.rotate(x, angle, axes=(2, 1), order=0, reshape=False)
+
+
+def paper_rot_flip_rotate() -> list:
+    """VM-UNet's Synapse ``RandomGenerator`` (``datasets/dataset.py``), draw for draw.
+
+    With probability 0.5: ``rot90`` by k in {0, 1, 2, 3} and a flip along a random in-plane axis;
+    otherwise with probability 0.5: rotation by an integer angle in [-20, 20) degrees, image and
+    label both nearest-neighbour (``ndimage.rotate(order=0, reshape=False)``); otherwise nothing.
+    (The default :func:`rot_flip_rotate` draws k in 1..3, real angles, bilinear images.)
+    """
+    from monai.transforms import MapTransform, Randomizable
+
+    class PaperRotFlipRotated(Randomizable, MapTransform):
+        def __init__(self) -> None:
+            MapTransform.__init__(self, list(KEYS))
+
+        def randomize(self, data: object = None) -> tuple:
+            if self.R.random_sample() > 0.5:
+                return ("rot_flip", int(self.R.randint(0, 4)), int(self.R.randint(0, 2)))
+            if self.R.random_sample() > 0.5:
+                return ("rotate", int(self.R.randint(-20, 20)))
+            return ("none",)
+
+        def __call__(self, data: dict) -> dict:
+            draw = self.randomize()
+            out = dict(data)
+            for key in self.key_iterator(out):
+                x = np.asarray(out[key])
+                if draw[0] == "rot_flip":
+                    out[key] = rot_flip(x, draw[1], draw[2])
+                elif draw[0] == "rotate":
+                    out[key] = rotate_nearest(x, draw[1])
+            return out
+
+    return [PaperRotFlipRotated()]
+
+
 def slice_train_transforms(image_size: Sequence[int], *, augment: bool = True, rot_flip: bool = True,
                            rotation: bool = True, degrees: float = 20.0,
-                           image_mode: ImageInterp = "bicubic", binary: bool = False) -> list:
-    """Synapse / NIfTI slice training pipeline: augmentation, resize, cast."""
-    aug = rot_flip_rotate(rot_flip, rotation, degrees) if augment else []
+                           image_mode: ImageInterp = "bicubic", binary: bool = False,
+                           augmentation: Literal["monai", "paper"] = "monai") -> list:
+    """Synapse / NIfTI slice training pipeline: augmentation, resize, cast.
+
+    ``augmentation="paper"``: :func:`paper_rot_flip_rotate` (``rot_flip``/``rotation``/``degrees``
+    then do not apply); ``"monai"``: :func:`rot_flip_rotate`.
+    """
+    if augmentation not in ("monai", "paper"):
+        raise ValueError(f"augmentation must be 'monai' or 'paper', got {augmentation!r}")
+    if not augment:
+        aug = []
+    elif augmentation == "paper":
+        aug = paper_rot_flip_rotate()
+    else:
+        aug = rot_flip_rotate(rot_flip, rotation, degrees)
     return [*aug, *resize_transforms(image_size, image_mode), *_finish(binary)]
 
 
 def isic_transforms(image_size: Sequence[int], mean: Sequence[float], std: Sequence[float], *,
-                    augment: bool = True, flips: bool = True, rotation: bool = True) -> list:
-    """ISIC pipeline (VM-UNet recipe): normalize with the data set's stats, resize, random h/v
-    flips (p 0.5 each), random rotation in [0, 360) degrees (p 0.5). Masks stay binary 0/1."""
-    from monai.transforms import NormalizeIntensityd, RandFlipd, RandRotated
+                    augment: bool = True, flips: bool = True, rotation: bool = True,
+                    paper: bool = False) -> list:
+    """ISIC pipeline.
+
+    Default: normalize with the data set's per-channel stats, resize, random h/v flips (p 0.5
+    each), random rotation in [0, 360) degrees (p 0.5; image bilinear, mask nearest). Masks stay
+    binary 0/1.
+
+    ``paper=True``, VM-UNet's ``train_transformer`` order: per-image min-max to 0..255 (``mean``
+    and ``std`` unused: the original's data-set z-score cancels in its min-max), h/v flips, rotation
+    with nearest neighbour for image and mask, then resize of image *and mask* bilinearly (the
+    mask becomes soft at edges, as the original's ``TF.resize``; metrics threshold it at 0.5).
+    """
+    from monai.transforms import (
+        NormalizeIntensityd,
+        RandFlipd,
+        RandRotated,
+        Resized,
+        ScaleIntensityd,
+    )
 
     keys = list(KEYS)
-    out = [
-        NormalizeIntensityd(keys="image", subtrahend=np.asarray(mean, dtype=np.float32),
-                            divisor=np.asarray(std, dtype=np.float32), channel_wise=True),
-        *resize_transforms(image_size, "bilinear"),
-    ]
+    if paper:
+        norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=255.0)]
+    else:
+        norm = [NormalizeIntensityd(keys="image", subtrahend=np.asarray(mean, dtype=np.float32),
+                                    divisor=np.asarray(std, dtype=np.float32), channel_wise=True),
+                *resize_transforms(image_size, "bilinear")]
+    aug = []
     if augment and flips:
-        out += [RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=0)]
+        aug += [RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=0)]
     if augment and rotation:
-        out.append(RandRotated(keys=keys, range_x=(0.0, 2 * math.pi), prob=0.5, keep_size=True,
-                               mode=("bilinear", "nearest"), padding_mode="zeros"))
-    return [*out, *_finish(binary=True)]
+        aug.append(RandRotated(keys=keys, range_x=(0.0, 2 * math.pi), prob=0.5, keep_size=True,
+                               mode=("nearest", "nearest") if paper else ("bilinear", "nearest"),
+                               padding_mode="zeros"))
+    if not paper:
+        return [*norm, *aug, *_finish(binary=True)]
+    resize = [Resized(keys=keys, spatial_size=tuple(image_size), mode=("bilinear", "bilinear"))]
+    return [*norm, *aug, *resize, *_finish(binary=True)]

@@ -1,87 +1,172 @@
-"""Segmentation metrics, computed the way the VM-UNet / TransUNet papers compute them.
+"""Segmentation metrics with named definitions and empty-mask conventions.
 
-No Lightning here, so inference and notebooks can reuse it. Two families:
+No Lightning here: validation, ``vmunet test`` and ``vmunet predict --reference`` share it. Two
+families:
 
-* **Volume-wise** (Synapse-like, multi-class): :func:`case_metrics` gives one row per foreground
-  class of one case -- Dice and HD95 (symmetric 95th-percentile Hausdorff distance between
-  surface voxels, MONAI ``compute_hausdorff_distance(percentile=95)``), in voxels as the papers
-  report it and in mm when the voxel spacing is known. :func:`summarize_cases` averages over cases
-  and then over classes (the papers' "mean DSC / mean HD95").
+* **Volume-wise** (Synapse-like, multi-class): :func:`case_metrics` gives one *raw* row per
+  foreground class of one case -- what happened (``status``), Dice and HD95 where they are defined
+  -- and :func:`summarize_cases` applies an empty-mask convention and averages over cases, then
+  over classes (the papers' "mean DSC / mean HD95").
 
-  Edge cases (fixed by the project contract; the papers' ``calculate_metric_percase`` differs only
-  in the first case, where it returns 0, 0):
+  HD95 definitions (``hd95=``), both on the surface voxels (mask minus its erosion by the
+  1-connectivity cross, the array border counting as outside) with Euclidean distances:
 
-  ===========================  ======  =====
-  prediction / ground truth    Dice    HD95
-  ===========================  ======  =====
-  both empty                   1       0
-  pred non-empty, gt empty     1       0
-  gt non-empty, pred empty     0       0
-  ===========================  ======  =====
+  * ``"pooled"`` (default, medpy ``metric.binary.hd95``, used by the VM-UNet / TransUNet papers):
+    the 95th percentile of the distances of *both* directions pooled together;
+  * ``"monai"`` (MONAI ``compute_hausdorff_distance(percentile=95)``): the larger of the two
+    directed 95th percentiles. Never smaller than pooled, often larger.
+
+  Percentiles interpolate linearly (numpy / torch default). HD95 is in voxels as the papers
+  report it, and in mm when the voxel spacing is known.
+
+  Empty-mask conventions (``convention=``), by ``status`` of a (case, class) row:
+
+  ==================  =====================  ====================  =========================
+  status              prediction / truth     ``paper`` Dice, HD95  ``strict`` Dice, HD95
+  ==================  =====================  ====================  =========================
+  ``scored``          both non-empty         Dice, HD95            Dice, HD95
+  ``miss``            empty / non-empty      0, 0                  0, excluded (counted)
+  ``false_positive``  non-empty / empty      1, 0                  excluded (counted)
+  ``absent``          both empty             0, 0                  excluded
+  ==================  =====================  ====================  =========================
+
+  ``paper`` is exactly the original ``calculate_metric_percase`` (TransUNet, VM-UNet
+  ``utils.py``); ``strict`` is the nnU-Net / MONAI style: a class absent from the ground truth
+  takes no part in the means, and misses and false positives are counted and reported instead of
+  scoring HD95 0 (under ``paper`` a model that predicts nothing gets HD95 0, the best value).
 
 * **Pooled binary** (ISIC): :class:`BinaryConfusion` accumulates one confusion matrix over every
   test pixel at threshold 0.5 (``prob >= 0.5``, as the VM-UNet code) and reports IoU, Dice/F1,
-  accuracy, sensitivity and specificity; alongside it keeps per-image Dice/IoU for the standard
-  per-image means. Per-image rows are keyed by image id so that rows gathered from several DDP
-  ranks can be de-duplicated (the distributed sampler pads by repeating samples).
+  accuracy, sensitivity and specificity; alongside it keeps per-image counts for per-image means.
+  Per-image rows are keyed by image id so that rows gathered from several DDP ranks can be
+  de-duplicated (the distributed sampler pads by repeating samples).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-#: Column order of the per-case CSV written by the test loop.
-CASE_FIELDS = ("case", "class", "dice", "hd95", "hd95_mm")
+HD95Definition = Literal["pooled", "monai"]
+Convention = Literal["strict", "paper"]
+
+#: Human-readable names of the HD95 definitions, written into every report.
+HD95_DEFINITIONS: dict[str, str] = {
+    "pooled": "medpy hd95: 95th percentile of the pooled surface distances of both directions",
+    "monai": "MONAI: larger of the two directed 95th percentiles of surface distances",
+}
+#: Human-readable names of the empty-mask conventions, written into every report.
+CONVENTIONS: dict[str, str] = {
+    "strict": "classes absent from the ground truth excluded; misses and false positives counted, never HD95 0",
+    "paper": "calculate_metric_percase: false positive -> (1, 0); miss or both empty -> (0, 0)",
+}
+STATUSES = ("scored", "miss", "false_positive", "absent")
+
+#: Column order of the per-case CSV files (``vmunet test`` and ``vmunet predict --reference``).
+CASE_FIELDS = ("case", "class", "status", "dice", "hd95", "hd95_mm", "convention", "hd95_definition")
+
+
+def check_hd95_definition(name: str) -> str:
+    """``name`` if it is a known HD95 definition, else a ValueError listing the choices."""
+    if name not in HD95_DEFINITIONS:
+        raise ValueError(f"HD95 definition must be one of {sorted(HD95_DEFINITIONS)}, got {name!r}")
+    return name
+
+
+def check_convention(name: str) -> str:
+    """``name`` if it is a known empty-mask convention, else a ValueError listing the choices."""
+    if name not in CONVENTIONS:
+        raise ValueError(f"metric convention must be one of {sorted(CONVENTIONS)}, got {name!r}")
+    return name
+
+
+def describe(convention: str | None, hd95_definition: str | None) -> str:
+    """One line naming the empty-mask convention and HD95 definition of a table."""
+    conv = f"convention {convention} ({CONVENTIONS[convention]})" if convention in CONVENTIONS else ""
+    hd = f"HD95 {hd95_definition} ({HD95_DEFINITIONS[hd95_definition]})" if hd95_definition in HD95_DEFINITIONS \
+        else "HD95 not computed"
+    return "; ".join(p for p in (conv, hd) if p)
 
 
 def dice_coefficient(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two binary masks, following the edge-case table in the module docstring."""
+    """Dice ``2|P∩G| / (|P| + |G|)`` of two binary masks; NaN when both are empty (0/0)."""
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     _check_same_shape(pred, gt)
-    p, g = int(pred.sum()), int(gt.sum())
-    if g == 0:
-        return 1.0  # both empty, or a prediction where nothing is (paper convention)
-    if p == 0:
-        return 0.0
-    return 2.0 * int(np.logical_and(pred, gt).sum()) / (p + g)
+    total = int(pred.sum()) + int(gt.sum())
+    if total == 0:
+        return math.nan
+    return 2.0 * int(np.logical_and(pred, gt).sum()) / total
 
 
-def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> float:
-    """Symmetric HD95 between the surfaces of two binary masks (voxel units, or mm with ``spacing``).
+def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Distance from every surface voxel of ``a`` to the nearest surface voxel of ``b``.
 
-    ``spacing`` lists the voxel size along each array axis of ``pred``. Returns 0 in the edge cases
-    of the module docstring (either mask empty).
+    Surface = mask XOR its binary erosion with the 1-connectivity cross (voxels on the array border
+    are surface), as medpy's ``__surface_distances`` and MONAI's ``get_mask_edges``. Both masks must
+    be non-empty. The arrays are cropped to the bounding box of ``a | b`` plus one voxel first: the
+    erosion and the distances between surface voxels are unchanged by that (every surface voxel lies
+    inside the box and the margin is background), and it makes whole-CT evaluation cheap.
+    """
+    from scipy import ndimage
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    _check_same_shape(a, b)
+    if not a.any() or not b.any():
+        raise ValueError("surface distances need two non-empty masks")
+    sampling = _check_spacing(spacing, a.ndim)
+    box = _bounding_box(a | b, margin=1)
+    a, b = a[box], b[box]
+    struct = ndimage.generate_binary_structure(a.ndim, 1)
+    surf_a = a ^ ndimage.binary_erosion(a, structure=struct, border_value=0)
+    surf_b = b ^ ndimage.binary_erosion(b, structure=struct, border_value=0)
+    return ndimage.distance_transform_edt(~surf_b, sampling=sampling)[surf_a]
+
+
+def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
+                definition: HD95Definition = "pooled") -> float:
+    """HD95 between the surfaces of two non-empty binary masks (voxel units, or mm with ``spacing``).
+
+    ``spacing`` lists the voxel size along each array axis. ``definition``: ``"pooled"`` (medpy)
+    or ``"monai"``, see the module docstring. Empty masks are a ValueError: what they score is the
+    business of the convention (:func:`summarize_cases`), not of the distance.
+    """
+    check_hd95_definition(definition)
+    pred_to_gt = surface_distances(pred, gt, spacing)
+    gt_to_pred = surface_distances(gt, pred, spacing)
+    if definition == "pooled":
+        return float(np.percentile(np.concatenate([pred_to_gt, gt_to_pred]), 95))
+    return float(max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95)))
+
+
+def pair_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
+                 hd95: HD95Definition | None = "pooled") -> dict[str, Any]:
+    """Raw metrics of one binary (prediction, ground truth) pair.
+
+    Returns ``{"status", "dice", "hd95", "hd95_mm", "hd95_definition", "has_spacing"}``: ``dice``
+    is the plain Dice where defined (``None`` when both masks are empty); ``hd95``/``hd95_mm`` only
+    for status ``scored`` (``hd95_mm`` needs ``spacing``). ``hd95=None`` skips the distance (cheap
+    validation) and leaves ``hd95_definition`` ``None``.
     """
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     _check_same_shape(pred, gt)
-    if not pred.any() or not gt.any():
-        return 0.0
+    if hd95 is not None:
+        check_hd95_definition(hd95)
     if spacing is not None:
-        spacing = [float(s) for s in spacing]
-        if len(spacing) != pred.ndim or any(not s > 0 for s in spacing):
-            raise ValueError(
-                f"spacing must list one positive voxel size per array axis ({pred.ndim}), got {spacing}"
-            )
-    import torch
-    from monai.metrics import compute_hausdorff_distance
-
-    with warnings.catch_warnings():
-        # MONAI warns about its own internal use of a deprecated argument; nothing we can act on
-        warnings.simplefilter("ignore", FutureWarning)
-        value = compute_hausdorff_distance(
-            torch.from_numpy(pred[None, None]),
-            torch.from_numpy(gt[None, None]),
-            include_background=True,
-            percentile=95,
-            spacing=spacing,
-        )
-    return float(value.reshape(-1)[0])
+        _check_spacing(spacing, pred.ndim)
+    has_p, has_g = bool(pred.any()), bool(gt.any())
+    status = "scored" if has_p and has_g else "miss" if has_g else "false_positive" if has_p else "absent"
+    dice = dice_coefficient(pred, gt)
+    row: dict[str, Any] = {"status": status, "dice": None if math.isnan(dice) else dice,
+                           "hd95": None, "hd95_mm": None, "hd95_definition": hd95,
+                           "has_spacing": spacing is not None}
+    if status == "scored" and hd95 is not None:
+        row["hd95"] = hausdorff95(pred, gt, None, hd95)
+        row["hd95_mm"] = None if spacing is None else hausdorff95(pred, gt, spacing, hd95)
+    return row
 
 
 def case_metrics(
@@ -89,29 +174,45 @@ def case_metrics(
     gt: np.ndarray,
     class_names: Sequence[str],
     spacing: Sequence[float] | None = None,
+    hd95: HD95Definition | None = "pooled",
 ) -> list[dict[str, Any]]:
-    """Per-class Dice / HD95 of one case (label maps, index == label value, 0 = background).
+    """Raw per-class rows of one case (label maps, index == label value, 0 = background).
 
-    Returns one row per foreground class: ``{"class", "dice", "hd95" (voxels), "hd95_mm"}``;
-    ``hd95_mm`` is ``None`` without ``spacing`` (voxel size per array axis, e.g. ``(sz, sy, sx)``
-    for a (D, H, W) volume).
+    One :func:`pair_metrics` row per foreground class, plus ``"class"``. ``spacing``: voxel size per
+    array axis, e.g. ``(sz, sy, sx)`` for a (D, H, W) volume. Apply a convention with
+    :func:`apply_convention` / :func:`summarize_cases` before reading Dice/HD95 as scores.
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     _check_same_shape(pred, gt)
     if len(class_names) < 2:
         raise ValueError(f"class_names needs background plus at least one class, got {list(class_names)}")
-    rows = []
-    for idx, name in enumerate(class_names):
-        if idx == 0:
-            continue
-        p, g = pred == idx, gt == idx
-        rows.append({
-            "class": str(name),
-            "dice": dice_coefficient(p, g),
-            "hd95": hausdorff95(p, g),
-            "hd95_mm": None if spacing is None else hausdorff95(p, g, spacing),
-        })
-    return rows
+    return [{"class": str(name), **pair_metrics(pred == idx, gt == idx, spacing, hd95)}
+            for idx, name in enumerate(class_names) if idx > 0]
+
+
+def apply_convention(row: Mapping[str, Any], convention: Convention) -> dict[str, Any]:
+    """Dice / HD95 of a raw row under ``convention``; ``None`` means "excluded from the means".
+
+    Returns ``{"dice", "hd95", "hd95_mm"}`` (see the table in the module docstring). HD95 values
+    that were not computed (``hd95=None`` in :func:`case_metrics`) stay ``None``.
+    """
+    check_convention(convention)
+    status = row["status"]
+    if status not in STATUSES:
+        raise ValueError(f"row status must be one of {STATUSES}, got {status!r}")
+    if status == "scored":
+        return {"dice": row["dice"], "hd95": row["hd95"], "hd95_mm": row["hd95_mm"]}
+    computed = row.get("hd95_definition") is not None
+    if convention == "paper":
+        dice = 1.0 if status == "false_positive" else 0.0
+        mm = 0.0 if computed and row.get("has_spacing") else None
+        return {"dice": dice, "hd95": 0.0 if computed else None, "hd95_mm": mm}
+    return {"dice": 0.0 if status == "miss" else None, "hd95": None, "hd95_mm": None}
+
+
+def convention_rows(rows: Iterable[Mapping[str, Any]], convention: Convention) -> list[dict[str, Any]]:
+    """Raw rows with Dice/HD95 replaced by their values under ``convention`` (for CSV reports)."""
+    return [{**row, **apply_convention(row, convention), "convention": convention} for row in rows]
 
 
 def dedup_rows(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -126,33 +227,50 @@ def dedup_rows(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[d
     return out
 
 
-def summarize_cases(rows: Iterable[Mapping[str, Any]], class_names: Sequence[str]) -> dict[str, Any]:
-    """Average per-case rows (``case``, ``class``, ``dice``, ``hd95``, ``hd95_mm``) over cases, then classes.
+def summarize_cases(rows: Iterable[Mapping[str, Any]], class_names: Sequence[str],
+                    convention: Convention = "strict") -> dict[str, Any]:
+    """Apply ``convention`` to raw rows of :func:`case_metrics` and average over cases, then classes.
 
-    Duplicate (case, class) rows are dropped first. Returns ``{"num_cases", "per_class": {name:
-    {"dice", "hd95", "hd95_mm"}}, "mean": {"dice", "hd95", "hd95_mm"}}``; ``hd95_mm`` is ``None``
-    where any case lacked a spacing.
+    Duplicate (case, class) rows are dropped first. Returns ``{"convention", "hd95_definition",
+    "num_cases", "per_class": {name: {"dice", "hd95", "hd95_mm", "misses", "false_positives"}},
+    "mean": {...same keys; counts summed over classes}}``. Means skip excluded (``None``) values
+    and are NaN when nothing is left; ``hd95_mm`` is ``None`` where a contributing case had no
+    spacing. Under ``strict`` the class mean runs over the classes that have a value.
     """
+    check_convention(convention)
     rows = dedup_rows(rows, ("case", "class"))
+    definitions = {r.get("hd95_definition") for r in rows} - {None}
+    if len(definitions) > 1:
+        raise ValueError(f"rows mix HD95 definitions {sorted(definitions)}; summarize one definition at a time")
     foreground = [str(n) for n in class_names[1:]]
-    per_class: dict[str, dict[str, float | None]] = {}
+    per_class: dict[str, dict[str, Any]] = {}
     for name in foreground:
         mine = [r for r in rows if r["class"] == name]
+        scores = [apply_convention(r, convention) for r in mine]
         per_class[name] = {
-            "dice": _mean([r["dice"] for r in mine]),
-            "hd95": _mean([r["hd95"] for r in mine]),
-            "hd95_mm": _mean_or_none([r["hd95_mm"] for r in mine]),
+            "dice": _mean([s["dice"] for s in scores]),
+            "hd95": _mean([s["hd95"] for s in scores]),
+            "hd95_mm": _mean_mm(scores),
+            "misses": sum(r["status"] == "miss" for r in mine),
+            "false_positives": sum(r["status"] == "false_positive" for r in mine),
         }
-    mean = {
-        key: (_mean_or_none if key == "hd95_mm" else _mean)([per_class[n][key] for n in foreground])
-        for key in ("dice", "hd95", "hd95_mm")
+    mean: dict[str, Any] = {key: _mean([per_class[n][key] for n in foreground]) for key in ("dice", "hd95")}
+    mm = [per_class[n]["hd95_mm"] for n in foreground]
+    mean["hd95_mm"] = None if any(v is None for v in mm) else _mean(mm)
+    mean["misses"] = sum(per_class[n]["misses"] for n in foreground)
+    mean["false_positives"] = sum(per_class[n]["false_positives"] for n in foreground)
+    return {
+        "convention": convention,
+        "hd95_definition": definitions.pop() if definitions else None,
+        "num_cases": len({r["case"] for r in rows}),
+        "per_class": per_class,
+        "mean": mean,
     }
-    return {"num_cases": len({r["case"] for r in rows}), "per_class": per_class, "mean": mean}
 
 
 @dataclass
 class BinaryConfusion:
-    """Pooled confusion matrix over all pixels plus per-image Dice/IoU (ISIC evaluation).
+    """Pooled confusion matrix over all pixels plus per-image counts (ISIC evaluation).
 
     ``update`` takes foreground probabilities (or 0/1 masks) and ground truth of any matching
     shape with a leading batch axis, and the image ids of the batch.
@@ -204,14 +322,29 @@ class BinaryConfusion:
             "specificity": _ratio(tn, tn + fp),
         }
 
-    def per_image(self) -> dict[str, float]:
-        """Mean over images of Dice and IoU (an image with empty prediction and ground truth scores 1)."""
-        dice, iou = [], []
+    def per_image(self, convention: Convention = "strict") -> dict[str, Any]:
+        """Mean over images of Dice and IoU under ``convention`` (the table in the module docstring).
+
+        ``strict``: images with empty ground truth are left out of the means (NaN if none is left)
+        and images with a false positive there are counted; ``paper``: such an image scores 1 with a
+        prediction and 0 without. Returns ``{"dice", "iou", "images", "false_positives", "misses"}``.
+        """
+        check_convention(convention)
+        dice: list[float | None] = []
+        iou: list[float | None] = []
+        false_positives = misses = 0
         for r in self.images:
-            union = r["tp"] + r["fp"] + r["fn"]
-            dice.append(1.0 if union == 0 else 2 * r["tp"] / (2 * r["tp"] + r["fp"] + r["fn"]))
-            iou.append(1.0 if union == 0 else r["tp"] / union)
-        return {"dice": _mean(dice), "iou": _mean(iou)}
+            has_p, has_g = r["tp"] + r["fp"] > 0, r["tp"] + r["fn"] > 0
+            false_positives += has_p and not has_g
+            misses += has_g and not has_p
+            if has_g:
+                dice.append(2 * r["tp"] / (2 * r["tp"] + r["fp"] + r["fn"]))
+                iou.append(r["tp"] / (r["tp"] + r["fp"] + r["fn"]))
+            elif convention == "paper":
+                dice.append(1.0 if has_p else 0.0)
+                iou.append(1.0 if has_p else 0.0)
+        return {"dice": _mean(dice), "iou": _mean(iou), "images": len(self.images),
+                "false_positives": false_positives, "misses": misses}
 
 
 def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
@@ -219,16 +352,34 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"prediction and ground truth shapes differ: {a.shape} vs {b.shape}")
 
 
+def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> list[float] | None:
+    if spacing is None:
+        return None
+    values = [float(s) for s in spacing]
+    if len(values) != ndim or any(not s > 0 for s in values):
+        raise ValueError(f"spacing must list one positive voxel size per array axis ({ndim}), got {list(spacing)}")
+    return values
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(i for i in range(mask.ndim) if i != axis)))
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
 def _ratio(num: int, den: int) -> float:
     return float(num) / float(den) if den else 0.0
 
 
 def _mean(values: Sequence[float | None]) -> float:
-    vals = [float(v) for v in values if v is not None]
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(vals)) if vals else math.nan
 
 
-def _mean_or_none(values: Sequence[float | None]) -> float | None:
-    if not values or any(v is None for v in values):
+def _mean_mm(scores: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean HD95 in mm, ``None`` when a row that has an HD95 in voxels lacks the mm value."""
+    if any(s["hd95"] is not None and s["hd95_mm"] is None for s in scores):
         return None
-    return _mean(values)
+    return _mean([s["hd95_mm"] for s in scores])

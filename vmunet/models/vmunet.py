@@ -154,7 +154,7 @@ class VMUNet(nn.Module):
 
     def set_scan_backend(self, backend: str) -> None:
         """Switch the selective-scan backend of every SS2D ("auto" | "torch" | "numba" | "ref" |
-        "cuda")."""
+        "cuda" | "triton")."""
         for m in self.modules():
             if isinstance(m, SS2D):
                 m.scan_backend = backend

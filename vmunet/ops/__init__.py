@@ -7,6 +7,7 @@ from vmunet.ops.selective_scan import (
     numba_available,
     resolve_backend,
     selective_scan,
+    triton_available,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "resolve_backend",
     "scan_order",
     "selective_scan",
+    "triton_available",
 ]

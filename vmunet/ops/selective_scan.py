@@ -9,9 +9,11 @@ Same signature and semantics as ``mamba_ssm.ops.selective_scan_interface.selecti
 
 Backends: ``"ref"`` (plain loop, the readable definition), ``"torch"`` (chunked pure PyTorch with a
 hand-written backward), ``"numba"`` (compiled CPU kernel, several times faster than "torch"; needs
-the numba package) and ``"cuda"`` (mamba-ssm's fused kernel, imported lazily). ``"auto"`` takes
-``"cuda"`` for CUDA tensors when mamba-ssm imports, else ``"numba"`` when numba imports, else
-``"torch"``.
+the numba package), ``"cuda"`` (mamba-ssm's fused kernel through its compiled extension, loaded
+lazily; see :mod:`vmunet.ops.scan_cuda`) and ``"triton"`` (Triton kernels JIT-compiled on the GPU,
+nothing to build at install; CPU tensors only under ``TRITON_INTERPRET=1``). ``"auto"`` takes, for
+CUDA tensors, ``"cuda"`` when that extension loads, else ``"triton"`` when triton imports, else
+``"torch"``; for CPU tensors ``"numba"`` when numba imports, else ``"torch"``.
 """
 
 from __future__ import annotations
@@ -24,33 +26,26 @@ import torch
 from torch import Tensor
 
 from vmunet.ops.scan_common import check_args
+from vmunet.ops.scan_cuda import (
+    CUDA_HINT,
+    cuda_available,
+    extension,
+    load_error,
+    selective_scan_cuda,
+)
 from vmunet.ops.scan_ref import selective_scan_ref
 
-BACKENDS: tuple[str, ...] = ("ref", "torch", "numba", "cuda")
-
-_CUDA_HINT = (
-    "the 'cuda' selective-scan backend needs mamba-ssm, which compiles CUDA code at install time: "
-    "on a machine with nvcc and a CUDA build of torch run `pip install vmunet[cuda]` "
-    "(see the README's GPU section); on CPU use backend='torch'"
-)
+BACKENDS: tuple[str, ...] = ("ref", "torch", "numba", "cuda", "triton")
 
 _NUMBA_HINT = (
     "the 'numba' selective-scan backend needs numba (a PyPI wheel, no compiler needed): "
     "`pip install numba`; or use backend='torch'"
 )
+_TRITON_HINT = (
+    "the 'triton' selective-scan backend needs triton (bundled with CUDA builds of torch, or "
+    "`pip install triton`); or use backend='torch'"
+)
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# "cuda": mamba-ssm, imported only when asked for
-# --------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _mamba_ssm_fn() -> Callable | None:
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # ImportError, or its CUDA extension failing to load
-        return None
-    return selective_scan_fn
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,24 +59,17 @@ def numba_available() -> bool:
     return True
 
 
-def cuda_available() -> bool:
-    """True when mamba-ssm's CUDA selective scan can be imported."""
-    return torch.cuda.is_available() and _mamba_ssm_fn() is not None
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when the Triton kernels can be imported (they still need CUDA tensors, or the
+    interpreter, to run)."""
+    try:
+        import vmunet.ops.scan_triton  # noqa: F401  (imports triton; compiles on first call)
+    except Exception as exc:  # ImportError, or a triton that fails to load
+        logger.debug("triton selective-scan backend unavailable: %s", exc)
+        return False
+    return True
 
-
-def _selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False):
-    fn = _mamba_ssm_fn()
-    if fn is None:
-        raise RuntimeError(_CUDA_HINT)
-    if not u.is_cuda:
-        raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors, got u on " + str(u.device))
-    # mamba-ssm wants contiguous inputs and float D / delta_bias
-    args = [t.contiguous() for t in (u, delta, A, B, C)]
-    D = None if D is None else D.float().contiguous()
-    delta_bias = None if delta_bias is None else delta_bias.float().contiguous()
-    z = None if z is None else z.contiguous()
-    return fn(*args, D, z, delta_bias, delta_softplus, return_last_state)
 
 
 def _backend_fn(name: str) -> Callable:
@@ -96,24 +84,33 @@ def _backend_fn(name: str) -> Callable:
 
         return selective_scan_numba
     if name == "cuda":
-        return _selective_scan_cuda
+        return selective_scan_cuda
+    if name == "triton":
+        from vmunet.ops.scan_triton import selective_scan_triton
+
+        return selective_scan_triton
     raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {('auto', *BACKENDS)}")
 
 
 def resolve_backend(backend: str, device: torch.device | None = None) -> str:
     """The concrete backend name that ``backend`` means for tensors on ``device``."""
     if backend == "auto":
-        if device is not None and torch.device(device).type == "cuda" and cuda_available():
-            return "cuda"
+        if device is not None and torch.device(device).type == "cuda":
+            if cuda_available():
+                return "cuda"
+            if triton_available():
+                return "triton"
         if (device is None or torch.device(device).type == "cpu") and numba_available():
             return "numba"
         return "torch"
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}; choose from {('auto', *BACKENDS)}")
-    if backend == "cuda" and _mamba_ssm_fn() is None:
-        raise RuntimeError(_CUDA_HINT)
+    if backend == "cuda" and extension() is None:
+        raise RuntimeError(CUDA_HINT + (f" (loading it failed: {load_error()})" if load_error() else ""))
     if backend == "numba" and not numba_available():
         raise RuntimeError(_NUMBA_HINT)
+    if backend == "triton" and not triton_available():
+        raise RuntimeError(_TRITON_HINT)
     return backend
 
 

@@ -2,10 +2,15 @@
 
 Files land in the run's log directory, each written atomically:
 
-* ``test_metrics.json`` -- everything: per-class and mean Dice/HD95 (voxels, mm), the ISIC pooled
-  and per-image metrics when present, and the per-case rows.
-* ``test_cases.csv`` -- one row per (case, class).
-* ``test_per_class.csv`` -- one row per class plus a final ``mean`` row.
+* ``test_metrics.json`` -- everything: per-class and mean Dice/HD95 (voxels, mm) under each
+  requested empty-mask convention (``by_convention``; the primary one also at the top level), the
+  ISIC pooled and per-image metrics when present, and the raw per-case rows.
+* ``test_cases.csv`` -- one row per (convention, case, class), with ``status``, ``convention`` and
+  ``hd95_definition`` columns.
+* ``test_per_class.csv`` -- per convention, one row per class plus a final ``mean`` row.
+
+Every table, CSV row and JSON summary names its empty-mask convention and HD95 definition
+(:data:`vmunet.evaluation.metrics.CONVENTIONS`, :data:`~vmunet.evaluation.metrics.HD95_DEFINITIONS`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vmunet.data.fileio import write_csv, write_json
-from vmunet.evaluation.metrics import CASE_FIELDS
+from vmunet.evaluation.metrics import CASE_FIELDS, CONVENTIONS, convention_rows, describe
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +34,28 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+PER_CLASS_FIELDS = ("convention", "class", "dice", "hd95", "hd95_mm", "misses", "false_positives",
+                    "hd95_definition")
+
+
+def _case_summaries(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-convention case summaries, primary first (older summaries: the top level only)."""
+    by = summary.get("by_convention") or {}
+    out = [by[c] for c in summary.get("conventions", []) if "per_class" in by.get(c, {})]
+    if not out and "per_class" in summary:
+        out = [summary]
+    return out
+
+
 def per_class_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows ``{"class", "dice", "hd95", "hd95_mm"}`` for each foreground class and the mean."""
-    if "per_class" not in summary:
-        return []
-    rows = [{"class": name, **vals} for name, vals in summary["per_class"].items()]
-    rows.append({"class": "mean", **summary["mean"]})
+    """Rows of :data:`PER_CLASS_FIELDS` for each convention: each foreground class, then the mean."""
+    rows = []
+    for cases in _case_summaries(summary):
+        tag = {"convention": cases.get("convention"), "hd95_definition": cases.get("hd95_definition")}
+        rows += [{**tag, "class": name, **vals} for name, vals in cases["per_class"].items()]
+        rows.append({**tag, "class": "mean", **cases["mean"]})
     return rows
+
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -44,22 +64,27 @@ def format_table(summary: dict[str, Any]) -> str:
     from rich.table import Table
 
     parts: list[Table] = []
-    rows = per_class_rows(summary)
-    if rows:
-        table = Table(title=f"{summary.get('stage', 'test')}: {summary['num_cases']} cases, "
-                      "mean over cases, then classes")
-        for col in ("class", "Dice", "HD95 (vox)", "HD95 (mm)"):
+    stage = summary.get("stage", "test")
+    for cases in _case_summaries(summary):
+        table = Table(title=f"{stage}: {cases['num_cases']} cases, mean over cases, then classes\n"
+                      + describe(cases.get("convention"), cases.get("hd95_definition")))
+        for col in ("class", "Dice", "HD95 (vox)", "HD95 (mm)", "misses", "false pos."):
             table.add_column(col, justify="left" if col == "class" else "right")
-        for r in rows:
-            table.add_row(r["class"], _fmt(r["dice"]), _fmt(r["hd95"], 2), _fmt(r["hd95_mm"], 2))
+        for name, r in [*cases["per_class"].items(), ("mean", cases["mean"])]:
+            table.add_row(name, _fmt(r["dice"]), _fmt(r["hd95"], 2), _fmt(r["hd95_mm"], 2),
+                          _fmt(r.get("misses")), _fmt(r.get("false_positives")))
         parts.append(table)
     if "pooled" in summary:
-        table = Table(title=f"{summary.get('stage', 'test')}: {summary['num_images']} images, threshold 0.5")
+        by = summary.get("by_convention") or {}
+        convs = [c for c in summary.get("conventions", []) if "per_image" in by.get(c, {})]
+        table = Table(title=f"{stage}: {summary['num_images']} images, threshold 0.5; per-image means under "
+                      + ", ".join(f"convention {c} ({CONVENTIONS[c]})" for c in convs))
         table.add_column("metric")
         table.add_column("pooled (paper)", justify="right")
-        table.add_column("per-image mean", justify="right")
+        for conv in convs:
+            table.add_column(f"per-image mean ({conv})", justify="right")
         for key in ("dice", "iou", "accuracy", "sensitivity", "specificity"):
-            table.add_row(key, _fmt(summary["pooled"][key]), _fmt(summary["per_image"].get(key)))
+            table.add_row(key, _fmt(summary["pooled"][key]), *[_fmt(by[c]["per_image"].get(key)) for c in convs])
         parts.append(table)
     buf = io.StringIO()
     console = Console(file=buf, width=100, no_color=True, force_terminal=False)
@@ -73,9 +98,10 @@ def write_test_reports(summary: dict[str, Any], log_dir: str | os.PathLike, pref
     log_dir = Path(log_dir)
     written = {"json": write_json(log_dir / f"{prefix}_metrics.json", summary)}
     if summary.get("cases"):
-        written["cases_csv"] = write_csv(log_dir / f"{prefix}_cases.csv", summary["cases"], CASE_FIELDS)
+        rows = [r for conv in summary.get("conventions") or ["strict"] for r in convention_rows(summary["cases"], conv)]
+        written["cases_csv"] = write_csv(log_dir / f"{prefix}_cases.csv", rows, CASE_FIELDS)
         written["per_class_csv"] = write_csv(log_dir / f"{prefix}_per_class.csv", per_class_rows(summary),
-                                             ("class", "dice", "hd95", "hd95_mm"))
+                                             PER_CLASS_FIELDS)
     table = format_table(summary)
     log.info("%s metrics written to %s\n%s", prefix, log_dir, table)
     return written

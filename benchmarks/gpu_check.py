@@ -1,0 +1,568 @@
+"""The whole GPU check in one run: kernel parity, model agreement, speed, memory, stability.
+
+Made for ONE short call on a lent GPU machine (see benchmarks/gpu/device_check.sh and the
+README's GPU section); every section is timed, guarded (an error is recorded, the next section
+still runs) and written to ``<out>/gpu_check.json`` as soon as it ends; ``<out>/gpu_check.md``
+holds the tables. Sections, in priority order:
+
+1. ``env``: GPU, driver, torch/CUDA/Triton versions; where the kernel came from.
+2. ``extension``: load the carried ``selective_scan_cuda`` (``--so``), else build it here from the
+   sdist (``--sdist``; sm_XY of this GPU, ~2 min on 16 cores) and load that.
+3. ``parity``: the "cuda" backend against the float64 "ref" loop ON THE GPU, at the four VM-UNet
+   stage shapes (224x224 input: L = 3136, 784, 196, 49; dim = 4 directions x 2C), output and the
+   gradient of every input, float32 and bfloat16 inputs; plus one z-gated case.
+   ``rel`` = ||a - b|| / ||b|| over the whole tensor.
+4. ``model_agreement``: the paper model's logits and parameter gradients with every GPU backend
+   against the "torch" backend (same weights, same batch).
+5. ``train``: paper model (``vmunet``, 9 classes), 224x224, batch 32: training img/s
+   (forward + cross-entropy + backward + AdamW) over ``--steps`` steps with a non-finite count for
+   loss and gradient norm, inference img/s, peak GPU memory; float32 and bf16-mixed (autocast).
+6. ``scan_time``: forward and forward+backward milliseconds per stage shape at batch 32,
+   "cuda" against "torch" (and "triton" when vmunet.ops has it); the median of CUDA-event timings.
+7. ``original`` (``--original PATH``, a checkout of github:JCruan519/VM-UNet): the original
+   model's training/inference img/s with its ``selective_scan_fn`` pointed at the SAME kernel
+   wrapper, and the ratio ours/original.
+
+``--smoke`` runs every section on CPU at tiny sizes, with the CPU stand-in extension
+(benchmarks/gpu/standin) in place of the compiled kernel: it proves the script runs, not the
+numbers (it is part of the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
+from vmunet.models import create_model  # noqa: E402
+from vmunet.ops import BACKENDS, resolve_backend, scan_cuda, selective_scan  # noqa: E402
+from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
+
+logger = logging.getLogger("gpu_check")
+STANDIN_DIR = ROOT / "benchmarks" / "gpu" / "standin"
+MODEL, NUM_CLASSES = "vmunet", 9
+#: (C, H = W) per encoder stage of the paper model at 224x224
+STAGES = [(96, 56), (192, 28), (384, 14), (768, 7)]
+D_STATE, K = 16, 4
+TOL = {"float32": 2e-4, "bfloat16": 2e-2}
+AGREE_TOL = {"logits": 1e-3, "grads": 1e-2}
+
+
+class Check:
+    """Results, the clock and the output files of one run."""
+
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.perf_counter()
+        self.res: dict = {"smoke": args.smoke, "sections": {}}
+        self.device = torch.device("cpu" if args.smoke else "cuda")
+
+    def left(self) -> float:
+        return self.args.budget_s - (time.perf_counter() - self.t0)
+
+    def save(self) -> None:
+        self.res["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        write_json(self.out / "gpu_check.json", self.res)
+
+    def section(self, name: str, fn: Callable[[], dict], need_s: float) -> dict:
+        """Run ``fn`` if ``need_s`` seconds are left; record its dict, or the error, and save."""
+        if self.left() < need_s:
+            rec = {"status": "skipped", "why": f"time budget: {self.left():.0f} s left, needs ~{need_s:.0f} s"}
+        else:
+            t = time.perf_counter()
+            try:
+                rec = {"status": "ok", **fn()}
+            except Exception as exc:  # record and go on: one failed section must not hide the rest
+                rec = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()[-3000:]}
+            rec["seconds"] = round(time.perf_counter() - t, 1)
+        self.res["sections"][name] = rec
+        self.save()
+        logger.info("[%6.1f s] %-16s %s%s", time.perf_counter() - self.t0, name, rec["status"],
+                    f": {rec.get('error') or rec.get('why')}" if rec["status"] != "ok" else "")
+        return rec
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+# ------------------------------------------------------------------------------------------------
+# 1, 2: environment and kernel
+# ------------------------------------------------------------------------------------------------
+def env_info(chk: Check) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "torch_cuda": torch.version.cuda, "device": str(chk.device)}
+    with contextlib.suppress(Exception):
+        import triton
+        info["triton"] = triton.__version__
+    if chk.device.type == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
+                    memory_gib=round(p.total_memory / 2**30, 1))
+    info["backends"] = list(BACKENDS)
+    return info
+
+
+def _use_extension_dir(folder: Path) -> None:
+    os.environ[scan_cuda.EXTENSION_DIR_ENV] = str(folder)
+    sys.modules.pop(scan_cuda.EXTENSION_NAME, None)
+    scan_cuda.extension.cache_clear()
+
+
+def load_extension(chk: Check) -> dict:
+    a = chk.args
+    rec: dict = {}
+    if a.smoke:
+        _use_extension_dir(STANDIN_DIR)
+        rec["source"] = "CPU stand-in (benchmarks/gpu/standin)"
+    elif a.so:
+        so = Path(a.so)
+        _use_extension_dir(so if so.is_dir() else so.parent)
+        rec["source"] = f"carried: {so}"
+        manifest = (so if so.is_dir() else so.parent) / f"{scan_cuda.EXTENSION_NAME}.json"
+        if manifest.is_file():
+            rec["manifest"] = json.loads(manifest.read_text())
+    ext = scan_cuda.extension()
+    if ext is None and not a.smoke:
+        rec["carried_load_error"] = scan_cuda.load_error()
+        if not a.sdist:
+            raise RuntimeError(f"no loadable extension ({scan_cuda.load_error()}) and no --sdist to build from")
+        import build_selective_scan as bss
+
+        cap = torch.cuda.get_device_capability()
+        out = Path(tempfile.mkdtemp(prefix="ssc_"))
+        t = time.perf_counter()
+        bss.build(Path(a.sdist), out, arch=f"{cap[0]}{cap[1]}", dtypes=a.build_dtypes,
+                  jobs=os.cpu_count(), build_dir=out / "build")
+        rec["built_here_s"] = round(time.perf_counter() - t, 1)
+        rec["source"] = f"built here from {a.sdist} (sm_{cap[0]}{cap[1]}, {a.build_dtypes})"
+        rec["manifest"] = json.loads((out / f"{scan_cuda.EXTENSION_NAME}.json").read_text())
+        _use_extension_dir(out)
+        ext = scan_cuda.extension()
+    if ext is None:
+        raise RuntimeError(f"selective_scan_cuda does not load: {scan_cuda.load_error()}")
+    rec["file"] = getattr(ext, "__file__", None)
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------
+# 3: parity against the float64 reference on the device
+# ------------------------------------------------------------------------------------------------
+def scan_inputs(batch: int, dim: int, L: int, dtype: torch.dtype, device, seed: int, z: bool = False) -> dict:
+    """Inputs shaped and scaled as SS2D makes them (A = -exp(A_log), dt bias from [1e-3, 0.1])."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    dt = torch.exp(torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    ins = dict(u=r(batch, dim, L), delta=r(batch, dim, L) * 0.1,
+               A=-torch.arange(1, D_STATE + 1, dtype=torch.float32).repeat(dim, 1),
+               B=r(batch, K, D_STATE, L), C=r(batch, K, D_STATE, L), D=torch.ones(dim),
+               delta_bias=dt + torch.log(-torch.expm1(-dt)))  # inverse softplus, as SS2D's init
+    if z:
+        ins["z"] = r(batch, dim, L)
+    seq = {"u", "delta", "B", "C", "z"}
+    return {k: v.to(device=device, dtype=dtype if k in seq else torch.float32) for k, v in ins.items()}
+
+
+def out_and_grads(fn: Callable, ins: dict, seed: int, grad_dtype: torch.dtype) -> tuple[torch.Tensor, dict]:
+    """Output and input gradients for a random upstream gradient, rounded to ``grad_dtype`` first
+    (so the kernel and the float64 reference get the same values)."""
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in ins.items()}
+    out = fn(**leaves, delta_softplus=True)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(grad_dtype)
+    g = g.to(out.device, out.dtype)
+    grads = torch.autograd.grad(out, list(leaves.values()), g)
+    return out.detach(), dict(zip(leaves, grads, strict=True))
+
+
+def parity(chk: Check) -> dict:
+    smoke = chk.args.smoke
+    rows, worst = [], {}
+    stages = [(c // 16, hw // 4) for c, hw in STAGES] if smoke else STAGES
+    cases = [(c, hw, dt, False) for c, hw in stages for dt in ("float32", "bfloat16")]
+    cases.append((*stages[-1], "float32", True))
+    for i, (c, hw, dtn, with_z) in enumerate(cases):
+        dtype = getattr(torch, dtn)
+        ins = scan_inputs(1 if smoke else 2, K * 2 * c, hw * hw, dtype, chk.device, seed=100 + i, z=with_z)
+        row = {"C": c, "L": hw * hw, "dim": K * 2 * c, "dtype": dtn, "z": with_z}
+        try:
+            out, grads = out_and_grads(lambda **kw: selective_scan(**kw, backend="cuda"), ins, i, dtype)
+        except RuntimeError as exc:
+            if "not implemented for input type" in str(exc):  # a trimmed build without this dtype
+                rows.append({**row, "status": "not in this build"})
+                continue
+            raise
+        ins64 = {k: v.double() for k, v in ins.items()}  # the same (rounded) values, exactly
+        out_r, grads_r = out_and_grads(selective_scan_ref, ins64, i, dtype)
+        errs = {"out": rel(out, out_r), **{f"d{k}": rel(grads[k], grads_r[k]) for k in grads}}
+        finite = bool(torch.isfinite(out).all()) and all(bool(torch.isfinite(v).all()) for v in grads.values())
+        ok = finite and max(errs.values()) <= TOL[dtn]
+        rows.append({**row, "status": "ok" if ok else "FAIL", "finite": finite,
+                     "rel": {k: float(f"{v:.3g}") for k, v in errs.items()}})
+        worst[dtn] = max(worst.get(dtn, 0.0), max(errs.values()))
+        del out, grads, out_r, grads_r
+    all_ok = all(r["status"] in ("ok", "not in this build") for r in rows) and "float32" in worst
+    return {"all_ok": all_ok, "tolerance": TOL, "worst_rel": worst, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# 4: model agreement across backends
+# ------------------------------------------------------------------------------------------------
+def gpu_backends(chk: Check) -> dict[str, str]:
+    """Backend name -> "" when usable here, else why not."""
+    status = {}
+    for b in BACKENDS:
+        if b in ("ref", "numba"):
+            continue  # CPU-only or far too slow at these sizes
+        try:
+            resolve_backend(b, chk.device)
+            status[b] = ""
+        except RuntimeError as exc:
+            status[b] = str(exc)[:200]
+    return status
+
+
+def build_model(chk: Check, backend: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model(chk.args.model, num_classes=NUM_CLASSES, in_chans=3, scan_backend=backend).to(chk.device)
+
+
+def model_agreement(chk: Check) -> dict:
+    size, batch = (32, 1) if chk.args.smoke else (224, 2)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(batch, 3, size, size, generator=g).to(chk.device)
+    y = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=g).to(chk.device)
+    usable = [b for b, why in gpu_backends(chk).items() if not why]
+    base = build_model(chk, "torch")
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    results = {}
+    for b in ["torch"] + [b for b in usable if b != "torch"]:
+        m = build_model(chk, b)
+        m.load_state_dict(state)
+        logits = m(x)
+        F.cross_entropy(logits, y).backward()
+        grads = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+        with torch.no_grad(), torch.autocast(chk.device.type, dtype=torch.bfloat16):
+            bf = m.eval()(x).float()
+        results[b] = (logits.detach(), grads, bf)
+        del m
+    ref_logits, ref_grads, ref_bf = results["torch"]
+    rows = []
+    for b, (lg, gr, bf) in results.items():
+        if b == "torch":
+            continue
+        r = {"backend": b, "logits_rel": rel(lg, ref_logits), "grads_rel": rel(gr, ref_grads),
+             "bf16_logits_rel": rel(bf, ref_bf)}
+        r["ok"] = r["logits_rel"] <= AGREE_TOL["logits"] and r["grads_rel"] <= AGREE_TOL["grads"]
+        rows.append(r)
+    return {"against": "torch", "size": size, "batch": batch, "tolerance": AGREE_TOL, "rows": rows,
+            "all_ok": bool(rows) and all(r["ok"] for r in rows)}
+
+
+# ------------------------------------------------------------------------------------------------
+# 5, 7: training and inference throughput (our model and the original)
+# ------------------------------------------------------------------------------------------------
+def throughput(chk: Check, make_model: Callable, precision: str, steps: int, infer_iters: int,
+               max_s: float = 100.0) -> dict:
+    """Train ``steps`` steps (fewer if ``max_s`` seconds pass: ``steps`` says how many ran) and time
+    the steps after a short warm-up; then time ``infer_iters`` inference batches."""
+    a = chk.args
+    size, batch = a.size, a.batch
+    dev = chk.device
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
+                else contextlib.nullcontext())
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(batch, 3, size, size, generator=g).to(dev)
+    y = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=g).to(dev)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    warm = min(5, max(1, steps // 10))
+    bad = torch.zeros((), device=dev)
+    max_gn = torch.zeros((), device=dev)
+    model.train()
+    t_start = None
+    deadline = time.perf_counter() + max_s  # a slow model must not eat the whole device call
+    done = 0
+    for i in range(steps):
+        if i == warm:
+            chk.sync()
+            t_start = time.perf_counter()
+        if i > warm and i % 10 == 0 and time.perf_counter() > deadline:
+            break
+        with autocast:
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        bad += (~torch.isfinite(loss)).float() + (~torch.isfinite(gn)).float()
+        max_gn = torch.maximum(max_gn, gn.detach().float())
+        opt.step()
+        done = i + 1
+    chk.sync()
+    train_s = time.perf_counter() - t_start
+    timed = done - warm
+    rec = {"precision": precision, "size": size, "batch": batch, "steps": done, "steps_asked": steps,
+           "train_img_s": round(timed * batch / train_s, 1), "train_ms_per_step": round(1e3 * train_s / timed, 1),
+           "nonfinite_steps": int(bad.item()), "final_loss": float(loss.item()),
+           "max_grad_norm": float(max_gn.item())}
+    if dev.type == "cuda":
+        rec["train_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        torch.cuda.reset_peak_memory_stats()
+    model.eval()
+    with torch.inference_mode(), autocast:
+        for i in range(infer_iters + 2):
+            if i == 2:
+                chk.sync()
+                t = time.perf_counter()
+            model(x)
+        chk.sync()
+    infer_s = time.perf_counter() - t
+    rec["infer_img_s"] = round(infer_iters * batch / infer_s, 1)
+    if dev.type == "cuda":
+        rec["infer_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    del model, opt
+    return rec
+
+
+def train_infer(chk: Check, backend: str = "cuda") -> dict:
+    a = chk.args
+    rows = [throughput(chk, lambda: build_model(chk, backend), p, a.steps, a.infer_iters)
+            for p in ("fp32", "bf16-mixed")]
+    return {"model": a.model, "backend": backend, "rows": rows,
+            "no_nan": all(r["nonfinite_steps"] == 0 for r in rows)}
+
+
+def _timm_shim() -> str:
+    """The original code imports timm's DropPath/to_2tuple/trunc_normal_; use timm when it imports
+    (the GPU image has it), else equivalents (monai's DropPath, torch's trunc_normal_)."""
+    try:
+        import timm.models.layers  # noqa: F401
+        return "timm"
+    except Exception:
+        import types
+
+        from monai.networks.layers import DropPath
+        layers = types.ModuleType("timm.models.layers")
+        layers.DropPath = DropPath
+        layers.to_2tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+        layers.trunc_normal_ = torch.nn.init.trunc_normal_
+        timm = types.ModuleType("timm")
+        models = types.ModuleType("timm.models")
+        timm.models, models.layers = models, layers
+        sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
+        return "shim (timm not installed)"
+
+
+def original(chk: Check) -> dict:
+    a = chk.args
+    path = Path(a.original).resolve()
+    if not (path / "models" / "vmunet" / "vmamba.py").is_file():
+        raise FileNotFoundError(f"--original {path}: no models/vmunet/vmamba.py (a VM-UNet checkout?)")
+    timm = _timm_shim()
+    sys.path.insert(0, str(path))
+    import importlib
+
+    vmamba = importlib.import_module("models.vmunet.vmamba")
+    vmunet_mod = importlib.import_module("models.vmunet.vmunet")
+
+    def same_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                    return_last_state=False):
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                              backend="cuda")
+
+    vmamba.selective_scan_fn = same_kernel  # forward_corev0 reads this module global
+
+    # configs/config_setting_synapse.py of the original: depths 2,2,2,2 / 2,2,2,1, dpr 0.2
+    depths, depths_decoder = ([1] * 4, [1] * 4) if a.smoke else ([2, 2, 2, 2], [2, 2, 2, 1])
+
+    def make():
+        torch.manual_seed(0)
+        return vmunet_mod.VMUNet(input_channels=3, num_classes=NUM_CLASSES, depths=depths,
+                                 depths_decoder=depths_decoder, drop_path_rate=0.2).to(chk.device)
+
+    steps = max(3, a.steps // 4)
+    rows = [throughput(chk, make, p, steps, a.infer_iters, max_s=40.0) for p in ("fp32", "bf16-mixed")]
+    ours = chk.res["sections"].get("train", {}).get("rows", [])
+    for r in rows:
+        mine = next((o for o in ours if o["precision"] == r["precision"]), None)
+        if mine:
+            r["ours_over_original_train"] = round(mine["train_img_s"] / r["train_img_s"], 3)
+            r["ours_over_original_infer"] = round(mine["infer_img_s"] / r["infer_img_s"], 3)
+    return {"path": str(path), "timm": timm, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# 6: scan timings
+# ------------------------------------------------------------------------------------------------
+def _time_ms(chk: Check, fn: Callable, reps: int) -> float:
+    fn()
+    chk.sync()
+    times = []
+    for _ in range(reps):
+        if chk.device.type == "cuda":
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            torch.cuda.synchronize()
+            times.append(s.elapsed_time(e))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def scan_time(chk: Check) -> dict:
+    smoke = chk.args.smoke
+    batch = 1 if smoke else chk.args.batch
+    stages = [(c // 16, hw // 4) for c, hw in STAGES] if smoke else STAGES
+    usable = [b for b, why in gpu_backends(chk).items() if not why]
+    rows = []
+    for c, hw in stages:
+        ins = scan_inputs(batch, K * 2 * c, hw * hw, torch.float32, chk.device, seed=c)
+        leaves = {k: v.requires_grad_() for k, v in ins.items()}
+        for b in usable:
+            def fwd(b=b, ins=ins):
+                with torch.no_grad():
+                    selective_scan(**ins, delta_softplus=True, backend=b)
+
+            def fwd_bwd(b=b, leaves=leaves):
+                selective_scan(**leaves, delta_softplus=True, backend=b).sum().backward()
+
+            reps = 3 if smoke or b == "torch" else 10
+            rows.append({"C": c, "L": hw * hw, "dim": K * 2 * c, "batch": batch, "backend": b,
+                         "fwd_ms": round(_time_ms(chk, fwd, reps), 3),
+                         "fwd_bwd_ms": round(_time_ms(chk, fwd_bwd, reps), 3)})
+    for r in rows:
+        torch_row = next(t for t in rows if t["L"] == r["L"] and t["backend"] == "torch")
+        r["fwd_bwd_speedup_vs_torch"] = round(torch_row["fwd_bwd_ms"] / r["fwd_bwd_ms"], 2)
+    return {"rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------------
+def markdown(res: dict) -> str:
+    s = res["sections"]
+    env = s.get("env", {})
+    lines = [f"# GPU check ({'SMOKE, CPU stand-in: not GPU numbers' if res['smoke'] else env.get('gpu', '?')})",
+             "", f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), triton {env.get('triton')}, "
+             f"python {env.get('python')}; total {res.get('elapsed_s')} s", ""]
+    lines += ["| section | status | s | note |", "|---|---|---|---|"]
+    for name, rec in s.items():
+        note = rec.get("error") or rec.get("why") or ""
+        if name == "extension":
+            note = note or rec.get("source", "")
+        if "all_ok" in rec:
+            note = note or f"all_ok={rec['all_ok']}"
+        lines.append(f"| {name} | {rec['status']} | {rec.get('seconds', '')} | {str(note)[:120]} |")
+    if s.get("parity", {}).get("rows"):
+        lines += ["", "Parity, cuda vs float64 ref on the device (max rel. error over out and all grads)", "",
+                  "| C | L | dim | dtype | z | status | max rel |", "|---|---|---|---|---|---|---|"]
+        for r in s["parity"]["rows"]:
+            m = max(r["rel"].values()) if "rel" in r else ""
+            lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['dtype']} | {r['z']} | {r['status']} | {m} |")
+    if s.get("model_agreement", {}).get("rows"):
+        lines += ["", "Model agreement against the torch backend (rel. error)", "",
+                  "| backend | logits | grads | bf16 logits | ok |", "|---|---|---|---|---|"]
+        for r in s["model_agreement"]["rows"]:
+            lines.append(f"| {r['backend']} | {r['logits_rel']:.2e} | {r['grads_rel']:.2e} | "
+                         f"{r['bf16_logits_rel']:.2e} | {r['ok']} |")
+    for name in ("train", "original"):
+        if s.get(name, {}).get("rows"):
+            lines += ["", f"{'vmunet' if name == 'train' else 'original VM-UNet'} (scan: cuda), "
+                      "img/s; peak GiB", "",
+                      "| precision | size | batch | steps | train img/s | infer img/s | train peak | "
+                      "non-finite steps | ours/original train | ours/original infer |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for r in s[name]["rows"]:
+                lines.append(f"| {r['precision']} | {r['size']} | {r['batch']} | {r['steps']} | "
+                             f"{r['train_img_s']} | {r['infer_img_s']} | {r.get('train_peak_gib', 'n/a')} | "
+                             f"{r['nonfinite_steps']} | {r.get('ours_over_original_train', '')} | "
+                             f"{r.get('ours_over_original_infer', '')} |")
+    if s.get("scan_time", {}).get("rows"):
+        lines += ["", "Selective scan, float32, ms (median)", "",
+                  "| C | L | dim | batch | backend | fwd | fwd+bwd | fwd+bwd speed-up vs torch |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in s["scan_time"]["rows"]:
+            lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['batch']} | {r['backend']} | "
+                         f"{r['fwd_ms']} | {r['fwd_bwd_ms']} | {r['fwd_bwd_speedup_vs_torch']}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_check"), help="results folder ($OUT)")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, stand-in kernel")
+    p.add_argument("--so", default=None, help="selective_scan_cuda .so (or its folder) to load")
+    p.add_argument("--sdist", default=None, help="mamba-ssm sdist to build from when --so does not load")
+    p.add_argument("--build-dtypes", default="fp32,bf16", help="dtypes of an on-device build")
+    p.add_argument("--original", default=None, help="checkout of github:JCruan519/VM-UNet")
+    p.add_argument("--model", default=None, help=f"model name (default {MODEL}; smoke vmunet_test)")
+    p.add_argument("--size", type=int, default=None, help="image size (default 224; smoke 32)")
+    p.add_argument("--batch", type=int, default=None, help="batch (default 32; smoke 1)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per precision (default 200; smoke 3)")
+    p.add_argument("--infer-iters", type=int, default=None, help="timed inference batches (default 20; smoke 1)")
+    p.add_argument("--budget-s", type=float, default=450.0, help="stop starting sections after this")
+    args = p.parse_args(argv)
+    for name, full, smoke in (("model", MODEL, "vmunet_test"), ("size", 224, 32), ("batch", 32, 1), ("steps", 200, 3), ("infer_iters", 20, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, smoke if args.smoke else full)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if args.smoke:
+        torch.set_num_threads(1)  # tiny shapes: threads only add overhead (and stall on a busy CPU)
+    if not args.smoke and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device (use --smoke on CPU)", file=sys.stderr)
+        return 2
+    chk = Check(args)
+    chk.section("env", lambda: env_info(chk), 0)
+    ext = chk.section("extension", lambda: load_extension(chk), 0)
+    if ext["status"] == "ok":
+        chk.section("parity", lambda: parity(chk), 30)
+        chk.section("model_agreement", lambda: model_agreement(chk), 20)
+        chk.section("train", lambda: train_infer(chk), 60)
+        chk.section("scan_time", lambda: scan_time(chk), 20)
+        if args.original:
+            chk.section("original", lambda: original(chk), 40)
+    md = markdown(chk.res)
+    with atomic_path(chk.out / "gpu_check.md") as tmp:
+        tmp.write_text(md)
+    print(md)
+    secs = chk.res["sections"]
+    ok = (all(r["status"] == "ok" for r in secs.values())
+          and secs.get("parity", {}).get("all_ok", False) and secs.get("train", {}).get("no_nan", False))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
