@@ -3,6 +3,7 @@ dtypes, argument errors and backend resolution."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
