@@ -19,6 +19,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from monai.transforms import Transform
 from torch.utils.data import Dataset
 
 from vmunet.data import nifti_format as NF
@@ -44,7 +45,7 @@ from vmunet.data.volumes import load_volume, voxel_sizes
 log = logging.getLogger(__name__)
 
 
-class LoadVolumed:
+class LoadVolumed(Transform):
     """Read image + label with geometry into MetaTensors ``(1, X, Y, Z)``; check they match."""
 
     def __init__(self, num_labels: int) -> None:
@@ -69,7 +70,7 @@ class LoadVolumed:
         return out
 
 
-class NormalizeAndSlice:
+class NormalizeAndSlice(Transform):
     """RAS MetaTensors -> normalized slices: image (1, D, H, W) float32, label (D, H, W) int16,
     ``spacing`` of (D, H, W) in mm and ``fg`` (indices of slices with foreground)."""
 
