@@ -22,10 +22,12 @@ and invalid values found while building the model / data / trainer are :class:`~
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -40,6 +42,7 @@ from vmunet.training.checkpoints import (
     read_training_checkpoint,
 )
 from vmunet.training.module import SegmentationModule
+from vmunet.training.noise import silence_lightning_notices
 from vmunet.training.runs import run_loggers, select_run_dir
 
 log = logging.getLogger(__name__)
@@ -130,11 +133,23 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     # known-harmless notices: `vmunet` passes sys.argv on explicitly; TensorBoard and CSV share a folder
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
+    silence_lightning_notices()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False
+    try:
+        return _lightning_cli(argv)
+    except ArgumentError as exc:
+        # A config typo: the error line first (jsonargparse would print an 85-line usage before it).
+        sub = argv[0] if argv else "fit"
+        print(f"vmunet {sub}: error: {exc}\n(`vmunet {sub} --help` lists the accepted options)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     return VMUNetCLI(
         SegmentationModule,
         LightningDataModule,
@@ -142,7 +157,12 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
         args=list(argv),
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
-        # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`)
-        parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in SUBCOMMANDS}},
+        # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`); config
+        # errors raise ArgumentError so `vmunet` prints the error line, not the 85-line usage first
+        parser_kwargs={
+            "allow_abbrev": False,
+            "exit_on_error": False,
+            **{c: {"allow_abbrev": False, "exit_on_error": False} for c in SUBCOMMANDS},
+        },
         auto_configure_optimizers=False,
     )
