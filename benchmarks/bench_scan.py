@@ -1,9 +1,10 @@
-"""Selective-scan benchmark at VM-UNet's stage shapes for a 256x256 input.
+"""Selective-scan benchmark at VM-UNet's stage shapes for a 256x256 (or ``--input-size``) input.
 
-For each stage (C = 96, 192, 384, 768 channels; L = 64^2, 32^2, 16^2, 8^2 tokens) the scan runs
+For each stage (C = 96, 192, 384, 768 channels; L = 64^2, 32^2, 16^2, 8^2 tokens at 256x256) the scan runs
 over dim = 4 directions x 2C channels with N = 16 states and B/C grouped by direction (G = 4),
 with D, delta_bias and softplus on, as in VMamba's SS2D. For every available CPU backend it
-prints forward and forward+backward time (best of the repeats), the speed-up over "ref"
+prints forward and forward+backward time (best of the repeats), their ratio (the cost of a
+training step's scan relative to inference; target <= 3.5 at stage 1), the speed-up over "ref"
 measured in the same run, the peak memory of one forward+backward, and the largest absolute
 difference of the output to "ref".
 
@@ -14,6 +15,7 @@ It counts every allocation (torch, numba, numpy) but not the inputs themselves.
 
     python benchmarks/bench_scan.py            # batch 1 and 8, 3 repeats
     python benchmarks/bench_scan.py --quick    # batch 1 only, fewer repeats (a few minutes)
+    python benchmarks/bench_scan.py --input-size 224 --stages 1 --threads 1 --no-memory   # the ratio target
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from vmunet.data.fileio import write_json
 from vmunet.ops import numba_available, selective_scan
 
 STAGES = [(96, 64), (192, 32), (384, 16), (768, 8)]  # (C, H = W of the token map at 256x256)
+
+
+def stages_for(input_size: int) -> list[tuple[int, int]]:
+    """(C, token-map side) of the four stages for a square input (patch size 4, then halving)."""
+    return [(C, input_size // (4 * 2**i)) for i, (C, _) in enumerate(STAGES)]
 N_STATE = 16
 DIRECTIONS = 4
 
@@ -62,14 +69,19 @@ def run(backend: str, ins: dict[str, torch.Tensor], backward: bool) -> torch.Ten
     return out.detach()
 
 
+#: Clock of the timings: wall time, or with --cpu-time the process's CPU time (all threads), which
+#: a busy shared machine inflates far less than wall time (its other jobs do not count).
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def best_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return min(times)
 
 
@@ -136,19 +148,20 @@ def bench_case(batch: int, C: int, side: int, backends: list[str], repeats: int,
     for row in rows:
         row["fwd_x"] = t_ref["fwd"] / row["fwd"]
         row["fwd_bwd_x"] = t_ref["fwd_bwd"] / row["fwd_bwd"]
+        row["bwd_ratio"] = row["fwd_bwd"] / row["fwd"]
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     head = ("| batch | dim | L | backend | fwd ms | fwd speed-up | fwd+bwd ms | fwd+bwd speed-up "
-            "| peak MiB (fwd+bwd) | max abs diff to ref |")
-    lines = [head, "|" + "---|" * 10]
+            "| fwd+bwd / fwd | peak MiB (fwd+bwd) | max abs diff to ref |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         mem = "n/a" if math.isnan(r["mem"]) else f"{r['mem']:.0f}"
         lines.append(
             f"| {r['batch']} | {r['dim']} | {r['L']} | {r['backend']} | {r['fwd'] * 1e3:.1f} "
             f"| {r['fwd_x']:.1f}x | {r['fwd_bwd'] * 1e3:.1f} | {r['fwd_bwd_x']:.1f}x "
-            f"| {mem} | {r['diff']:.1e} |"
+            f"| {r['bwd_ratio']:.2f} | {mem} | {r['diff']:.1e} |"
         )
     return "\n".join(lines)
 
@@ -159,27 +172,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default: 1 8; --quick: 1)")
     p.add_argument("--backends", nargs="+", help="backends to time besides 'ref' (default: all CPU ones)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--input-size", type=int, default=256, help="image side the stage shapes derive from")
+    p.add_argument("--stages", type=int, nargs="+", choices=[1, 2, 3, 4], help="stages to run (default: all)")
     p.add_argument("--threads", type=int,
                    help="torch and numba threads (default: torch's default); 1 is steadier on a busy machine")
+    p.add_argument("--repeats", type=int, help="timed repeats per case (default 3; --quick: 2)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with the process's CPU time instead of wall time (steadier on a busy machine)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
 
     torch.manual_seed(0)
     if args.threads:
         set_threads(args.threads)
     batches = args.batches or ([1] if args.quick else [1, 8])
     backends = ["ref"] + (args.backends or (["torch"] + (["numba"] if numba_available() else [])))
-    repeats = 2 if args.quick else 3
+    repeats = args.repeats or (2 if args.quick else 3)
     rows = []
     for batch in batches:
-        for C, side in STAGES:
+        for i, (C, side) in enumerate(stages_for(args.input_size), start=1):
+            if args.stages and i not in args.stages:
+                continue
             # ref steps through L in Python: one timing is plenty, and the large cases are slow
             ref_repeats = 1 if (args.quick or batch * side * side >= 4096) else 2
             rows += bench_case(batch, C, side, backends, repeats, ref_repeats, not args.no_memory)
             print(f"done batch={batch} C={C}", file=sys.stderr, flush=True)
-    print(f"selective scan, float32, N={N_STATE}, G={DIRECTIONS}, D + delta_bias + softplus; "
+    print(f"selective scan, {args.input_size}x{args.input_size} input, float32, N={N_STATE}, G={DIRECTIONS}, D + delta_bias + softplus; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {repeats}, "
+          f"{'CPU' if args.cpu_time else 'wall'} time")
     print()
     print(markdown(rows))
     if args.json:

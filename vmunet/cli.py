@@ -11,6 +11,7 @@ prepare    ``vmunet.data.commands``             raw download -> training layout
 synth      ``vmunet.data.commands``             write synthetic data sets
 info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
 weights    ``vmunet.models.commands``           ``weights inspect FILE``: layout, load plan
+data       ``vmunet.data.examples_commands``    fetch real example scans (opt-in download)
 =========  ===================================  =====================================
 
 Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     "vmunet.inference.commands",
     "vmunet.data.commands",
     "vmunet.models.commands",
+    "vmunet.data.examples_commands",
 )
 
 
@@ -49,18 +51,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (multi-line messages, e.g. two affines, are joined)."""
+    return " ".join(str(exc).split())
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The VmunetError behind ``exc``: itself, or one a library wrapped (jsonargparse turns a data
+    module's LayoutError into "Does not validate against any of the Union subtypes", MONAI into
+    "applying transform ..."), found through the exception chain; None for anything else."""
+    from vmunet.errors import VmunetError
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None or isinstance(seen, VmunetError):
+            return seen
+        if not isinstance(seen, (ValueError, TypeError, RuntimeError)):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except Exception as exc:
+        # Bad input (a data file or folder, a checkpoint, a setting) is the user's, not a bug: say
+        # what is wrong in one line, no traceback. Anything else is a bug and keeps its traceback.
+        found = _user_error(exc)
+        if found is None:
+            raise
+        command = next((a for a in argv if not a.startswith("-")), "")
+        print(f"vmunet {command}: error: {_one_line(found)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from vmunet.errors import VmunetError
         from vmunet.training.cli import run_lightning_cli
 
-        try:
-            run_lightning_cli(argv)
-        except VmunetError as exc:
-            # A wrong data folder or record is the user's input, not a bug: say what is wrong, no traceback.
-            print(f"vmunet {argv[0]}: error: {exc}", file=sys.stderr)
-            return 2
+        run_lightning_cli(argv)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vmunet.data.commands import add_parsers
 from vmunet.data.errors import DataError, LayoutError
 from vmunet.data.isic import ISICDataModule
 from vmunet.data.prepare import prepare_isic, prepare_synapse, split_cases
@@ -22,10 +20,10 @@ from vmunet.data.synth import synth_isic
 
 
 def cli(argv):
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers())
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
+    """Run a ``vmunet`` command exactly as the console script does (errors: one line, status 2)."""
+    from vmunet.cli import main
+
+    return main([str(a) for a in argv])
 
 
 def _save(path, array, affine):
@@ -143,7 +141,7 @@ def test_prepare_isic_seeded_split_and_stats(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out2" / "val" / "images").iterdir()) == \
         sorted(p.name for p in (out / "val" / "images").iterdir())
     assert again["mean"] == summary["mean"]
-    with pytest.raises(ValueError, match=r"already holds ISIC splits .*choose a new or empty folder"):
+    with pytest.raises(ValueError, match=r"holds a data set written by an earlier prepare .*--overwrite"):
         prepare_isic(raw, out, size=32, seed=2)
     from vmunet.data.fileio import _FILE_MODE
 
@@ -191,3 +189,77 @@ def test_cli_synth_all(tmp_path, capsys):
     assert len(json.loads((tmp_path / "n" / "dataset.json").read_text())["training"]) == 2
     assert cli(["synth", "synapse", "--out", tmp_path / "x", "--cases", 1]) == 2
     assert "cases must be between 2 and 30" in capsys.readouterr().err
+
+
+def test_prepare_refuses_a_nonempty_output_and_overwrite_replaces_only_its_own_files(tmp_path, capsys):
+    """Issue 12.6: a second data set prepared into the same folder used to mix with the first."""
+    from vmunet.data.manifest import MANIFEST
+
+    _known_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    prepare_synapse(tmp_path / "raw", out)  # cases 1 (test) and 5 (train)
+    manifest = json.loads((out / MANIFEST).read_text())
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+    assert manifest["complete"] is True and manifest["files"] == written and manifest["command"] == "prepare synapse"
+    # another data set: case 2 (test) and case 6 (train) only
+    other = tmp_path / "other"
+    for kind in ("img", "label"):
+        (other / kind).mkdir(parents=True)
+        for cid in (2, 6):
+            shutil.copy(tmp_path / "raw" / kind / f"{kind}0001.nii.gz", other / kind / f"{kind}{cid:04d}.nii.gz")
+    assert cli(["prepare", "synapse", "--raw", other, "--out", out, "--test-cases", 2]) == 2
+    assert "holds a data set written by an earlier prepare (vmunet-prepare.json); pass --overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "test_vol_h5").glob("*.h5")) == ["case0001.npy.h5"]
+    notes = out / "notes.txt"  # a file prepare did not write survives --overwrite
+    notes.write_text("mine")
+    with pytest.raises(DataError, match=r"is not empty \(1 file\(s\) not written by an earlier prepare, e\.g\. \['notes.txt'\]\)"):
+        prepare_synapse(other, out, test_cases=[2], overwrite=True)
+    assert notes.read_text() == "mine"
+    notes.unlink()
+    prepare_synapse(other, out, test_cases=[2], overwrite=True)
+    assert sorted(p.name for p in (out / "test_vol_h5").glob("*.h5")) == ["case0002.npy.h5"]
+    assert sorted({p.name.split("_slice")[0] for p in (out / "train_npz").glob("*.npz")}) == ["case0006"]
+    assert (out / "lists" / "lists_Synapse" / "test_vol.txt").read_text() == "case0002\n"
+    # a folder of someone else's files is refused, --overwrite or not, and left as it was
+    foreign = tmp_path / "foreign"
+    (foreign / "test_vol_h5").mkdir(parents=True)
+    (foreign / "test_vol_h5" / "case0099.npy.h5").write_bytes(b"not ours")
+    for extra in ([], ["--overwrite"]):
+        assert cli(["prepare", "synapse", "--raw", tmp_path / "raw", "--out", foreign, *extra]) == 2
+        assert "is not empty (1 file(s) not written by an earlier prepare" in capsys.readouterr().err
+    assert (foreign / "test_vol_h5" / "case0099.npy.h5").read_bytes() == b"not ours"
+    assert not (foreign / MANIFEST).exists()
+
+
+def test_prepare_isic_overwrite_replaces_the_earlier_split(tmp_path):
+    from vmunet.data.manifest import MANIFEST
+
+    raw = tmp_path / "raw"
+    synth_isic(raw, cases=6, size=24, seed=0, layout="official")
+    out = tmp_path / "out"
+    prepare_isic(raw, out, size=16, seed=0, split=0.5)
+    prepare_isic(raw, out, size=16, seed=1, split=0.7, overwrite=True)
+    counts = {s: len(list((out / s / "images").iterdir())) for s in ("train", "val")}
+    assert counts == {"train": 4, "val": 2}  # nothing of the earlier 3/3 split is left
+    assert json.loads((out / MANIFEST).read_text())["command"] == "prepare isic"
+
+
+def test_a_prepare_that_fails_half_way_removes_what_it_wrote(tmp_path):
+    from vmunet.data.manifest import MANIFEST
+
+    _known_raw(tmp_path / "raw")
+    lab = nib.load(str(tmp_path / "raw" / "label" / "label0005.nii.gz"))  # the second case is bad
+    data = np.asarray(lab.dataobj).copy()
+    data[0, 0, 0] = 14
+    _save(tmp_path / "raw" / "label" / "label0005.nii.gz", data, lab.affine)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"label values \[14\] outside"):
+        prepare_synapse(tmp_path / "raw", out)
+    assert [p for p in out.rglob("*")] == []  # case0001 was written, then removed; no manifest left
+    killed = tmp_path / "killed"  # a SIGKILLed prepare: claimed, files written, never listed
+    (killed / "train_npz").mkdir(parents=True)
+    (killed / MANIFEST).write_text(json.dumps({"command": "prepare synapse", "complete": False, "files": []}))
+    (killed / "train_npz" / "case0005_slice000.npz").write_bytes(b"partial")
+    with pytest.raises(DataError, match="was killed before it could list its files; nothing is removed"):
+        prepare_synapse(tmp_path / "raw", killed, overwrite=True)
+    assert (killed / "train_npz" / "case0005_slice000.npz").read_bytes() == b"partial"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -13,51 +12,58 @@ log = logging.getLogger(__name__)
 
 
 def _run(fn: Callable[..., dict[str, Any]], **kwargs: Any) -> int:
-    """Call a prepare/synth function; bad data or arguments -> message on stderr, exit status 2."""
-    from vmunet.data.errors import DataError
-
-    try:
-        summary = fn(**kwargs)
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """Call a prepare/synth function and print its summary. Bad data or arguments raise a
+    VmunetError, which the ``vmunet`` dispatcher prints as one line (exit status 2)."""
+    summary = fn(**kwargs)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _synth(fn: Callable[..., dict[str, Any]], **kwargs: Any) -> int:
+    """Like :func:`_run`, with ``--out`` checked first (a regular file in the way, not writable)."""
+    from vmunet.data.fileio import ensure_writable_folder
+
+    ensure_writable_folder(kwargs["out"], "--out")
+    return _run(fn, **kwargs)
 
 
 def _prepare_synapse(args: argparse.Namespace) -> int:
     from vmunet.data.prepare import prepare_synapse
 
     return _run(prepare_synapse, raw=args.raw, out=args.out, split=args.split, test_cases=args.test_cases,
-                test_fraction=args.test_fraction, seed=args.seed)
+                test_fraction=args.test_fraction, seed=args.seed, overwrite=args.overwrite)
 
 
 def _prepare_isic(args: argparse.Namespace) -> int:
     from vmunet.data.prepare import prepare_isic
 
     return _run(prepare_isic, raw=args.raw, out=args.out, split=args.split, seed=args.seed, size=args.size,
-                year=args.year)
+                year=args.year, overwrite=args.overwrite)
 
 
 def _synth_synapse(args: argparse.Namespace) -> int:
     from vmunet.data.synth import synth_synapse
 
-    return _run(synth_synapse, out=args.out, cases=args.cases, size=args.size, slices=args.slices,
+    return _synth(synth_synapse, out=args.out, cases=args.cases, size=args.size, slices=args.slices,
                 seed=args.seed, raw=args.raw)
 
 
 def _synth_isic(args: argparse.Namespace) -> int:
     from vmunet.data.synth import synth_isic
 
-    return _run(synth_isic, out=args.out, cases=args.cases, size=args.size, seed=args.seed,
+    return _synth(synth_isic, out=args.out, cases=args.cases, size=args.size, seed=args.seed,
                 layout=args.layout, year=args.year, official_splits=args.official_splits)
 
 
 def _synth_nifti(args: argparse.Namespace) -> int:
     from vmunet.data.synth import synth_nifti
 
-    return _run(synth_nifti, out=args.out, cases=args.cases, size=args.size, slices=args.slices,
+    return _synth(synth_nifti, out=args.out, cases=args.cases, size=args.size, slices=args.slices,
                 seed=args.seed, layout=args.layout, modality=args.modality, test_cases=args.test_cases)
+
+
+OVERWRITE_HELP = ("replace a data set an earlier prepare wrote in --out (only the files its manifest "
+                  "vmunet-prepare.json lists are removed); without it --out must be new or empty")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +80,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="explicit test case numbers (overrides --split)")
     p.add_argument("--test-fraction", type=float, default=0.4, help="test fraction for --split random")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=_prepare_synapse)
 
     p = psub.add_parser("isic", help="official ISIC 2017/2018 archive -> VM-UNet layout + stats.json")
@@ -85,6 +92,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="output image size (default 256)")
     p.add_argument("--year", choices=("2017", "2018"), default=None, help="which challenge, if both are present")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=_prepare_isic)
 
     syn = subparsers.add_parser("synth", help="write a synthetic data set (no download needed)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -11,6 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vmunet.data.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def find_data_error(err: BaseException) -> DataError | None:
@@ -109,17 +113,49 @@ class VolumeDataset(Dataset):
         return item
 
 
-def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
-    """Shuffled MONAI DataLoader (it seeds the random transforms of each worker)."""
-    from monai.data import DataLoader
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's quota of cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
+
+def effective_workers(num_workers: int) -> int:
+    """``num_workers`` capped at the available cores: more loader processes than cores only
+    compete with the training threads (a paper config asks for 8 workers; this machine has 2)."""
+    n = min(int(num_workers), available_cores())
+    if n < num_workers:
+        logger.info("DataLoader: %d workers requested, %d cores available: using %d", num_workers,
+                    available_cores(), n)
+    return n
+
+
+def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool, epoch: int = 0):
+    """Shuffled training loader; order and augmentation depend only on the run's seed and the epoch
+    (see :mod:`vmunet.data.sampling`). ``epoch``: the first epoch it serves (:func:`first_epoch`)."""
+    from vmunet.data.sampling import epoch_seeded_loader
+
+    return epoch_seeded_loader(dataset, batch_size, effective_workers(num_workers), pin_memory, epoch=epoch)
+
+
+def first_epoch(datamodule: Any) -> int:
+    """The epoch a new training loader starts at (a resumed run's), else 0.
+
+    Lightning's own ``set_epoch`` value (``fit_loop.epoch_progress.current.processed``): when the
+    loader is built, ``trainer.current_epoch`` of a resumed run still lags by one, and loader
+    workers draw their first indices right then.
+    """
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_progress.current.processed)
 
 
 def eval_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
     """Ordered loader with torch's default collate (strings -> lists, tensors stacked)."""
     from torch.utils.data import DataLoader
 
+    num_workers = effective_workers(num_workers)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=pin_memory)

@@ -6,7 +6,9 @@
 * :func:`prepare_isic` - official ISIC 2017/2018 archive -> VM-UNet layout at 256 x 256 plus
   ``stats.json`` (per-channel mean/std of the training images).
 
-Inputs are only read; every output file is written atomically.
+Inputs are only read; every output file is written atomically. The output folder must be empty (or
+hold only what an earlier prepare wrote, replaced with ``overwrite=True``); what a prepare writes is
+listed in its manifest (:mod:`vmunet.data.manifest`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from vmunet.data import isic_format as IF
 from vmunet.data import synapse_format as SF
 from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
 from vmunet.data.fileio import atomic_path, write_json
+from vmunet.data.manifest import prepared_folder
 from vmunet.data.volumes import load_volume
+from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ _LAB = re.compile(r"^label(\d+)\.nii(\.gz)?$")
 
 def _check_out(raw: Path, out: Path) -> None:
     if out.resolve() == raw.resolve():
-        raise ValueError(f"--out {out} must differ from --raw (inputs are never overwritten)")
+        raise ConfigError(f"--out {out} must differ from --raw (inputs are never overwritten)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -84,12 +88,12 @@ def split_cases(ids: Sequence[int], split: str = "standard", test_cases: Sequenc
     if test_cases:
         unknown = sorted(set(test_cases) - set(ids))
         if unknown:
-            raise ValueError(f"--test-cases {short_list(unknown)} are not in the raw data (cases: {short_list(ids, 40)})")
+            raise ConfigError(f"--test-cases {short_list(unknown)} are not in the raw data (cases: {short_list(ids, 40)})")
         test = sorted(set(test_cases))
     elif split == "standard":
         other = sorted(set(ids) - set(SF.STANDARD_TEST_IDS) - set(SF.STANDARD_TRAIN_IDS))
         if other:
-            raise ValueError(f"case(s) {short_list(other)} are not part of the standard Synapse split; use "
+            raise ConfigError(f"case(s) {short_list(other)} are not part of the standard Synapse split; use "
                              "--split random or --test-cases")
         test = [i for i in ids if i in SF.STANDARD_TEST_IDS]
         absent = sorted(set(SF.STANDARD_TEST_IDS + SF.STANDARD_TRAIN_IDS) - set(ids))
@@ -98,27 +102,35 @@ def split_cases(ids: Sequence[int], split: str = "standard", test_cases: Sequenc
                         short_list(absent))
     elif split == "random":
         if not 0 < test_fraction < 1:
-            raise ValueError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+            raise ConfigError(f"--test-fraction must be in (0, 1), got {test_fraction}")
         rng = np.random.default_rng(seed)
         n_test = max(1, round(len(ids) * test_fraction))
         test = sorted(rng.choice(ids, size=n_test, replace=False).tolist())
     else:
-        raise ValueError(f"--split must be 'standard' or 'random', got {split!r}")
+        raise ConfigError(f"--split must be 'standard' or 'random', got {split!r}")
     train = [i for i in ids if i not in test]
     if not train or not test:
-        raise ValueError(f"split leaves {len(train)} training and {len(test)} test case(s); need at least one each")
+        raise ConfigError(f"split leaves {len(train)} training and {len(test)} test case(s); need at least one each")
     return train, test
 
 
 def prepare_synapse(raw: str | Path, out: str | Path, *, split: str = "standard",
                     test_cases: Sequence[int] | None = None, test_fraction: float = 0.4,
-                    seed: int = 0) -> dict[str, Any]:
-    """Convert a raw BTCV download to the Synapse format under ``out``; returns a summary."""
+                    seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
+    """Convert a raw BTCV download to the Synapse format under ``out``; returns a summary.
+    ``overwrite`` replaces what an earlier prepare wrote there (see :mod:`vmunet.data.manifest`)."""
     raw, out = Path(raw), Path(out)
     _check_out(raw, out)
     folder = find_btcv_folder(raw)
     cases = btcv_cases(folder)
     train_ids, test_ids = split_cases(list(cases), split, test_cases, test_fraction, seed)
+    with prepared_folder(out, overwrite=overwrite, command="prepare synapse", source=str(folder)):
+        train_slices = _write_synapse(cases, out, test_ids)
+    return {"raw": str(folder), "out": str(out), "train_cases": len(train_ids), "train_slices": len(train_slices),
+            "test_cases": len(test_ids), "test": [SF.case_name(c) for c in test_ids]}
+
+
+def _write_synapse(cases: dict[int, tuple[Path, Path]], out: Path, test_ids: list[int]) -> list[str]:
     train_slices: list[str] = []
     for cid in sorted(cases):
         img_path, lab_path = cases[cid]
@@ -136,8 +148,7 @@ def prepare_synapse(raw: str | Path, out: str | Path, *, split: str = "standard"
         log.info("prepare synapse: %s -> %s (%s, %d slices)", img_path.name, name,
                  "test" if cid in test_ids else "train", img.shape[0])
     SF.write_lists(out, train_slices, [SF.case_name(c) for c in test_ids])
-    return {"raw": str(folder), "out": str(out), "train_cases": len(train_ids), "train_slices": len(train_slices),
-            "test_cases": len(test_ids), "test": [SF.case_name(c) for c in test_ids]}
+    return train_slices
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,10 +164,10 @@ def _official_split_pairs(raw: Path, year: str | None) -> tuple[str, dict[str, l
                           f"ISIC-2017_Training_Part1_GroundTruth/); found: {describe_folder(raw)}")
     if year is None:
         if len(years) > 1:
-            raise ValueError(f"{raw} holds ISIC {years}; choose one with --year")
+            raise ConfigError(f"{raw} holds ISIC {years}; choose one with --year")
         year = years[0]
     if year not in years:
-        raise ValueError(f"--year {year}: no ISIC {year} folders in {raw} (found {years})")
+        raise ConfigError(f"--year {year}: no ISIC {year} folders in {raw} (found {years})")
     pairs = {}
     for split in IF.SPLITS:
         inp, gt = folders.get((year, split), (None, None))
@@ -181,26 +192,21 @@ def _resize_pair(pair: IF.Pair, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_isic(raw: str | Path, out: str | Path, *, split: float | None = None, seed: int = 0,
-                 size: int = 256, year: str | None = None) -> dict[str, Any]:
+                 size: int = 256, year: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Official ISIC archive -> VM-UNet layout at ``size`` x ``size`` with ``stats.json``.
 
     ``split=None``: the official validation/test sets when their ground truth is present,
     otherwise a seeded 0.7 train / 0.3 val split of the training set. A number forces a seeded
-    split of the training set with that training fraction.
+    split of the training set with that training fraction. ``overwrite`` replaces what an earlier
+    prepare wrote in ``out`` (see :mod:`vmunet.data.manifest`).
     """
-    from PIL import Image
-
     raw, out = Path(raw), Path(out)
     _check_out(raw, out)
-    # The folders define the split, so files left from an earlier run would leak between splits.
-    stale = [str(out / s) for s in IF.SPLITS if (out / s).is_dir() and any((out / s).iterdir())]
-    if stale:
-        raise ValueError(f"--out {out} already holds ISIC splits {stale}; choose a new or empty folder")
     year, pairs = _official_split_pairs(raw, year)
     if split is not None or "val" not in pairs:
         frac = 0.7 if split is None else float(split)
         if not 0 < frac < 1:
-            raise ValueError(f"--split must be a training fraction in (0, 1), got {split}")
+            raise ConfigError(f"--split must be a training fraction in (0, 1), got {split}")
         train = pairs["train"]
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(train))
@@ -208,6 +214,16 @@ def prepare_isic(raw: str | Path, out: str | Path, *, split: float | None = None
         pairs["train"] = sorted((train[i] for i in order[:n_train]), key=lambda p: p.case)
         pairs["val"] = sorted((train[i] for i in order[n_train:]), key=lambda p: p.case)
         log.info("prepare isic: seeded %.2f split of the training set (seed %d)", frac, seed)
+    # The folders define the split, so files left from an earlier run would leak between splits.
+    with prepared_folder(out, overwrite=overwrite, command="prepare isic", source=str(raw)):
+        mean, std = _write_isic(pairs, out, size, year)
+    return {"raw": str(raw), "out": str(out), "year": year,
+            "splits": {k: len(v) for k, v in pairs.items()}, "mean": mean, "std": std}
+
+
+def _write_isic(pairs: dict[str, list[IF.Pair]], out: Path, size: int, year: str) -> tuple[list[float], list[float]]:
+    from PIL import Image
+
     train_images = []
     for name, split_pairs in pairs.items():
         for pair in split_pairs:
@@ -221,5 +237,4 @@ def prepare_isic(raw: str | Path, out: str | Path, *, split: float | None = None
     mean, std = IF.channel_stats(train_images)
     write_json(out / IF.STATS_FILE, {"mean": mean, "std": std, "num_images": len(train_images),
                                      "image_size": [size, size], "year": year})
-    return {"raw": str(raw), "out": str(out), "year": year,
-            "splits": {k: len(v) for k, v in pairs.items()}, "mean": mean, "std": std}
+    return mean, std

@@ -23,6 +23,7 @@ import numpy as np
 
 from vmunet.data import synapse_format as SF
 from vmunet.data.fileio import atomic_path, write_json
+from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def canonical_to_raw(volume: np.ndarray) -> np.ndarray:
 def _split_ids(cases: int) -> tuple[list[int], list[int]]:
     """Case ids for N synthetic cases, drawn from the standard split in its 18:12 proportion."""
     if not 2 <= cases <= 30:
-        raise ValueError(f"cases must be between 2 and 30 (BTCV has 30 labelled cases), got {cases}")
+        raise ConfigError(f"cases must be between 2 and 30 (BTCV has 30 labelled cases), got {cases}")
     n_test = max(1, round(cases * len(SF.STANDARD_TEST_IDS) / 30))
     n_train = cases - n_test
     return sorted(SF.STANDARD_TRAIN_IDS[:n_train]), sorted(SF.STANDARD_TEST_IDS[:n_test])
@@ -121,9 +122,9 @@ def _split_ids(cases: int) -> tuple[list[int], list[int]]:
 
 def _check_size(size: int, slices: int) -> None:
     if size < 16:
-        raise ValueError(f"size must be >= 16 pixels, got {size}")
+        raise ConfigError(f"size must be >= 16 pixels, got {size}")
     if slices < 4:
-        raise ValueError(f"slices must be >= 4, got {slices}")
+        raise ConfigError(f"slices must be >= 4, got {slices}")
 
 
 def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
@@ -226,11 +227,11 @@ def synth_isic(out: str | Path, cases: int = 20, size: int = 64, seed: int = 0,
     (60/20/20). Masks are 0/255 PNGs. Returns a summary.
     """
     if layout not in ("vmunet", "official"):
-        raise ValueError(f"layout must be 'vmunet' or 'official', got {layout!r}")
+        raise ConfigError(f"layout must be 'vmunet' or 'official', got {layout!r}")
     if year not in _ISIC_OFFICIAL_NAMES:
-        raise ValueError(f"year must be one of {sorted(_ISIC_OFFICIAL_NAMES)}, got {year!r}")
+        raise ConfigError(f"year must be one of {sorted(_ISIC_OFFICIAL_NAMES)}, got {year!r}")
     if cases < 2 or size < 16:
-        raise ValueError(f"need cases >= 2 and size >= 16, got cases={cases}, size={size}")
+        raise ConfigError(f"need cases >= 2 and size >= 16, got cases={cases}, size={size}")
     out = Path(out)
     rng = np.random.default_rng(seed)
     ids = [f"ISIC_{i:07d}" for i in range(cases)]
@@ -291,9 +292,9 @@ def synth_nifti(out: str | Path, cases: int = 6, size: int = 48, slices: int = 1
     from nibabel import orientations as ornt
 
     if layout not in ("nnunet", "decathlon"):
-        raise ValueError(f"layout must be 'nnunet' or 'decathlon', got {layout!r}")
+        raise ConfigError(f"layout must be 'nnunet' or 'decathlon', got {layout!r}")
     if modality not in ("CT", "MR"):
-        raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
+        raise ConfigError(f"modality must be 'CT' or 'MR', got {modality!r}")
     _check_size(size, slices)
     out = Path(out)
     rng = np.random.default_rng(seed)

@@ -17,6 +17,8 @@ Arrays follow the file's voxel index order ``[i, j, k]`` (nibabel's; for SimpleI
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from vmunet.data.errors import DataError
+
+log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -51,6 +55,17 @@ def strip_suffix(name: str, suffixes: tuple[str, ...] = VOLUME_SUFFIXES) -> str:
     return Path(name).stem
 
 
+@functools.cache
+def sitk() -> Any:
+    """SimpleITK with ITK's own warning printer off: its C++ warnings (e.g. "no DICOM files" on an
+    empty folder) went straight to stderr; every failure still arrives as an exception, which
+    the callers turn into errors naming the file."""
+    import SimpleITK
+
+    SimpleITK.ProcessObject_SetGlobalWarningDisplay(False)
+    return SimpleITK
+
+
 @dataclass
 class VolumeFile:
     """A volume as read: ``array`` in file voxel order, ``affine`` voxel -> RAS mm, ``kind``
@@ -74,18 +89,6 @@ def _single_channel_3d(where: str | Path, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def simpleitk() -> Any:
-    """The SimpleITK module, imported on first use (it is slow to import), with ITK's warnings off.
-
-    ITK prints its warnings from C++ straight to stderr (e.g. "GDCMSeriesFileNames: No Series were
-    found" for every non-DICOM folder a scan looks into); what matters reaches us as an exception.
-    """
-    import SimpleITK
-
-    SimpleITK.ProcessObject.SetGlobalWarningDisplay(False)
-    return SimpleITK
-
-
 def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
     """Voxel index (i, j, k) -> RAS mm affine of a SimpleITK (LPS) geometry (first three axes)."""
     nd = len(spacing)
@@ -105,7 +108,7 @@ def from_sitk(img: Any, where: str | Path) -> VolumeFile:
     nd = img.GetDimension()
     if nd < 3:
         raise DataError(f"{where}: expected a 3D volume, got a {nd}D image of size {img.GetSize()}")
-    arr = simpleitk().GetArrayFromImage(img)  # (..., z, y, x) -> (x, y, z, ...)
+    arr = sitk().GetArrayFromImage(img)  # (..., z, y, x) -> (x, y, z, ...)
     arr = _single_channel_3d(where, np.transpose(arr, tuple(range(nd - 1, -1, -1))))
     geometry = {"origin": img.GetOrigin()[:3], "spacing": img.GetSpacing()[:3],
                 "direction": tuple(np.asarray(img.GetDirection()).reshape(nd, nd)[:3, :3].ravel())}
@@ -122,7 +125,22 @@ def _read_nifti(path: Path) -> VolumeFile:
         raise DataError(f"{path}: expected a single-channel volume, got {len(arr.dtype.names)}-component "
                         f"voxels ({arr.dtype})")
     arr = _single_channel_3d(path, arr)
+    _warn_qform_sform(path, img.header)
     return VolumeFile(arr, np.asarray(img.affine, dtype=np.float64), "nifti", img.header.copy())
+
+
+def _warn_qform_sform(path: Path, header: Any) -> None:
+    """Warn when a NIfTI file's qform and sform both claim a geometry and disagree: we (nibabel)
+    use the sform, ITK-based tools (SimpleITK, nnU-Net, ITK-SNAP) may place the image by the qform,
+    so the same file lands in two places depending on the reader."""
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not (qcode and scode) or np.allclose(qform, sform, atol=1e-3):
+        return
+    diff = float(np.abs(np.asarray(qform) - np.asarray(sform)).max())
+    log.warning("%s: qform and sform disagree (largest difference %.3g in the 4x4 affines); using the sform "
+                "(code %d), as nibabel does -- ITK-based readers (SimpleITK, nnU-Net) may use the qform "
+                "(code %d) and place this image elsewhere", path, diff, int(scode), int(qcode))
 
 
 def read_volume(path: str | Path) -> VolumeFile:
@@ -133,7 +151,7 @@ def read_volume(path: str | Path) -> VolumeFile:
     try:
         if has_suffix(path, NIFTI_SUFFIXES):
             return _read_nifti(path)
-        return from_sitk(simpleitk().ReadImage(str(path)), path)
+        return from_sitk(sitk().ReadImage(str(path)), path)
     except DataError:
         raise
     except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError

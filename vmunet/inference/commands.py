@@ -2,13 +2,19 @@
 
 A thin wrapper over :class:`vmunet.inference.Predictor`: one label map per case
 (``<case><suffix>.nii.gz``, ``.png`` for 2D images) in the input geometry, a JSON sidecar per case,
-resumable (existing outputs are skipped unless ``--overwrite``), and a failing case never stops
-the others -- the exit status says whether any failed.
+resumable (an existing output is reused only when its sidecar shows it was made from the same
+checkpoint, preprocessing, options and input bytes; otherwise it is recomputed, and the log says
+why), and a failing case never stops the others -- the exit status says whether any failed.
+
+Usage errors (no scans, unusable checkpoint, output folder that cannot be written) raise a
+:class:`~vmunet.errors.VmunetError` before any case is computed; the ``vmunet`` dispatcher prints
+them as one line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -18,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vmunet.inference import io
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4 in-plane flips averaged)")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write float16 class probabilities (<case><suffix>_probabilities.npz)")
-    p.add_argument("--overwrite", action="store_true", help="recompute cases whose output already exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute every case, even those whose existing output is up to date")
+    p.add_argument("--fill-nonfinite", default=None, metavar="VALUE|window-min", type=_fill_arg,
+                   help="replace NaN/inf voxels with VALUE (raw units, e.g. HU) or the intensity window's lower "
+                        "bound, logged and recorded in the sidecar (default: refuse such scans)")
     p.add_argument("--suffix", default="", help="appended to the case name in output files (e.g. _seg)")
     p.add_argument("--reference", type=Path, default=None,
                    help="folder of ground-truth label maps named like the cases; writes metrics.csv")
@@ -53,16 +65,67 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
-def _sidecar(pred: Any, predictor: Any, case: Path, out: Path, seconds: float) -> dict[str, Any]:
+def _fill_arg(text: str) -> float | str:
+    """``--fill-nonfinite``: a finite number or ``window-min``."""
+    if text == "window-min":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number or 'window-min', got {text!r}")
+    return value
+
+
+def _reuse_key(predictor: Any, input_sha256: str) -> dict[str, Any]:
+    """What an existing output must have been made from to be reused: the checkpoint, its
+    preprocessing record, the options that change labels, and the input's bytes."""
+    key = {
+        "checkpoint_sha256": predictor.info.get("checkpoint_sha256"),
+        "preprocessing": predictor.preprocessing,
+        "tta": predictor.tta,
+        "fill_nonfinite": predictor.fill_nonfinite,
+        "input_sha256": input_sha256,
+    }
+    return json.loads(json.dumps(key, default=float))  # as it reads back from a sidecar
+
+
+def _stale_reason(sidecar: Path, key: dict[str, Any], probabilities: Path | None) -> str | None:
+    """Why the output described by ``sidecar`` cannot be reused (None: it can)."""
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as err:
+        return f"its sidecar {sidecar.name} is unreadable ({type(err).__name__})"
+    if not isinstance(meta, dict):
+        return f"its sidecar {sidecar.name} is not a JSON object"
+    for field_name, now in key.items():
+        if field_name not in meta:
+            return f"its sidecar {sidecar.name} does not record {field_name!r}"
+        then = meta[field_name]
+        if then != now:
+            if field_name.endswith("sha256"):
+                what = "checkpoint" if field_name.startswith("checkpoint") else "input file"
+                return f"the {what} differs (sha256 {str(then)[:12]}... then, {str(now)[:12]}... now)"
+            if field_name == "preprocessing":
+                changed = sorted(k for k in set(then or {}) | set(now or {}) if (then or {}).get(k) != (now or {}).get(k))
+                return f"the preprocessing record differs (fields {changed})"
+            return f"{field_name} was {then!r}, now {now!r}"
+    if probabilities is not None and not probabilities.exists():
+        return f"--save-probabilities asks for {probabilities.name}, which is missing"
+    return None
+
+
+def _sidecar(pred: Any, predictor: Any, case: Path, out: Path, seconds: float, key: dict[str, Any]) -> dict[str, Any]:
     return {
+        "kind": io.SIDECAR_KIND,
+        **key,
         "input": str(case),
         "output": out.name,
         "model": {k: predictor.info.get(k) for k in ("model_name", "model_kwargs", "vmunet_version")},
         "checkpoint": predictor.info.get("checkpoint"),
-        "checkpoint_sha256": predictor.info.get("checkpoint_sha256"),
         "class_names": predictor.class_names,
-        "preprocessing": predictor.preprocessing,
-        "tta": predictor.tta,
+        "nonfinite_filled": pred.nonfinite_filled,
         "device": str(predictor.device),
         "shape": list(pred.labels.shape),
         "spacing_ras_mm": list(pred.scan.spacing),
@@ -131,46 +194,43 @@ class _Tally:
 
     done: int = 0
     skipped: int = 0
+    stale: int = 0
     slices: int = 0
     failed: list[str] = field(default_factory=list)
     metric_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _setup(args: argparse.Namespace) -> tuple[list[Path], list[str], Any] | int:
-    """Find the cases, check ``--reference``, load the checkpoint, refuse clashing case names.
-    Returns ``(cases, names, predictor)`` or the exit status of a usage error."""
-    from vmunet.inference import io
-    from vmunet.inference.predictor import CheckpointError, Predictor
+def _setup(args: argparse.Namespace) -> tuple[list[Path], list[str], Any]:
+    """Find the cases, check ``--reference`` and the output folder, load the checkpoint, refuse
+    clashing case names -- everything that can be wrong before the first case is computed
+    (raises a :class:`~vmunet.errors.VmunetError`)."""
+    from vmunet.data.errors import DataError
+    from vmunet.data.fileio import ensure_writable_folder
+    from vmunet.errors import ConfigError
+    from vmunet.inference.predictor import Predictor
 
     try:
         cases = io.find_cases(args.input)
     except FileNotFoundError as err:
-        log.error("%s", err)
-        return EXIT_USAGE
+        raise DataError(str(err)) from None
     if args.reference is not None and not args.reference.is_dir():
-        log.error("--reference %s is not a folder", args.reference)
-        return EXIT_USAGE
-    try:
-        predictor = Predictor.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta)
-    except (CheckpointError, ValueError) as err:
-        log.error("%s", err)
-        return EXIT_USAGE
+        raise ConfigError(f"--reference {args.reference} is not a folder")
     names = [io.case_name(c) for c in cases]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        log.error("several inputs share a case name, their outputs would collide: %s",
-                  "; ".join(f"{n}: " + ", ".join(str(c) for c in cases if io.case_name(c) == n) for n in clashes))
-        return EXIT_USAGE
-    args.output.mkdir(parents=True, exist_ok=True)
+        raise DataError("several inputs share a case name, their outputs would collide: " + "; ".join(
+            f"{n}: " + ", ".join(str(c) for c in cases if io.case_name(c) == n) for n in clashes))
+    predictor = Predictor.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                                          fill_nonfinite=args.fill_nonfinite)
+    ensure_writable_folder(args.output, "--output")
     log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
     return cases, names, predictor
 
 
 def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: str, tally: _Tally) -> None:
-    """Predict one case (or skip it when its outputs exist), write label map and sidecar, score it
+    """Predict one case (or reuse its up-to-date output), write label map and sidecar, score it
     against its reference if there is one; raises on any failure of this case."""
     from vmunet.data.fileio import write_json
-    from vmunet.inference import io
 
     out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
     sidecar = args.output / f"{name}{args.suffix}.json"
@@ -179,19 +239,24 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: st
         log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
     if out.resolve() == case.resolve():
         raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
+    probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
+    key = _reuse_key(predictor, io.input_sha256(case))
     # the sidecar is written last: a label map without it is from an interrupted run
     if out.exists() and sidecar.exists() and not args.overwrite:
-        tally.skipped += 1
-        log.info("%s: %s exists, skipped (use --overwrite to recompute)", case, out)
-        if ref is not None:
-            existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
-            tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor,
-                                               args.hd95)
-        return
-    probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
+        reason = _stale_reason(sidecar, key, probs)
+        if reason is None:
+            tally.skipped += 1
+            log.info("%s: %s is up to date (same checkpoint, preprocessing, options and input), reused", case, out.name)
+            if ref is not None:
+                existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
+                tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor,
+                                                   args.hd95)
+            return
+        tally.stale += 1
+        log.info("%s: recomputing %s: %s", case, out.name, reason)
     t0 = time.perf_counter()
     pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
-    write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0))
+    write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0, key))
     tally.done += 1
     tally.slices += pred.num_slices
     if ref is not None:
@@ -202,7 +267,7 @@ def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: fl
     """Print the run summary (and the metrics table with ``--reference``); the exit status."""
     rate = tally.slices / seconds if seconds > 0 else 0.0
     print(f"predicted {tally.done} case(s), {tally.slices} slices in {seconds:.1f} s ({rate:.2f} slices/s); "
-          f"skipped {tally.skipped} existing; failed {len(tally.failed)}")
+          f"reused {tally.skipped} up to date; recomputed {tally.stale} stale; failed {len(tally.failed)}")
     if tally.metric_rows:
         print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names,
                              args.metric_convention))
@@ -213,13 +278,11 @@ def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: fl
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Run ``vmunet predict``; returns the exit status (0 ok, 1 some case failed, 2 bad arguments)."""
+    """Run ``vmunet predict``; returns the exit status (0 ok, 1 some case failed); usage errors
+    raise a VmunetError (the dispatcher: exit status 2)."""
     from tqdm.auto import tqdm
 
-    setup = _setup(args)
-    if isinstance(setup, int):
-        return setup
-    cases, names, predictor = setup
+    cases, names, predictor = _setup(args)
     tally = _Tally()
     t_start = time.perf_counter()
     for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):

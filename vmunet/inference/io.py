@@ -25,6 +25,8 @@ of the raw file named by the sidecar). Label maps are written in that layout.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +39,7 @@ import numpy as np
 
 from vmunet.data import volumes
 from vmunet.data.errors import DataError
-from vmunet.data.fileio import atomic_path
+from vmunet.data.fileio import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +106,41 @@ def _has_ext(path: Path, exts: tuple[str, ...]) -> bool:
 
 
 def _dicom_series(folder: Path) -> list[str]:
-    sitk = volumes.simpleitk()
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    return list(volumes.sitk().ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+
+
+#: ``"kind"`` of the JSON sidecar ``vmunet predict`` writes next to each label map.
+SIDECAR_KIND = "vmunet-prediction"
+
+
+def prediction_sidecar(path: Path) -> Path:
+    """``<stem>.json`` next to a label map ``<stem>.nii.gz`` / ``<stem>.png``."""
+    return path.with_name(case_name(path) + ".json")
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether ``path`` is a label map ``vmunet predict`` wrote: its sidecar (``<stem>.json``) says
+    so and names this very file. Recognised by the sidecar, not by a suffix, so ``predict -i D -o D
+    --suffix _seg`` run twice does not segment its own outputs, and an input that merely ends in
+    ``_seg`` is still a case."""
+    side = prediction_sidecar(path)
+    if not side.is_file():
+        return False
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("output") == path.name
+            and (meta.get("kind") == SIDECAR_KIND or "checkpoint_sha256" in meta))
 
 
 def find_cases(input_path: str | os.PathLike) -> list[Path]:
     """The scans under ``input_path``: the file itself, a DICOM series folder, or the scan files
     (and DICOM series sub-folders) of a folder, sorted by name.
 
-    Hidden files, our temporary files, ``.geometry.json`` sidecars and ``.raw`` data files of
-    ``.mhd`` headers are not cases. Raises ``FileNotFoundError`` when nothing is there.
+    Hidden files, our temporary files, ``.geometry.json`` sidecars, ``.raw`` data files of
+    ``.mhd`` headers and label maps written by ``vmunet predict`` (:func:`is_own_output`) are not
+    cases. Raises ``FileNotFoundError`` when nothing is there.
     """
     root = Path(input_path)
     if not root.exists():
@@ -122,6 +149,10 @@ def find_cases(input_path: str | os.PathLike) -> list[Path]:
         return [root]
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file() and _has_ext(p, SCAN_EXTS)]
+    own = [p for p in files if is_own_output(p)]
+    if own:
+        log.info("%s: skipping %d label map(s) written by vmunet predict (e.g. %s)", root, len(own), own[0].name)
+        files = [p for p in files if p not in own]
     if not files and _dicom_series(root):
         return [root]
     dicom_dirs = [p for p in entries if p.is_dir() and _dicom_series(p)]
@@ -177,7 +208,7 @@ def _from_sitk(p: Path, img: Any, name: str) -> Scan:
 
 
 def _read_dicom(p: Path) -> Scan:
-    sitk = volumes.simpleitk()
+    sitk = volumes.sitk()
     series = _dicom_series(p)
     if not series:
         raise ScanReadError(f"{p}: folder holds no DICOM series")
@@ -211,12 +242,12 @@ def _read_h5(p: Path, *, label: bool) -> Scan:
         return Scan(case_name(p), p, "h5", ras, np.eye(4), None, ras.shape, np.eye(4), normalized=not label)
     import nibabel as nib
 
-    meta = json.loads(side.read_text())
+    meta = read_json(side)  # a corrupt sidecar is named itself, not the h5 beside it
     try:
         affine = np.asarray(meta["affine"], dtype=np.float64).reshape(4, 4)
         shape = tuple(int(s) for s in meta["shape"])
     except (KeyError, ValueError, TypeError) as err:
-        raise ScanReadError(f"{side}: expected 'affine' (4x4) and 'shape' [X, Y, Z], got {err}") from err
+        raise ScanReadError(f"{side}: expected 'affine' (4x4) and 'shape' [X, Y, Z], got {err!r}") from None
     ornt = nib.orientations.io_orientation(affine)
     expected = tuple(int(shape[int(a)]) for a in np.argsort(ornt[:, 0]))
     if ras.shape != expected:
@@ -249,6 +280,33 @@ def _to_ras(scan: Scan) -> Scan:
     arr, affine = volumes.to_ras(scan.array, scan.affine)
     return Scan(scan.name, scan.path, scan.kind, arr, affine, ornt, scan.original_shape, scan.template,
                 scan.normalized)
+
+
+def input_files(path: str | os.PathLike) -> list[Path]:
+    """The files a case is read from: the scan file (and a ``.mhd``'s data file or an h5's geometry
+    sidecar), or every file of a DICOM series folder, sorted."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+    extra: list[Path] = []
+    if _has_ext(p, H5_EXTS):
+        extra = [geometry_sidecar(p)]
+    elif _has_ext(p, (".mhd", ".nhdr")):
+        extra = [f for f in p.parent.glob(glob.escape(volumes.strip_suffix(p.name, SITK_EXTS)) + ".*")
+                 if f != p and f.suffix.lower() in (".raw", ".zraw", ".gz")]
+    return [p, *sorted(f for f in extra if f.is_file())]
+
+
+def input_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 over the bytes (and names) of every file a case is read from (:func:`input_files`):
+    what ``vmunet predict`` compares before reusing an existing output."""
+    digest = hashlib.sha256()
+    for f in input_files(path):
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def label_dtype(num_labels: int) -> np.dtype:
@@ -305,7 +363,7 @@ def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
 
 
 def _write_sitk(scan: Scan, data: np.ndarray, tmp: Path) -> None:
-    sitk = volumes.simpleitk()
+    sitk = volumes.sitk()
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
     img.SetOrigin(scan.template["origin"])
     img.SetSpacing(scan.template["spacing"])

@@ -37,6 +37,7 @@ from vmunet.data.preprocessing import (
     validate_preprocessing,
     volume_to_slices,
 )
+from vmunet.errors import ConfigError
 from vmunet.inference import io
 from vmunet.inference.slicewise import SliceInferer
 from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
@@ -62,6 +63,8 @@ class Prediction:
     num_slices: int
     seconds: float
     class_names: list[str] = field(default_factory=list)
+    #: NaN/inf voxels replaced (``fill_nonfinite``); 0 when the scan had none
+    nonfinite_filled: int = 0
 
     def volumes_ml(self) -> dict[str, float]:
         """Volume of each foreground class in millilitres (voxel count x voxel volume)."""
@@ -74,9 +77,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device {device!r}: expected auto, cpu, cuda or cuda:N ({err})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu or auto)")
+        raise ConfigError(f"device {device!r} requested but CUDA is not available (use --device cpu or auto)")
     return dev
 
 
@@ -87,6 +93,33 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_class_counts(record: Mapping[str, Any], preprocessing: Mapping[str, Any], where: str) -> None:
+    """The model's output channels (``model_kwargs['num_classes']``) must be what the preprocessing
+    record decides on (``num_classes``: 1 for a binary sigmoid model, else one per class name);
+    checked at load, not discovered case by case."""
+    model_nc = dict(record.get("model_kwargs") or {}).get("num_classes")
+    if model_nc is not None and int(model_nc) != int(preprocessing["num_classes"]):
+        raise CheckpointError(
+            f"checkpoint {where}: the model has {model_nc} output class(es) (ckpt['vmunet']['model_kwargs']"
+            f"['num_classes']) but its preprocessing record expects {preprocessing['num_classes']} "
+            f"(class_names {preprocessing['class_names']})")
+
+
+#: Smallest in-plane slice size (voxels) segmented; anything smaller is a degenerate or mis-sliced
+#: scan (a 1 x 1 x 5000 file would otherwise run 5000 forward passes of upsampled single voxels).
+MIN_INPLANE = 8
+#: ``fill_nonfinite`` keyword meaning "the lower bound of the record's intensity window".
+WINDOW_MIN = "window-min"
+
+
+def _check_inplane(where: Any, shape: tuple[int, ...], inplane_axes: list[int]) -> None:
+    size = [int(shape[a]) for a in inplane_axes]
+    if min(size) < MIN_INPLANE:
+        raise io.ScanReadError(
+            f"{where}: in-plane size {size[0]} x {size[1]} (array shape {tuple(shape)}) is below the minimum "
+            f"of {MIN_INPLANE} voxels; expected slices of an image, not a degenerate or mis-oriented file")
 
 
 class Predictor:
@@ -101,6 +134,9 @@ class Predictor:
         model_in_chans: channels the model takes when it differs from ``preprocessing["in_chans"]``
             (a 1-channel record fed to a 3-channel model repeats the channel).
         info: extra facts recorded in sidecars (model name, checkpoint path and hash, ...).
+        fill_nonfinite: ``None`` (default) refuses a scan holding NaN or infinite values, naming
+            the file and their count; a number (raw intensity units, e.g. HU) or ``"window-min"``
+            (the record's window lower bound) replaces them before normalization, with a warning.
     """
 
     def __init__(
@@ -113,10 +149,13 @@ class Predictor:
         tta: bool = False,
         model_in_chans: int | None = None,
         info: Mapping[str, Any] | None = None,
+        fill_nonfinite: float | str | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.preprocessing = validate_preprocessing(preprocessing)
+        self.fill_nonfinite = fill_nonfinite
+        self._fill_raw = self._fill_value(fill_nonfinite)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
@@ -137,6 +176,7 @@ class Predictor:
                 "inference needs it for orientation, slice axis, intensity and image size -- "
                 "train with vmunet >= 0.1 or add the record to the checkpoint"
             )
+        check_class_counts(record, validate_preprocessing(record["preprocessing"]), str(path))
         model, _ = model_from_checkpoint(ckpt, where=str(path))
         model_kwargs = dict(record["model_kwargs"])
         info = {
@@ -148,6 +188,50 @@ class Predictor:
         }
         return cls(model, record["preprocessing"], device=device, model_in_chans=model_kwargs.get("in_chans"),
                    info=info, **kwargs)
+
+    def _fill_value(self, fill: float | str | None) -> float | None:
+        """The raw intensity that replaces non-finite voxels (None: refuse such scans)."""
+        if fill is None:
+            return None
+        if fill == WINDOW_MIN:
+            intensity = self.preprocessing["intensity"]
+            if intensity["mode"] != "window":
+                raise ConfigError(f"fill_nonfinite {WINDOW_MIN!r} needs an intensity window, but this model's "
+                                  f"record has intensity mode {intensity['mode']!r}; give a number instead")
+            return float(intensity["window"][0])
+        try:
+            value = float(fill)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value):
+            raise ConfigError(f"fill_nonfinite: expected a finite number or {WINDOW_MIN!r}, got {fill!r}")
+        return value
+
+    def _finite(self, array: np.ndarray, scan: io.Scan, axis: int | None) -> tuple[np.ndarray, int]:
+        """``array`` with no NaN/inf left, and how many voxels were filled; refuses them by default.
+        A NaN survives clipping and comes out of the model as background: never let it pass silently."""
+        if not np.issubdtype(array.dtype, np.floating):
+            return array, 0
+        finite = np.isfinite(array)
+        count = int(finite.size - np.count_nonzero(finite))
+        if count == 0:
+            return array, 0
+        where = scan.path or scan.name
+        unit = "voxel(s)" if scan.is_volume else "pixel value(s)"
+        on = ""
+        if axis is not None:
+            bad_slices = int(np.count_nonzero(~finite.all(axis=tuple(a for a in range(3) if a != axis))))
+            on = f" on {bad_slices} slice(s)"
+        if self._fill_raw is None:
+            raise io.ScanReadError(
+                f"{where}: {count} non-finite {unit} (NaN or infinite){on}; refusing to segment it "
+                f"(fix the scan, or fill them explicitly with --fill-nonfinite VALUE|{WINDOW_MIN})")
+        value = self._fill_raw
+        if scan.normalized:  # stored already windowed: the fill value goes through the same window
+            value = float(apply_intensity(np.float32(value), self.preprocessing["intensity"]))
+        log.warning("%s: filled %d non-finite %s%s with %g (fill_nonfinite=%s)", where, count, unit, on, value,
+                    self.fill_nonfinite)
+        return np.where(finite, array, np.asarray(value, dtype=array.dtype)), count
 
     @property
     def class_names(self) -> list[str]:
@@ -184,8 +268,9 @@ class Predictor:
             raise TypeError(f"predict_volume takes a path, numpy array or SimpleITK image, got {type(volume).__name__}")
         return self.predict_scan(scan, return_probabilities=return_probabilities, progress=progress)
 
-    def _slices(self, scan: io.Scan) -> tuple[np.ndarray, int | None]:
-        """Normalized slices ``(N, C, h, w)`` of a scan and the RAS axis they came from (None for 2D)."""
+    def _slices(self, scan: io.Scan) -> tuple[np.ndarray, int | None, int]:
+        """Normalized slices ``(N, C, h, w)`` of a scan, the RAS axis they came from (None for 2D)
+        and the number of non-finite values filled."""
         pp = self.preprocessing
         where = scan.path or scan.name
         if scan.is_volume:
@@ -195,23 +280,27 @@ class Predictor:
                 raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel slices, got a single-channel volume")
             if scan.array.ndim != 3:
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
+            _check_inplane(where, scan.array.shape, [a for a in range(3) if a != pp["slice_axis"]])
+            arr, filled = self._finite(scan.array, scan, pp["slice_axis"])
             # Synapse h5 images are stored after the intensity window: applying it twice would be wrong
-            norm = scan.array.astype(np.float32) if scan.normalized else apply_intensity(scan.array, pp["intensity"])
-            return volume_to_slices(norm, pp["slice_axis"])[:, None], pp["slice_axis"]
+            norm = arr.astype(np.float32) if scan.normalized else apply_intensity(arr, pp["intensity"])
+            return volume_to_slices(norm, pp["slice_axis"])[:, None], pp["slice_axis"], filled
         arr = scan.array
         chans = 1 if arr.ndim == 2 else arr.shape[-1]
         if pp["slice_axis"] is not None:
             raise io.ScanReadError(f"{where}: this model segments 3D volumes (slice_axis {pp['slice_axis']}), got a 2D image")
         if chans != pp["in_chans"]:
             raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel images, got {chans} channel(s) (shape {arr.shape})")
+        _check_inplane(where, arr.shape, [0, 1])
+        arr, filled = self._finite(arr, scan, None)
         img = apply_intensity(arr, pp["intensity"], channel_axis=None if arr.ndim == 2 else -1)
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-        return img[None], None
+        return img[None], None, filled
 
     def predict_scan(self, scan: io.Scan, *, return_probabilities: bool = False, progress: bool = False) -> Prediction:
         """Segment a :class:`~vmunet.inference.io.Scan` (from :func:`vmunet.inference.io.read_scan`)."""
         t0 = time.perf_counter()
-        slices, axis = self._slices(scan)
+        slices, axis, filled = self._slices(scan)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -231,7 +320,8 @@ class Predictor:
             prob_o = None if probs is None else np.ascontiguousarray(slices_to_volume(probs, axis))
             lab = scan.to_original(lab_o)
             prob = None if prob_o is None else np.moveaxis(scan.to_original(np.moveaxis(prob_o, 0, -1)), -1, 0)
-        return Prediction(lab, lab_o, prob, prob_o, scan, int(slices.shape[0]), time.perf_counter() - t0, self.class_names)
+        return Prediction(lab, lab_o, prob, prob_o, scan, int(slices.shape[0]), time.perf_counter() - t0,
+                          self.class_names, nonfinite_filled=filled)
 
     def predict_file(
         self,

@@ -63,13 +63,21 @@ def run_info(args: argparse.Namespace) -> int:
         for name in list_models():
             print(f"{name:14s} {model_description(name)}")
         return 0 if args.list else 2
+    from vmunet.errors import ConfigError
+
     if args.model not in list_models():
-        raise SystemExit(f"vmunet info: unknown model {args.model!r}; available: {', '.join(list_models())}")
-    if len(args.size) not in (1, 2):
-        raise SystemExit(f"vmunet info: --size takes one or two integers, got {args.size}")
+        raise ConfigError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
+    if len(args.size) not in (1, 2) or min(args.size) < 1:
+        raise ConfigError(f"--size takes one or two positive integers, got {args.size}")
+    for opt, value in (("--num-classes", args.num_classes), ("--in-chans", args.in_chans), ("--batch", args.batch)):
+        if value < 1:
+            raise ConfigError(f"{opt} must be >= 1, got {value}")
     H, W = (args.size * 2)[:2]
-    model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
-                         scan_backend=args.backend)
+    try:
+        model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
+                             scan_backend=args.backend)
+    except (ValueError, TypeError) as err:  # the model refuses a setting (e.g. an unknown backend)
+        raise ConfigError(f"model {args.model!r}: {err}") from None
     summary = summarize(model, (args.batch, args.in_chans, H, W), name=args.model,
                         measure_memory=not args.no_memory)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else format_summary(summary))

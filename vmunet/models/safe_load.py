@@ -80,15 +80,27 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]
             if named:  # legacy (non-zip) files are not pre-scanned; torch's refusal names it
                 name = named.group(1) if "." in named.group(1) else "builtins." + named.group(1)
                 raise UnsafeCheckpointError(f"weights file {path} refused: its pickle needs {name}") from err
-            msg = (str(err).strip().splitlines() or [""])[0]
             raise WeightsError(
-                f"cannot read weights file {path}: not a torch checkpoint ({type(err).__name__}: {msg})"
-            ) from err
+                f"cannot read weights file {path}: not a torch checkpoint ({_load_failure(err)})"
+            ) from None
     if created:
         ckpt = _plain(ckpt, {id(obj): how for obj, how in created})
     if not isinstance(ckpt, Mapping):
         raise WeightsError(f"weights file {path} holds a {type(ckpt).__name__}, expected a dict")
     return ckpt
+
+
+def _load_failure(err: Exception) -> str:
+    """The gist of torch's load error. For random bytes torch's first line advises retrying with
+    ``weights_only=False`` (running code from the file): never the right advice here, so the
+    unpickler's own words are kept instead; a broken zip archive is said to be one."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "zip archive" in first or "central directory" in first:
+        return "truncated or corrupt archive"
+    return f"{type(err).__name__}: {first}"[:200]
 
 
 def _unsafe_globals(path: Path) -> list[str]:

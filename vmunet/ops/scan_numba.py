@@ -85,10 +85,49 @@ def _exp_overload(x):
     return lambda x: math.exp(x)
 
 
+def _softplus(x):  # pragma: no cover - replaced by the overload below inside compiled code
+    return x if x > 20.0 else math.log1p(math.exp(x))
+
+
+@overload(_softplus)  # torch's softplus: x above 20, log1p(exp(x)) below
+def _softplus_overload(x):
+    if x == types.float32:
+        def softplus_f32(x):
+            # max(x, 0) + log1p(exp(-|x|)), log1p(e) = 2 atanh(s) with s = e / (2 + e) <= 1/3:
+            # the series to s^15 is exact to ~3e-9, and everything vectorises (no libm call)
+            e = _exp(-abs(x))
+            s = e / (np.float32(2.0) + e)
+            s2 = s * s
+            p = np.float32(1.0 / 15.0)
+            p = p * s2 + np.float32(1.0 / 13.0)
+            p = p * s2 + np.float32(1.0 / 11.0)
+            p = p * s2 + np.float32(1.0 / 9.0)
+            p = p * s2 + np.float32(1.0 / 7.0)
+            p = p * s2 + np.float32(1.0 / 5.0)
+            p = p * s2 + np.float32(1.0 / 3.0)
+            p = p * s2 + np.float32(1.0)
+            sp = max(x, np.float32(0.0)) + np.float32(2.0) * s * p
+            return x if x > np.float32(20.0) else sp
+        return softplus_f32
+    return lambda x: x if x > 20.0 else math.log1p(math.exp(x))
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _sigmoid_below(x, limit):
+    """softplus'(x) as torch computes it: exp(x) / (exp(x) + 1), exactly 1 above ``limit`` (20)."""
+    z = _exp(min(x, limit))
+    return z / (z + np.float32(1.0)) if x <= limit else z / z
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _forward_kernel(u, dt, A, Bt, Ct, y, last, ckpt, every):
-    """u, dt, y: (b, d, L); A: (d, N); Bt, Ct: (b, G, L, N); last: (b, d, N);
-    ckpt: (b, d, n_ckpt, N) receives the state before steps 0, every, 2*every, ... (n_ckpt may be 0)."""
+def _forward_kernel(u, delta, bias, D, softplus, A, Bt, Ct, y, last, ckpt, every, dt_s, sg_s):
+    """y = scan(u, dt) + D u with dt = softplus(delta + bias) (softplus optional).
+
+    u, delta, y: (b, d, L); bias, D: (d,); A: (d, N); Bt, Ct: (b, G, L, N); last: (b, d, N);
+    ckpt: (b, d, n_ckpt, N) receives the state before steps 0, every, 2*every, ... (n_ckpt may be 0).
+    The delta transform runs first over the whole row (a separate loop, so it vectorises). When
+    gradients are needed (n_ckpt > 0) dt and softplus'(delta + bias) are kept in dt_s, sg_s
+    (b, d, L) for the backward, which then needs no transcendental function besides the decays."""
     b, d, L = u.shape
     N = A.shape[1]
     dg = d // Bt.shape[1]
@@ -98,13 +137,31 @@ def _forward_kernel(u, dt, A, Bt, Ct, y, last, ckpt, every):
         di = p % d
         gi = di // dg
         h = np.zeros(N, dtype=u.dtype)
+        dtl = dt_s[bi, di] if save else np.empty(L, dtype=u.dtype)
         zero = np.zeros(1, dtype=u.dtype)[0]
         a_row = A[di]
+        bias_v = bias[di]
+        d_v = D[di]
+        drow = delta[bi, di]
+        if softplus and save:
+            sgl = sg_s[bi, di]
+            limit = zero + 20
+            for t in range(L):
+                x = drow[t] + bias_v
+                dtl[t] = _softplus(x)
+                sgl[t] = _sigmoid_below(x, limit)
+        elif softplus:
+            for t in range(L):
+                dtl[t] = _softplus(drow[t] + bias_v)
+        else:
+            for t in range(L):
+                dtl[t] = drow[t] + bias_v
         for t in range(L):
             if save and t % every == 0:
                 ckpt[bi, di, t // every] = h
-            dtv = dt[bi, di, t]
-            xv = dtv * u[bi, di, t]
+            dtv = dtl[t]
+            uv = u[bi, di, t]
+            xv = dtv * uv
             brow = Bt[bi, gi, t]
             crow = Ct[bi, gi, t]
             acc = zero
@@ -112,19 +169,26 @@ def _forward_kernel(u, dt, A, Bt, Ct, y, last, ckpt, every):
                 hn = _exp(dtv * a_row[n]) * h[n] + xv * brow[n]
                 h[n] = hn
                 acc += hn * crow[n]
-            y[bi, di, t] = acc
+            y[bi, di, t] = acc + d_v * uv
         last[bi, di] = h
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB_p, dC_p):
-    """Gradients of the core scan. du, ddt: (b, d, L) outputs; dA_p: (P, d, N), dB_p, dC_p:
-    (P, b, G, L, N) per-worker accumulators (zeroed by the caller), summed over P afterwards."""
+def _backward_kernel(u, dt, sg, D, softplus, A, Bt, Ct, gy, glast, ckpt, every,
+                     du, ddelta, dA_p, dB_p, dC_p, dbias_p, dD_p):
+    """Gradients of the forward kernel's y and last state, from its saved dt and sg = softplus'
+    (b, d, L). du, ddelta: (b, d, L) outputs; dA_p: (P, d, N), dB_p, dC_p: (P, b, G, L, N),
+    dbias_p, dD_p: (P, d) per-worker accumulators (zeroed by the caller), summed over P afterwards.
+
+    Each worker takes a contiguous run of the (batch, channel) recurrences. Per channel, time goes
+    in chunks of ``every`` steps, last first: the chunk's states and decays are recomputed from the
+    forward's checkpoint, then the adjoint recurrence runs backwards through the chunk."""
     b, d, L = u.shape
     N = A.shape[1]
     dg = d // Bt.shape[1]
     P = dA_p.shape[0]
     total = b * d
+    n_ck = (L + every - 1) // every
     for w in prange(P):
         hbuf = np.empty((every, N), dtype=u.dtype)
         abuf = np.empty((every, N), dtype=u.dtype)
@@ -134,8 +198,11 @@ def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB
             di = p % d
             gi = di // dg
             a_row = A[di]
+            d_v = D[di]
             carry = glast[bi, di].copy()  # a_{t+1} * g_{t+1}, or the last-state gradient at t = L-1
-            n_ck = (L + every - 1) // every
+            darow = dA_p[w, di]
+            dbias_acc = zero
+            dD_acc = zero
             for c in range(n_ck - 1, -1, -1):
                 t0 = c * every
                 t1 = min(t0 + every, L)
@@ -158,7 +225,6 @@ def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB
                     crow = Ct[bi, gi, t]
                     dbrow = dB_p[w, bi, gi, t]
                     dcrow = dC_p[w, bi, gi, t]
-                    darow = dA_p[w, di]
                     k = t - t0
                     ddtu = zero
                     ddt_v = zero
@@ -172,8 +238,15 @@ def _backward_kernel(u, dt, A, Bt, Ct, gy, glast, ckpt, every, du, ddt, dA_p, dB
                         ddt_v += wn * a_row[n]
                         darow[n] += wn * dtv
                         carry[n] = abuf[k, n] * gn
-                    du[bi, di, t] = ddtu * dtv
-                    ddt[bi, di, t] = ddt_v + ddtu * uv
+                    du[bi, di, t] = ddtu * dtv + d_v * gyv
+                    ddt_t = ddt_v + ddtu * uv
+                    if softplus:
+                        ddt_t *= sg[bi, di, t]
+                    ddelta[bi, di, t] = ddt_t
+                    dbias_acc += ddt_t
+                    dD_acc += gyv * uv
+            dbias_p[w, di] += dbias_acc
+            dD_p[w, di] += dD_acc
 
 
 def _match_torch_threads() -> None:
@@ -190,31 +263,35 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-class _NumbaScanCore(torch.autograd.Function):
-    """y, last_state = scan(u, dt, A, B, C) for u, dt: (b, d, L), A: (d, N), B, C: (b, G, N, L)."""
+class _NumbaScan(torch.autograd.Function):
+    """y, last_state = scan(u, softplus(delta + bias), A, B, C) + D u for u, delta: (b, d, L),
+    A: (d, N), B, C: (b, G, N, L), D, bias: (d,) (zeros when absent); softplus optional."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C):
+    def forward(ctx, u, delta, A, B, C, D, bias, softplus, need_grad):
         batch, dim, L = u.shape
         N = A.shape[1]
         Bt = B.transpose(-1, -2).contiguous()  # (b, G, L, N): the N lanes of a step contiguous
         Ct = C.transpose(-1, -2).contiguous()
         y = u.new_empty(batch, dim, L)
         last = u.new_empty(batch, dim, N)
-        need_grad = any(ctx.needs_input_grad[:5])
         n_ck = (L + CKPT - 1) // CKPT if need_grad else 0
         ckpt = u.new_empty(batch, dim, n_ck, N)
+        dt_s = u.new_empty(batch, dim, L if need_grad else 0)
+        sg_s = u.new_empty(batch, dim, L if need_grad and softplus else 0)
         _match_torch_threads()
-        _forward_kernel(_np(u), _np(dt), _np(A), Bt.numpy(), Ct.numpy(), y.numpy(), last.numpy(),
-                        ckpt.numpy(), CKPT)
+        _forward_kernel(_np(u), _np(delta), _np(bias), _np(D), softplus, _np(A), Bt.numpy(),
+                        Ct.numpy(), y.numpy(), last.numpy(), ckpt.numpy(), CKPT, dt_s.numpy(),
+                        sg_s.numpy())
         if need_grad:
-            ctx.save_for_backward(u, dt, A, Bt, Ct, ckpt)
+            ctx.save_for_backward(u, dt_s, sg_s, A, Bt, Ct, D, ckpt)
+        ctx.softplus = softplus
         ctx.set_materialize_grads(False)
         return y, last
 
     @staticmethod
     def backward(ctx, gy, glast):
-        u, dt, A, Bt, Ct, ckpt = ctx.saved_tensors
+        u, dt_s, sg_s, A, Bt, Ct, D, ckpt = ctx.saved_tensors
         batch, dim, L = u.shape
         G, N = Bt.shape[1], A.shape[1]
         _match_torch_threads()
@@ -222,24 +299,37 @@ class _NumbaScanCore(torch.autograd.Function):
         gy = torch.zeros_like(u) if gy is None else gy.to(u.dtype)
         glast = u.new_zeros(batch, dim, N) if glast is None else glast.to(u.dtype)
         du = torch.empty_like(u)
-        ddt = torch.empty_like(u)
+        ddelta = torch.empty_like(u)
         dA_p = u.new_zeros(P, dim, N)
         dB_p = u.new_zeros(P, batch, G, L, N)
         dC_p = u.new_zeros(P, batch, G, L, N)
-        _backward_kernel(_np(u), _np(dt), _np(A), Bt.numpy(), Ct.numpy(), _np(gy), _np(glast),
-                         ckpt.numpy(), CKPT, du.numpy(), ddt.numpy(), dA_p.numpy(), dB_p.numpy(),
-                         dC_p.numpy())
+        dbias_p = u.new_zeros(P, dim)
+        dD_p = u.new_zeros(P, dim)
+        _backward_kernel(_np(u), _np(dt_s), _np(sg_s), _np(D), ctx.softplus, _np(A), Bt.numpy(),
+                         Ct.numpy(), _np(gy), _np(glast), ckpt.numpy(), CKPT, du.numpy(),
+                         ddelta.numpy(), dA_p.numpy(), dB_p.numpy(), dC_p.numpy(),
+                         dbias_p.numpy(), dD_p.numpy())
         dB = dB_p.sum(0).transpose(-1, -2)
         dC = dC_p.sum(0).transpose(-1, -2)
-        return du, ddt, dA_p.sum(0), dB, dC
+        return du, ddelta, dA_p.sum(0), dB, dC, dD_p.sum(0), dbias_p.sum(0), None, None
 
 
 def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                          return_last_state=False):
-    """The "numba" backend; see :func:`vmunet.ops.selective_scan`."""
+    """The "numba" backend; see :func:`vmunet.ops.selective_scan`. The delta transform and the D
+    skip term run inside the kernels; the z gate (unused by SS2D) stays in :func:`finish`."""
     if u.device.type != "cpu":
         raise RuntimeError(f"selective_scan: backend='numba' runs on CPU tensors, got u on {u.device}")
-    s = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
-    y, h = _NumbaScanCore.apply(s.u.contiguous(), s.dt.contiguous(), s.A.contiguous(), s.B, s.C)
-    out = finish(y, s.u, D, z, u.dtype)
+    s = prepare_inputs(u, delta, A, B, C, None, False)  # dtype and B/C grouping only
+    dtype = s.u.dtype
+    dim = u.shape[1]
+    D_c = s.u.new_zeros(dim) if D is None else D.to(dtype)
+    bias_c = s.u.new_zeros(dim) if delta_bias is None else delta_bias.to(dtype)
+    inputs = (s.u.contiguous(), s.dt.contiguous(), s.A.contiguous(), s.B, s.C, D_c.contiguous(),
+              bias_c.contiguous())
+    # decided here, not from ctx.needs_input_grad: under inference_mode a float32 parameter passed
+    # as D or delta_bias still says requires_grad, and the forward would save dt and softplus'
+    need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    y, h = _NumbaScan.apply(*inputs, bool(delta_softplus), need_grad)
+    out = finish(y, s.u, None, z, u.dtype)
     return (out, h) if return_last_state else out
