@@ -11,6 +11,7 @@ prepare    ``vmunet.data.commands``             raw download -> training layout
 synth      ``vmunet.data.commands``             write synthetic data sets
 info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
 weights    ``vmunet.models.commands``           ``weights inspect FILE``: layout, load plan
+data       ``vmunet.data.examples_commands``    fetch real example scans (opt-in download)
 =========  ===================================  =====================================
 
 Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     "vmunet.inference.commands",
     "vmunet.data.commands",
     "vmunet.models.commands",
+    "vmunet.data.examples_commands",
 )
 
 

@@ -170,10 +170,12 @@ def test_missing_and_corrupt_files(tmp_path, synapse_root):
     with pytest.raises(DataError, match=r"train.txt: 1 listed slice\(s\) have no file .*case0006_slice002"):
         _dm(root).setup("fit")
     (root / "train_npz" / "case0006_slice002.npz").write_bytes(b"not a zip file")
-    dm = _dm(root, val_cases=0, batch_size=18)
+    with pytest.raises(DataError, match=r"case0006_slice002.npz: unreadable or corrupt .npz file"):
+        _dm(root, val_cases=0).setup("fit")  # the file check at setup
+    dm = _dm(root, val_cases=0, batch_size=18, check_files=False)
     dm.setup("fit")
     with pytest.raises(DataError, match=r"case0006_slice002.npz: unreadable or corrupt .npz file"):
-        next(iter(dm.train_dataloader()))
+        next(iter(dm.train_dataloader()))  # and the reader when drawn
     (root / "test_vol_h5" / "case0002.npy.h5").write_bytes(b"\x00" * 100)
     dm.setup("test")
     with pytest.raises(DataError, match=r"case0002.npy.h5: unreadable or corrupt HDF5 file"):
@@ -203,10 +205,12 @@ def test_bad_slice_content(tmp_path, synapse_root, problem, message):
     else:
         label[0, 0] = 0.5
     np.savez(path, image=image, label=label)
-    dm = _dm(root, val_cases=0, batch_size=18)
+    with pytest.raises(DataError, match="case0007_slice001.npz: " + message):
+        _dm(root, val_cases=0).setup("fit")  # the file check at setup
+    dm = _dm(root, val_cases=0, batch_size=18, check_files=False)
     dm.setup("fit")
     with pytest.raises(DataError, match="case0007_slice001.npz: " + message):
-        next(iter(dm.train_dataloader()))
+        next(iter(dm.train_dataloader()))  # and the reader when drawn
 
 
 def test_synth_is_seeded(tmp_path):

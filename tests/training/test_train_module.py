@@ -16,7 +16,7 @@ from train_toy import ToyImageData, ToyVolumeData
 
 from vmunet.evaluation.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.models import create_model
-from vmunet.training.callbacks import BestAndLastCheckpoint
+from vmunet.training.callbacks import last_checkpoint
 from vmunet.training.cli import run_lightning_cli
 from vmunet.training.module import SegmentationModule
 from vmunet.training.schedulers import LRSchedule
@@ -163,7 +163,7 @@ class _Capture(pl.Callback):
 def _trainer(root, epochs, callbacks=()):
     return pl.Trainer(max_epochs=epochs, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
                       default_root_dir=root, enable_progress_bar=False, enable_model_summary=False,
-                      logger=False, callbacks=[BestAndLastCheckpoint(dirpath=root, monitor="val/dice", mode="max", save_last=True),
+                      logger=False, callbacks=[last_checkpoint(root),
                                                *callbacks])
 
 
