@@ -33,9 +33,11 @@ def test_the_good_record_passes():
     ({"num_classes": 3}, "preprocessing field 'num_classes': expected 1 (binary) or len(class_names) = 2, got 3"),
     ({"num_classes": 1, "class_names": ["a", "b", "c"]},
      "preprocessing field 'num_classes': expected num_classes=1 (binary) only with exactly 2 class names, got 1"),
-    ({"intensity": {"mode": "minmax"}},
-     "preprocessing field 'intensity': expected a dict with 'mode' in ('window', 'zscore', 'none'), "
-     "got {'mode': 'minmax'}"),
+    ({"intensity": {"mode": "sigmoid"}},
+     "preprocessing field 'intensity': expected a dict with 'mode' in ('window', 'zscore', 'minmax', 'none'), "
+     "got {'mode': 'sigmoid'}"),
+    ({"intensity": {"mode": "minmax", "range": [1.0, 1.0]}},
+     "preprocessing field 'intensity.range': expected [low, high] with low < high, got [1.0, 1.0]"),
     ({"intensity": {"mode": "window", "window": [275, -125]}},
      "preprocessing field 'intensity.window': expected [low, high] with low < high, got [275, -125]"),
     ({"intensity": {"mode": "zscore", "mean": 0.0}},

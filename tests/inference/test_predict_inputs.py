@@ -3,7 +3,6 @@ every way ``vmunet predict --reference`` can be wrong."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 
@@ -20,21 +19,21 @@ from inference_helpers import (
     write_nifti,
 )
 
-from vmunet.inference import Predictor, commands
+from vmunet.inference import Predictor
 
 
 def run(argv):
-    parser = argparse.ArgumentParser(prog="vmunet")
-    commands.add_parsers(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["predict", *map(str, argv)])
-    return args.func(args)
+    """``vmunet predict`` as the console script runs it (usage errors: one line on stderr, status 2)."""
+    from vmunet.cli import main
+
+    return main(["predict", *map(str, argv)])
 
 
 def test_predict_volume_takes_a_simpleitk_image_and_answers_in_its_voxel_order():
     """An oblique, flipped, permuted in-memory SimpleITK image: the label map comes back on the
     image's own voxels (x, y, z as SimpleITK indexes them), equal to the thresholded input."""
     affine = oblique_affine(spacing=(0.9, 1.4, 2.5), angles=(0.1, -0.05, 0.3), flips=(-1, 1, -1), perm=(1, 2, 0))
-    vol = structure_volume((14, 18, 7), seed=3)
+    vol = structure_volume((14, 18, 10), seed=3)  # every axis >= 8 voxels (io's minimum slice size)
     image = sitk_image(vol, affine)
     # The RAS-canonical shape from nibabel (not our reorientation code) gives the native slice size,
     # so no resizing happens and the answer is exact.
@@ -72,12 +71,12 @@ def two_scans(tmp_path):
     return folder
 
 
-def test_reference_that_is_not_a_folder_is_a_usage_error(tmp_path, two_scans, threshold_checkpoint, caplog):
+def test_reference_that_is_not_a_folder_is_a_usage_error(tmp_path, two_scans, threshold_checkpoint, capsys):
     ref = tmp_path / "ref.nii.gz"
     ref.write_bytes(b"")
     assert run(["-i", two_scans, "-o", tmp_path / "out", "-m", threshold_checkpoint, "--device", "cpu",
                 "--reference", ref]) == 2
-    assert f"--reference {ref} is not a folder" in caplog.text
+    assert capsys.readouterr().err == f"vmunet predict: error: --reference {ref} is not a folder\n"
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
