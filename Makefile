@@ -5,17 +5,22 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+# Where torch comes from. Empty: pip's configured indexes (plain PyPI gives the default build: CUDA
+# on Linux x86-64). `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` for the CPU
+# build, `.../whl/cu126` (etc.) for a given CUDA. The version is pinned by constraints.txt.
+TORCH_INDEX ?=
+TORCH_INDEX_OPT := $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX),)
 
 .PHONY: setup test test-slow test-real fetch-examples demo bench lint clean gpu-so gpu-carry
 
 setup: $(STAMP)
 
-# Torch first, from the pinned CPU wheel, then the package; constraints.txt keeps every later
-# install from swapping torch for a CUDA build.
+# Torch first (from TORCH_INDEX when given), then the package; constraints.txt pins torch so no
+# later install swaps the chosen build for another.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.13.0 -c constraints.txt
+	$(PIP) install --quiet torch $(TORCH_INDEX_OPT) -c constraints.txt
 	$(PIP) install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 

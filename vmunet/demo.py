@@ -40,6 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--slices", type=int, default=16, help="slices per synthetic scan")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    p.add_argument("--image-size", type=int, default=None, help="override the model input size (data.image_size)")
     p.add_argument("--min-dice", type=float, default=0.5, help="fail below this mean test Dice")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
@@ -96,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               *QUIET]
     if args.max_epochs is not None:
         common += ["--trainer.max_epochs", str(args.max_epochs)]
+    if args.image_size is not None:
+        common += ["--data.init_args.image_size", str(args.image_size)]
 
     t_fit = time.perf_counter()
     fit = run_lightning_cli(["fit", *common])

@@ -106,7 +106,9 @@ def test_bad_files(tmp_path, isic_root):
     shutil.copytree(isic_root, root)
     val = root / "val"
     Image.fromarray(np.full((32, 32), 128, np.uint8)).save(val / "masks" / "ISIC_0000004_segmentation.png")
-    dm = _dm(root)
+    with pytest.raises(DataError, match=r"ISIC_0000004_segmentation.png: mask values \[128\] are not binary"):
+        _dm(root).setup("validate")  # the file check at setup
+    dm = _dm(root, check_files=False)  # and the reader when drawn
     dm.setup("validate")
     with pytest.raises(DataError, match=r"ISIC_0000004_segmentation.png: mask values \[128\] are not binary"):
         next(iter(dm.val_dataloader()))

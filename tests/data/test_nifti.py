@@ -42,7 +42,11 @@ def test_synth_orientations_are_not_ras(nifti_ct):
 
 @pytest.mark.parametrize("axis", [2, 0])
 def test_ct_reorientation_slicing_and_window(nifti_ct, axis):
-    dm = _dm(nifti_ct, slice_axis=axis, image_size=(24, 24), augment=False)
+    # The model size is the native in-plane size of the slices along ``axis`` (24 x 24 for axial,
+    # 6 x 24 for sagittal), so no resampling happens and every image value can be checked exactly.
+    first = sorted((nifti_ct / "imagesTs").iterdir())[0]
+    native = volume_to_slices(_canonical(first)[0], axis).shape[1:]
+    dm = _dm(nifti_ct, slice_axis=axis, image_size=native, augment=False)
     assert dm.preprocessing["intensity"] == {"mode": "window", "window": [-125.0, 275.0]}
     assert dm.preprocessing["orientation"] == "RAS" and dm.preprocessing["slice_axis"] == axis
     assert dm.class_names == ["background", "liver", "spleen", "kidney"] and dm.num_classes == 4
@@ -56,8 +60,8 @@ def test_ct_reorientation_slicing_and_window(nifti_ct, axis):
         inplane = [a for a in (0, 1, 2) if a != axis][::-1]
         assert item["spacing"][0].tolist() == pytest.approx([zooms[axis], *(zooms[a] for a in inplane)], rel=1e-5)
         ref_img = volume_to_slices(apply_intensity(hu, dm.preprocessing["intensity"]), axis)
-        if ref_img.shape[1:] == (24, 24):  # model size == native size: no resampling
-            assert torch.allclose(item["image"][0, :, 0], torch.as_tensor(ref_img), atol=1e-6)
+        assert ref_img.shape[1:] == native
+        assert torch.allclose(item["image"][0, :, 0], torch.as_tensor(ref_img), atol=1e-6)
         assert item["image"].shape[:3] == (1, ref_img.shape[0], 1)
 
 
@@ -90,13 +94,27 @@ def test_mr_decathlon_zscore_from_training_volumes(nifti_mr):
     assert item["case"] == ["synth_003"]
 
 
-def test_persistent_cache(tmp_path, nifti_ct):
-    dm = _dm(nifti_ct, cache=False, cache_dir=str(tmp_path / "cache"))
+def test_persistent_cache_is_read_back(tmp_path, nifti_ct):
+    root = _copy(tmp_path, nifti_ct)
+    cache = tmp_path / "cache"
+    dm = _dm(root, cache=False, cache_dir=str(cache))
     dm.setup("validate")
     first = next(iter(dm.val_dataloader()))
-    assert any((tmp_path / "cache").iterdir())
-    again = next(iter(dm.val_dataloader()))
-    assert torch.equal(first["image"], again["image"]) and torch.equal(first["label"], again["label"])
+    assert any(cache.iterdir())
+    # Change the validation image on disk (same path, shape and affine): a cache that is read
+    # back still serves the old voxels; a module without the cache sees the new file.
+    case = first["case"][0]
+    path = next(p for p in (root / "imagesTr").iterdir() if p.name.startswith(case))
+    old = nib.load(str(path))
+    nib.save(nib.Nifti1Image(np.full(old.shape, -1000, np.int16), old.affine), str(path))
+    again = _dm(root, cache=False, cache_dir=str(cache))
+    again.setup("validate")
+    cached = next(iter(again.val_dataloader()))
+    assert cached["case"] == [case]
+    assert torch.equal(first["image"], cached["image"]) and torch.equal(first["label"], cached["label"])
+    fresh = _dm(root, cache=False)
+    fresh.setup("validate")
+    assert torch.equal(next(iter(fresh.val_dataloader()))["image"], torch.zeros_like(first["image"]))
 
 
 def _copy(tmp_path, src):

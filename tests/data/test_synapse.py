@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vmunet.data.errors import DataError, LayoutError
-from vmunet.data.preprocessing import SYNAPSE_CLASSES, validate_preprocessing
+from vmunet.data.preprocessing import validate_preprocessing
 from vmunet.data.synapse import SynapseDataModule
 from vmunet.data.synth import synth_synapse
 
@@ -41,7 +41,9 @@ def test_preprocessing_available_after_init(synapse_root):
     dm = _dm(synapse_root, image_size=(48, 32))
     rec = validate_preprocessing(dm.preprocessing)
     assert rec["image_size"] == [48, 32] and rec["num_classes"] == 9 == dm.num_classes
-    assert rec["class_names"] == list(SYNAPSE_CLASSES) == dm.class_names
+    # TransUNet / VM-UNet numbering of the 8 Synapse organs (written out, not our constant)
+    assert rec["class_names"] == dm.class_names == [
+        "background", "aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen", "stomach"]
     assert rec["intensity"] == {"mode": "window", "window": [-125.0, 275.0]}
     assert rec["orientation"] == "RAS" and rec["slice_axis"] == 2
     assert rec["image_interpolation"] == "bicubic"  # what training resizes with; inference follows it
@@ -168,10 +170,12 @@ def test_missing_and_corrupt_files(tmp_path, synapse_root):
     with pytest.raises(DataError, match=r"train.txt: 1 listed slice\(s\) have no file .*case0006_slice002"):
         _dm(root).setup("fit")
     (root / "train_npz" / "case0006_slice002.npz").write_bytes(b"not a zip file")
-    dm = _dm(root, val_cases=0, batch_size=18)
+    with pytest.raises(DataError, match=r"case0006_slice002.npz: unreadable or corrupt .npz file"):
+        _dm(root, val_cases=0).setup("fit")  # the file check at setup
+    dm = _dm(root, val_cases=0, batch_size=18, check_files=False)
     dm.setup("fit")
     with pytest.raises(DataError, match=r"case0006_slice002.npz: unreadable or corrupt .npz file"):
-        next(iter(dm.train_dataloader()))
+        next(iter(dm.train_dataloader()))  # and the reader when drawn
     (root / "test_vol_h5" / "case0002.npy.h5").write_bytes(b"\x00" * 100)
     dm.setup("test")
     with pytest.raises(DataError, match=r"case0002.npy.h5: unreadable or corrupt HDF5 file"):
@@ -201,10 +205,12 @@ def test_bad_slice_content(tmp_path, synapse_root, problem, message):
     else:
         label[0, 0] = 0.5
     np.savez(path, image=image, label=label)
-    dm = _dm(root, val_cases=0, batch_size=18)
+    with pytest.raises(DataError, match="case0007_slice001.npz: " + message):
+        _dm(root, val_cases=0).setup("fit")  # the file check at setup
+    dm = _dm(root, val_cases=0, batch_size=18, check_files=False)
     dm.setup("fit")
     with pytest.raises(DataError, match="case0007_slice001.npz: " + message):
-        next(iter(dm.train_dataloader()))
+        next(iter(dm.train_dataloader()))  # and the reader when drawn
 
 
 def test_synth_is_seeded(tmp_path):

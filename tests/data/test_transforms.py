@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +30,30 @@ def _branches(tf, n=400):
     return {k: v / n for k, v in counts.items()}
 
 
+def test_branch_weights_are_exactly_the_transunet_ones():
+    """TransUNet: p 0.5 rot90 + flip, else p 0.5 rotation -> 0.5 / 0.25 / 0.25 (identity last);
+    one branch off -> 0.5 / 0.5. Checked exactly: sampling 400 draws cannot tell 0.25 from 0.3
+    (and enough draws to do so take minutes on a loaded CI machine)."""
+    from monai.transforms import Compose as MonaiCompose
+    from monai.transforms import Identityd, OneOf, RandAxisFlipd, RandRotate90d, RandRotated
+
+    (both,) = rot_flip_rotate(True, True, 20.0)
+    assert isinstance(both, OneOf)
+    assert list(both.weights) == pytest.approx([0.5, 0.25, 0.25], abs=1e-12)
+    rot_flip, rotate, identity = both.transforms
+    assert isinstance(rot_flip, MonaiCompose)
+    assert [type(t) for t in rot_flip.transforms] == [RandRotate90d, RandAxisFlipd]
+    assert isinstance(rotate, RandRotated) and isinstance(identity, Identityd)
+    assert rotate.rand_rotate.range_x == pytest.approx((-math.radians(20.0), math.radians(20.0)))
+    (only_rot,) = rot_flip_rotate(False, True, 20.0)
+    assert list(only_rot.weights) == pytest.approx([0.5, 0.5], abs=1e-12)
+    assert [type(t) for t in only_rot.transforms] == [RandRotated, Identityd]
+    (only_flip,) = rot_flip_rotate(True, False)
+    assert list(only_flip.weights) == pytest.approx([0.5, 0.5], abs=1e-12)
+
+
 def test_rot_flip_else_rotate_probabilities():
+    """The branches do what their names say, at about their rates (the exact weights: above)."""
     tf = Compose(rot_flip_rotate(True, True, 20.0))
     tf.set_random_state(seed=0)
     p = _branches(tf)

@@ -3,6 +3,7 @@ dtypes, argument errors and backend resolution."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,10 @@ from vmunet.ops import numba_available, resolve_backend, selective_scan
 from vmunet.ops.scan_ref import selective_scan_ref
 from vmunet.ops.scan_torch import plan_blocks, selective_scan_torch
 
-CPU_BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
+# Whether numba is installed, found without importing our kernel: a broken vmunet.ops.scan_numba
+# must fail the numba tests, not make numba_available() quietly drop them.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+CPU_BACKENDS = ["torch"] + (["numba"] if HAVE_NUMBA else [])
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}
 GRAD_TOL = {torch.float64: dict(rtol=1e-8, atol=1e-8), torch.float32: dict(rtol=1e-3, atol=1e-3)}
 
@@ -205,7 +209,7 @@ def test_unknown_backend():
 
 
 def test_auto_resolves_to_cpu_backend_for_cpu_tensors():
-    expected = "numba" if numba_available() else "torch"
+    expected = "numba" if HAVE_NUMBA else "torch"
     assert resolve_backend("auto", torch.device("cpu")) == expected
     ins = make_inputs(dtype=torch.float64)
     torch.testing.assert_close(selective_scan(**ins), selective_scan(**ins, backend=expected), rtol=0, atol=0)
@@ -237,7 +241,14 @@ def test_package_works_without_numba():
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
-@pytest.mark.skipif(not numba_available(), reason="numba not installed")
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_numba_backend_loads_when_numba_is_installed():
+    import vmunet.ops.scan_numba  # noqa: F401  (raises the real error if our kernel module is broken)
+
+    assert numba_available()
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 def test_numba_keeps_torch_thread_count():
     """The first numba call must not undo a user's torch.set_num_threads (it starts OpenMP)."""
     code = textwrap.dedent(

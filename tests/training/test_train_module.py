@@ -16,7 +16,7 @@ from train_toy import ToyImageData, ToyVolumeData
 
 from vmunet.evaluation.metrics import BinaryConfusion, case_metrics, summarize_cases
 from vmunet.models import create_model
-from vmunet.training.callbacks import BestAndLastCheckpoint
+from vmunet.training.callbacks import last_checkpoint
 from vmunet.training.cli import run_lightning_cli
 from vmunet.training.module import SegmentationModule
 from vmunet.training.schedulers import LRSchedule
@@ -163,7 +163,7 @@ class _Capture(pl.Callback):
 def _trainer(root, epochs, callbacks=()):
     return pl.Trainer(max_epochs=epochs, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
                       default_root_dir=root, enable_progress_bar=False, enable_model_summary=False,
-                      logger=False, callbacks=[BestAndLastCheckpoint(dirpath=root, monitor="val/dice", mode="max", save_last=True),
+                      logger=False, callbacks=[last_checkpoint(root),
                                                *callbacks])
 
 
@@ -243,17 +243,32 @@ def test_config_errors_name_the_key(tmp_path, capsys):
 
 def test_ema_of_weights_through_the_cli_lands_in_the_checkpoint(tmp_path):
     """EMA is Lightning's EMAWeightAveraging callback, configured in YAML / on the command line:
-    validation and checkpoints use the averaged weights, the raw ones are kept for resuming."""
+    validation and checkpoints use the averaged weights, the raw ones are kept for resuming.
+
+    The expected average is the EMA formula written here over the recorded per-step weights:
+    a_1 = w_1, a_k = d a_{k-1} + (1 - d) w_k with d = 0.5 (2 epochs x 2 steps)."""
     root = tmp_path / "runs"
-    run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
-                       "--trainer.default_root_dir", str(root), *FAST, "--trainer.max_epochs", "2",
-                       "--trainer.limit_train_batches", "2",
-                       "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
-                       "--trainer.callbacks.decay", "0.5"])
+    cli = run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+                             "--trainer.default_root_dir", str(root), *FAST, "--trainer.max_epochs", "2",
+                             "--trainer.limit_train_batches", "2",
+                             "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+                             "--trainer.callbacks.decay", "0.5",
+                             "--trainer.callbacks+=train_toy.WeightRecorder"])
+    rec = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "WeightRecorder")
+    assert len(rec.steps) == 4 and len(rec.validated) == 2
+    d, averages = 0.5, []
+    for w in rec.steps:
+        averages.append(dict(w) if not averages else {k: d * averages[-1][k] + (1 - d) * w[k] for k in w})
+
+    def close(a, b):
+        return all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in b)
+
+    assert not close(averages[-1], rec.steps[-1])  # the average really differs from the raw weights
+    assert close(rec.validated[0], averages[1]) and close(rec.validated[1], averages[3])
     ckpt = torch.load(_run_dir(root) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
     assert ema.keys() == raw.keys() and ckpt["vmunet"]["model_name"] == "vmunet_test"
-    assert any(not torch.equal(ema[k], raw[k]) for k in ema if k.startswith("model.") and ema[k].is_floating_point())
+    assert close(ema, averages[-1]) and close(raw, rec.steps[-1])
     model = create_model("vmunet_test", **ckpt["vmunet"]["model_kwargs"])
     model.load_state_dict({k[len("model."):]: v for k, v in ema.items() if k.startswith("model.")})
 

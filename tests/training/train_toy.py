@@ -128,3 +128,24 @@ class ToyImageData(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(_Images(self.n_val, self.size, 2), batch_size=self.batch_size)
+
+
+class WeightRecorder(pl.Callback):
+    """Copies of the model's parameters after every optimizer step (``steps``) and as the first
+    validation batch of each epoch sees them (``validated``), for checking weight averaging."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[dict[str, torch.Tensor]] = []
+        self.validated: list[dict[str, torch.Tensor]] = []
+
+    @staticmethod
+    def _params(pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append(self._params(pl_module))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0 and not trainer.sanity_checking:
+            self.validated.append(self._params(pl_module))

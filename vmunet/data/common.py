@@ -131,14 +131,25 @@ def effective_workers(num_workers: int) -> int:
     return n
 
 
-def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):
-    """Shuffled MONAI DataLoader (it seeds the random transforms of each worker)."""
-    from monai.data import DataLoader
+def train_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool, epoch: int = 0):
+    """Shuffled training loader; order and augmentation depend only on the run's seed and the epoch
+    (see :mod:`vmunet.data.sampling`). ``epoch``: the first epoch it serves (:func:`first_epoch`)."""
+    from vmunet.data.sampling import epoch_seeded_loader
 
-    num_workers = effective_workers(num_workers)
+    return epoch_seeded_loader(dataset, batch_size, effective_workers(num_workers), pin_memory, epoch=epoch)
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
+
+def first_epoch(datamodule: Any) -> int:
+    """The epoch a new training loader starts at (a resumed run's), else 0.
+
+    Lightning's own ``set_epoch`` value (``fit_loop.epoch_progress.current.processed``): when the
+    loader is built, ``trainer.current_epoch`` of a resumed run still lags by one, and loader
+    workers draw their first indices right then.
+    """
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_progress.current.processed)
 
 
 def eval_loader(dataset: Any, batch_size: int, num_workers: int, pin_memory: bool):

@@ -371,7 +371,7 @@ def _convert_invesalius(archive: Path, work: Path) -> dict[str, Any]:
     spacing = [float(s) for s in main["spacing"]]  # (x, y, z)
     ct = np.frombuffer(read(main["matrix"]["filename"]), dtype=main["matrix"]["dtype"]).reshape(shape)
     masks = {}
-    for key, plist_name in main["masks"].items():
+    for plist_name in main["masks"].values():
         meta = _plist(read(plist_name))
         raw = np.frombuffer(read(meta["mask_file"]), dtype=np.uint8)
         padded = tuple(s + 1 for s in shape)  # InVesalius keeps one padding row/column/slice in front

@@ -32,12 +32,15 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | None = None,
+                fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; move it onto ``path`` only if the block succeeds.
 
     The temporary file is named ``<prefix>XXXX<suffix>``: by default ``.<name>.`` and the real
     suffix, so writers that dispatch on it (nibabel, PIL, SimpleITK) still work. Its permissions
-    follow the umask (mkstemp alone would leave 0600).
+    follow the umask (mkstemp alone would leave 0600). ``fsync=True`` flushes the file to disk
+    before the rename and the folder after it, so after a power loss the path holds either the old
+    or the complete new file (checkpoints use it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,11 +50,24 @@ def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | No
     try:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)
+        if fsync:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if fsync:
+            _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def ensure_writable_folder(path: str | Path, what: str = "output folder") -> Path:

@@ -16,8 +16,15 @@ import lightning.pytorch as pl
 import numpy as np
 
 from vmunet.data import isic_format as IF
-from vmunet.data.common import eval_loader, image_size_hw, train_loader, transformed_dataset
+from vmunet.data.common import (
+    eval_loader,
+    first_epoch,
+    image_size_hw,
+    train_loader,
+    transformed_dataset,
+)
 from vmunet.data.errors import DataError
+from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_json
 from vmunet.data.preprocessing import make_preprocessing
 
@@ -66,6 +73,8 @@ class ISICDataModule(pl.LightningDataModule):
         seed: kept for a uniform interface (no random split happens here; ``prepare isic`` splits).
         cache: keep decoded images in memory (MONAI CacheDataset).
         pin_memory: DataLoader pin_memory.
+        check_files: read every training/validation pair once before training starts
+            (:mod:`vmunet.data.filecheck`; cached), so a bad file fails now, not when first drawn.
     """
 
     eval_mode: Literal["volume", "image"] = "image"
@@ -85,6 +94,7 @@ class ISICDataModule(pl.LightningDataModule):
         seed: int = 42,
         cache: bool = False,
         pin_memory: bool = False,
+        check_files: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -143,6 +153,10 @@ class ISICDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        if hp.check_files and stage in (None, "fit", "validate"):
+            pairs = [*(self.splits["train"] if stage != "validate" else []), *self.splits["val"]]
+            check_files([(p.image, p.mask) for p in pairs], lambda i: IF.read_pair(pairs[i]),
+                        what="ISIC training/validation image-mask pairs", signature="isic-pair")
         if stage in (None, "fit"):
             self._ds["train"] = self._dataset("train", hp.augment)
         if stage in (None, "fit", "validate"):
@@ -154,7 +168,8 @@ class ISICDataModule(pl.LightningDataModule):
             self._ds["test"] = self._dataset(name, False)
 
     def train_dataloader(self):
-        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory)
+        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory,
+                            epoch=first_epoch(self))
 
     def val_dataloader(self):
         return eval_loader(self._ds["val"], self.eval_batch_size, self.num_workers, self.hparams.pin_memory)

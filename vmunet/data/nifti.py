@@ -19,17 +19,20 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from monai.transforms import Transform
 from torch.utils.data import Dataset
 
 from vmunet.data import nifti_format as NF
 from vmunet.data.common import (
     VolumeDataset,
     eval_loader,
+    first_epoch,
     image_size_hw,
     train_loader,
     transformed_dataset,
 )
 from vmunet.data.errors import DataError
+from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import check_pair
 from vmunet.data.preprocessing import (
     apply_intensity,
@@ -42,7 +45,7 @@ from vmunet.data.volumes import load_volume, voxel_sizes
 log = logging.getLogger(__name__)
 
 
-class LoadVolumed:
+class LoadVolumed(Transform):
     """Read image + label with geometry into MetaTensors ``(1, X, Y, Z)``; check they match."""
 
     def __init__(self, num_labels: int) -> None:
@@ -67,7 +70,7 @@ class LoadVolumed:
         return out
 
 
-class NormalizeAndSlice:
+class NormalizeAndSlice(Transform):
     """RAS MetaTensors -> normalized slices: image (1, D, H, W) float32, label (D, H, W) int16,
     ``spacing`` of (D, H, W) in mm and ``fg`` (indices of slices with foreground)."""
 
@@ -90,8 +93,8 @@ class NormalizeAndSlice:
 
 class SliceSampler(Dataset):
     """Training slices from cached volumes; with ``foreground_oversample`` p, an item is replaced
-    (probability p) by a random foreground slice of a random case. Seeded per worker by MONAI's
-    DataLoader (``set_random_state``)."""
+    (probability p) by a random foreground slice of a random case. Seeded per item by the training
+    loader (``set_random_state``, see :mod:`vmunet.data.sampling`)."""
 
     def __init__(self, volumes: Any, transform: Any, foreground_oversample: float = 0.0) -> None:
         self.volumes, self.transform, self.p = volumes, transform, float(foreground_oversample)
@@ -140,6 +143,8 @@ class NiftiDataModule(pl.LightningDataModule):
         cache: cache preprocessed volumes in memory (MONAI CacheDataset).
         cache_dir: cache them on disk instead (MONAI PersistentDataset).
         pin_memory: DataLoader pin_memory.
+        check_files: read every training/validation case once before training starts
+            (:mod:`vmunet.data.filecheck`; cached), so a bad file fails now, not when first drawn.
     """
 
     eval_mode: Literal["volume", "image"] = "volume"
@@ -166,6 +171,7 @@ class NiftiDataModule(pl.LightningDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
         pin_memory: bool = False,
+        check_files: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -252,6 +258,12 @@ class NiftiDataModule(pl.LightningDataModule):
         from vmunet.data.transforms import slice_train_transforms
 
         hp = self.hparams
+        if hp.check_files and stage in (None, "fit", "validate"):
+            cases = [*(self.train_cases if stage != "validate" else []), *self.val_cases]
+            items = [{"case": c.name, "image": str(c.image), "label": str(c.label) if c.label else ""} for c in cases]
+            check_files([[c.image, *([c.label] if c.label else [])] for c in cases],
+                        lambda i: LoadVolumed(self.num_classes)(items[i]),
+                        what="NIfTI training/validation cases", signature=f"nifti-case|{self.num_classes}")
         if stage in (None, "fit"):
             tf = Compose(slice_train_transforms(self.image_size, augment=hp.augment, rot_flip=hp.rot_flip,
                                                 rotation=hp.rotation, degrees=hp.rotation_degrees,
@@ -268,7 +280,8 @@ class NiftiDataModule(pl.LightningDataModule):
             self._ds["test"] = self._eval(self.index.test)
 
     def train_dataloader(self):
-        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory)
+        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory,
+                            epoch=first_epoch(self))
 
     def val_dataloader(self):
         if not self.val_cases:

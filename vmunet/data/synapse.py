@@ -19,11 +19,13 @@ from vmunet.data import synapse_format as SF
 from vmunet.data.common import (
     VolumeDataset,
     eval_loader,
+    first_epoch,
     image_size_hw,
     train_loader,
     transformed_dataset,
 )
 from vmunet.data.errors import DataError, LayoutError, short_list
+from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_h5_volume, read_json, read_npz_slice
 from vmunet.data.preprocessing import SYNAPSE_CLASSES, SYNAPSE_HU_WINDOW, make_preprocessing
 
@@ -81,6 +83,8 @@ class SynapseDataModule(pl.LightningDataModule):
         seed: seed of the validation-case choice.
         cache: keep loaded slices (MONAI CacheDataset) and evaluation volumes in memory.
         pin_memory: DataLoader pin_memory.
+        check_files: read every training/validation slice once before training starts
+            (:mod:`vmunet.data.filecheck`; cached), so a bad file fails now, not when first drawn.
     """
 
     eval_mode: Literal["volume", "image"] = "volume"
@@ -101,6 +105,7 @@ class SynapseDataModule(pl.LightningDataModule):
         seed: int = 42,
         cache: bool = False,
         pin_memory: bool = False,
+        check_files: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -167,6 +172,11 @@ class SynapseDataModule(pl.LightningDataModule):
         spacing = read_geometry_spacing(self.root / SF.TEST_DIR / f"{case}{SF.GEOMETRY_SUFFIX}")
         return image, label, spacing, case
 
+    def _check_train_files(self, names: list[str]) -> None:
+        paths = [self.root / SF.TRAIN_DIR / f"{n}.npz" for n in names]
+        check_files([(p,) for p in paths], lambda i: read_npz_slice(paths[i], self.num_classes),
+                    what="Synapse training/validation slices", signature=f"npz-slice|{self.num_classes}")
+
     # -- Lightning hooks ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         from monai.transforms import Compose
@@ -176,6 +186,8 @@ class SynapseDataModule(pl.LightningDataModule):
         hp = self.hparams
         if stage in (None, "fit", "validate"):
             cases = self._index_train()
+            if hp.check_files:
+                self._check_train_files([n for c in cases.values() for n in c])
             train_cases, self.val_case_names = self._split(cases)
             self.train_slices = [n for c in train_cases for n in cases[c]]
             log.info("Synapse: %d training slices from %d cases; validation cases %s",
@@ -200,7 +212,8 @@ class SynapseDataModule(pl.LightningDataModule):
                                           self.image_size, hp.image_interpolation, cache=hp.cache)
 
     def train_dataloader(self):
-        return train_loader(self._train_ds, self.batch_size, self.num_workers, self.hparams.pin_memory)
+        return train_loader(self._train_ds, self.batch_size, self.num_workers, self.hparams.pin_memory,
+                            epoch=first_epoch(self))
 
     def val_dataloader(self):
         if not self.val_case_names:

@@ -1,4 +1,4 @@
-"""Callbacks: best + last checkpointing, and the per-epoch validation image grid."""
+"""Callbacks: ``last.ckpt`` every epoch, per-epoch reseeding, the validation image grid."""
 
 from __future__ import annotations
 
@@ -22,37 +22,46 @@ PALETTE = np.array([
 ], dtype=np.float32) / 255.0
 
 
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` follows every epoch.
+def last_checkpoint(dirpath: str | None = None) -> ModelCheckpoint:
+    """A stock ``ModelCheckpoint`` that keeps ``last.ckpt`` = the end of the latest epoch.
 
-    Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is written in the same step,
-    so with ``monitor`` + ``save_top_k=1`` it stops at the best epoch and a resumed run would
-    repeat epochs. This writes it after every validation (or training epoch end, whichever the
-    parent uses) where the parent did not.
+    With no monitor and ``save_top_k=1`` Lightning writes a checkpoint every epoch and removes the
+    previous one; naming it ``last`` makes that one file. (``save_last=True`` on the best-score
+    callback refreshes ``last.ckpt`` only when the best changes in Lightning 2.6, so a resumed run
+    would repeat epochs.) ``enable_version_counter=False``: a resumed run overwrites it, never
+    ``last-v1.ckpt``.
+    """
+    return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                           enable_version_counter=False)
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's global RNGs for one epoch (NumPy ``SeedSequence``, 32 bits)."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, rank, 0x5EED]).generate_state(1)[0])
+
+
+class EpochSeed(pl.Callback):
+    """Seed Python, NumPy and torch (CPU + CUDA) from ``(seed, epoch, rank)`` when a training epoch starts.
+
+    The model's random layers (drop-path, dropout) draw from torch's global generator; the data
+    path does not (:mod:`vmunet.data.sampling`). Reseeding at every epoch start makes an epoch's
+    draws independent of everything before it, so a run resumed from ``last.ckpt`` replays the
+    interrupted epoch exactly, on any number of ranks. ``seed``: default the run's
+    (``seed_everything``).
     """
 
-    _last_written_step: int = -1
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
 
-    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        self._last_written_step = trainer.global_step
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import random
 
-    def _refresh_last(self, trainer: pl.Trainer) -> None:
-        from lightning.pytorch.trainer.states import TrainerFn
+        from vmunet.data.sampling import run_seed
 
-        if (self.save_last and not trainer.fast_dev_run and trainer.state.fn == TrainerFn.FITTING
-                and not trainer.sanity_checking and self._last_written_step != trainer.global_step):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        seed = rank_seed(run_seed() if self.seed is None else self.seed, trainer.current_epoch, trainer.global_rank)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -4,25 +4,46 @@ One module class (:class:`~vmunet.training.module.SegmentationModule`) and any L
 chosen by ``data.class_path`` in the YAML. ``num_classes``/``in_chans`` are linked from the
 instantiated data module into the model, so a config states them once. Always added:
 
-* ``checkpoint`` -- best by ``val/dice`` (max) plus ``last.ckpt`` after every epoch;
+* ``checkpoint`` -- a stock ``ModelCheckpoint``: best by ``val/dice`` (max); with ``save_last``
+  a second stock one keeps ``last.ckpt`` after every epoch (:func:`~vmunet.training.callbacks.last_checkpoint`);
 * ``image_grid`` -- :class:`~vmunet.training.callbacks.ValidationImageGrid`;
-* unless ``trainer.logger`` is given: TensorBoard + CSV loggers sharing one
-  ``<trainer.default_root_dir>/version_N`` folder (checkpoints, config, reports go there too).
+* :class:`~vmunet.training.callbacks.EpochSeed` (exact resume) and
+  :class:`~vmunet.training.checkpoints.AtomicCheckpointIO` (checkpoints: temp file + fsync + rename);
+* unless ``trainer.logger`` is given: TensorBoard + CSV loggers sharing one run folder
+  ``<trainer.default_root_dir>/version_N``, claimed atomically, or the checkpoint's own run
+  folder when ``fit --ckpt_path`` resumes (:mod:`vmunet.training.runs`); checkpoints, config and
+  reports go there too.
+
+A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`),
+and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
+``vmunet`` prints them as one line.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
-from vmunet.training.callbacks import BestAndLastCheckpoint, ValidationImageGrid
+from vmunet.errors import ConfigError, VmunetError
+from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
+from vmunet.training.checkpoints import (
+    AtomicCheckpointIO,
+    check_checkpoint,
+    is_file_path,
+    read_training_checkpoint,
+)
 from vmunet.training.module import SegmentationModule
+from vmunet.training.noise import silence_lightning_notices
+from vmunet.training.runs import run_loggers, select_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +59,69 @@ CHECKPOINT_DEFAULTS = {
 
 
 class VMUNetCLI(LightningCLI):
-    """LightningCLI with the project's callbacks, loggers and model <- data links."""
+    """LightningCLI with the project's callbacks, loggers, checkpoint I/O and model <- data links."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_lightning_class_args(ValidationImageGrid, "image_grid")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
+        if is_file_path(ckpt_path):
+            read_training_checkpoint(ckpt_path)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except VmunetError:
+            raise
+        except (ValueError, TypeError) as err:
+            # a value the class refused (``--model.lr -1``): the user's setting, not a bug
+            raise ConfigError(f"invalid configuration: {err}") from err
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
+        ckpt_path = self._get(self.config_init, "ckpt_path") if self.subcommand else None
+        resume_step = resume_epoch = None
+        if is_file_path(ckpt_path):
+            ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
+            resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
+            del ckpt
         if cfg.get("logger") in (None, True) and "logger" not in kwargs:
-            kwargs["logger"] = default_loggers(cfg.get("default_root_dir") or "runs")
-        return super().instantiate_trainer(**kwargs)
-
-
-def default_loggers(root: str) -> list:
-    """TensorBoard + CSV loggers writing to the same ``<root>/version_N`` (TensorBoard picks N)."""
-    tb = TensorBoardLogger(save_dir=root, name="", default_hp_metric=False)
-    csv = CSVLogger(save_dir=root, name="", version=tb.version)
-    return [tb, csv]
+            run_dir, version, resumed = select_run_dir(cfg.get("default_root_dir") or "runs",
+                                                       ckpt_path if self.subcommand == "fit" else None)
+            kwargs["logger"] = run_loggers(run_dir, version, resume_step if resumed else None)
+            if resumed:
+                # the run's first config stays config.yaml; each resume records its own next to it
+                self.save_config_kwargs["config_filename"] = f"config.resumed-epoch{resume_epoch:03d}.yaml"
+                log.info("resuming the run in %s (from epoch %d, step %d)", run_dir, resume_epoch, resume_step)
+        user_callbacks = cfg.get("callbacks") or []
+        callbacks = list(user_callbacks) if isinstance(user_callbacks, (list, tuple)) else [user_callbacks]
+        best = self._get(self.config_init, "checkpoint", default=None)
+        last = None
+        if isinstance(best, ModelCheckpoint) and best.save_last:
+            # Lightning 2.6 refreshes save_last only when the best changes: a second stock callback
+            best.save_last = None
+            last = last_checkpoint(best.dirpath)
+            callbacks.append(last)
+        callbacks.append(EpochSeed())
+        kwargs.setdefault("callbacks", callbacks)
+        plugins = cfg.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
+        trainer = super().instantiate_trainer(**kwargs)
+        if last is not None and last in trainer.callbacks and best in trainer.callbacks:
+            # trainer.checkpoint_callback (ckpt_path="best") is the first ModelCheckpoint: the best one
+            trainer.callbacks.remove(last)
+            trainer.callbacks.insert(trainer.callbacks.index(best) + 1, last)
+        return trainer
 
 
 def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
@@ -70,11 +133,23 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     # known-harmless notices: `vmunet` passes sys.argv on explicitly; TensorBoard and CSV share a folder
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
+    silence_lightning_notices()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False
+    try:
+        return _lightning_cli(argv)
+    except ArgumentError as exc:
+        # A config typo: the error line first (jsonargparse would print an 85-line usage before it).
+        sub = argv[0] if argv else "fit"
+        print(f"vmunet {sub}: error: {exc}\n(`vmunet {sub} --help` lists the accepted options)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
     return VMUNetCLI(
         SegmentationModule,
         LightningDataModule,
@@ -82,7 +157,12 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
         args=list(argv),
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
-        # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`)
-        parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in SUBCOMMANDS}},
+        # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`); config
+        # errors raise ArgumentError so `vmunet` prints the error line, not the 85-line usage first
+        parser_kwargs={
+            "allow_abbrev": False,
+            "exit_on_error": False,
+            **{c: {"allow_abbrev": False, "exit_on_error": False} for c in SUBCOMMANDS},
+        },
         auto_configure_optimizers=False,
     )

@@ -1,0 +1,101 @@
+"""The `vmunet` command's own behaviour: fast help, short config errors, quiet runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmunet.training.cli import run_lightning_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Walks the real parser, so a subcommand added later is covered too; prints each command path
+# whose help printed, then whether torch (or what pulls it in) was imported.
+HELP_WITHOUT_TORCH = """
+import argparse, contextlib, io, sys
+from vmunet.cli import LIGHTNING_COMMANDS, build_parser, main
+
+def paths(parser, prefix=()):
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if prefix or name not in LIGHTNING_COMMANDS:
+                    yield from paths(sub, prefix + (name,))
+
+for path in paths(build_parser()):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([*path, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0, (path, exc.code)
+    text = out.getvalue()
+    assert text.startswith("usage: vmunet"), (path, text[:200])
+    print("HELP", " ".join(path))
+print("IMPORTED", sorted(m for m in ("torch", "lightning", "monai") if m in sys.modules))
+"""
+
+
+def test_help_of_every_non_lightning_command_does_not_import_torch():
+    proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    helped = {line[5:] for line in lines if line.startswith("HELP ")}
+    assert {"", "predict", "prepare", "synth", "info", "weights", "weights inspect"} <= helped, helped
+    assert lines[-1] == "IMPORTED []"
+
+
+@pytest.mark.parametrize("case", ["flag", "yaml"])
+def test_a_config_typo_prints_the_error_first_not_the_usage(case, tmp_path, capsys):
+    if case == "flag":
+        args = ["fit", "--config", str(ROOT / "experiments" / "demo.yaml"), "--trainer.max_epoch", "3"]
+        expected = "vmunet fit: error: unrecognized arguments: --trainer.max_epoch 3"
+    else:
+        cfg = tmp_path / "typo.yaml"
+        cfg.write_text("trainer:\n  max_epochz: 3\n")
+        args = ["fit", "--config", str(ROOT / "experiments" / "demo.yaml"), "--config", str(cfg)]
+        expected = "vmunet fit: error: Subcommand 'fit' does not accept option 'trainer.max_epochz'"
+    with pytest.raises(SystemExit) as exc:
+        run_lightning_cli(args)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [expected, "(`vmunet fit --help` lists the accepted options)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_tiny_fit_prints_no_third_party_adverts_or_deprecations(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "training"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "vmunet.cli", "fit", "--data", "train_toy.ToyVolumeData",
+           "--model.model_name", "vmunet_test", "--trainer.max_epochs", "1",
+           "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+           "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+           "--trainer.enable_model_summary", "false",
+           "--trainer.default_root_dir", str(tmp_path / "runs")]
+    # the child writes UTF-8 (Rich tables); decode it so whatever the locale (CI may have none)
+    proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
+                          cwd=tmp_path, env={**env, "PYTHONIOENCODING": "utf-8"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached." in output  # the run did happen
+    assert (tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt").exists()
+    for noise in ("litlogger", "💡", "DeprecationWarning", "FutureWarning", "deprecated"):
+        assert noise not in output, f"{noise!r} in:\n{output}"
+
+
+def test_a_folder_scan_prints_no_itk_warnings(tmp_path, capfd):
+    from vmunet.inference.io import find_cases
+
+    (tmp_path / "notes").mkdir()  # a sub-folder that is no DICOM series: ITK warns "No Series were found"
+    (tmp_path / "notes" / "readme.txt").write_text("not an image\n")
+    (tmp_path / "case1.nii.gz").write_bytes(b"")
+    assert find_cases(tmp_path) == [tmp_path / "case1.nii.gz"]
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -1,0 +1,117 @@
+"""Checkpoint files: written through a temp file in the same folder + fsync + rename; unusable
+``--ckpt_path`` files and invalid settings give one line ``error: ...``, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vmunet.cli import main
+from vmunet.training.checkpoints import (
+    AtomicCheckpointIO,
+    TrainingCheckpointError,
+    check_checkpoint,
+)
+from vmunet.training.cli import run_lightning_cli
+from vmunet.training.module import SegmentationModule
+
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+
+
+def test_checkpoint_goes_through_a_fsynced_temp_file_in_the_same_folder(tmp_path, monkeypatch):
+    replaced, synced = [], []
+    real_replace, real_fsync = os.replace, os.fsync
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"w": torch.arange(4)}, target)
+    ((src, dst),) = replaced
+    assert dst == target and src.parent == target.parent and src.suffix == ".tmp"
+    assert len(synced) == 2  # the file before the rename, the folder after it
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.arange(4))
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_a_crash_mid_write_keeps_the_previous_checkpoint_and_leaves_no_partial_ckpt(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, target)
+    before = target.read_bytes()
+
+    def half_then_crash(obj, fh, *args, **kwargs):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_then_crash)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2}, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ckpt_runs")
+    run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+                       "--model.val_hd95", "false", "--trainer.default_root_dir", str(root),
+                       "--trainer.max_epochs", "1", *FAST])
+    return root / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def _bad_checkpoints(trained: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, part of the expected message)."""
+    ckpt = torch.load(trained, weights_only=True)
+    out = {}
+    data = trained.read_bytes()
+    (tmp / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    out["truncated"] = (tmp / "truncated.ckpt", "not a readable checkpoint")
+    (tmp / "random.ckpt").write_bytes(os.urandom(2048))
+    out["random"] = (tmp / "random.ckpt", "not a readable checkpoint")
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp / "foreign.pth")
+    out["foreign"] = (tmp / "foreign.pth", "not a Lightning training checkpoint")
+    torch.save({k: v for k, v in ckpt.items() if k != "vmunet"}, tmp / "novmunet.ckpt")
+    out["no record"] = (tmp / "novmunet.ckpt", "no 'vmunet' record")
+    wrong = dict(ckpt, vmunet=dict(ckpt["vmunet"], model_kwargs={"num_classes": 9, "in_chans": 1}))
+    torch.save(wrong, tmp / "wrong_class.ckpt")
+    out["wrong class"] = (tmp / "wrong_class.ckpt", "num_classes=9")
+    shapes = dict(ckpt, state_dict={k: (v[:1] if "patch_embed" in k and v.ndim else v)
+                                    for k, v in ckpt["state_dict"].items()})
+    torch.save(shapes, tmp / "shapes.ckpt")
+    out["shapes"] = (tmp / "shapes.ckpt", "weights do not fit")
+    torch.save({k: v for k, v in ckpt.items() if k not in ("optimizer_states", "loops")}, tmp / "weights_only.ckpt")
+    out["weights only"] = (tmp / "weights_only.ckpt", "cannot resume")
+    out["missing"] = (tmp / "nothere.ckpt", "not found")
+    return out
+
+
+def test_check_checkpoint_names_the_file_and_what_was_expected(trained, tmp_path):
+    module = SegmentationModule("vmunet_test", num_classes=3, in_chans=1)
+    assert check_checkpoint(trained, module, resume=True)["epoch"] == 0
+    for name, (path, expected) in _bad_checkpoints(trained, tmp_path).items():
+        with pytest.raises(TrainingCheckpointError) as err:
+            check_checkpoint(path, module, resume=True)
+        assert str(path) in str(err.value) and expected in str(err.value), (name, str(err.value))
+    check_checkpoint(tmp_path / "weights_only.ckpt", module, resume=False)  # fine for test / validate
+
+
+def test_every_cli_user_error_is_one_line_with_exit_2(trained, tmp_path, capsys):
+    base = ["--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95", "false",
+            "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1", *FAST]
+    cases = [(["fit", *base, "--model.lr", "-1"], "lr must be > 0")]
+    for name, (path, expected) in _bad_checkpoints(trained, tmp_path).items():
+        cases.append((["fit", *base, "--ckpt_path", str(path)], expected))
+        if name != "weights only":
+            cases.append((["test", *base, "--ckpt_path", str(path)], expected))
+    for argv, expected in cases:
+        code = main(argv)
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert code == 2, (argv, err[-2000:])
+        assert "Traceback" not in captured.err + captured.out, argv
+        lines = [ln for ln in err.splitlines() if "error:" in ln]
+        assert len(lines) == 1 and lines[0].startswith(f"vmunet {argv[0]}: error: ") and expected in lines[0], err
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing ran

@@ -1,0 +1,117 @@
+"""Run folders: claimed atomically (two runs never share one); a resumed run continues its own
+folder, so best-*.ckpt is the best of the whole run; metrics.csv keeps the rows before the resume."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vmunet.training.cli import run_lightning_cli
+from vmunet.training.runs import claim_run_dir, csv_rows_before, run_dir_of_checkpoint
+
+HERE = Path(__file__).resolve().parent
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1"]
+
+
+def _claim(root: str, barrier, out) -> None:
+    barrier.wait()  # all processes list the folder and mkdir at the same moment
+    out.put(claim_run_dir(root)[1])
+
+
+def test_racing_claims_get_distinct_folders(tmp_path):
+    (tmp_path / "version_3").mkdir()  # numbering continues after existing runs
+    ctx = mp.get_context("fork")
+    n = 6
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(str(tmp_path), barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    versions = sorted(out.get(timeout=5) for _ in range(n))
+    assert versions == list(range(4, 4 + n))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"version_{v}" for v in [3, *versions])
+
+
+def test_run_dir_of_checkpoint(tmp_path):
+    run = tmp_path / "version_12"
+    (run / "checkpoints").mkdir(parents=True)
+    assert run_dir_of_checkpoint(run / "checkpoints" / "last.ckpt") == (run.resolve(), 12)
+    assert run_dir_of_checkpoint(tmp_path / "last.ckpt") is None
+    assert run_dir_of_checkpoint(tmp_path / "version_x" / "checkpoints" / "last.ckpt") is None
+    assert run_dir_of_checkpoint(None) is None and run_dir_of_checkpoint("last") is None
+
+
+def test_csv_rows_before_keeps_rows_of_finished_steps(tmp_path):
+    f = tmp_path / "metrics.csv"
+    f.write_text("epoch,step,train/loss,val/dice\n0,0,1.5,\n0,1,1.25,\n0,1,,0.5\n1,2,1.0,\n")
+    assert csv_rows_before(f, 2) == [(0, {"epoch": 0, "train/loss": 1.5}), (1, {"epoch": 0, "train/loss": 1.25}),
+                                     (1, {"epoch": 0, "val/dice": 0.5})]
+
+
+def _val_dice(run: Path) -> dict[int, float]:
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val/dice")]
+    epochs = [int(r["epoch"]) for r in rows]
+    assert len(epochs) == len(set(epochs)), "one validation row per epoch"
+    return {int(r["epoch"]): float(r["val/dice"]) for r in rows}
+
+
+def test_resumed_run_continues_its_folder_and_keeps_the_best_of_the_whole_run(tmp_path):
+    root = tmp_path / "runs"
+    common = ["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95",
+              "false", "--trainer.default_root_dir", str(root), "--trainer.limit_train_batches", "2", *FAST]
+    run_lightning_cli([*common, "--trainer.max_epochs", "2"])
+    run = root / "version_0"
+    first_best = torch.load(next((run / "checkpoints").glob("best-*.ckpt")), weights_only=True)
+    run_lightning_cli([*common, "--trainer.max_epochs", "4", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+
+    assert [p.name for p in root.iterdir()] == ["version_0"]
+    dice = _val_dice(run)
+    assert sorted(dice) == [0, 1, 2, 3]  # the whole run's metrics in one metrics.csv
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    top = max(dice.values())
+    assert best.name == f"best-epoch{max(dice, key=dice.get):03d}-dice{top:.4f}.ckpt"
+    state = torch.load(best, weights_only=True)["callbacks"]
+    scores = [s["best_model_score"] for k, s in state.items() if "val/dice" in k]
+    assert len(scores) == 1 and float(scores[0]) == pytest.approx(top, abs=1e-6)
+    assert top >= float(first_best["callbacks"][next(k for k in first_best["callbacks"] if "val/dice" in k)]
+                        ["best_model_score"])
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_epochs"] == 2
+    assert yaml.safe_load((run / "config.resumed-epoch001.yaml").read_text())["trainer"]["max_epochs"] == 4
+
+
+@pytest.mark.slow
+def test_two_concurrent_fits_into_one_root_keep_their_own_folders(tmp_path):
+    root = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    procs = {lr: subprocess.Popen([sys.executable, "-m", "vmunet", "fit", "--data", "train_toy.ToyVolumeData",
+                                   "--model.model_name", "vmunet_test", "--model.lr", lr, "--model.val_hd95", "false",
+                                   "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "2",
+                                   "--trainer.limit_train_batches", "2", *FAST],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for lr in ("0.001", "0.002")}
+    for p in procs.values():
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    runs = sorted(root.iterdir())
+    assert [r.name for r in runs] == ["version_0", "version_1"]
+    lrs = set()
+    for run in runs:
+        lr = yaml.safe_load((run / "config.yaml").read_text())["model"]["lr"]
+        for ckpt in (run / "checkpoints").glob("*.ckpt"):
+            assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["lr"] == lr, ckpt
+        assert sorted(_val_dice(run)) == [0, 1]  # one run's rows only
+        lrs.add(lr)
+    assert lrs == {0.001, 0.002}

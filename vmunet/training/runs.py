@@ -1,0 +1,137 @@
+"""Run folders: ``<trainer.default_root_dir>/version_N``, one per run, claimed atomically.
+
+* A new run claims the first free ``version_N`` with ``os.mkdir`` (fails if the folder exists), so
+  two runs started at once into the same root never share a folder: config, logs and checkpoints
+  in a folder always describe one run. (Lightning's loggers pick N by listing the folder, a race.)
+* ``fit --ckpt_path <root>/version_N/checkpoints/<file>.ckpt`` continues that run in the same
+  folder: ``ModelCheckpoint`` then restores its best score and files (it does so only when the
+  folder is unchanged), so ``best-*.ckpt`` stays the best of the whole run; ``metrics.csv`` keeps
+  the rows up to the checkpoint's step and the resumed run appends to it; TensorBoard hides the
+  events the interrupted part logged after that step (``purge_step``). A checkpoint elsewhere
+  starts a new folder (its best-score record is then not restored: Lightning's rule).
+* Under DDP only rank 0 claims; it passes the version to the processes it launches
+  (``VMUNET_RUN_VERSION``); the other ranks' checkpoint and log folders are rank 0's anyway
+  (Lightning broadcasts them).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+VERSION_ENV = "VMUNET_RUN_VERSION"
+_VERSION_RE = re.compile(r"^version_(\d+)$")
+
+
+def _is_rank_zero() -> bool:
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def claim_run_dir(root: str | Path) -> tuple[Path, int]:
+    """Create and return ``root/version_N`` (absolute) with the smallest free N above the existing ones."""
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION_RE.match(p.name))]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{n}").mkdir()  # exclusive: exactly one process succeeds per N
+            return root / f"version_{n}", n
+        except FileExistsError:
+            n += 1
+
+
+def run_dir_of_checkpoint(ckpt_path: str | Path | None) -> tuple[Path, int] | None:
+    """``(<root>/version_N, N)`` when ``ckpt_path`` lies in a run's ``checkpoints/`` folder, else None."""
+    from vmunet.training.checkpoints import is_file_path
+
+    if not is_file_path(ckpt_path):
+        return None
+    ckpt = Path(ckpt_path).resolve()
+    run = ckpt.parent.parent
+    m = _VERSION_RE.match(run.name)
+    if ckpt.parent.name != "checkpoints" or m is None or not run.is_dir():
+        return None
+    return run, int(m.group(1))
+
+
+def select_run_dir(root: str | Path, resume_from: str | Path | None) -> tuple[Path, int, bool]:
+    """The folder of this run: ``(path, N, resumed)``. Rank 0 claims; other ranks take rank 0's N."""
+    existing = run_dir_of_checkpoint(resume_from)
+    if existing is not None:
+        return (*existing, True)
+    if not _is_rank_zero() and os.environ.get(VERSION_ENV) is not None:
+        n = int(os.environ[VERSION_ENV])
+        return Path(root).resolve() / f"version_{n}", n, False
+    path, n = claim_run_dir(root)
+    os.environ[VERSION_ENV] = str(n)  # inherited by the DDP processes this one launches
+    return path, n, False
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def csv_rows_before(metrics_csv: Path, step: int) -> list[tuple[int, dict[str, float]]]:
+    """``(step, {key: value})`` rows of a Lightning ``metrics.csv`` logged at steps < ``step``.
+
+    A checkpoint's ``global_step`` is the number of optimizer steps done: its epoch's last rows
+    are logged at ``step - 1``, the rows from ``step`` on come from the part of the run that was
+    lost, and the resumed run logs them again.
+    """
+    if not metrics_csv.is_file():
+        return []
+    rows = []
+    with open(metrics_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                s = int(float(row.get("step", "")))
+            except ValueError:
+                continue
+            if s >= step:
+                continue
+            values = {}
+            for k, v in row.items():
+                if k != "step" and v not in ("", None):
+                    try:
+                        values[k] = _number(v)
+                    except ValueError:
+                        continue
+            if values:
+                rows.append((s, values))
+    return rows
+
+
+def run_loggers(run_dir: Path, version: int, resume_step: int | None = None) -> list:
+    """TensorBoard + CSV loggers writing into ``run_dir`` (= ``<root>/version_<version>``).
+
+    ``resume_step``: the ``global_step`` of the checkpoint a resumed run starts from. The CSV
+    logger deletes an existing ``metrics.csv`` when it starts, so its rows before that step are
+    read first, the file is set aside (renamed, so a crash here loses nothing) and the rows are
+    written again through the logger. TensorBoard hides the lost part's events (``purge_step``).
+    """
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    root = str(run_dir.parent)
+    tb_kwargs = {} if resume_step is None else {"purge_step": resume_step}
+    tb = TensorBoardLogger(save_dir=root, name="", version=version, default_hp_metric=False, **tb_kwargs)
+    csv_logger = CSVLogger(save_dir=root, name="", version=version)
+    metrics = run_dir / "metrics.csv"
+    if resume_step is not None and metrics.is_file() and _is_rank_zero():
+        rows = csv_rows_before(metrics, resume_step)
+        aside = run_dir / ".metrics.csv.before-resume"
+        os.replace(metrics, aside)
+        for step, values in rows:
+            csv_logger.log_metrics(values, step=step)
+        csv_logger.save()
+        aside.unlink()
+        log.info("resuming in %s: kept %d metrics.csv rows before step %d", run_dir, len(rows), resume_step)
+    return [tb, csv_logger]
