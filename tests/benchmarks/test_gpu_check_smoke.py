@@ -60,6 +60,9 @@ FAKE_VMUNET = textwrap.dedent('''
 ''')
 
 
+# slow: in a fresh clone (first numba compile, loaded 2-core VM) it exceeded its 300 s limit on
+# 2026-11-26; it stays in `make test-slow` until that is understood (issue 13 note)
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_section(tmp_path):
     orig = tmp_path / "VM-UNet" / "models" / "vmunet"
     orig.mkdir(parents=True)
