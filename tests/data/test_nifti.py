@@ -85,13 +85,39 @@ def test_mr_decathlon_zscore_from_training_volumes(nifti_mr):
     x = np.concatenate([np.asarray(nib.load(str(p)).dataobj, np.float64).ravel() for p in train])
     intensity = dm.preprocessing["intensity"]
     assert intensity["mode"] == "zscore"
-    assert intensity["mean"] == pytest.approx(x.mean(), rel=1e-6)
-    assert intensity["std"] == pytest.approx(x.std(), rel=1e-6)
+    tissue = x[x != 0]  # default zscore_region "nonzero"
+    assert intensity["mean"] == pytest.approx(tissue.mean(), rel=1e-6)
+    assert intensity["std"] == pytest.approx(tissue.std(), rel=1e-6)
+    every = _dm(nifti_mr, zscore_region="all").preprocessing["intensity"]
+    assert every["mean"] == pytest.approx(x.mean(), rel=1e-6)
+    assert every["std"] == pytest.approx(x.std(), rel=1e-6)
     dm2 = _dm(nifti_mr, zscore_stats=(10.0, 2.0))
     assert dm2.preprocessing["intensity"] == {"mode": "zscore", "mean": 10.0, "std": 2.0}
     dm.setup("test")
     item = next(iter(dm.test_dataloader()))
     assert item["case"] == ["synth_003"]
+
+
+def test_zscore_nonzero_statistics_exclude_a_zero_background(tmp_path, nifti_mr):
+    root = _copy(tmp_path, nifti_mr)
+    dm0 = _dm(root)
+    x = [np.asarray(nib.load(str(c.image)).dataobj, np.float64) for c in dm0.train_cases]
+    for c, vol in zip(dm0.train_cases, x, strict=True):  # a zero frame around each training volume
+        img = nib.load(str(c.image))
+        padded = np.zeros(np.array(vol.shape) + 4, np.float32)
+        padded[2:-2, 2:-2, 2:-2] = vol
+        nib.save(nib.Nifti1Image(padded, img.affine), str(c.image))
+    tissue = np.concatenate([v[v != 0] for v in x])
+    rec = _dm(root, check_files=False).preprocessing["intensity"]
+    assert rec["mean"] == pytest.approx(tissue.mean(), rel=1e-6)
+    assert rec["std"] == pytest.approx(tissue.std(), rel=1e-6)
+    for c in dm0.train_cases:
+        img = nib.load(str(c.image))
+        nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), str(c.image))
+    with pytest.raises(DataError, match="no nonzero voxel"):
+        _dm(root, check_files=False)
+    with pytest.raises(ValueError, match="zscore_region must be"):
+        _dm(root, zscore_region="tissue")
 
 
 def test_persistent_cache_is_read_back(tmp_path, nifti_ct):

@@ -58,6 +58,10 @@ def test_poly_and_warmup_closed_forms():
         LRSchedule("poly", base_lr=1e-3)
     with pytest.raises(ValueError, match="scheduler: expected one of"):
         LRSchedule("step", base_lr=1e-3)
+    for name in ("cosine", "constant"):  # a warm-up as long as the run never reaches lr
+        with pytest.raises(ValueError, match="warmup_epochs=5 is not shorter than the run"):
+            LRSchedule(name, base_lr=1e-3, total=5, warmup_epochs=5)
+        assert LRSchedule(name, base_lr=1e-3, total=6, warmup_epochs=5)(5) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("num_classes", [4, pytest.param(1, marks=pytest.mark.slow)])

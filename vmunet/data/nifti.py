@@ -136,6 +136,14 @@ class NiftiDataModule(pl.LightningDataModule):
         intensity: ``auto`` (CT -> window, otherwise z-score), ``window``, ``zscore`` or ``none``.
         window: HU window for ``window`` mode (default: the abdominal soft-tissue window).
         zscore_stats: (mean, std) for ``zscore``; default: computed from the training volumes.
+        zscore_region: which voxels of the training volumes those statistics come from:
+            ``nonzero`` (default; nnU-Net's masked MR normalisation) or ``all``. Only the statistics
+            differ; every voxel is normalised with them. Why nonzero: on a scan with a zero background
+            (skull-stripped or masked MR) statistics over all voxels put every tissue class at
+            positive values, and the patch embedding's LayerNorm nearly erases a uniform patch's
+            magnitude (only its sign and the conv bias survive), so classes that differ only in
+            intensity start out almost indistinguishable; tissue-centred statistics put them on both
+            sides of 0 (measured on the real k-means MR: README "Real data").
         augment, rot_flip, rotation, rotation_degrees, image_interpolation: as Synapse.
         foreground_oversample: probability that a training item is a random foreground slice.
         val_cases: training cases held out for validation when the data set has no validation list.
@@ -160,6 +168,7 @@ class NiftiDataModule(pl.LightningDataModule):
         intensity: Literal["auto", "window", "zscore", "none"] = "auto",
         window: tuple[float, float] = (-125.0, 275.0),
         zscore_stats: tuple[float, float] | None = None,
+        zscore_region: Literal["nonzero", "all"] = "nonzero",
         augment: bool = True,
         rot_flip: bool = True,
         rotation: bool = True,
@@ -177,6 +186,8 @@ class NiftiDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+        if zscore_region not in ("nonzero", "all"):
+            raise ValueError(f"zscore_region must be 'nonzero' or 'all', got {zscore_region!r}")
         if not 0.0 <= foreground_oversample <= 1.0:
             raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
         self.root = Path(root)
@@ -219,15 +230,21 @@ class NiftiDataModule(pl.LightningDataModule):
             mean, std = self.hparams.zscore_stats
         else:
             mean, std = self._dataset_stats()
-            log.info("NIfTI: z-score statistics from %d training volumes: mean %.4g, std %.4g "
-                     "(pass zscore_stats to skip this pass)", len(self.train_cases), mean, std)
+            log.info("NIfTI: z-score statistics from the %s voxels of %d training volumes: mean %.4g, "
+                     "std %.4g (pass zscore_stats to skip this pass)", self.hparams.zscore_region,
+                     len(self.train_cases), mean, std)
         return {"mode": "zscore", "mean": float(mean), "std": float(std)}
 
     def _dataset_stats(self) -> tuple[float, float]:
         n, s, s2 = 0, 0.0, 0.0
         for c in self.train_cases:
             x = np.asarray(load_volume(c.image)[0], dtype=np.float64)
+            if self.hparams.zscore_region == "nonzero":
+                x = x[x != 0]
             n, s, s2 = n + x.size, s + x.sum(), s2 + (x**2).sum()
+        if n == 0:
+            raise DataError(f"{self.root}: the training volumes have no nonzero voxel to compute z-score "
+                            "statistics from (set zscore_region: all or zscore_stats)")
         mean = s / n
         return mean, float(np.sqrt(max(s2 / n - mean**2, 1e-12)))
 

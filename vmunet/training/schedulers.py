@@ -48,6 +48,10 @@ class LRSchedule:
                 f"the poly schedule needs the total number of epochs (> warmup_epochs={warmup_epochs}), "
                 f"got {total}; set trainer.max_epochs"
             )
+        if total is not None and name != "poly" and 0 < total <= warmup_epochs:
+            # a warm-up as long as the run never reaches lr: a short run would train at a fraction of it
+            raise ValueError(f"warmup_epochs={warmup_epochs} is not shorter than the run ({total} epochs): "
+                             "the learning rate would never reach lr; shorten the warm-up")
         if warmup_epochs < 0 or not 0 < warmup_start_factor <= 1:
             raise ValueError(
                 f"warmup: expected warmup_epochs >= 0 and 0 < warmup_start_factor <= 1, "
