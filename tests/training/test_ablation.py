@@ -18,14 +18,15 @@ ORGANS = ["aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancr
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-    """The demo recipe on 4 synthetic 32x32x4 cases (2 train, 2 test), one 2-step epoch, torch scan."""
+    """The demo recipe on 4 synthetic 32x32x4 cases (2 train, 2 test), one 1-step epoch, d_state 2
+    (a model_kwargs entry of the config that every variant must keep next to its directions)."""
     from vmunet.data.synth import synth_synapse
 
     tmp = tmp_path_factory.mktemp("ablate")
     synth_synapse(tmp / "data", cases=4, size=32, slices=4, seed=0)
     cfg = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())
-    cfg["trainer"].update(max_epochs=1, limit_train_batches=2, enable_progress_bar=False)
-    cfg["model"].update(model_kwargs={"scan_backend": "torch"}, t_max=1)
+    cfg["trainer"].update(max_epochs=1, limit_train_batches=1, enable_progress_bar=False)
+    cfg["model"].update(model_kwargs={"d_state": 2}, t_max=1)
     cfg["data"]["init_args"].update(root=str(tmp / "data"), image_size=32, batch_size=4)
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -54,7 +55,7 @@ def test_ablate_writes_the_table_and_the_plot(tiny_config, tmp_path, capsys):
     report = json.loads((out / "results.json").read_text())
     for row, full, dirs in zip(rows, report["rows"], (["h", "v", "h_flip", "v_flip"],
                                                       ["snake_h", "hilbert_flip", "local2_t"]), strict=True):
-        model = create_model("vmunet_test", num_classes=9, in_chans=1, directions=dirs)
+        model = create_model("vmunet_test", num_classes=9, in_chans=1, directions=dirs, d_state=2)
         assert int(row["params"]) == count_parameters(model)
         assert row["convention"] == "strict" and row["hd95_definition"] == "pooled"
         # the numbers are those of the variant's own `vmunet test` report
