@@ -4,7 +4,8 @@ Each variant (a registered model x a direction set) is trained with the project'
 (:func:`vmunet.training.cli.run_lightning_cli`, i.e. ``vmunet fit`` with the config plus overrides),
 seeded alike, in its own folder ``<out>/<variant>/`` (``version_0`` = the fit, the next
 ``version_N`` = ``vmunet test`` of its best checkpoint, with the usual test reports). The runner
-then writes, atomically, into ``<out>``:
+then writes, atomically, into ``<out>`` (rewritten after every variant, so a long ablation that stops
+keeps the rows it finished; the Markdown header says "partial" until the last one):
 
 * ``results.csv`` -- one row per variant: model, directions, parameters, fit / test wall time,
   per-class test Dice, mean Dice and HD95, the empty-mask convention and HD95 definition;
@@ -260,8 +261,7 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
                  direction_sets: Sequence[str] | None = None, seed: int = 42,
                  overrides: Sequence[str] = ()) -> AblationResult:
     """Train and test every variant, then write ``results.csv|md|json`` and ``dice.png`` to ``out``."""
-    from vmunet.data.fileio import ensure_writable_folder, write_csv, write_json, write_text
-    from vmunet.evaluation.metrics import describe
+    from vmunet.data.fileio import ensure_writable_folder
 
     config, out = Path(config), Path(out)
     cfg = _read_config(config)
@@ -272,23 +272,36 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
     variants = plan_variants(cfg, models, direction_sets)
     ensure_writable_folder(out, "--out")
     base_kwargs = dict((cfg.get("model") or {}).get("model_kwargs") or {})
-    rows = [run_variant(v, config, out, seed, base_kwargs, overrides) for v in variants]
+    conditions = (f"config {config}, seed {seed}" + (f", overrides {' '.join(overrides)}" if overrides else "")
+                  + "; times are wall-clock seconds on this machine")
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        rows.append(run_variant(variant, config, out, seed, base_kwargs, overrides))
+        # rewritten after every variant: a long ablation keeps the finished rows if it stops
+        result = write_results(out, rows, {"config": str(config), "seed": seed, "overrides": list(overrides)},
+                               conditions + ("" if len(rows) == len(variants) else
+                                             f"; partial: {len(rows)} of {len(variants)} variants"))
+    log.info("ablation results: %s", ", ".join(str(p) for p in result.files.values()))
+    return result
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any], conditions: str) -> AblationResult:
+    """Write ``results.csv|md|json`` and ``dice.png`` for ``rows`` into ``out`` (each atomically)."""
+    from vmunet.data.fileio import write_csv, write_json, write_text
+    from vmunet.evaluation.metrics import describe
 
     class_names: list[str] = []
     for r in rows:
         class_names += [k[5:] for k in r if k.startswith("dice_") and k[5:] not in class_names]
     conventions = {(r["convention"], r["hd95_definition"]) for r in rows}
     metric_line = "; ".join(describe(c, h) for c, h in sorted(conventions, key=str))
-    conditions = (f"config {config}, seed {seed}" + (f", overrides {' '.join(overrides)}" if overrides else "")
-                  + "; times are wall-clock seconds on this machine")
     fields = [*LEADING_FIELDS, *[f"dice_{c}" for c in class_names], *TRAILING_FIELDS]
     files = {
         "csv": write_csv(out / "results.csv", rows, fields),
         "markdown": write_text(out / "results.md", markdown_table(
             rows, class_names, f"Test metrics: {metric_line}. Conditions: {conditions}.")),
-        "json": write_json(out / "results.json", {"config": str(config), "seed": seed, "overrides": list(overrides),
-                                                  "metrics": metric_line, "class_names": class_names, "rows": rows}),
+        "json": write_json(out / "results.json", {**meta, "metrics": metric_line, "conditions": conditions,
+                                                  "class_names": class_names, "rows": rows}),
         "plot": plot_dice(rows, class_names, out / "dice.png", f"per-class test Dice ({metric_line})"),
     }
-    log.info("ablation results: %s", ", ".join(str(p) for p in files.values()))
     return AblationResult(rows, class_names, files)
