@@ -96,3 +96,19 @@ def test_bad_names_are_one_line_errors_before_training(tiny_config, tmp_path, ca
     assert rc == 2
     assert err.startswith(message) and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_binary_image_summaries_give_the_pooled_dice_as_one_class():
+    """ISIC-style binary tests have no per-case rows: the papers' pooled Dice is the one column."""
+    from vmunet.training.ablation import _summary_scores, markdown_table
+
+    summary = {"pooled": {"dice": 0.8125, "iou": 0.6842}, "convention": "strict", "per_image": {"dice": 0.7}}
+    assert _summary_scores(summary) == ({"foreground": 0.8125}, 0.8125, None)
+    row = {"variant": "m__a", "model": "m", "directions": "h,v", "params": 1234567, "fit_s": 1.25, "test_s": 0.5,
+           "dice_foreground": 0.8125, "mean_dice": 0.8125, "mean_hd95": None}
+    assert markdown_table([row], ["foreground"], "head").splitlines() == [
+        "head", "",
+        "| variant | model | directions | params | fit (s) | test (s) | Dice foreground | mean Dice | mean HD95 (vox) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| m__a | m | `h,v` | 1,234,567 | 1.2 | 0.5 | 0.8125 | 0.8125 | - |",
+    ]
