@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import re
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ def plot_dice(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], pat
         ax.set_xticks(x, groups, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("test Dice")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 120), fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
         with atomic_path(path) as tmp:
@@ -302,6 +303,7 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]
             rows, class_names, f"Test metrics: {metric_line}. Conditions: {conditions}.")),
         "json": write_json(out / "results.json", {**meta, "metrics": metric_line, "conditions": conditions,
                                                   "class_names": class_names, "rows": rows}),
-        "plot": plot_dice(rows, class_names, out / "dice.png", f"per-class test Dice ({metric_line})"),
+        "plot": plot_dice(rows, class_names, out / "dice.png", "per-class test Dice, mean over cases; " + "; ".join(
+            f"convention {c}, HD95 {h or 'not computed'}" for c, h in sorted(conventions, key=str))),
     }
     return AblationResult(rows, class_names, files)
