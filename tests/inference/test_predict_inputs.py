@@ -89,7 +89,7 @@ def test_reference_missing_for_a_case_is_a_warning_and_wrong_shape_fails_that_ca
     caplog.set_level(logging.INFO)
     assert run(["-i", two_scans, "-o", out, "-m", threshold_checkpoint, "--device", "cpu",
                 "--reference", refs]) == 1
-    assert f"case_b.nii.gz: no reference for case 'case_b' in {refs}; no metrics for it" in caplog.text
+    assert f"--reference {refs}: no reference for 1 of 2 case(s) ['case_b']; no metrics for them" in caplog.text
     assert (f"case_a.nii.gz: failed: reference {refs / 'case_a.nii.gz'} has shape (12, 10, 4) after "
             "reorientation, prediction (12, 10, 3)") in caplog.text
     assert "failed 1" in capsys.readouterr().out
