@@ -44,7 +44,7 @@ def make_preprocessing(
     image_size: Sequence[int],
     class_names: Sequence[str],
     num_classes: int,
-    intensity: Mapping[str, Any],
+    intensity: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     orientation: str | None = None,
     slice_axis: int | None = None,
     image_interpolation: str | None = None,
@@ -60,7 +60,7 @@ def make_preprocessing(
         "image_size": [int(s) for s in image_size],
         "class_names": [str(c) for c in class_names],
         "num_classes": int(num_classes),
-        "intensity": _plain(dict(intensity)),
+        "intensity": _plain([dict(i) for i in intensity] if isinstance(intensity, (list, tuple)) else dict(intensity)),
         "orientation": orientation,
         "slice_axis": None if slice_axis is None else int(slice_axis),
     }
