@@ -55,29 +55,49 @@ def images_ts(tmp_path):
 
 def test_single_channel_outputs_drop_the_channel_suffix_and_reference_matches(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "one.ckpt", 1)
-    scans, refs, out = tmp_path / "imagesTs", tmp_path / "labelsTs", tmp_path / "out"
+    scans, refs = tmp_path / "imagesTs", tmp_path / "labelsTs"
     scans.mkdir()
     refs.mkdir()
     for case in ("case_1", "case_2"):
         write_nifti(scans / f"{case}_0000.nii.gz", structure_volume((12, 10, 3)), np.diag([1.0, 1.0, 2.0, 1.0]))
         write_nifti(refs / f"{case}.nii.gz", (structure_volume((12, 10, 3)) > 50).astype(np.uint8),
                     np.diag([1.0, 1.0, 2.0, 1.0]))
-    write_nifti(scans / "scan_0007.nii.gz", structure_volume((12, 10, 3)), np.eye(4))  # no _0000: its own case
-    assert run(["-i", scans, "-o", out, "-m", ckpt, "--device", "cpu", "--reference", refs]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "case_1.json", "case_1.nii.gz", "case_2.json", "case_2.nii.gz", "metrics.csv", "scan_0007.json",
-        "scan_0007.nii.gz"]
-    with open(out / "metrics.csv") as f:
-        assert [r["case"] for r in csv.DictReader(f)] == ["case_1", "case_2"]
-    assert json.loads((out / "case_1.json").read_text())["input"] == str(scans / "case_1_0000.nii.gz")
-    # predicting into the input folder twice: its own outputs (case_1.nii.gz, ...) are not cases
-    (scans / "scan_0007.nii.gz").unlink()  # its output would be its own input
-    assert run(["-i", scans, "-o", scans, "-m", ckpt, "--device", "cpu"]) == 0
-    capsys.readouterr()
-    assert run(["-i", scans, "-o", scans, "-m", ckpt, "--device", "cpu"]) == 0
-    assert capsys.readouterr().out.startswith("predicted 0 case(s), 0 slices")
-    assert sorted(p.name for p in scans.glob("*.nii.gz")) == [
-        "case_1.nii.gz", "case_1_0000.nii.gz", "case_2.nii.gz", "case_2_0000.nii.gz"]
+    # predicting into the input folder: case_1_0000.nii.gz -> case_1.nii.gz beside it; run twice,
+    # its own outputs are not cases (recognised by their sidecars) and are reused and scored
+    for expected in ("predicted 2 case(s), 6 slices", "predicted 0 case(s), 0 slices"):
+        assert run(["-i", scans, "-o", scans, "-m", ckpt, "--device", "cpu", "--reference", refs]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith(expected)
+        with open(scans / "metrics.csv") as f:
+            assert [r["case"] for r in csv.DictReader(f)] == ["case_1", "case_2"]
+    assert sorted(p.name for p in scans.iterdir()) == [
+        "case_1.json", "case_1.nii.gz", "case_1_0000.nii.gz", "case_2.json", "case_2.nii.gz", "case_2_0000.nii.gz",
+        "metrics.csv"]
+    assert "reused 2 up to date" in printed
+    assert json.loads((scans / "case_1.json").read_text())["input"] == str(scans / "case_1_0000.nii.gz")
+
+
+def test_grouping_rule_for_one_and_several_channels(tmp_path):
+    from vmunet.data.errors import DataError
+    from vmunet.inference import io
+
+    names = ["a_0000.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz", "scan_0007.nii.gz", "plain.nii.gz", "x_0000.png"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    found = io.find_cases(tmp_path)
+    # one channel: _0000 is stripped; a case with a _0000 file owns its other channel files (b: 2 files,
+    # refused); a file of a case without _0000 stays a case under its full name; 2D images are never grouped
+    with pytest.raises(DataError, match=r"case 'b' has channel files \['b_0000.nii.gz', 'b_0001.nii.gz'\]; "
+                                        r"expected exactly \['b_0000.nii.gz'\] \(1 channel\(s\)\)"):
+        io.group_cases(found, 1, tmp_path)
+    (tmp_path / "b_0001.nii.gz").unlink()
+    cases = io.group_cases(io.find_cases(tmp_path), 1, tmp_path)
+    assert [(c.name, [f.name for f in c.files]) for c in cases] == [
+        ("a", ["a_0000.nii.gz"]), ("b", ["b_0000.nii.gz"]), ("plain", ["plain.nii.gz"]),
+        ("scan_0007", ["scan_0007.nii.gz"]), ("x_0000", ["x_0000.png"])]
+    # several channels: every volume file must be a channel file
+    with pytest.raises(DataError, match=r"files not named <case>_NNNN.nii.gz .*\['plain.nii.gz'\]"):
+        io.group_cases(io.find_cases(tmp_path), 2, tmp_path)
 
 
 def test_multichannel_cases_are_grouped_resumed_and_scored(tmp_path, images_ts, caplog, capsys):
