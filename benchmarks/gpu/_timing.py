@@ -39,5 +39,5 @@ def time_ms(device: torch.device, fn: Callable[[], object], reps: int) -> float:
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative error ``||a - b|| / ||b||`` over the whole tensor, in float64."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))

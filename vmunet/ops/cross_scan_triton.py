@@ -73,12 +73,21 @@ def runs_on(t: Tensor) -> bool:
     return t.is_cuda or interpreted()
 
 
+def _blocks(C: int, L: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_L): the GPU tiles; under the interpreter one tile as large as the data
+    allows (it pays a fixed cost per program, and numpy works on the tile at once)."""
+    if interpreted():
+        return min(triton.next_power_of_2(C), 256), min(triton.next_power_of_2(L), 4096)
+    return BLOCK_C, BLOCK_L
+
+
 def _launch(x: Tensor, y: Tensor, merge: bool) -> None:
     B, C, H, W = x.shape
-    grid = (triton.cdiv(H * W, BLOCK_L), triton.cdiv(C, BLOCK_C), B)
+    block_c, block_l = _blocks(C, H * W)
+    grid = (triton.cdiv(H * W, block_l), triton.cdiv(C, block_c), B)
     # launch on the tensors' GPU, not the current one
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        _cross_kernel[grid](x, y, C, H, W, MERGE=merge, BLOCK_C=BLOCK_C, BLOCK_L=BLOCK_L,
+        _cross_kernel[grid](x, y, C, H, W, MERGE=merge, BLOCK_C=block_c, BLOCK_L=block_l,
                             num_warps=NUM_WARPS)
 
 
