@@ -63,7 +63,7 @@ def tiles(request, monkeypatch):
     """The Triton kernels with their own tiles, and with tiles smaller than the data (several
     programs per map, partial tiles masked: what a GPU runs at the model's sizes)."""
     if request.param == "small tiles":
-        monkeypatch.setattr(cst, "_blocks", lambda C, L: (2, 8))
+        monkeypatch.setattr(cst, "_blocks", lambda C, L: (2, 16))
     return request.param
 
 
