@@ -153,7 +153,7 @@ def test_ss2d_layer_same_output_and_gradients(impl):
 
 
 def test_selection_and_fallbacks(monkeypatch):
-    x = torch.zeros(1, 1, 2, 2)
+    x = torch.zeros(1, 1, 2, 2, device=DEV)
     assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"  # the default
     with csf.use_cross_scan_impl("function"):
         assert csf.resolve_impl(x, ("h", "v", "h_flip", "v_flip")) == "function"
