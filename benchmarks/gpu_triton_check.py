@@ -22,7 +22,8 @@ rewritten after every section):
     python benchmarks/gpu_triton_check.py --smoke --out /tmp/x    # CPU, Triton's interpreter, tiny
 
 ``--smoke`` proves the script runs (tiny shapes through the interpreter, no model section); its
-numbers mean nothing. benchmarks/gpu_check.py (the device check) can call :func:`run_sections`.
+numbers mean nothing. The one-call device check (benchmarks/gpu/device_check.sh) does not run this
+script: it is the deeper Triton study for a second device call when time is left.
 """
 
 from __future__ import annotations
