@@ -12,7 +12,6 @@ import pytest
 import torch
 from inference_helpers import (
     oblique_affine,
-    save_checkpoint,
     structure_volume,
     volume_record,
     write_nifti,
@@ -28,14 +27,9 @@ def run(argv):
     return main(["predict", *map(str, argv)])
 
 
-def _checkpoint(path, in_chans):
-    from vmunet.models import create_model
-
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 2, "in_chans": in_chans}
+def _record(in_chans):
     intensity = {"mode": "window", "window": [0.0, 100.0]}
-    rec = volume_record(in_chans=in_chans, intensity=intensity if in_chans == 1 else [intensity] * in_chans)
-    return save_checkpoint(path, create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, rec)
+    return volume_record(in_chans=in_chans, intensity=intensity if in_chans == 1 else [intensity] * in_chans)
 
 
 @pytest.fixture()
@@ -53,8 +47,8 @@ def images_ts(tmp_path):
     return folder
 
 
-def test_single_channel_outputs_drop_the_channel_suffix_and_reference_matches(tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path / "one.ckpt", 1)
+def test_single_channel_outputs_drop_the_channel_suffix_and_reference_matches(tmp_path, capsys, make_checkpoint):
+    ckpt = make_checkpoint("one.ckpt", _record(1), num_classes=2, in_chans=1)
     scans, refs = tmp_path / "imagesTs", tmp_path / "labelsTs"
     scans.mkdir()
     refs.mkdir()
@@ -100,8 +94,8 @@ def test_grouping_rule_for_one_and_several_channels(tmp_path):
         io.group_cases(io.find_cases(tmp_path), 2, tmp_path)
 
 
-def test_multichannel_cases_are_grouped_resumed_and_scored(tmp_path, images_ts, caplog, capsys):
-    ckpt = _checkpoint(tmp_path / "two.ckpt", 2)
+def test_multichannel_cases_are_grouped_resumed_and_scored(tmp_path, images_ts, caplog, capsys, make_checkpoint):
+    ckpt = make_checkpoint("two.ckpt", _record(2), num_classes=2, in_chans=2)
     out, refs = tmp_path / "out", tmp_path / "labelsTs"
     caplog.set_level(logging.INFO)
     assert run(["-i", images_ts, "-o", out, "-m", ckpt, "--device", "cpu", "--reference", refs]) == 0
@@ -125,8 +119,8 @@ def test_multichannel_cases_are_grouped_resumed_and_scored(tmp_path, images_ts, 
             in caplog.text)
 
 
-def test_missing_channel_is_a_one_line_error(tmp_path, images_ts, capsys):
-    ckpt = _checkpoint(tmp_path / "two.ckpt", 2)
+def test_missing_channel_is_a_one_line_error(tmp_path, images_ts, capsys, make_checkpoint):
+    ckpt = make_checkpoint("two.ckpt", _record(2), num_classes=2, in_chans=2)
     (images_ts / "la_007_0001.nii.gz").unlink()
     assert run(["-i", images_ts, "-o", tmp_path / "out", "-m", ckpt, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
@@ -135,8 +129,8 @@ def test_missing_channel_is_a_one_line_error(tmp_path, images_ts, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_reference_folder_matching_nothing_is_an_error(tmp_path, images_ts, capsys):
-    ckpt = _checkpoint(tmp_path / "two.ckpt", 2)
+def test_reference_folder_matching_nothing_is_an_error(tmp_path, images_ts, capsys, make_checkpoint):
+    ckpt = make_checkpoint("two.ckpt", _record(2), num_classes=2, in_chans=2)
     refs = tmp_path / "other"
     refs.mkdir()
     write_nifti(refs / "la_003_0000.nii.gz", np.zeros((12, 10, 3), np.uint8), np.eye(4))
