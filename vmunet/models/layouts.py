@@ -7,6 +7,10 @@ layout                   recognised by                                          
                          bare or in a Lightning ``state_dict`` under ``model.``
 ``vmunet_original``      VM-UNet's ``VMUNet.state_dict()``: keys ``vmunet.*``          by name
                          (optionally under ``model_state_dict``)
+``vmunet_v2``            ours, VM-UNet-V2: its SDI decoder keys (``sdi_1.``, ...)     by name
+``vmunet_v2_original``   VM-UNet-V2's ``VMUNetV2.state_dict()``: ``vmunet.*`` encoder  by name; keys of
+                         keys plus the SDI decoder's                                 modules it never
+                                                                                     uses skipped
 ``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
                          ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
                                                                                      mirrored decoder
@@ -41,6 +45,8 @@ ENTRIES = ("auto", "model", "model_ema")
 LAYOUTS = {
     "vmunet": "this project's VM-UNet",
     "vmunet_original": "the original VM-UNet code's VMUNet",
+    "vmunet_v2": "this project's VM-UNet-V2",
+    "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
     "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
     "vmamba_v2": "later VMamba (v2/v3) model",
@@ -48,6 +54,8 @@ LAYOUTS = {
 }
 
 _BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
+#: top-level modules of VM-UNet-V2's SDI decoder (ours and the original's)
+_V2_DECODER = ("sdi_1.", "Translayer_1.")
 _V0_BLOCK_PARTS = {"ln_1", "self_attention"}
 _NEW_BLOCK_PARTS = {"norm", "op"}
 #: later VMamba names -> v0 names: the inverse of ``change_name`` in VMamba's
@@ -91,6 +99,12 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
     if entry not in ENTRIES:
         raise WeightsError(f"weights entry must be one of {', '.join(ENTRIES)}, got {entry!r}")
     state, used, dropped = _unwrap(ckpt, entry, where)
+    if any(k.startswith(_V2_DECODER) for k in state):
+        if not any(k.startswith("vmunet.") for k in state):
+            return Detected("vmunet_v2", state, used, dropped)
+        # VMUNetV2 holds its VMamba encoder as ``self.vmunet``, the SDI decoder at the top level
+        return Detected("vmunet_v2_original", {k.removeprefix("vmunet."): v for k, v in state.items()},
+                        used, dropped)
     if any(k.startswith("vmunet.") for k in state):
         kept = {}
         for k, v in state.items():

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from vmunet.models.vmunet import VMUNet
+from vmunet.models.vmunet_v2 import VMUNetV2
 from vmunet.models.weights import load_weights
 
 
@@ -42,6 +43,12 @@ _REGISTRY: dict[str, ModelSpec] = {
         dict(depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(16, 32, 64, 128),
              d_state=4, drop_path_rate=0.1),
         "tiny VM-UNet for tests and smoke runs",
+    ),
+    "vmunet_v2": ModelSpec(
+        VMUNetV2,
+        dict(depths=(2, 2, 9, 2), dims=(96, 192, 384, 768), mid_channels=48, deep_supervision=True,
+             d_state=16, drop_path_rate=0.2),
+        "VM-UNet-V2 (Zhang et al. 2024): VMamba-T v0 encoder, SDI decoder, fused deep supervision",
     ),
 }
 

@@ -4,6 +4,9 @@ Files are read without running code from them (``vmunet.models.safe_load``). Map
 
 * ``vmunet``, ``vmunet_original``: by name; names and shapes are ours (222 tensors for the paper
   config). Missing or unexpected keys are errors when strict.
+* ``vmunet_v2``, ``vmunet_v2_original``: by name, like ``vmunet``; the original's keys of modules
+  it builds but never uses (the model's ``original_unused()``: e.g. its last encoder stage) are
+  skipped with that reason.
 * ``vmamba_v0`` (and ``vmamba_v0_new_names`` after renaming): the encoder by name, and each
   encoder block also into the mirrored decoder stage ``n-1-i`` (VM-UNet's ``load_from``);
   the ImageNet ``norm``/``head`` and blocks beyond the model's depth are skipped. A key that fits
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 _PATCH_EMBED = "patch_embed.proj.weight"
 #: layouts whose every tensor maps by name onto ours (so missing/unexpected keys are problems)
-_COMPLETE = ("vmunet", "vmunet_original")
+_COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original")
 
 
 @dataclass
@@ -145,7 +148,8 @@ def plan_weights(model: nn.Module, ckpt: Mapping[str, Any], *, entry: str = "aut
             f"detected layout {found.layout}: {found.description}; its tensors are not VM-UNet's "
             "(VMamba v0 blocks: ln_1 + self_attention, d_state 16, patch-merging downsample)"
         )
-    assign = _match(found, own, len(getattr(model, "layers", ())), report)
+    unused = model.original_unused() if hasattr(model, "original_unused") else []
+    assign = _match(found, own, len(getattr(model, "layers", ())), report, unused)
     report.loaded = [k for k in own if k in assign]
     report.missing = [k for k in own if k not in assign]
     if found.layout in _COMPLETE:
@@ -155,11 +159,15 @@ def plan_weights(model: nn.Module, ckpt: Mapping[str, Any], *, entry: str = "aut
     return report, assign
 
 
-def _match(found: Detected, own: Mapping[str, Tensor], n_stages: int, report: LoadReport
-           ) -> dict[str, Tensor]:
+def _match(found: Detected, own: Mapping[str, Tensor], n_stages: int, report: LoadReport,
+           unused: list[tuple[str, str]]) -> dict[str, Tensor]:
     vmamba = found.layout.startswith("vmamba")
     assign: dict[str, Tensor] = {}
     for key, value in found.state.items():
+        why_unused = next((why for prefix, why in unused if key.startswith(prefix)), None)
+        if why_unused is not None and key not in own:
+            report.skipped.append((key, why_unused))
+            continue
         if vmamba:
             targets, why = _vmamba_targets(key, set(own), n_stages)
             if not targets and why == _NO_NAME and found.layout != "vmamba_v2":
