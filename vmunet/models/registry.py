@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from vmunet.models.mamba_unet import MambaUNet
 from vmunet.models.vmunet import VMUNet
 from vmunet.models.vmunet_v2 import VMUNetV2
 from vmunet.models.weights import load_weights
@@ -26,6 +27,11 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {
+    "mamba_unet": ModelSpec(
+        MambaUNet,
+        dict(depths=(2, 2, 2, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
+        "Mamba-UNet (Wang et al. 2024): VSS blocks in the Swin-UNet layout, concatenated skips + Linear",
+    ),
     "vmunet": ModelSpec(
         VMUNet,
         dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), dims=(96, 192, 384, 768),

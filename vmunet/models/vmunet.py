@@ -41,14 +41,19 @@ class VSSStage(nn.Module):
         )
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.upsample is not None:
-            x = self.upsample(x)
+    def forward_blocks(self, x: Tensor) -> Tensor:
+        """The VSS blocks alone."""
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
                 x = torch_checkpoint.checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.upsample is not None:
+            x = self.upsample(x)
+        x = self.forward_blocks(x)
         if self.downsample is not None:
             x = self.downsample(x)
         return x
