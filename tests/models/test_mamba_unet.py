@@ -127,3 +127,18 @@ def test_vmamba_v0_initialises_encoder_and_mirrored_decoder_as_the_original_load
 def test_dims_must_double():
     with pytest.raises(ValueError, match="each dims entry must double the previous one"):
         create_model("mamba_unet", num_classes=2, dims=[16, 32, 48, 96])
+
+
+def test_original_state_dict_loads_by_name_and_strict_errors(tmp_path):
+    # MambaUnet wraps the VSSM as self.mamba_unet; its training script saves model.state_dict()
+    tensors = random_tensors(original_mamba_unet_shapes(SMALL["depths"], SMALL["dims"], 4))
+    path = tmp_path / "mambaunet_best_model.pth"
+    torch.save({"mamba_unet." + k: v for k, v in tensors.items()}, path)
+    model = create_model("mamba_unet", num_classes=4, weights=path, **SMALL)
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in tensors.items())
+    bad = {"mamba_unet." + k: v for k, v in tensors.items() if k != "norm_up.bias"}
+    with pytest.raises(ValueError, match=r"cannot load mamba_unet_original weights .* missing key norm_up.bias"):
+        load_weights(create_model("mamba_unet", num_classes=4, **SMALL), bad)
+    with pytest.raises(ValueError, match=r"output.weight -> output.weight: shape \(4, 16, 1, 1\) in checkpoint"):
+        load_weights(create_model("mamba_unet", num_classes=2, **SMALL), path)

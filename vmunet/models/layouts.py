@@ -11,6 +11,7 @@ layout                   recognised by                                          
 ``vmunet_v2_original``   VM-UNet-V2's ``VMUNetV2.state_dict()``: ``vmunet.*`` encoder  by name; keys of
                          keys plus the SDI decoder's                                 modules it never
                                                                                      uses skipped
+``mamba_unet_original``  Mamba-UNet's ``MambaUnet.state_dict()``: keys ``mamba_unet.*``  by name
 ``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
                          ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
                                                                                      mirrored decoder
@@ -47,6 +48,7 @@ LAYOUTS = {
     "vmunet_original": "the original VM-UNet code's VMUNet",
     "vmunet_v2": "this project's VM-UNet-V2",
     "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
+    "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
     "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
     "vmamba_v2": "later VMamba (v2/v3) model",
@@ -105,14 +107,10 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
         # VMUNetV2 holds its VMamba encoder as ``self.vmunet``, the SDI decoder at the top level
         return Detected("vmunet_v2_original", {k.removeprefix("vmunet."): v for k, v in state.items()},
                         used, dropped)
+    if any(k.startswith("mamba_unet.") for k in state):
+        return _strip("mamba_unet_original", "mamba_unet.", "Mamba-UNet", state, used, dropped)
     if any(k.startswith("vmunet.") for k in state):
-        kept = {}
-        for k, v in state.items():
-            if k.startswith("vmunet."):
-                kept[k[len("vmunet."):]] = v
-            else:
-                dropped.append((k, "not under the original VM-UNet's 'vmunet.' prefix"))
-        return Detected("vmunet_original", kept, used, dropped)
+        return _strip("vmunet_original", "vmunet.", "VM-UNet", state, used, dropped)
     if any(k.startswith(("layers_up.", "final_conv.", "final_up.")) for k in state):
         return Detected("vmunet", state, used, dropped)
     parts = {m.group(1) for k in state if (m := _BLOCK.match(k))}
@@ -129,6 +127,18 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
         return Detected("vmamba_v0_new_names", renamed, used, dropped, notes=[note])
     sample = sorted(state)[:4]
     return Detected("unknown", state, used, dropped, features=["keys like " + ", ".join(sample)])
+
+
+def _strip(layout: str, prefix: str, name: str, state: dict[str, Tensor], used: str,
+           dropped: list[tuple[str, str]]) -> Detected:
+    """The keys under a wrapper module's ``prefix``, without it; the others dropped."""
+    kept = {}
+    for k, v in state.items():
+        if k.startswith(prefix):
+            kept[k[len(prefix):]] = v
+        else:
+            dropped.append((k, f"not under the original {name}'s {prefix!r} prefix"))
+    return Detected(layout, kept, used, dropped)
 
 
 def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str

@@ -4,6 +4,8 @@ Files are read without running code from them (``vmunet.models.safe_load``). Map
 
 * ``vmunet``, ``vmunet_original``: by name; names and shapes are ours (222 tensors for the paper
   config). Missing or unexpected keys are errors when strict.
+* ``mamba_unet_original``: by name (Mamba-UNet's names are ours); missing/unexpected keys are
+  errors when strict.
 * ``vmunet_v2``, ``vmunet_v2_original``: by name, like ``vmunet``; the original's keys of modules
   it builds but never uses (the model's ``original_unused()``: e.g. its last encoder stage) are
   skipped with that reason.
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 _PATCH_EMBED = "patch_embed.proj.weight"
 #: layouts whose every tensor maps by name onto ours (so missing/unexpected keys are problems)
-_COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original")
+_COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original", "mamba_unet_original")
 
 
 @dataclass
