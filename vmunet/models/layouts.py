@@ -12,6 +12,8 @@ layout                   recognised by                                          
                          keys plus the SDI decoder's                                 modules it never
                                                                                      uses skipped
 ``mamba_unet_original``  Mamba-UNet's ``MambaUnet.state_dict()``: keys ``mamba_unet.*``  by name
+``swin_umamba``          Swin-UMamba (ours or the original's, also an nnU-Net           by name
+                         checkpoint's ``network_weights``): keys ``vssm_encoder.*``
 ``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
                          ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
                                                                                      mirrored decoder
@@ -49,6 +51,7 @@ LAYOUTS = {
     "vmunet_v2": "this project's VM-UNet-V2",
     "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
     "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
+    "swin_umamba": "Swin-UMamba (this project's or the original's)",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
     "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
     "vmamba_v2": "later VMamba (v2/v3) model",
@@ -107,6 +110,8 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
         # VMUNetV2 holds its VMamba encoder as ``self.vmunet``, the SDI decoder at the top level
         return Detected("vmunet_v2_original", {k.removeprefix("vmunet."): v for k, v in state.items()},
                         used, dropped)
+    if any(k.startswith("vssm_encoder.") for k in state):
+        return Detected("swin_umamba", state, used, dropped)
     if any(k.startswith("mamba_unet.") for k in state):
         return _strip("mamba_unet_original", "mamba_unet.", "Mamba-UNet", state, used, dropped)
     if any(k.startswith("vmunet.") for k in state):
@@ -171,6 +176,8 @@ def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str
         return state, "state_dict", dropped
     if is_state_dict(ckpt.get("model_state_dict")):  # the original VM-UNet training script's wrapper
         return dict(ckpt["model_state_dict"]), "model_state_dict", dropped
+    if is_state_dict(ckpt.get("network_weights")):  # nnU-Net's checkpoints (Swin-UMamba)
+        return dict(ckpt["network_weights"]), "network_weights", dropped
     if is_state_dict(ckpt):
         return dict(ckpt), "(top level)", dropped
     raise WeightsError(

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from vmunet.models.mamba_unet import MambaUNet
+from vmunet.models.swin_umamba import SwinUMamba
 from vmunet.models.vmunet import VMUNet
 from vmunet.models.vmunet_v2 import VMUNetV2
 from vmunet.models.weights import load_weights
@@ -31,6 +32,11 @@ _REGISTRY: dict[str, ModelSpec] = {
         MambaUNet,
         dict(depths=(2, 2, 2, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
         "Mamba-UNet (Wang et al. 2024): VSS blocks in the Swin-UNet layout, concatenated skips + Linear",
+    ),
+    "swin_umamba": ModelSpec(
+        SwinUMamba,
+        dict(depths=(2, 2, 9, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
+        "Swin-UMamba (Liu et al. 2024): conv stem + VMamba-T v0 encoder, MONAI UNETR decoder",
     ),
     "vmunet": ModelSpec(
         VMUNet,
