@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
 from vmunet.layers import (
-    SS2D,
     FinalPatchExpand,
     PatchEmbed,
     PatchExpand,
@@ -24,6 +22,7 @@ from vmunet.layers import (
     VSSBlock,
     init_vmunet_weights,
 )
+from vmunet.models.common import check_and_pad, set_scan_backend
 from vmunet.ops import VMAMBA_DIRECTIONS
 from vmunet.ops.cross_scan import check_directions
 
@@ -43,14 +42,19 @@ class VSSStage(nn.Module):
         )
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.upsample is not None:
-            x = self.upsample(x)
+    def forward_blocks(self, x: Tensor) -> Tensor:
+        """The VSS blocks alone."""
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
                 x = torch_checkpoint.checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.upsample is not None:
+            x = self.upsample(x)
+        x = self.forward_blocks(x)
         if self.downsample is not None:
             x = self.downsample(x)
         return x
@@ -187,22 +191,7 @@ class VMUNet(nn.Module):
     def set_scan_backend(self, backend: str) -> None:
         """Switch the selective-scan backend of every SS2D ("auto" | "torch" | "numba" | "ref" |
         "cuda" | "triton")."""
-        for m in self.modules():
-            if isinstance(m, SS2D):
-                m.scan_backend = backend
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"VMUNet expects input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
-        H, W = x.shape[-2:]
-        m = self.size_multiple
-        if (H % m or W % m) and not self.pad_to_multiple:
-            raise ValueError(
-                f"VMUNet: input height and width must be multiples of {m}, got {H}x{W}; "
-                f"resize the input or build the model with pad_to_multiple=True"
-            )
+        set_scan_backend(self, backend)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Encoder: (B, C, H, W) -> deepest map (B, H/32, W/32, dims[-1]) and the stage inputs."""
@@ -220,15 +209,9 @@ class VMUNet(nn.Module):
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        H, W = x.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = -H % m, -W % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x, H, W = check_and_pad(x, name="VMUNet", in_chans=self.in_chans, multiple=self.size_multiple,
+                                pad=self.pad_to_multiple)
         x, skips = self.forward_features(x)
         x = self.forward_features_up(x, skips)
         logits = self.final_conv(self.final_up(x).permute(0, 3, 1, 2))
-        if pad_h or pad_w:
-            logits = logits[..., :H, :W]
-        return logits
+        return logits[..., :H, :W]
