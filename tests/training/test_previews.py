@@ -82,7 +82,8 @@ def test_fit_writes_the_preview_png_and_the_tensorboard_image(tmp_path):
     assert "val/loss" in events.Tags()["scalars"]
 
 
-@pytest.mark.parametrize(("batch_dice", "slice_batch_size"), [(True, 32), (False, 2)])
+@pytest.mark.parametrize(("batch_dice", "slice_batch_size"),
+                         [pytest.param(True, 32, marks=pytest.mark.slow), (False, 2)])
 def test_volume_wise_validation_logs_the_training_loss_at_model_size(batch_dice, slice_batch_size):
     """One slice batch per case (batch Dice: the loss depends on the batching), or batches of 2 of the
     5 slices with per-slice Dice (any batching gives the same slice-weighted mean): either way
