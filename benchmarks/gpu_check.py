@@ -22,10 +22,17 @@ holds the tables. Sections, in priority order:
 7. ``original`` (``--original PATH``, a checkout of github:JCruan519/VM-UNet): the original
    model's training/inference img/s with its ``selective_scan_fn`` pointed at the SAME kernel
    wrapper, and the ratio ours/original.
+8. ``cross_scan``: before/after of the fused cross-scan (vmunet/ops/cross_scan_fused.py): the
+   model's training step ms (scan "cuda", batch ``--batch``, fp32 and bf16-mixed) with the default
+   "torch" cross-scan, the autograd "function" and the "triton" kernels, in the same run, with
+   ``change_vs_torch_pct``; cross_scan + cross_merge forward+backward ms per stage shape; logits
+   and gradients of each against "torch".
 
 ``--smoke`` runs every section on CPU at tiny sizes, with the CPU stand-in extension
 (benchmarks/gpu/standin) in place of the compiled kernel: it proves the script runs, not the
-numbers (it is part of the test suite).
+numbers (it is part of the test suite). The "triton" selective-scan backend is left out on CPU
+(its interpreter takes minutes per model step; tests/ops and gpu_triton_check --smoke cover it);
+the Triton cross-scan kernels run through the interpreter (TRITON_INTERPRET=1, set here).
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ import logging
 import math
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -50,11 +56,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
 import torch  # noqa: E402
+
+if "--smoke" in sys.argv:
+    # before vmunet's Triton modules are imported: the smoke run (CPU tensors, also on a GPU
+    # machine) drives the tiny Triton cross-scan kernels through Triton's interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import torch.nn.functional as F  # noqa: E402
+from _timing import rel, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
 
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
 from vmunet.models import create_model  # noqa: E402
-from vmunet.ops import BACKENDS, resolve_backend, scan_cuda, selective_scan  # noqa: E402
+from vmunet.ops import BACKENDS, cross_merge, cross_scan, resolve_backend, scan_cuda, selective_scan  # noqa: E402
+from vmunet.ops import cross_scan_fused as csf  # noqa: E402
 from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
@@ -104,13 +118,7 @@ class Check:
         return rec
 
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+        sync(self.device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,6 +248,11 @@ def gpu_backends(chk: Check) -> dict[str, str]:
     for b in BACKENDS:
         if b in ("ref", "numba"):
             continue  # CPU-only or far too slow at these sizes
+        if b == "triton" and chk.device.type != "cuda":
+            # on CPU Triton runs only in its interpreter, minutes for one small model step (what
+            # made the smoke test exceed 300 s); tests/ops and gpu_triton_check --smoke cover it
+            status[b] = "CPU: the Triton interpreter is too slow for a model (GPU only here)"
+            continue
         try:
             resolve_backend(b, chk.device)
             status[b] = ""
@@ -423,25 +436,6 @@ def original(chk: Check) -> dict:
 # ------------------------------------------------------------------------------------------------
 # 6: scan timings
 # ------------------------------------------------------------------------------------------------
-def _time_ms(chk: Check, fn: Callable, reps: int) -> float:
-    fn()
-    chk.sync()
-    times = []
-    for _ in range(reps):
-        if chk.device.type == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            torch.cuda.synchronize()
-            times.append(s.elapsed_time(e))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t))
-    return statistics.median(times)
-
-
 def scan_time(chk: Check) -> dict:
     smoke = chk.args.smoke
     batch = 1 if smoke else chk.args.batch
@@ -461,12 +455,112 @@ def scan_time(chk: Check) -> dict:
 
             reps = 3 if smoke or b == "torch" else 10
             rows.append({"C": c, "L": hw * hw, "dim": K * 2 * c, "batch": batch, "backend": b,
-                         "fwd_ms": round(_time_ms(chk, fwd, reps), 3),
-                         "fwd_bwd_ms": round(_time_ms(chk, fwd_bwd, reps), 3)})
+                         "fwd_ms": round(time_ms(chk.device, fwd, reps), 3),
+                         "fwd_bwd_ms": round(time_ms(chk.device, fwd_bwd, reps), 3)})
     for r in rows:
         torch_row = next(t for t in rows if t["L"] == r["L"] and t["backend"] == "torch")
         r["fwd_bwd_speedup_vs_torch"] = round(torch_row["fwd_bwd_ms"] / r["fwd_bwd_ms"], 2)
     return {"rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# 8: cross-scan before/after (the default torch code against the fused Function / Triton kernels)
+# ------------------------------------------------------------------------------------------------
+def cross_scan_impls(chk: Check) -> dict[str, str]:
+    """Cross-scan implementation -> "" when it runs here as itself, else why not."""
+    probe = torch.zeros(1, 1, 2, 2, device=chk.device)
+    status = {}
+    for impl in ("torch", "function", "triton"):
+        with csf.use_cross_scan_impl(impl):
+            got = csf.resolve_impl(probe, csf.FUSED_DIRECTIONS)
+        status[impl] = "" if got == impl else f"falls back to {got!r} here"
+    return status
+
+
+def cross_scan_section(chk: Check) -> dict:
+    """Before/after of VMUNET_CROSS_SCAN: (a) cross_scan + cross_merge forward+backward ms per
+    SS2D stage shape (d_inner = 2C channels, batch ``--batch``); (b) the model's training step
+    (forward + cross-entropy + backward + AdamW, scan backend "cuda") in ms for each
+    implementation, fp32 and bf16-mixed, the same weights and batch, measured in this run; and the
+    logits / gradients of each implementation against "torch" (only the order of additions in the
+    backward differs, so these should sit at float32 rounding)."""
+    a = chk.args
+    smoke, dev = a.smoke, chk.device
+    impls = cross_scan_impls(chk)
+    usable = [i for i, why in impls.items() if not why]
+    batch = 1 if smoke else a.batch
+    stages = [(c // 16, hw // 4) for c, hw in STAGES] if smoke else STAGES
+    ops_rows = []
+    for c, hw in stages:
+        d = 2 * c  # SS2D's d_inner
+        x = torch.randn(batch, d, hw, hw, device=dev, requires_grad=True)
+        gy = torch.randn(batch, d, hw * hw, device=dev)
+        row = {"C": d, "H=W": hw, "batch": batch}
+        for impl in usable:
+            def fwd_bwd(impl=impl, x=x, gy=gy, hw=hw):
+                with csf.use_cross_scan_impl(impl):
+                    torch.autograd.grad(cross_merge(cross_scan(x), hw, hw), x, gy)
+
+            row[f"{impl}_ms"] = round(time_ms(dev, fwd_bwd, 1 if smoke else 20), 4)
+        ops_rows.append(row)
+
+    # smoke: one step each (the Triton kernels run in the interpreter on CPU, ~0.05 s a launch)
+    size, steps, warm = a.size, (1 if smoke else 20), (0 if smoke else 3)
+    model = build_model(chk, "cuda")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(13)
+    xb = torch.randn(a.batch, 3, size, size, generator=g).to(dev)
+    yb = torch.randint(0, NUM_CLASSES, (a.batch, size, size), generator=g).to(dev)
+    agree, ref = [], None
+    for impl in usable:  # one step each from the same weights: logits and gradients
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(17)  # the same DropPath draws for every implementation
+        with csf.use_cross_scan_impl(impl):
+            logits = model(xb)
+            F.cross_entropy(logits, yb).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        if ref is None:
+            ref = (logits.detach(), grads)
+        else:
+            agree.append({"impl": impl, "logits_rel": rel(logits, ref[0]), "grads_rel": rel(grads, ref[1])})
+    del logits, grads, ref
+    step_rows = []
+    for precision in ("fp32", "bf16-mixed"):
+        autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
+                    else contextlib.nullcontext())
+        for impl in usable:
+            model.load_state_dict(state)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
+            done, deadline = 0, None
+            with csf.use_cross_scan_impl(impl):
+                for i in range(warm + steps):
+                    if i == warm:
+                        chk.sync()
+                        t0 = time.perf_counter()
+                        deadline = t0 + (5.0 if smoke else 8.0)  # cap: one impl must not eat the call
+                    with autocast:
+                        loss = F.cross_entropy(model(xb), yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if i >= warm:
+                        done += 1
+                        if time.perf_counter() > deadline and done >= min(2, steps):
+                            break
+                chk.sync()
+            ms = 1e3 * (time.perf_counter() - t0) / done
+            step_rows.append({"precision": precision, "impl": impl, "steps": done, "ms_per_step": round(ms, 2),
+                              "finite": bool(torch.isfinite(loss).item())})
+            del opt
+    for r in step_rows:
+        base = next(t for t in step_rows if t["precision"] == r["precision"] and t["impl"] == "torch")
+        r["change_vs_torch_pct"] = round(100.0 * (r["ms_per_step"] - base["ms_per_step"]) / base["ms_per_step"], 1)
+    del model
+    return {"impls": impls, "model": a.model, "size": size, "batch": a.batch, "ops_rows": ops_rows,
+            "agreement": agree, "step_rows": step_rows,
+            "all_ok": all(r["finite"] for r in step_rows)
+            and all(r["logits_rel"] <= AGREE_TOL["logits"] and r["grads_rel"] <= AGREE_TOL["grads"] for r in agree)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -517,6 +611,22 @@ def markdown(res: dict) -> str:
         for r in s["scan_time"]["rows"]:
             lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['batch']} | {r['backend']} | "
                          f"{r['fwd_ms']} | {r['fwd_bwd_ms']} | {r['fwd_bwd_speedup_vs_torch']}x |")
+    cs = s.get("cross_scan", {})
+    if cs.get("step_rows"):
+        impls = [i for i, why in cs["impls"].items() if not why]
+        lines += ["", f"Cross-scan before/after: training step of {cs['model']} ({cs['size']}x{cs['size']}, "
+                  f"batch {cs['batch']}, scan cuda), ms; change vs the default torch cross-scan", "",
+                  "| precision | impl | steps | ms/step | change vs torch |", "|---|---|---|---|---|"]
+        for r in cs["step_rows"]:
+            lines.append(f"| {r['precision']} | {r['impl']} | {r['steps']} | {r['ms_per_step']} | "
+                         f"{r['change_vs_torch_pct']:+.1f}% |")
+        lines += ["", "cross_scan + cross_merge forward+backward, ms (median)", "",
+                  "| C | H=W | batch | " + " | ".join(impls) + " |", "|---" * (3 + len(impls)) + "|"]
+        for r in cs["ops_rows"]:
+            lines.append(f"| {r['C']} | {r['H=W']} | {r['batch']} | "
+                         + " | ".join(str(r.get(f"{i}_ms", "")) for i in impls) + " |")
+        for r in cs["agreement"]:
+            lines.append(f"\n{r['impl']} vs torch: logits rel {r['logits_rel']:.2e}, grads rel {r['grads_rel']:.2e}")
     return "\n".join(lines) + "\n"
 
 
@@ -554,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         chk.section("scan_time", lambda: scan_time(chk), 20)
         if args.original:
             chk.section("original", lambda: original(chk), 40)
+        chk.section("cross_scan", lambda: cross_scan_section(chk), 30)
     md = markdown(chk.res)
     with atomic_path(chk.out / "gpu_check.md") as tmp:
         tmp.write_text(md)

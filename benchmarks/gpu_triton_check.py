@@ -22,7 +22,8 @@ rewritten after every section):
     python benchmarks/gpu_triton_check.py --smoke --out /tmp/x    # CPU, Triton's interpreter, tiny
 
 ``--smoke`` proves the script runs (tiny shapes through the interpreter, no model section); its
-numbers mean nothing. benchmarks/gpu_check.py (the device check) can call :func:`run_sections`.
+numbers mean nothing. The one-call device check (benchmarks/gpu/device_check.sh) does not run this
+script: it is the deeper Triton study for a second device call when time is left.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import argparse
 import contextlib
 import logging
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -45,6 +45,9 @@ if "--smoke" in sys.argv and not torch.cuda.is_available():
 
 import torch.nn.functional as F  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu"))  # also when loaded by file path
+from _timing import rel, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
+
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
 from vmunet.ops import resolve_backend, selective_scan  # noqa: E402
 from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
@@ -56,11 +59,6 @@ STAGES = [(96, 56), (192, 28), (384, 14), (768, 7)]
 SMOKE_STAGES = [(1, 3)]  # dim 8, L 9
 D_STATE, K, MODEL, NUM_CLASSES = 16, 4, "vmunet", 9
 TOL = {"float32": 2e-4, "bfloat16": 2e-2}
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def scan_inputs(batch: int, dim: int, L: int, dtype: torch.dtype, device, seed: int,
@@ -102,31 +100,6 @@ def usable_backends(device: torch.device) -> dict[str, str]:
         except RuntimeError as exc:
             status[b] = str(exc)[:200]
     return status
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(device: torch.device, fn: Callable, reps: int) -> float:
-    """Median milliseconds of ``fn`` after one warm-up call (which also compiles)."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            torch.cuda.synchronize()
-            times.append(s.elapsed_time(e))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t))
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -23,8 +24,8 @@ def test_demo_end_to_end_tiny_and_its_dice_gate(tmp_path, monkeypatch, capsys, c
     runs = []
     real = cli_mod.run_lightning_cli
 
-    def spy(argv):
-        runs.append(real(argv))
+    def spy(argv, **kwargs):
+        runs.append(real(argv, **kwargs))
         return runs[-1]
 
     monkeypatch.setattr(cli_mod, "run_lightning_cli", spy)
@@ -32,10 +33,19 @@ def test_demo_end_to_end_tiny_and_its_dice_gate(tmp_path, monkeypatch, capsys, c
     tiny = ["--out", str(out), "--config", str(REPO / "experiments" / "demo.yaml"), "--cases", "5",
             "--size", "32", "--slices", "4", "--max-epochs", "1", "--image-size", "32"]
     # Dice never exceeds 1, so a gate at 1.0 must fail the run (exit 1) after doing all the work.
+    caplog.set_level(logging.INFO)
     assert demo.main([*tiny, "--min-dice", "1.0"]) == 1
     printed = capsys.readouterr().out
     assert len(runs) == 2  # fit, then test
-    fit_dir, test_dir = out / "version_0", out / "version_1"
+    # one progress line per epoch (loss, val Dice); the results table printed once, on stdout
+    epoch_lines = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
+    assert len(epoch_lines) == 1 and re.fullmatch(r"epoch 1/1: loss \S+, val loss \S+, val Dice \S+ \(\S+ s\)|"
+                                                  r"epoch 1/1: loss \S+, val Dice \S+ \(\S+ s\)", epoch_lines[0])
+    assert printed.count("test: 2 cases, mean over cases, then classes") == 1
+    assert "Test metric" not in printed
+    # the test reports lie in the fit's run folder (no second version_N)
+    fit_dir = test_dir = out / "version_0"
+    assert sorted(p.name for p in out.glob("version_*")) == ["version_0"]
     best = Path(runs[0].trainer.checkpoint_callback.best_model_path)
     assert best.parent == fit_dir / "checkpoints" and best.is_file() and (fit_dir / "checkpoints" / "last.ckpt").is_file()
     report = json.loads((test_dir / "test_metrics.json").read_text())
@@ -53,7 +63,7 @@ def test_demo_end_to_end_tiny_and_its_dice_gate(tmp_path, monkeypatch, capsys, c
     # The same fit/test results replayed: the gate passes just below the mean and fails at it
     # ("must be above").
     replay = iter(runs * 2)
-    monkeypatch.setattr(cli_mod, "run_lightning_cli", lambda argv: next(replay))
+    monkeypatch.setattr(cli_mod, "run_lightning_cli", lambda argv, **kwargs: next(replay))
     dice = report["mean"]["dice"]
     assert demo.main([*tiny, "--min-dice", repr(dice - 1e-3)]) == 0
     assert demo.main([*tiny, "--min-dice", repr(dice)]) == 1

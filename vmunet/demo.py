@@ -6,11 +6,12 @@
 2. fits ``experiments/demo.yaml`` (the tiny ``vmunet_test`` model, CPU) -- checkpoints, TensorBoard
    and CSV logs, validation previews in ``<out>/version_N``;
 3. tests the best checkpoint volume-wise on the synthetic test cases (per-organ Dice / HD95,
-   CSV + JSON reports);
+   CSV + JSON reports written into the same run folder);
 4. segments one synthetic raw NIfTI scan with :class:`vmunet.inference.Predictor` and writes the
    label map next to it.
 
-Progress goes to the log (stderr); the final summary is printed to stdout. Exit status 1 when the
+Progress goes to the log (stderr), one line per epoch (loss, val Dice); the results table and
+summary are printed once, to stdout. Exit status 1 when the
 mean test Dice stays below ``--min-dice`` (the demo must clearly beat chance).
 """
 
@@ -107,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = Path(ckpt_cb.best_model_path or ckpt_cb.last_model_path)
     log.info("fit done in %.0f s; best checkpoint %s", fit_s, best)
 
-    test = run_lightning_cli(["test", *common, "--ckpt_path", str(best), "--verbose", "false"])
+    # the reports go into the fit's run folder; the table is printed once, below
+    test = run_lightning_cli(["test", *common, "--ckpt_path", str(best)], print_results=False)
     summary = test.model.last_summary
     test_dir = Path(test.trainer.log_dir)
 

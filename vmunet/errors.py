@@ -4,8 +4,8 @@ Every error vmunet raises for bad input -- a data file or folder
 (:class:`vmunet.data.errors.DataError` and its subclasses, among them ``LayoutError`` and
 ``vmunet.inference.io.ScanReadError``), a preprocessing record
 (``vmunet.data.preprocessing.PreprocessingError``), a checkpoint or weights file
-(``vmunet.models.safe_load.WeightsError``, ``vmunet.models.checkpoint.CheckpointError``,
-``vmunet.training.checkpoints.TrainingCheckpointError``), a setting (:class:`ConfigError`) --
+(``vmunet.models.safe_load.WeightsError``, ``vmunet.models.checkpoint.CheckpointError`` and its
+subclass ``vmunet.training.checkpoints.TrainingCheckpointError``), a setting (:class:`ConfigError`) --
 derives from :class:`VmunetError`, so callers can catch them all at once (the ``vmunet`` command
 does: one line, exit status 2, no traceback). They also stay ``ValueError`` subclasses, as before
 this base existed.

@@ -156,7 +156,7 @@ def test_pypi_source_downloads_verifies_converts_and_is_cached(tmp_path, monkeyp
         from vmunet.data.nifti_format import index_folder
 
         idx = index_folder(root)
-        assert [c.name for c in idx.train] == sorted(cases) and idx.modality == modality
+        assert [c.name for c in idx.train] == sorted(cases) and idx.channels == [modality]
         assert idx.class_names == ["background", "lesion"]
         for case in cases:
             for kind, conv in (("image", f"imagesTr/{case}_0000.nii.gz"), ("label", f"labelsTr/{case}.nii.gz")):

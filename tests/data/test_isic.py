@@ -135,3 +135,26 @@ def test_layout_errors(tmp_path):
     (empty / "val" / "masks").mkdir()
     with pytest.raises(DataError, match=r"train/images: no images"):
         _dm(empty)
+
+
+def test_cache_true_keeps_the_loaded_pairs(tmp_path, isic_root):
+    """``cache: true``: CacheDataset holds the loaded image/mask arrays (the loader is a MONAI
+    Transform), and items come from memory once the files are gone."""
+    from monai.data import CacheDataset
+
+    root = tmp_path / "isic"
+    shutil.copytree(isic_root, root)
+    dm = _dm(root, cache=True, augment=False)
+    dm.setup("fit")
+    ds = dm._ds["train"]
+    assert isinstance(ds, CacheDataset) and len(ds._cache) == len(dm.splits["train"])
+    pair = dm.splits["train"][0]
+    image, mask = IF.read_pair(pair)
+    cached = ds._cache[0]
+    assert cached["case"] == pair.case and not isinstance(cached["image"], str)
+    expected = ds[0]
+    shutil.rmtree(root / "train")
+    again = ds[0]  # would raise (file not found) if the load were not cached
+    np.testing.assert_array_equal(np.asarray(again["image"]), np.asarray(expected["image"]))
+    np.testing.assert_array_equal(np.asarray(again["label"]), np.asarray(expected["label"]))
+    assert np.asarray(again["label"]).shape[-2:] == (32, 32) and image.shape[:2] == mask.shape

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vmunet.data.errors import DataError, LayoutError
-from vmunet.data.nifti_format import EXPECTED, index_folder
+from vmunet.data.nifti_format import EXPECTED, HINT, index_folder
 from vmunet.data.preprocessing import PreprocessingError, validate_preprocessing
 
 GOOD = {"dataset": "synapse", "in_chans": 1, "image_size": [32, 32], "class_names": ["background", "organ"],
@@ -23,7 +23,16 @@ def test_the_good_record_passes():
 @pytest.mark.parametrize("change,message", [
     ({"dataset": "btcv"},
      "preprocessing field 'dataset': expected one of ('synapse', 'isic', 'nifti'), got 'btcv'"),
-    ({"in_chans": 2}, "preprocessing field 'in_chans': expected 1 or 3, got 2"),
+    ({"in_chans": 0}, "preprocessing field 'in_chans': expected a positive integer (input channels), got 0"),
+    ({"in_chans": 2, "intensity": [{"mode": "none"}] * 3},
+     "preprocessing field 'intensity': expected one dict per input channel (2) or one dict for all, got "
+     "[{'mode': 'none'}, {'mode': 'none'}, {'mode': 'none'}]"),
+    ({"intensity": {"mode": "zscore_case", "use_mask": 1}},
+     "preprocessing field 'intensity.use_mask': expected true or false, got 1"),
+    ({"intensity": {"mode": "ct_percentile", "clip": [5.0, 1.0], "mean": 0.0, "std": 1.0}},
+     "preprocessing field 'intensity.clip': expected [low, high] with low <= high, got [5.0, 1.0]"),
+    ({"intensity": {"mode": "ct_percentile", "clip": [1.0, 5.0], "mean": 0.0}},
+     "preprocessing field 'intensity.std': expected a number (mode 'ct_percentile'), got None"),
     ({"image_size": [32]}, "preprocessing field 'image_size': expected [H, W] with positive integers, got [32]"),
     ({"image_size": [32, 0]},
      "preprocessing field 'image_size': expected [H, W] with positive integers, got [32, 0]"),
@@ -34,7 +43,8 @@ def test_the_good_record_passes():
     ({"num_classes": 1, "class_names": ["a", "b", "c"]},
      "preprocessing field 'num_classes': expected num_classes=1 (binary) only with exactly 2 class names, got 1"),
     ({"intensity": {"mode": "sigmoid"}},
-     "preprocessing field 'intensity': expected a dict with 'mode' in ('window', 'zscore', 'minmax', 'none'), "
+     "preprocessing field 'intensity': expected a dict with 'mode' in ('window', 'zscore', 'minmax', 'none', "
+     "'zscore_case', 'ct_percentile'), "
      "got {'mode': 'sigmoid'}"),
     ({"intensity": {"mode": "minmax", "range": [1.0, 1.0]}},
      "preprocessing field 'intensity.range': expected [low, high] with low < high, got [1.0, 1.0]"),
@@ -113,22 +123,58 @@ def test_nnunet_label_rejections(tmp_path, labels, message):
 
 def test_nnunet_channel_rejections(tmp_path):
     js = _folder(tmp_path, {**NNUNET, "channel_names": {}})
-    assert _error(tmp_path) == f"{js}: 'channel_names'/'modality' must be a non-empty mapping, got {{}}"
+    assert _error(tmp_path) == (f"{js}: 'channel_names' must be a non-empty mapping of channel index -> "
+                                "modality, got {}")
+    js = _folder(tmp_path, {**NNUNET, "channel_names": {"zero": "CT"}})
+    assert _error(tmp_path) == f"{js}: 'channel_names' keys must be channel indices '0', '1', ..., got ['zero']"
+
+
+def test_nnunet_multichannel_cases_need_every_channel(tmp_path):
+    root = tmp_path / "ds"
+    files = ["imagesTr/a_0000.nii.gz", "imagesTr/a_0001.nii.gz", "imagesTr/b_0000.nii.gz",
+             "labelsTr/a.nii.gz", "labelsTr/b.nii.gz"]
+    _folder(root, {**NNUNET, "channel_names": {"0": "T2", "1": "ADC"}}, files)
+    assert _error(root) == (f"{root / 'imagesTr'}: case 'b' has channel files ['b_0000.nii.gz']; expected exactly "
+                            "['b_0000.nii.gz', 'b_0001.nii.gz'] (2 channel(s))")
+    (root / "imagesTr" / "b_0001.nii.gz").write_bytes(b"")
+    idx = index_folder(root)
+    assert idx.channels == ["T2", "ADC"]
+    assert [(c.name, [p.name for p in c.images]) for c in idx.train] == [
+        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"])]
+    (root / "imagesTr" / "b_0002.nii.gz").write_bytes(b"")  # a third channel the json does not declare
+    assert "case 'b' has channel files ['b_0000.nii.gz', 'b_0001.nii.gz', 'b_0002.nii.gz']" in _error(root)
+
+
+def test_decathlon_v1_multichannel_entries(tmp_path):
+    # nnU-Net v1 / MSD: the list names the case, its channels are <stem>_0000 ... beside it
+    root = (tmp_path / "ds").resolve()
+    spec = {"labels": {"0": "background", "1": "tumour"}, "modality": {"0": "FLAIR", "1": "T1w"},
+            "training": [{"image": "./imagesTr/p1.nii.gz", "label": "./labelsTr/p1.nii.gz"}]}
+    js = _folder(root, spec, ["imagesTr/p1_0000.nii.gz", "labelsTr/p1.nii.gz"])
+    assert _error(root) == (f"{js}: training[0] (p1.nii.gz, 2 channels) expects the channel files "
+                            f"['p1_0000.nii.gz', 'p1_0001.nii.gz'] in {root / 'imagesTr'}; missing ['p1_0001.nii.gz']")
+    (root / "imagesTr" / "p1_0001.nii.gz").write_bytes(b"")
+    idx = index_folder(root)
+    assert idx.channels == ["FLAIR", "T1w"] and idx.train[0].name == "p1"
+    assert [p.name for p in idx.train[0].images] == ["p1_0000.nii.gz", "p1_0001.nii.gz"]
 
 
 def test_nnunet_folder_rejections(tmp_path):
     root = tmp_path / "ds"
     _folder(root, NNUNET, ["notes.txt"])
     assert _error(root, LayoutError) == (
-        f"{root}: nnU-Net layout expects imagesTr/ ({root} contains ['dataset.json', 'notes.txt'])")
+        f"{root}: nnU-Net layout expects imagesTr/ ({root} contains ['dataset.json', 'notes.txt']); {HINT}")
     (root / "imagesTr").mkdir()
     (root / "imagesTr" / "a_0000.mha").write_bytes(b"")
     assert _error(root) == (f"{root / 'imagesTr'}: no images ending in '.nii.gz' "
                             f"({root / 'imagesTr'} contains ['a_0000.mha'])")
     (root / "imagesTr" / "a.nii.gz").write_bytes(b"")
     (root / "imagesTr" / "b_0001.nii.gz").write_bytes(b"")
-    assert _error(root) == (f"{root / 'imagesTr'}: files not named <case>_0000.nii.gz (single channel): "
-                            "['a.nii.gz', 'b_0001.nii.gz']")
+    assert _error(root) == (f"{root / 'imagesTr'}: files not named <case>_NNNN.nii.gz (nnU-Net channel files, "
+                            "1 channel(s): <case>_0000.nii.gz): ['a.nii.gz']")
+    (root / "imagesTr" / "a.nii.gz").unlink()
+    assert _error(root) == (f"{root / 'imagesTr'}: case 'b' has channel files ['b_0001.nii.gz']; expected exactly "
+                            "['b_0000.nii.gz'] (1 channel(s))")
 
 
 def test_nnunet_missing_labels_are_named(tmp_path):

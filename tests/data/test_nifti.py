@@ -79,19 +79,22 @@ def test_train_batches_and_foreground_oversampling(nifti_ct):
     assert len(val) == 1 and val[0]["case"][0] not in {c.name for c in dm.train_cases}
 
 
-def test_mr_decathlon_zscore_from_training_volumes(nifti_mr):
-    dm = _dm(nifti_mr)
-    train = [c.image for c in dm.train_cases]
-    x = np.concatenate([np.asarray(nib.load(str(p)).dataobj, np.float64).ravel() for p in train])
-    intensity = dm.preprocessing["intensity"]
-    assert intensity["mode"] == "zscore"
-    assert intensity["mean"] == pytest.approx(x.mean(), rel=1e-6)
-    assert intensity["std"] == pytest.approx(x.std(), rel=1e-6)
-    dm2 = _dm(nifti_mr, zscore_stats=(10.0, 2.0))
-    assert dm2.preprocessing["intensity"] == {"mode": "zscore", "mean": 10.0, "std": 2.0}
+def test_mr_decathlon_zscore_per_case_like_nnunet(nifti_mr):
+    # MR: nnU-Net's default, each case z-scored with its own mean and (population) std
+    dm = _dm(nifti_mr, augment=False, image_size=24)
+    assert dm.preprocessing["intensity"] == {"mode": "zscore_case", "use_mask": False}
+    assert dm.in_chans == 1 and dm.index.channels == ["MR"]
     dm.setup("test")
     item = next(iter(dm.test_dataloader()))
     assert item["case"] == ["synth_003"]
+    raw, _ = _canonical(nifti_mr / "imagesTs" / "synth_003.nii.gz")
+    x = raw.astype(np.float64)
+    ref = volume_to_slices((x - x.mean()) / x.std(), 2)
+    assert torch.allclose(item["image"][0, :, 0], torch.as_tensor(ref, dtype=torch.float32), atol=1e-5)
+    dm2 = _dm(nifti_mr, zscore_stats=(10.0, 2.0))
+    assert dm2.preprocessing["intensity"] == {"mode": "zscore", "mean": 10.0, "std": 2.0}
+    dm3 = _dm(nifti_mr, use_mask_for_norm=True)
+    assert dm3.preprocessing["intensity"] == {"mode": "zscore_case", "use_mask": True}
 
 
 def test_persistent_cache_is_read_back(tmp_path, nifti_ct):
@@ -127,6 +130,12 @@ def test_layout_errors(tmp_path, nifti_ct):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LayoutError, match=r"expected an nnU-Net raw folder .*no dataset.json found: .* is empty"):
         _dm(tmp_path / "empty")
+    # a missing folder: the layout, and the commands that make data
+    with pytest.raises(LayoutError) as err:
+        _dm(tmp_path / "nothing")
+    text = str(err.value)
+    assert "nothing does not exist" in text and "imagesTr/<case>_0000<ending>, labelsTr/<case><ending>" in text
+    assert "dataset.json" in text and "`vmunet synth nifti --out DIR`" in text and "`vmunet prepare" in text
     root = _copy(tmp_path, nifti_ct)
     (root / "dataset.json").write_text(json.dumps({"foo": 1}))
     with pytest.raises(LayoutError, match=r"dataset.json: expected an nnU-Net raw folder .*found keys \['foo'\]"):
@@ -138,7 +147,13 @@ def test_layout_errors(tmp_path, nifti_ct):
     spec["labels"] = {"background": 0, "liver": 1}
     spec["channel_names"] = {"0": "T1", "1": "T2"}
     (root / "dataset.json").write_text(json.dumps(spec))
-    with pytest.raises(DataError, match=r"2 input channels .*only single-channel"):
+    # dataset.json declares 2 channels: each case needs <case>_0000 and <case>_0001 (named in the error)
+    with pytest.raises(DataError, match=r"imagesTr: case 'synth_000' has channel files \['synth_000_0000.nii.gz'\]; "
+                       r"expected exactly \['synth_000_0000.nii.gz', 'synth_000_0001.nii.gz'\] \(2 channel\(s\)\)"):
+        _dm(root)
+    spec["channel_names"] = {"0": "T1", "2": "T2"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match=r"'channel_names' keys must be 0..C-1 without gaps, got \[0, 2\]"):
         _dm(root)
 
 

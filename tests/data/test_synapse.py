@@ -235,3 +235,28 @@ def test_training_loader_is_seeded_and_works_with_workers(synapse_root):
     b = next(iter(dm.train_dataloader()))
     assert b["image"].shape == (6, 1, 32, 32)
     assert next(iter(dm.val_dataloader()))["label"].shape == (1, 6, 32, 32)
+
+
+def test_cache_true_keeps_the_loaded_slices(tmp_path, synapse_root):
+    """``cache: true``: CacheDataset holds the loaded arrays (the loader is a MONAI Transform, so
+    caching does not stop before it), and items come from memory once the files are gone."""
+    from monai.data import CacheDataset
+
+    from vmunet.data.fileio import read_npz_slice
+
+    root = _copy(tmp_path, synapse_root)
+    dm = _dm(root, cache=True, augment=False)
+    dm.setup("fit")
+    ds = dm._train_ds
+    assert isinstance(ds, CacheDataset) and len(ds._cache) == len(dm.train_slices)
+    first = ds._cache[0]
+    assert "path" not in first and first["name"] == dm.train_slices[0]  # loaded, not the path item
+    image, label = read_npz_slice(root / "train_npz" / f"{first['name']}.npz", dm.num_classes)
+    assert np.asarray(first["image"]).shape == (1, *image.shape)  # synth slices are 32x32 already
+    np.testing.assert_allclose(np.asarray(first["image"])[0], image, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(first["label"])[0], label)
+    expected = ds[0]
+    shutil.rmtree(root / "train_npz")
+    again = ds[0]  # would raise (file not found) if the load were not cached
+    np.testing.assert_array_equal(np.asarray(again["image"]), np.asarray(expected["image"]))
+    np.testing.assert_array_equal(np.asarray(again["label"]), np.asarray(expected["label"]))

@@ -205,18 +205,14 @@ def test_output_onto_input_and_name_clashes_are_refused(tmp_path, scans, tiny_ch
     assert "several inputs share a case name, their outputs would collide: case_a:" in capsys.readouterr().err
 
 
-def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path):
-    import torch
+def test_2d_images_with_binary_model_and_0_255_reference_masks(tmp_path, make_checkpoint):
     from PIL import Image
 
     from vmunet.data.preprocessing import make_preprocessing
-    from vmunet.models import create_model
 
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 1, "in_chans": 3}
     rec = make_preprocessing("isic", in_chans=3, image_size=[32, 32], class_names=["background", "lesion"],
                              num_classes=1, intensity={"mode": "zscore", "mean": [120.0] * 3, "std": [60.0] * 3})
-    ckpt = save_checkpoint(tmp_path / "isic.ckpt", create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, rec)
+    ckpt = make_checkpoint("isic.ckpt", rec, num_classes=1, in_chans=3)
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()

@@ -12,7 +12,6 @@ import pytest
 from inference_helpers import (
     ThresholdModel,
     oblique_affine,
-    save_checkpoint,
     sitk_image,
     structure_volume,
     volume_record,
@@ -50,16 +49,9 @@ def test_predict_volume_takes_a_simpleitk_image_and_answers_in_its_voxel_order()
 # ------------------------------------------------------------------------------ --reference
 
 @pytest.fixture()
-def threshold_checkpoint(tmp_path):
+def threshold_checkpoint(make_checkpoint):
     """A registered model is needed for a checkpoint; vmunet_test with seeded weights."""
-    import torch
-
-    from vmunet.models import create_model
-
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 2, "in_chans": 1}
-    rec = volume_record(image_size=(32, 32))
-    return save_checkpoint(tmp_path / "m.ckpt", create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, rec)
+    return make_checkpoint("m.ckpt", volume_record(image_size=(32, 32)), num_classes=2, in_chans=1)
 
 
 @pytest.fixture()
@@ -89,7 +81,7 @@ def test_reference_missing_for_a_case_is_a_warning_and_wrong_shape_fails_that_ca
     caplog.set_level(logging.INFO)
     assert run(["-i", two_scans, "-o", out, "-m", threshold_checkpoint, "--device", "cpu",
                 "--reference", refs]) == 1
-    assert f"case_b.nii.gz: no reference for case 'case_b' in {refs}; no metrics for it" in caplog.text
+    assert f"--reference {refs}: no reference for 1 of 2 case(s) ['case_b']; no metrics for them" in caplog.text
     assert (f"case_a.nii.gz: failed: reference {refs / 'case_a.nii.gz'} has shape (12, 10, 4) after "
             "reorientation, prediction (12, 10, 3)") in caplog.text
     assert "failed 1" in capsys.readouterr().out
@@ -102,18 +94,14 @@ def test_reference_missing_for_a_case_is_a_warning_and_wrong_shape_fails_that_ca
         assert [(r["case"], r["class"]) for r in csv.DictReader(f)] == [("case_a", "organ")]
 
 
-def test_reference_mask_with_colour_channels_fails_that_image(tmp_path, caplog):
-    import torch
+def test_reference_mask_with_colour_channels_fails_that_image(tmp_path, caplog, make_checkpoint):
     from PIL import Image
 
     from vmunet.data.preprocessing import make_preprocessing
-    from vmunet.models import create_model
 
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 1, "in_chans": 3}
     rec = make_preprocessing("isic", in_chans=3, image_size=[32, 32], class_names=["background", "lesion"],
                              num_classes=1, intensity={"mode": "none"})
-    ckpt = save_checkpoint(tmp_path / "isic.ckpt", create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, rec)
+    ckpt = make_checkpoint("isic.ckpt", rec, num_classes=1, in_chans=3)
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()

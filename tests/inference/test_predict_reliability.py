@@ -35,14 +35,10 @@ def nifti_labels(path):
 
 
 @pytest.fixture()
-def other_checkpoint(tmp_path):
+def other_checkpoint(make_checkpoint):
     """Same model and record as ``tiny_checkpoint``, other weights."""
-    from vmunet.models import create_model
-
-    torch.manual_seed(1)
-    kwargs = {"num_classes": 3, "in_chans": 1}
     rec = volume_record(class_names=["background", "liver", "spleen"], num_classes=3)
-    return save_checkpoint(tmp_path / "other.ckpt", create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, rec)
+    return make_checkpoint("other.ckpt", rec, num_classes=3, in_chans=1, seed=1)
 
 
 # ---------------------------------------------------------------- 12.1 non-finite voxels

@@ -98,6 +98,21 @@ def test_check_checkpoint_names_the_file_and_what_was_expected(trained, tmp_path
     check_checkpoint(tmp_path / "weights_only.ckpt", module, resume=False)  # fine for test / validate
 
 
+def test_training_checkpoint_errors_are_checkpoint_errors(tmp_path):
+    """One family of checkpoint errors: what inference catches (CheckpointError) also catches a
+    training run's unusable --ckpt_path, with the same message."""
+    from vmunet.errors import VmunetError
+    from vmunet.models.checkpoint import CheckpointError
+    from vmunet.training.checkpoints import read_training_checkpoint
+
+    assert issubclass(TrainingCheckpointError, CheckpointError)
+    assert issubclass(TrainingCheckpointError, VmunetError) and issubclass(TrainingCheckpointError, ValueError)
+    with pytest.raises(CheckpointError) as err:
+        read_training_checkpoint(tmp_path / "nothere.ckpt")
+    assert type(err.value) is TrainingCheckpointError
+    assert str(err.value) == f"{tmp_path / 'nothere.ckpt'}: checkpoint file not found"
+
+
 def test_every_cli_user_error_is_one_line_with_exit_2(trained, tmp_path, capsys):
     base = ["--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95", "false",
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1", *FAST]

@@ -115,3 +115,49 @@ def test_two_concurrent_fits_into_one_root_keep_their_own_folders(tmp_path):
         assert sorted(_val_dice(run)) == [0, 1]  # one run's rows only
         lrs.add(lr)
     assert lrs == {0.001, 0.002}
+
+
+def test_discard_unused_run_removes_only_folders_without_results(tmp_path):
+    from vmunet.training.runs import discard_unused_run
+
+    empty = tmp_path / "version_0"
+    (empty / "checkpoints").mkdir(parents=True)
+    (empty / "config.yaml").write_text("seed_everything: 1\n")
+    assert discard_unused_run(empty) and not empty.exists()
+    kept = tmp_path / "version_1"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert not discard_unused_run(kept) and (kept / "checkpoints" / "last.ckpt").exists()
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path, capsys):
+    """Bad data found in setup (after the run folder was claimed): one-line error, exit 2, no
+    version_N left behind; a missing data folder names the layout and the commands that make data."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from vmunet.cli import main
+
+    root = tmp_path / "ds"
+    for i in range(3):
+        lab = np.zeros((8, 8, 2), np.uint8)
+        lab[2:5, 2:5] = 7 if i == 1 else 1  # case c1: a label outside the declared classes
+        for sub, name, data in (("imagesTr", f"c{i}_0000", np.ones((8, 8, 2), np.float32)), ("labelsTr", f"c{i}", lab)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(root / sub / f"{name}.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "x": 1},
+                                                   "file_ending": ".nii.gz"}))
+    runs = tmp_path / "runs"
+    args = ["fit", "--data", "vmunet.data.nifti.NiftiDataModule", "--data.root", str(root), "--data.val_cases", "1",
+            "--data.num_workers", "0", "--data.image_size", "8", "--data.batch_size", "2",
+            "--model.model_name", "vmunet_test", "--trainer.default_root_dir", str(runs), *FAST]
+    assert main(args) == 2
+    assert "label values [7] outside the declared classes 0..1" in capsys.readouterr().err
+    assert runs.is_dir() and list(runs.iterdir()) == []
+    assert main([*args[:4], str(tmp_path / "nothing"), *args[5:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vmunet fit: error: {tmp_path / 'nothing'}: expected an nnU-Net raw folder (dataset.json")
+    assert "`vmunet synth nifti --out DIR`" in err and "`vmunet prepare synapse|isic`" in err
+    assert list(runs.iterdir()) == []

@@ -61,3 +61,14 @@ def test_vmunet_fit_reports_data_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "vmunet fit: error:" in err and str(empty) in err and "Traceback" not in err
+
+
+def test_nifti_config_for_nnunet_raw_datasets_parses(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_lightning_cli(["fit", "--config", str(EXPERIMENTS / "nifti_vmunet.yaml"), "--print_config"])
+    assert exc.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    data = cfg["data"]["init_args"]
+    assert cfg["data"]["class_path"] == "vmunet.data.nifti.NiftiDataModule"
+    assert data["intensity"] == "auto" and data["use_mask_for_norm"] is False and data["slice_axis"] == 2
+    assert cfg["model"]["model_name"] == "vmunet" and cfg["checkpoint"]["monitor"] == "val/dice"

@@ -100,12 +100,19 @@ def _ref_predict(model, image, out_hw):
     return probs.argmax(1).numpy()
 
 
-def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_path):
+def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_path, capsys, caplog, recwarn):
+    import logging
+
     root = tmp_path / "runs"
     common = ["--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
               "--trainer.default_root_dir", str(root), *FAST]
+    caplog.set_level(logging.INFO)
     cli = run_lightning_cli(["fit", *common, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2"])
     run = _run_dir(root)
+    # no progress bar: one line per epoch with the loss and the validation Dice
+    lines = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2: loss ") and lines[1].startswith("epoch 2/2: loss ")
+    assert all(", val Dice " in line for line in lines), lines
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts), ckpts
     assert sorted(p.name for p in (run / "val_images").iterdir()) == ["epoch_000.png", "epoch_001.png"]
@@ -125,9 +132,22 @@ def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_pat
     model = create_model(meta["model_name"], **meta["model_kwargs"]).eval()
     model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
 
+    training_config = (run / "config.yaml").read_text()
+    before = sorted(p.name for p in run.iterdir())
+    capsys.readouterr()
+    recwarn.clear()
     run_lightning_cli(["test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
-    test_run = _run_dir(root)
-    assert test_run != run
+    # the reports land in the evaluated checkpoint's run: no new version_N, its config and logs untouched
+    assert sorted(p.name for p in root.iterdir()) == [run.name]
+    assert sorted(p.name for p in run.iterdir()) == sorted([*before, "config.test.yaml", "test_cases.csv",
+                                                            "test_metrics.json", "test_per_class.csv"])
+    assert (run / "config.yaml").read_text() == training_config
+    assert not any("dirpath has changed" in str(w.message) for w in recwarn) and "dirpath has changed" not in caplog.text
+    # stdout: the project's one table (no Lightning results table)
+    out = capsys.readouterr().out
+    assert out.count("test: 3 cases, mean over cases, then classes") == 1
+    assert "Test metric" not in out and "DataLoader 0" not in out and "organ2" in out
+    test_run = run
     report = json.loads((test_run / "test_metrics.json").read_text())
     with open(test_run / "test_cases.csv") as fh:
         case_rows = list(csv.DictReader(fh))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
+from monai.transforms import Transform
 
 from vmunet.data import isic_format as IF
 from vmunet.data.common import (
@@ -31,10 +32,12 @@ from vmunet.data.preprocessing import make_preprocessing
 log = logging.getLogger(__name__)
 
 
-class LoadISICPair:
-    """Deterministic loading step: ``{"image": path, "label": path, "case"}`` -> arrays.
+class LoadISICPair(Transform):
+    """Deterministic loading transform: ``{"image": path, "label": path, "case"}`` -> arrays.
 
-    image float32 (3, H, W) on the 0..255 scale, label float32 (1, H, W) 0/1.
+    image float32 (3, H, W) on the 0..255 scale, label float32 (1, H, W) 0/1. A MONAI
+    ``Transform``, so ``cache: true`` (CacheDataset) keeps its output: CacheDataset caches the
+    transforms before the first one that is random or not a ``Transform``.
     """
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Generic NIfTI-folder data module (nnU-Net raw layout or Decathlon datalist), sliced 2D.
 
-Each volume is loaded with its geometry, reoriented to RAS (MONAI ``Orientationd``), intensity-
-normalized as recorded in ``preprocessing`` (CT: HU window, MR: z-score with data-set statistics)
-and cut into 2D slices along ``slice_axis`` (see :func:`vmunet.data.preprocessing.volume_to_slices`).
+Each case (one file per channel, nnU-Net's ``<case>_0000``, ``_0001``, ...) is loaded with its
+geometry, reoriented to RAS (MONAI ``Orientationd``), intensity-normalized channel by channel as
+recorded in ``preprocessing`` (CT: a fixed HU window, or nnU-Net's foreground-percentile scheme;
+other modalities: nnU-Net's per-case z-score, optionally inside the nonzero mask) and cut into 2D
+slices along ``slice_axis`` (see :func:`vmunet.data.preprocessing.volume_to_slices`).
 Preprocessed volumes are cached (MONAI CacheDataset in memory, or PersistentDataset on disk with
 ``cache_dir``) so epochs do not re-read files. Training samples slices (optionally oversampling
 slices that contain foreground); validation (held-out training cases, or the datalist's
@@ -35,18 +37,20 @@ from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import check_pair
 from vmunet.data.preprocessing import (
-    apply_intensity,
+    foreground_intensity_stats,
     make_preprocessing,
+    normalize_channels,
     slicing_axes,
     volume_to_slices,
 )
-from vmunet.data.volumes import load_volume, voxel_sizes
+from vmunet.data.volumes import load_volume, read_channels, voxel_sizes
 
 log = logging.getLogger(__name__)
 
 
 class LoadVolumed(Transform):
-    """Read image + label with geometry into MetaTensors ``(1, X, Y, Z)``; check they match."""
+    """Read a case's channel files + label with geometry into MetaTensors ``(C, X, Y, Z)`` and
+    ``(1, X, Y, Z)``; check they match."""
 
     def __init__(self, num_labels: int) -> None:
         self.num_labels = num_labels
@@ -54,15 +58,16 @@ class LoadVolumed(Transform):
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from monai.data import MetaTensor
 
-        img, aff = load_volume(item["image"])  # single-channel 3D, or an error naming the file
-        img = np.asarray(img, np.float32)
+        first, channels = read_channels(item["images"])  # 3D channels on one grid, or an error naming the file
+        img, aff = np.asarray(channels, np.float32), first.affine
         if not np.isfinite(img).all():
-            raise DataError(f"{item['image']}: image contains NaN or infinite values")
-        out = {"case": item["case"], "image": MetaTensor(img[None], affine=torch.as_tensor(aff))}
+            bad = [p for p, c in zip(item["images"], img, strict=True) if not np.isfinite(c).all()]
+            raise DataError(f"{bad[0]}: image contains NaN or infinite values")
+        out = {"case": item["case"], "image": MetaTensor(img, affine=torch.as_tensor(aff))}
         if item.get("label"):
             lab, laff = load_volume(item["label"])
-            where = f"{item['label']} (image {Path(item['image']).name})"
-            lab = check_pair(where, img, lab, self.num_labels)
+            where = f"{item['label']} (image {Path(item['images'][0]).name})"
+            lab = check_pair(where, img[0], lab, self.num_labels)
             if not np.allclose(aff, laff, atol=1e-3, rtol=1e-4):
                 raise DataError(f"{where}: label geometry (affine) differs from the image's:\n"
                                 f"image {np.round(aff, 4).tolist()}\nlabel {np.round(laff, 4).tolist()}")
@@ -71,17 +76,17 @@ class LoadVolumed(Transform):
 
 
 class NormalizeAndSlice(Transform):
-    """RAS MetaTensors -> normalized slices: image (1, D, H, W) float32, label (D, H, W) int16,
+    """RAS MetaTensors -> normalized slices: image (C, D, H, W) float32, label (D, H, W) int16,
     ``spacing`` of (D, H, W) in mm and ``fg`` (indices of slices with foreground)."""
 
-    def __init__(self, intensity: dict[str, Any], slice_axis: int) -> None:
+    def __init__(self, intensity: dict[str, Any] | list[dict[str, Any]], slice_axis: int) -> None:
         self.intensity, self.slice_axis = intensity, slice_axis
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         img = item["image"]
         sizes = voxel_sizes(np.asarray(img.affine, dtype=np.float64))
         spacing = sizes[slicing_axes(self.slice_axis)].astype(np.float32)
-        arr = apply_intensity(np.asarray(img.array), self.intensity)
+        arr = normalize_channels(np.asarray(img.array), self.intensity)  # per case: nnU-Net's z-score
         out = {"case": item["case"], "spacing": spacing,
                "image": np.ascontiguousarray(volume_to_slices(arr, self.slice_axis))}
         if "label" in item:
@@ -133,9 +138,17 @@ class NiftiDataModule(pl.LightningDataModule):
         datalist: a datalist JSON elsewhere (paths relative to the JSON's folder).
         batch_size, num_workers, image_size: loader and model-size settings.
         slice_axis: array axis (after reorientation to RAS) slices are taken along; 2 = axial.
-        intensity: ``auto`` (CT -> window, otherwise z-score), ``window``, ``zscore`` or ``none``.
+        intensity: per input channel, by its ``channel_names``/``modality`` entry. ``auto``: CT
+            channels -> ``window``, all others -> ``zscore``. ``window``: clip to ``window`` (HU) and
+            scale to [0, 1]. ``ct_percentile``: nnU-Net's CT scheme (clip to the 0.5/99.5 percentiles
+            of the training set's foreground voxels, then z-score with their mean and std).
+            ``zscore``: nnU-Net's default, each case z-scored with its own mean and std (or the
+            fixed ``zscore_stats``). ``none``: raw values.
         window: HU window for ``window`` mode (default: the abdominal soft-tissue window).
-        zscore_stats: (mean, std) for ``zscore``; default: computed from the training volumes.
+        zscore_stats: fixed (mean, std) for ``zscore`` instead of each case's own statistics.
+        use_mask_for_norm: ``zscore`` per case computes mean and std inside the nonzero mask (any
+            channel nonzero, holes filled) and leaves the outside at 0 -- nnU-Net's
+            ``use_mask_for_norm`` for images with a zero background (skull-stripped brain MR).
         augment, rot_flip, rotation, rotation_degrees, image_interpolation: as Synapse.
         foreground_oversample: probability that a training item is a random foreground slice.
         val_cases: training cases held out for validation when the data set has no validation list.
@@ -157,9 +170,10 @@ class NiftiDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         image_size: int | tuple[int, int] = 224,
         slice_axis: int = 2,
-        intensity: Literal["auto", "window", "zscore", "none"] = "auto",
+        intensity: Literal["auto", "window", "ct_percentile", "zscore", "none"] = "auto",
         window: tuple[float, float] = (-125.0, 275.0),
         zscore_stats: tuple[float, float] | None = None,
+        use_mask_for_norm: bool = False,
         augment: bool = True,
         rot_flip: bool = True,
         rotation: bool = True,
@@ -185,10 +199,10 @@ class NiftiDataModule(pl.LightningDataModule):
         self.index = NF.index_folder(self.root, datalist)
         self.class_names = list(self.index.class_names)
         self.num_classes = len(self.class_names)
-        self.in_chans = 1
+        self.in_chans = len(self.index.channels)
         self.train_cases, self.val_cases = self._split()
         self.preprocessing = make_preprocessing(
-            "nifti", in_chans=1, image_size=self.image_size, class_names=self.class_names,
+            "nifti", in_chans=self.in_chans, image_size=self.image_size, class_names=self.class_names,
             num_classes=self.num_classes, intensity=self._intensity(), orientation="RAS",
             slice_axis=slice_axis, image_interpolation=image_interpolation,
         )
@@ -206,35 +220,51 @@ class NiftiDataModule(pl.LightningDataModule):
         return ([c for i, c in enumerate(cases) if i not in picked],
                 [c for i, c in enumerate(cases) if i in picked])
 
-    def _intensity(self) -> dict[str, Any]:
-        mode = self.hparams.intensity
-        if mode == "auto":
-            mode = "window" if "CT" in self.index.modality.upper() else "zscore"
-            log.info("NIfTI: modality %r -> %s normalization", self.index.modality, mode)
-        if mode == "window":
-            return {"mode": "window", "window": [float(v) for v in self.hparams.window]}
-        if mode == "none":
-            return {"mode": "none"}
-        if self.hparams.zscore_stats is not None:
-            mean, std = self.hparams.zscore_stats
-        else:
-            mean, std = self._dataset_stats()
-            log.info("NIfTI: z-score statistics from %d training volumes: mean %.4g, std %.4g "
-                     "(pass zscore_stats to skip this pass)", len(self.train_cases), mean, std)
-        return {"mode": "zscore", "mean": float(mean), "std": float(std)}
+    def _intensity(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """The intensity record: one dict for all channels when they agree, else one per channel."""
+        hp = self.hparams
+        modes = []
+        for modality in self.index.channels:
+            mode = hp.intensity
+            if mode == "auto":
+                mode = "window" if "CT" in modality.upper() else "zscore"
+            modes.append(mode)
+        log.info("NIfTI: channels %s -> %s normalization", self.index.channels, modes)
+        ct_stats = self._foreground_stats() if "ct_percentile" in modes else None
+        records = []
+        for c, mode in enumerate(modes):
+            if mode == "window":
+                records.append({"mode": "window", "window": [float(v) for v in hp.window]})
+            elif mode == "none":
+                records.append({"mode": "none"})
+            elif mode == "ct_percentile":
+                st = ct_stats[c]
+                records.append({"mode": "ct_percentile", "clip": [st["percentile_00_5"], st["percentile_99_5"]],
+                                "mean": st["mean"], "std": st["std"]})
+            elif hp.zscore_stats is not None:
+                mean, std = hp.zscore_stats
+                records.append({"mode": "zscore", "mean": float(mean), "std": float(std)})
+            else:
+                records.append({"mode": "zscore_case", "use_mask": bool(hp.use_mask_for_norm)})
+        return records[0] if all(r == records[0] for r in records) else records
 
-    def _dataset_stats(self) -> tuple[float, float]:
-        n, s, s2 = 0, 0.0, 0.0
-        for c in self.train_cases:
-            x = np.asarray(load_volume(c.image)[0], dtype=np.float64)
-            n, s, s2 = n + x.size, s + x.sum(), s2 + (x**2).sum()
-        mean = s / n
-        return mean, float(np.sqrt(max(s2 / n - mean**2, 1e-12)))
+    def _foreground_stats(self) -> list[dict[str, float]]:
+        """nnU-Net's CT intensity fingerprint of the training cases, per channel."""
+        def cases():
+            for c in self.train_cases:
+                yield read_channels(c.images)[1], load_volume(c.label)[0]
+
+        stats = foreground_intensity_stats(cases())
+        for modality, st in zip(self.index.channels, stats, strict=True):
+            log.info("NIfTI: %s foreground intensities of %d training cases: mean %.4g, std %.4g, "
+                     "0.5/99.5 percentiles %.4g / %.4g", modality, len(self.train_cases), st["mean"], st["std"],
+                     st["percentile_00_5"], st["percentile_99_5"])
+        return stats
 
     def _volumes(self, cases: list[NF.Case]):
         from monai.transforms import Compose, Orientationd
 
-        items = [{"case": c.name, "image": str(c.image), "label": str(c.label) if c.label else ""} for c in cases]
+        items = self._items(cases)
         # Explicit RAS labels: MONAI is changing the default axis labels of Orientationd.
         ras = Orientationd(keys=["image", "label"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")),
                            allow_missing_keys=True)
@@ -242,12 +272,17 @@ class NiftiDataModule(pl.LightningDataModule):
                       NormalizeAndSlice(self.preprocessing["intensity"], self.hparams.slice_axis)])
         return transformed_dataset(items, tf, cache=self.hparams.cache, cache_dir=self.hparams.cache_dir)
 
+    @staticmethod
+    def _items(cases: list[NF.Case]) -> list[dict[str, Any]]:
+        return [{"case": c.name, "images": [str(p) for p in c.images], "label": str(c.label) if c.label else ""}
+                for c in cases]
+
     def _eval(self, cases: list[NF.Case]) -> VolumeDataset:
         vols = self._volumes(cases)
 
         def load(i: int):
             v = vols[i]
-            return v["image"][0], v["label"], v["spacing"], v["case"]
+            return np.moveaxis(np.asarray(v["image"]), 0, 1), v["label"], v["spacing"], v["case"]  # (D, C, H, W)
 
         return VolumeDataset([functools.partial(load, i) for i in range(len(cases))], self.image_size,
                              self.hparams.image_interpolation)
@@ -258,10 +293,11 @@ class NiftiDataModule(pl.LightningDataModule):
         from vmunet.data.transforms import slice_train_transforms
 
         hp = self.hparams
+        self._check_model_channels()
         if hp.check_files and stage in (None, "fit", "validate"):
             cases = [*(self.train_cases if stage != "validate" else []), *self.val_cases]
-            items = [{"case": c.name, "image": str(c.image), "label": str(c.label) if c.label else ""} for c in cases]
-            check_files([[c.image, *([c.label] if c.label else [])] for c in cases],
+            items = self._items(cases)
+            check_files([[*c.images, *([c.label] if c.label else [])] for c in cases],
                         lambda i: LoadVolumed(self.num_classes)(items[i]),
                         what="NIfTI training/validation cases", signature=f"nifti-case|{self.num_classes}")
         if stage in (None, "fit"):
@@ -278,6 +314,16 @@ class NiftiDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.root}: no labelled test cases (nnU-Net: imagesTs/ with labelsTs/; "
                                 "datalist: 'test' entries with a 'label')")
             self._ds["test"] = self._eval(self.index.test)
+
+    def _check_model_channels(self) -> None:
+        """The model must take the data set's channels (``vmunet fit`` links them; a checkpoint or
+        a module built by hand may not)."""
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        model_chans = getattr(getattr(model, "hparams", None), "get", lambda _k: None)("in_chans")
+        if model_chans is not None and int(model_chans) != self.in_chans:
+            raise DataError(f"{self.index.source}: declares {self.in_chans} input channel(s) {self.index.channels}, "
+                            f"but the model takes {model_chans} (model.in_chans); train a model with "
+                            f"in_chans={self.in_chans} for this data set")
 
     def train_dataloader(self):
         return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory,

@@ -9,7 +9,7 @@ checkpoints stay loadable with ``torch.load(weights_only=True)`` and readable by
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,9 @@ import numpy as np
 from vmunet.errors import VmunetError
 
 DATASETS = ("synapse", "isic", "nifti")
-INTENSITY_MODES = ("window", "zscore", "minmax", "none")
+INTENSITY_MODES = ("window", "zscore", "minmax", "none", "zscore_case", "ct_percentile")
+#: nnU-Net's floor on the standard deviation it divides by (``max(std, 1e-8)``).
+STD_FLOOR = 1e-8
 ORIENTATIONS = ("RAS", None)
 IMAGE_INTERPOLATIONS = ("bilinear", "bicubic")
 #: What the slice inferer resizes back to native size (``vmunet.inference.slicewise``).
@@ -42,7 +44,7 @@ def make_preprocessing(
     image_size: Sequence[int],
     class_names: Sequence[str],
     num_classes: int,
-    intensity: Mapping[str, Any],
+    intensity: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     orientation: str | None = None,
     slice_axis: int | None = None,
     image_interpolation: str | None = None,
@@ -58,7 +60,7 @@ def make_preprocessing(
         "image_size": [int(s) for s in image_size],
         "class_names": [str(c) for c in class_names],
         "num_classes": int(num_classes),
-        "intensity": _plain(dict(intensity)),
+        "intensity": _plain([dict(i) for i in intensity] if isinstance(intensity, (list, tuple)) else dict(intensity)),
         "orientation": orientation,
         "slice_axis": None if slice_axis is None else int(slice_axis),
     }
@@ -96,8 +98,8 @@ def validate_preprocessing(rec: Mapping[str, Any]) -> dict[str, Any]:
 
     if out["dataset"] not in DATASETS:
         raise bad("dataset", f"one of {DATASETS}")
-    if out["in_chans"] not in (1, 3):
-        raise bad("in_chans", "1 or 3")
+    if isinstance(out["in_chans"], bool) or not isinstance(out["in_chans"], int) or out["in_chans"] < 1:
+        raise bad("in_chans", "a positive integer (input channels)")
     size = out["image_size"]
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
         raise bad("image_size", "[H, W] with positive integers")
@@ -109,7 +111,14 @@ def validate_preprocessing(rec: Mapping[str, Any]) -> dict[str, Any]:
         raise bad("num_classes", f"1 (binary) or len(class_names) = {len(names)}")
     if nc == 1 and len(names) != 2:
         raise bad("num_classes", "num_classes=1 (binary) only with exactly 2 class names")
-    _check_intensity(out["intensity"])
+    intensity = out["intensity"]
+    if isinstance(intensity, list):  # one record per input channel (multi-channel volumes)
+        if len(intensity) != out["in_chans"]:
+            raise bad("intensity", f"one dict per input channel ({out['in_chans']}) or one dict for all")
+        for item in intensity:
+            _check_intensity(item)
+    else:
+        _check_intensity(intensity)
     if out["orientation"] not in ORIENTATIONS:
         raise bad("orientation", f"one of {ORIENTATIONS}")
     if out["slice_axis"] not in (0, 1, 2, None):
@@ -154,9 +163,23 @@ def _check_intensity(intensity: Any) -> None:
             raise PreprocessingError(
                 f"preprocessing field 'intensity.std': expected > 0, got {intensity['std']!r}"
             )
+    elif mode == "zscore_case":
+        if not isinstance(intensity.get("use_mask", False), bool):
+            raise PreprocessingError(f"preprocessing field 'intensity.use_mask': expected true or false, "
+                                     f"got {intensity.get('use_mask')!r}")
+    elif mode == "ct_percentile":
+        c = intensity.get("clip")
+        if not (isinstance(c, list) and len(c) == 2 and float(c[0]) <= float(c[1])):
+            raise PreprocessingError(
+                f"preprocessing field 'intensity.clip': expected [low, high] with low <= high, got {c!r}")
+        for key in ("mean", "std"):
+            if not isinstance(intensity.get(key), (int, float)) or isinstance(intensity.get(key), bool):
+                raise PreprocessingError(f"preprocessing field 'intensity.{key}': expected a number "
+                                         f"(mode 'ct_percentile'), got {intensity.get(key)!r}")
 
 
-def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axis: int | None = None) -> np.ndarray:
+def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axis: int | None = None,
+                    mask: np.ndarray | None = None) -> np.ndarray:
     """Apply an intensity record to raw values; returns float32.
 
     ``window``: clip to [low, high], scale to [0, 1] (the Synapse HU recipe). ``zscore``: subtract
@@ -164,6 +187,17 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
     whole array (all channels together) linearly so its minimum and maximum land on ``range``
     (VM-UNet's ISIC ``myNormalize``, whose data-set z-score cancels in its min-max; a constant
     image maps to the low end). ``none``: cast only.
+
+    The two nnU-Net schemes (``nnunetv2.preprocessing.normalization.default_normalization_schemes``):
+
+    * ``zscore_case`` (nnU-Net's ``ZScoreNormalization``, its default for non-CT channels): each
+      channel of *this* array (a whole case) minus its own mean, divided by ``max(std, 1e-8)``
+      (population std). With ``use_mask`` the mean and std come from the nonzero mask only
+      (:func:`nonzero_mask`, or ``mask`` when given) and only voxels inside it are changed
+      (outside it every channel is 0 and stays 0).
+    * ``ct_percentile`` (nnU-Net's ``CTNormalization``): clip to ``clip`` = [0.5th, 99.5th]
+      percentile of the training set's foreground voxels, subtract their ``mean``, divide by
+      ``max(std, 1e-8)`` (:func:`foreground_intensity_stats` computes the numbers).
     """
     _check_intensity(dict(intensity))
     x = np.asarray(array, dtype=np.float32)
@@ -187,7 +221,91 @@ def apply_intensity(array: np.ndarray, intensity: Mapping[str, Any], channel_axi
         if span == 0.0:
             return np.full_like(x, lo)
         return ((x - x.min()) / span * (hi - lo) + lo).astype(np.float32)
+    if mode == "zscore_case":
+        chans = x[None] if channel_axis is None else np.moveaxis(x, channel_axis, 0)
+        use_mask = bool(intensity.get("use_mask", False))
+        if use_mask and mask is None:
+            mask = nonzero_mask(chans)
+        out = np.stack([_zscore_case(c, mask if use_mask else None) for c in chans])
+        return out[0] if channel_axis is None else np.moveaxis(out, 0, channel_axis)
+    if mode == "ct_percentile":
+        lo, hi = (float(v) for v in intensity["clip"])
+        std = max(float(intensity["std"]), STD_FLOOR)
+        return ((np.clip(x, lo, hi) - float(intensity["mean"])) / std).astype(np.float32)
     return x
+
+
+def _zscore_case(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """One channel of one case, z-scored with its own statistics (inside ``mask`` when given)."""
+    if mask is None:
+        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+        return ((x - mean) / max(std, STD_FLOOR)).astype(np.float32)
+    if not mask.any():  # an all-zero case: nothing inside the mask to normalize
+        return x.astype(np.float32)
+    inside = x[mask]
+    mean, std = float(inside.mean(dtype=np.float64)), float(inside.std(dtype=np.float64))
+    out = x.astype(np.float32, copy=True)
+    out[mask] = (inside - mean) / max(std, STD_FLOOR)
+    return out
+
+
+def nonzero_mask(channels: np.ndarray) -> np.ndarray:
+    """nnU-Net's ``create_nonzero_mask``: voxels where any channel (axis 0) is nonzero, with holes
+    filled (``scipy.ndimage.binary_fill_holes``), so dark tissue inside the body counts."""
+    from scipy.ndimage import binary_fill_holes
+
+    return binary_fill_holes(np.any(np.asarray(channels) != 0, axis=0))
+
+
+def channel_intensities(intensity: Mapping[str, Any] | Sequence[Mapping[str, Any]], channels: int) -> list[dict[str, Any]]:
+    """The record's ``intensity`` as one dict per channel (a single dict applies to every channel)."""
+    if isinstance(intensity, Mapping):
+        return [dict(intensity)] * channels
+    items = [dict(i) for i in intensity]
+    if len(items) != channels:
+        raise PreprocessingError(f"preprocessing field 'intensity': {len(items)} per-channel entries for "
+                                 f"{channels} channel(s)")
+    return items
+
+
+def normalize_channels(channels: np.ndarray, intensity: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Normalize a multi-channel case ``(C, ...)`` channel by channel (float32, same shape): the one
+    routine training (``vmunet.data.nifti``) and ``vmunet predict`` use for volumes. The nonzero
+    mask of ``zscore_case`` with ``use_mask`` is computed once over all channels, as in nnU-Net."""
+    x = np.asarray(channels)
+    per_channel = channel_intensities(intensity, x.shape[0])
+    mask = None
+    if any(i["mode"] == "zscore_case" and i.get("use_mask", False) for i in per_channel):
+        mask = nonzero_mask(x)
+    return np.stack([apply_intensity(c, i, mask=mask) for c, i in zip(x, per_channel, strict=True)])
+
+
+def foreground_intensity_stats(cases: Iterable[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, float]]:
+    """nnU-Net's dataset fingerprint, per channel: mean, std (population), 0.5th and 99.5th
+    percentiles (``np.percentile``, linear) of the image values where the label is foreground
+    (> 0), pooled over all training cases. ``cases`` yields ``(channels (C, ...), label (...))``.
+    nnU-Net draws a random sample of these voxels (at most 10^7 over the data set); here every
+    foreground voxel counts, which is what that sample estimates."""
+    per_channel: list[list[np.ndarray]] = []
+    for channels, label in cases:
+        fg = np.asarray(label) > 0
+        chans = np.asarray(channels)
+        if not per_channel:
+            per_channel = [[] for _ in range(chans.shape[0])]
+        for c, img in enumerate(chans):
+            per_channel[c].append(np.asarray(img, dtype=np.float64)[fg])
+    stats = []
+    for values in per_channel:
+        fg_values = np.concatenate(values)
+        if fg_values.size == 0:
+            raise PreprocessingError("ct_percentile normalization needs foreground voxels (label > 0) in the "
+                                     "training cases; found none")
+        lo, hi = np.percentile(fg_values, [0.5, 99.5])
+        stats.append({"mean": float(fg_values.mean()), "std": float(fg_values.std()),
+                      "percentile_00_5": float(lo), "percentile_99_5": float(hi)})
+    if not stats:
+        raise PreprocessingError("ct_percentile normalization needs training cases; got none")
+    return stats
 
 
 def volume_to_slices(volume: np.ndarray, slice_axis: int = 2) -> np.ndarray:

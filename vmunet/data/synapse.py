@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
+from monai.transforms import Transform
 
 from vmunet.data import synapse_format as SF
 from vmunet.data.common import (
@@ -32,8 +33,10 @@ from vmunet.data.preprocessing import SYNAPSE_CLASSES, SYNAPSE_HU_WINDOW, make_p
 log = logging.getLogger(__name__)
 
 
-class LoadNpzSlice:
-    """MONAI-style (deterministic, cacheable) transform: ``{"path"}`` -> image/label (1, H, W)."""
+class LoadNpzSlice(Transform):
+    """Deterministic loading transform: ``{"path"}`` -> image/label (1, H, W). A MONAI
+    ``Transform``, so ``cache: true`` (CacheDataset) keeps its output: CacheDataset caches the
+    transforms before the first one that is random or not a ``Transform``."""
 
     def __init__(self, num_labels: int) -> None:
         self.num_labels = num_labels

@@ -154,7 +154,9 @@ def _layout_message(root: Path, problem: str) -> str:
 def check_layout(root: Path) -> Path:
     """Check the top-level layout of a Synapse root; return its list folder."""
     if not root.is_dir():
-        raise LayoutError(f"{root}: Synapse data folder does not exist")
+        raise LayoutError(f"{root}: Synapse data folder does not exist (expected {EXPECTED_LAYOUT}); no data yet? "
+                          "`vmunet synth synapse --out DIR` writes a synthetic one, `vmunet prepare synapse --raw "
+                          "BTCV --out DIR` converts the raw BTCV download")
     for sub in (TRAIN_DIR, TEST_DIR):
         if not (root / sub).is_dir():
             raise LayoutError(_layout_message(root, f"missing {sub}/"))

@@ -164,6 +164,25 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(vol.array), vol.affine
 
 
+def read_channels(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[VolumeFile, np.ndarray]:
+    """Read the channel files of one case (nnU-Net's ``<case>_0000``, ``<case>_0001``, ...): the
+    first file as a :class:`VolumeFile` (its geometry is the case's) and the stacked channels
+    ``(C, i, j, k)``. Every channel must have the first one's shape and geometry; a mismatch is a
+    :class:`DataError` naming both files."""
+    first = read_volume(paths[0])
+    arrays = [np.asarray(first.array)]
+    for p in paths[1:]:
+        vol = read_volume(p)
+        if vol.array.shape != first.array.shape:
+            raise DataError(f"{p}: channel shape {tuple(vol.array.shape)} differs from {Path(paths[0]).name}'s "
+                            f"{tuple(first.array.shape)}; every channel of a case must share one voxel grid")
+        if not np.allclose(vol.affine, first.affine, atol=1e-3, rtol=1e-4):
+            raise DataError(f"{p}: channel geometry (affine) differs from {Path(paths[0]).name}'s:\n"
+                            f"{np.round(first.affine, 4).tolist()}\n{np.round(vol.affine, 4).tolist()}")
+        arrays.append(np.asarray(vol.array))
+    return first, np.stack(arrays)
+
+
 def ras_ornt(affine: np.ndarray) -> np.ndarray:
     """The nibabel orientation transform taking an array with ``affine`` to RAS (no resampling)."""
     from nibabel import orientations as ornt

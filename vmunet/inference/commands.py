@@ -1,7 +1,9 @@
 """``vmunet predict``: segment a scan or a folder of scans with a trained checkpoint.
 
 A thin wrapper over :class:`vmunet.inference.Predictor`: one label map per case
-(``<case><suffix>.nii.gz``, ``.png`` for 2D images) in the input geometry, a JSON sidecar per case,
+(``<case><suffix>.nii.gz``, ``.png`` for 2D images) in the input geometry, cases named as nnU-Net
+names them (``case_0000.nii.gz`` -> ``case.nii.gz``; ``case_0000``, ``case_0001``, ... are the
+channels of one case for a multi-channel model; :func:`vmunet.inference.io.group_cases`), a JSON sidecar per case,
 resumable (an existing output is reused only when its sidecar shows it was made from the same
 checkpoint, preprocessing, options and input bytes; otherwise it is recomputed, and the log says
 why), and a failing case never stops the others -- the exit status says whether any failed.
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vmunet.data.channels import CaseFiles
 from vmunet.inference import io
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                         "bound, logged and recorded in the sidecar (default: refuse such scans)")
     p.add_argument("--suffix", default="", help="appended to the case name in output files (e.g. _seg)")
     p.add_argument("--reference", type=Path, default=None,
-                   help="folder of ground-truth label maps named like the cases; writes metrics.csv")
+                   help="folder of ground-truth label maps named like the cases (nnU-Net labelsTs: "
+                        "<case>.nii.gz for imagesTs/<case>_0000.nii.gz); writes metrics.csv")
     p.add_argument("--hd95", choices=("pooled", "monai"), default="pooled",
                    help="HD95 definition for --reference: pooled (medpy, the papers; default) or monai "
                         "(larger of the two directed 95th percentiles)")
@@ -91,6 +95,11 @@ def _reuse_key(predictor: Any, input_sha256: str) -> dict[str, Any]:
     return json.loads(json.dumps(key, default=float))  # as it reads back from a sidecar
 
 
+def _input_field(case: CaseFiles) -> str | list[str]:
+    """The sidecar's ``input``: the file, or the channel files of a multi-channel case."""
+    return str(case.first) if len(case.files) == 1 else [str(f) for f in case.files]
+
+
 def _stale_reason(sidecar: Path, key: dict[str, Any], probabilities: Path | None) -> str | None:
     """Why the output described by ``sidecar`` cannot be reused (None: it can)."""
     try:
@@ -116,11 +125,11 @@ def _stale_reason(sidecar: Path, key: dict[str, Any], probabilities: Path | None
     return None
 
 
-def _sidecar(pred: Any, predictor: Any, case: Path, out: Path, seconds: float, key: dict[str, Any]) -> dict[str, Any]:
+def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, seconds: float, key: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": io.SIDECAR_KIND,
         **key,
-        "input": str(case),
+        "input": _input_field(case),
         "output": out.name,
         "model": {k: predictor.info.get(k) for k in ("model_name", "model_kwargs", "vmunet_version")},
         "checkpoint": predictor.info.get("checkpoint"),
@@ -135,15 +144,30 @@ def _sidecar(pred: Any, predictor: Any, case: Path, out: Path, seconds: float, k
     }
 
 
-def find_reference(ref_dir: Path, case: str) -> Path | None:
-    """The ground-truth file for ``case`` in ``ref_dir`` (any scan extension), or None."""
-    from vmunet.inference import io
+def reference_files(ref_dir: Path) -> dict[str, Path]:
+    """The ground-truth files of ``ref_dir`` by case name (``case.nii.gz`` -> ``case``; any scan
+    extension; hidden and temporary files skipped)."""
+    return {io.case_name(p): p for p in sorted(ref_dir.iterdir())
+            if p.is_file() and not p.name.startswith(".") and io.volumes.has_suffix(p, io.SCAN_EXTS)}
 
-    for ext in io.SCAN_EXTS:
-        cand = ref_dir / f"{case}{ext}"
-        if cand.exists():
-            return cand
-    return None
+
+def match_references(ref_dir: Path, names: list[str]) -> dict[str, Path]:
+    """Reference file of each case that has one. No match at all is a usage error listing a few
+    names of both sides (a wrong folder, or names that differ); a partial match is warned once,
+    naming the cases without a reference."""
+    from vmunet.data.errors import short_list
+    from vmunet.errors import ConfigError
+
+    refs = reference_files(ref_dir)
+    matched = {n: refs[n] for n in names if n in refs}
+    if not matched:
+        raise ConfigError(f"--reference {ref_dir}: no file matches a case (references {short_list(sorted(refs), 5)}, "
+                          f"cases {short_list(names, 5)}); expected <case>.nii.gz (nnU-Net labelsTs naming)")
+    unmatched = [n for n in names if n not in matched]
+    if unmatched:
+        log.warning("--reference %s: no reference for %d of %d case(s) %s; no metrics for them", ref_dir,
+                    len(unmatched), len(names), short_list(unmatched, 5))
+    return matched
 
 
 def _reference_labels(path: Path, predictor: Any) -> np.ndarray:
@@ -188,6 +212,13 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str
     return "\n".join(lines)
 
 
+def _label(case: CaseFiles) -> str:
+    """How logs name a case: its file, or its name and channel files."""
+    if len(case.files) == 1:
+        return str(case.first)
+    return f"{case.name} ({', '.join(f.name for f in case.files)})"
+
+
 @dataclass
 class _Tally:
     """What a ``vmunet predict`` run did, case by case."""
@@ -200,7 +231,7 @@ class _Tally:
     metric_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _setup(args: argparse.Namespace) -> tuple[list[Path], list[str], Any]:
+def _setup(args: argparse.Namespace) -> tuple[list[CaseFiles], dict[str, Path], Any]:
     """Find the cases, check ``--reference`` and the output folder, load the checkpoint, refuse
     clashing case names -- everything that can be wrong before the first case is computed
     (raises a :class:`~vmunet.errors.VmunetError`)."""
@@ -210,52 +241,55 @@ def _setup(args: argparse.Namespace) -> tuple[list[Path], list[str], Any]:
     from vmunet.inference.predictor import Predictor
 
     try:
-        cases = io.find_cases(args.input)
+        found = io.find_cases(args.input)
     except FileNotFoundError as err:
         raise DataError(str(err)) from None
     if args.reference is not None and not args.reference.is_dir():
         raise ConfigError(f"--reference {args.reference} is not a folder")
-    names = [io.case_name(c) for c in cases]
+    predictor = Predictor.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                                          fill_nonfinite=args.fill_nonfinite)
+    pp = predictor.preprocessing
+    # channel files group into cases for volume models; a 2D model's channels live inside each image
+    cases = io.group_cases(found, pp["in_chans"] if pp["slice_axis"] is not None else 1, args.input)
+    names = [c.name for c in cases]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise DataError("several inputs share a case name, their outputs would collide: " + "; ".join(
-            f"{n}: " + ", ".join(str(c) for c in cases if io.case_name(c) == n) for n in clashes))
-    predictor = Predictor.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                                          fill_nonfinite=args.fill_nonfinite)
+            f"{n}: " + ", ".join(str(f) for c in cases if c.name == n for f in c.files) for n in clashes))
+    refs = match_references(args.reference, names) if args.reference is not None else {}
     ensure_writable_folder(args.output, "--output")
     log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
-    return cases, names, predictor
+    return cases, refs, predictor
 
 
-def _predict_case(args: argparse.Namespace, predictor: Any, case: Path, name: str, tally: _Tally) -> None:
+def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref: Path | None, tally: _Tally) -> None:
     """Predict one case (or reuse its up-to-date output), write label map and sidecar, score it
-    against its reference if there is one; raises on any failure of this case."""
+    against its reference ``ref`` if there is one; raises on any failure of this case."""
     from vmunet.data.fileio import write_json
 
-    out = args.output / f"{name}{args.suffix}{io.output_extension(case)}"
+    name, label = case.name, _label(case)
+    out = args.output / f"{name}{args.suffix}{io.output_extension(case.first)}"
     sidecar = args.output / f"{name}{args.suffix}.json"
-    ref = find_reference(args.reference, name) if args.reference is not None else None
-    if args.reference is not None and ref is None:
-        log.warning("%s: no reference for case %r in %s; no metrics for it", case, name, args.reference)
-    if out.resolve() == case.resolve():
+    if any(out.resolve() == f.resolve() for f in case.files):
         raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
     probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
-    key = _reuse_key(predictor, io.input_sha256(case))
+    key = _reuse_key(predictor, io.input_sha256(case.files))
     # the sidecar is written last: a label map without it is from an interrupted run
     if out.exists() and sidecar.exists() and not args.overwrite:
         reason = _stale_reason(sidecar, key, probs)
         if reason is None:
             tally.skipped += 1
-            log.info("%s: %s is up to date (same checkpoint, preprocessing, options and input), reused", case, out.name)
+            log.info("%s: %s is up to date (same checkpoint, preprocessing, options and input), reused", label, out.name)
             if ref is not None:
                 existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
                 tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor,
                                                    args.hd95)
             return
         tally.stale += 1
-        log.info("%s: recomputing %s: %s", case, out.name, reason)
+        log.info("%s: recomputing %s: %s", label, out.name, reason)
     t0 = time.perf_counter()
-    pred = predictor.predict_file(case, out, probabilities_path=probs, progress=True)
+    source = case.first if len(case.files) == 1 else list(case.files)
+    pred = predictor.predict_file(source, out, probabilities_path=probs, progress=True, name=name)
     write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0, key))
     tally.done += 1
     tally.slices += pred.num_slices
@@ -282,14 +316,14 @@ def run_predict(args: argparse.Namespace) -> int:
     raise a VmunetError (the dispatcher: exit status 2)."""
     from tqdm.auto import tqdm
 
-    cases, names, predictor = _setup(args)
+    cases, refs, predictor = _setup(args)
     tally = _Tally()
     t_start = time.perf_counter()
-    for case, name in tqdm(list(zip(cases, names, strict=True)), desc="cases", unit="case", file=sys.stderr):
+    for case in tqdm(cases, desc="cases", unit="case", file=sys.stderr):
         try:
-            _predict_case(args, predictor, case, name, tally)
+            _predict_case(args, predictor, case, refs.get(case.name), tally)
         except Exception as err:  # one bad case must not stop the others; reported by name at the end
-            tally.failed.append(str(case))
-            log.error("%s: failed: %s", case, err)
+            tally.failed.append(_label(case))
+            log.error("%s: failed: %s", _label(case), err)
             log.debug("traceback", exc_info=True)
     return _finish(args, predictor, tally, time.perf_counter() - t_start)

@@ -16,7 +16,11 @@ Supported inputs:
 
 Volumes (NIfTI, SimpleITK formats, DICOM) are read by the project's one scan I/O layer,
 :mod:`vmunet.data.volumes`, the same as training: case-insensitive suffixes, single-channel 3D
-only (a trailing axis of size 1 is dropped; other 4D files are refused).
+files (a trailing axis of size 1 is dropped; other 4D files are refused).
+
+Cases follow nnU-Net's naming (:func:`group_cases`, the rule of :mod:`vmunet.data.channels`):
+``case_0000.nii.gz`` is case ``case``; with a multi-channel model ``case_0000``, ``case_0001``,
+... are the channels of one case (:func:`read_case` stacks them on a trailing axis).
 
 "Original layout" below means the voxel index order of the file, ``[i, j, k]`` (nibabel's array
 order; for SimpleITK images ``GetArrayFromImage(img).transpose(2, 1, 0)``; for h5 cases the shape
@@ -31,6 +35,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from vmunet.data import volumes
+from vmunet.data.channels import CaseFiles, group_channels
 from vmunet.data.errors import DataError
 from vmunet.data.fileio import atomic_path, read_json
 
@@ -93,6 +99,21 @@ class Scan:
         if self.ornt is None:
             return data
         return volumes.from_ras(data, self.ornt)
+
+
+def group_cases(paths: list[Path], channels: int, where: str | os.PathLike) -> list[CaseFiles]:
+    """The cases among the inputs :func:`find_cases` found, named as nnU-Net names them.
+
+    Volume files ``<case>_NNNN<ext>`` are the channels of ``<case>`` (``channels`` of them, in
+    order; a missing one is a :class:`~vmunet.data.errors.DataError` naming the case and the
+    files expected). With one channel a file is a channel file only when its case has a ``_0000``
+    file, so ``scan_0007.nii.gz`` alone stays case ``scan_0007``; with several, every volume file
+    must be a channel file. Other inputs (DICOM folders, h5, 2D images) are cases of their own.
+    """
+    vols = [p for p in paths if p.is_file() and _has_ext(p, volumes.VOLUME_SUFFIXES)]
+    others = [CaseFiles(case_name(p), (p,)) for p in paths if p not in vols]
+    grouped = group_channels(vols, case_name, channels, where, strict=channels > 1) if vols else []
+    return sorted([*grouped, *others], key=lambda c: c.name)
 
 
 def case_name(path: str | os.PathLike) -> str:
@@ -196,6 +217,31 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
     return scan
 
 
+def read_case(files: str | os.PathLike | Sequence[str | os.PathLike], *, orientation: str | None = "RAS",
+              name: str | None = None) -> Scan:
+    """Read one case: a single scan (:func:`read_scan`), or the channel files of a multi-channel
+    volume (same grid and geometry required), stacked on a trailing axis: ``array`` (X, Y, Z, C)."""
+    paths = [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
+    if len(paths) == 1:
+        scan = read_scan(paths[0], orientation=orientation)
+        if name is not None:
+            scan.name = name
+        return scan
+    if orientation not in ("RAS", None):
+        raise ValueError(f"orientation must be 'RAS' or None, got {orientation!r}")
+    not_volumes = [p.name for p in paths if not _has_ext(p, volumes.VOLUME_SUFFIXES)]
+    if not_volumes:
+        raise ScanReadError(f"{paths[0]}: channels of a multi-channel case must be volume files "
+                            f"({', '.join(volumes.VOLUME_SUFFIXES)}), got {not_volumes}")
+    try:
+        first, stack = volumes.read_channels(paths)
+    except DataError as err:
+        raise ScanReadError(str(err)) from err
+    scan = Scan(name or case_name(paths[0]), paths[0], first.kind, np.moveaxis(stack, 0, -1), first.affine, None,
+                tuple(first.array.shape), first.template)
+    return _to_ras(scan) if orientation == "RAS" else scan
+
+
 def _scan(p: Path, name: str, vol: volumes.VolumeFile) -> Scan:
     return Scan(name, p, vol.kind, vol.array, vol.affine, None, vol.array.shape, vol.template)
 
@@ -297,11 +343,12 @@ def input_files(path: str | os.PathLike) -> list[Path]:
     return [p, *sorted(f for f in extra if f.is_file())]
 
 
-def input_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 over the bytes (and names) of every file a case is read from (:func:`input_files`):
-    what ``vmunet predict`` compares before reusing an existing output."""
+def input_sha256(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    """SHA-256 over the bytes (and names) of every file a case is read from (:func:`input_files`
+    of each channel file, in order): what ``vmunet predict`` compares before reusing an output."""
     digest = hashlib.sha256()
-    for f in input_files(path):
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    for f in (f for p in paths for f in input_files(p)):
         digest.update(f.name.encode() + b"\0")
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):

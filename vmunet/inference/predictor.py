@@ -8,7 +8,9 @@ Slice convention: the project's one, :func:`vmunet.data.preprocessing.volume_to_
 first, in-plane axes reversed), so an axial slice of the RAS volume ``(X, Y, Z)`` is an image with
 rows along Y and columns along X -- exactly ``h5["image"][z]`` of Synapse ``test_vol_h5``.
 
-Each slice is intensity-normalized (not Synapse h5 images: they are stored already windowed) and
+Each case is intensity-normalized channel by channel as training did
+(:func:`vmunet.data.preprocessing.normalize_channels`: per-case statistics come from the whole
+case, not the slice; not Synapse h5 images: they are stored already windowed) and
 segmented by the project's one slice inferer, :class:`vmunet.inference.slicewise.SliceInferer`
 (the same as validation and ``vmunet test``): resized to ``image_size`` (the record's
 ``image_interpolation``), run through the model (optionally with flip TTA, averaged on
@@ -22,7 +24,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from torch import nn
 
 from vmunet.data.preprocessing import (
     apply_intensity,
+    normalize_channels,
     slices_to_volume,
     validate_preprocessing,
     volume_to_slices,
@@ -195,9 +198,10 @@ class Predictor:
             return None
         if fill == WINDOW_MIN:
             intensity = self.preprocessing["intensity"]
-            if intensity["mode"] != "window":
+            if not isinstance(intensity, dict) or intensity["mode"] != "window":
+                mode = intensity["mode"] if isinstance(intensity, dict) else [i["mode"] for i in intensity]
                 raise ConfigError(f"fill_nonfinite {WINDOW_MIN!r} needs an intensity window, but this model's "
-                                  f"record has intensity mode {intensity['mode']!r}; give a number instead")
+                                  f"record has intensity mode {mode!r}; give a number instead")
             return float(intensity["window"][0])
         try:
             value = float(fill)
@@ -220,7 +224,7 @@ class Predictor:
         unit = "voxel(s)" if scan.is_volume else "pixel value(s)"
         on = ""
         if axis is not None:
-            bad_slices = int(np.count_nonzero(~finite.all(axis=tuple(a for a in range(3) if a != axis))))
+            bad_slices = int(np.count_nonzero(~finite.all(axis=tuple(a for a in range(finite.ndim) if a != axis))))
             on = f" on {bad_slices} slice(s)"
         if self._fill_raw is None:
             raise io.ScanReadError(
@@ -247,9 +251,10 @@ class Predictor:
         return out.labels, out.probabilities
 
     # ------------------------------------------------------------------ public API
-    def read(self, source: str | os.PathLike) -> io.Scan:
-        """Read a scan file/folder the way this model needs it (orientation from the record)."""
-        return io.read_scan(source, orientation=self.preprocessing["orientation"])
+    def read(self, source: str | os.PathLike | Sequence[str | os.PathLike], name: str | None = None) -> io.Scan:
+        """Read a scan file/folder, or the channel files of one case, the way this model needs it
+        (orientation from the record)."""
+        return io.read_case(source, orientation=self.preprocessing["orientation"], name=name)
 
     def predict_volume(self, volume: Any, *, return_probabilities: bool = False, progress: bool = False) -> Prediction:
         """Segment a volume: a numpy array (already in the model's orientation), a SimpleITK
@@ -276,15 +281,20 @@ class Predictor:
         if scan.is_volume:
             if pp["slice_axis"] is None:
                 raise io.ScanReadError(f"{where}: this model takes 2D images (slice_axis is null), got a 3D volume")
-            if pp["in_chans"] != 1:
-                raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel slices, got a single-channel volume")
-            if scan.array.ndim != 3:
+            if scan.array.ndim not in (3, 4):
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
+            chans = 1 if scan.array.ndim == 3 else scan.array.shape[-1]
+            if chans != pp["in_chans"]:
+                files = (f"; nnU-Net naming: {scan.name}_0000 ... _{pp['in_chans'] - 1:04d}"
+                         if pp["in_chans"] > 1 else "")
+                raise io.ScanReadError(f"{where}: this model takes {pp['in_chans']}-channel volumes, got {chans} "
+                                       f"channel(s){files}")
             _check_inplane(where, scan.array.shape, [a for a in range(3) if a != pp["slice_axis"]])
             arr, filled = self._finite(scan.array, scan, pp["slice_axis"])
+            channels = arr[None] if arr.ndim == 3 else np.moveaxis(arr, -1, 0)  # (C, X, Y, Z)
             # Synapse h5 images are stored after the intensity window: applying it twice would be wrong
-            norm = arr.astype(np.float32) if scan.normalized else apply_intensity(arr, pp["intensity"])
-            return volume_to_slices(norm, pp["slice_axis"])[:, None], pp["slice_axis"], filled
+            norm = channels.astype(np.float32) if scan.normalized else normalize_channels(channels, pp["intensity"])
+            return np.moveaxis(volume_to_slices(norm, pp["slice_axis"]), 0, 1), pp["slice_axis"], filled
         arr = scan.array
         chans = 1 if arr.ndim == 2 else arr.shape[-1]
         if pp["slice_axis"] is not None:
@@ -325,19 +335,21 @@ class Predictor:
 
     def predict_file(
         self,
-        in_path: str | os.PathLike,
+        in_path: str | os.PathLike | Sequence[str | os.PathLike],
         out_path: str | os.PathLike,
         *,
         probabilities_path: str | os.PathLike | None = None,
         progress: bool = False,
+        name: str | None = None,
     ) -> Prediction:
-        """Read a scan, segment it and write the label map (input geometry) to ``out_path``
-        (``.nii.gz`` for volumes, ``.png`` for 2D images); optionally the float16 probabilities
-        (``.npz``). Both are written atomically."""
-        scan = self.read(in_path)
+        """Read a scan (or the channel files of one case), segment it and write the label map
+        (input geometry) to ``out_path`` (``.nii.gz`` for volumes, ``.png`` for 2D images);
+        optionally the float16 probabilities (``.npz``). Both are written atomically."""
+        inputs = [in_path] if isinstance(in_path, (str, os.PathLike)) else list(in_path)
         out_path = Path(out_path)
-        if out_path.resolve() == Path(in_path).resolve():
+        if any(out_path.resolve() == Path(p).resolve() for p in inputs):
             raise ValueError(f"output {out_path} would overwrite the input; choose another folder or suffix")
+        scan = self.read(in_path, name=name)
         pred = self.predict_scan(scan, return_probabilities=probabilities_path is not None, progress=progress)
         io.write_label_map(scan, pred.labels_oriented, out_path)
         if probabilities_path is not None:

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import torch
 
+from vmunet.ops.cross_scan_fused import cross_merge_fused, cross_scan_fused, resolve_impl
+
 #: VMamba's four orders, in VMamba's order.
 VMAMBA_DIRECTIONS: tuple[str, ...] = ("h", "v", "h_flip", "v_flip")
 
@@ -116,6 +118,9 @@ def cross_scan(
     if x.dim() != 4:
         raise ValueError(f"cross_scan expects x of shape (B, C, H, W), got {tuple(x.shape)}")
     dirs = check_directions(directions)
+    impl = resolve_impl(x, dirs)  # VMUNET_CROSS_SCAN: fused kernels for the VMamba orders
+    if impl != "torch":
+        return cross_scan_fused(x, impl)
     return torch.stack([_scan_one(x, d) for d in dirs], dim=1)
 
 
@@ -129,6 +134,9 @@ def cross_merge(
             f"cross_merge expects y of shape (B, {len(dirs)}, C, {H * W}) for {len(dirs)} "
             f"directions on a {H}x{W} map, got {tuple(y.shape)}"
         )
+    impl = resolve_impl(y, dirs)  # VMUNET_CROSS_SCAN: fused kernels for the VMamba orders
+    if impl != "torch":
+        return cross_merge_fused(y, H, W, impl)
     out = _unscan_one(y[:, 0], H, W, dirs[0])
     for k in range(1, len(dirs)):
         out = out + _unscan_one(y[:, k], H, W, dirs[k])

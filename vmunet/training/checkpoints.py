@@ -20,7 +20,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from vmunet.data.fileio import atomic_path
-from vmunet.errors import VmunetError
+from vmunet.models.checkpoint import CheckpointError
 
 #: ``--ckpt_path`` values that Lightning resolves itself (not file paths)
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -32,8 +32,12 @@ def is_file_path(ckpt_path: object) -> bool:
     return bool(text) and text not in SPECIAL_CKPT_PATHS and "://" not in text and not text.startswith("registry:")
 
 
-class TrainingCheckpointError(VmunetError, ValueError):
-    """A ``--ckpt_path`` that cannot be used (names the file and what was expected)."""
+class TrainingCheckpointError(CheckpointError):
+    """A ``--ckpt_path`` that cannot be used (names the file and what was expected).
+
+    A :class:`~vmunet.models.checkpoint.CheckpointError` (so a ``WeightsError``, ``VmunetError``
+    and ``ValueError``): one family for every unusable checkpoint, whether it is read to train,
+    evaluate or predict; the narrower name says it came from a training run's ``--ckpt_path``."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

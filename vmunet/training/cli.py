@@ -12,7 +12,13 @@ instantiated data module into the model, so a config states them once. Always ad
 * unless ``trainer.logger`` is given: TensorBoard + CSV loggers sharing one run folder
   ``<trainer.default_root_dir>/version_N``, claimed atomically, or the checkpoint's own run
   folder when ``fit --ckpt_path`` resumes (:mod:`vmunet.training.runs`); checkpoints, config and
-  reports go there too.
+  reports go there too;
+* ``test`` / ``validate`` of a checkpoint in a run's ``checkpoints/`` folder write their reports
+  (and ``config.test.yaml``) into that run, with no loggers and no new ``version_N`` folder;
+  Lightning's own results table is off (``verbose`` false): ``vmunet test`` prints the project's
+  one table on stdout (:func:`run_lightning_cli`);
+* with ``trainer.enable_progress_bar: false``, one log line per epoch with the training loss
+  and validation Dice (:class:`~vmunet.training.progress.EpochLine`).
 
 A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
@@ -25,6 +31,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError
@@ -43,7 +50,13 @@ from vmunet.training.checkpoints import (
 )
 from vmunet.training.module import SegmentationModule
 from vmunet.training.noise import silence_lightning_notices
-from vmunet.training.runs import run_loggers, select_run_dir
+from vmunet.training.progress import EpochLine
+from vmunet.training.runs import (
+    discard_unused_run,
+    run_dir_of_checkpoint,
+    run_loggers,
+    select_run_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +81,25 @@ class VMUNetCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("test", "validate"):
+            parser.set_defaults(verbose=False)  # Lightning's 19-row table: run_lightning_cli prints ours
+        return parser
+
+    _fresh_run: Path | None = None
+
+    def _discard_fresh_run(self) -> None:
+        if self._fresh_run is not None:
+            discard_unused_run(self._fresh_run)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._discard_fresh_run()
+            raise
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
@@ -82,6 +114,10 @@ class VMUNetCLI(LightningCLI):
         except VmunetError:
             raise
         except (ValueError, TypeError) as err:
+            # our own error (bad data folder) wrapped by jsonargparse's Union check: say it plainly
+            wrapped = _find_vmunet_error(err)
+            if wrapped is not None:
+                raise wrapped.with_traceback(None) from None
             # a value the class refused (``--model.lr -1``): the user's setting, not a bug
             raise ConfigError(f"invalid configuration: {err}") from err
 
@@ -93,9 +129,18 @@ class VMUNetCLI(LightningCLI):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt
-        if cfg.get("logger") in (None, True) and "logger" not in kwargs:
+        evaluated = run_dir_of_checkpoint(ckpt_path) if self.subcommand in ("test", "validate") else None
+        if evaluated is not None and cfg.get("logger") in (None, True) and "logger" not in kwargs:
+            # reports next to the evaluated checkpoint, in its run; the run's own logs stay untouched
+            kwargs["logger"] = False
+            kwargs["default_root_dir"] = str(evaluated[0])
+            self.save_config_kwargs["config_filename"] = f"config.{self.subcommand}.yaml"
+            log.info("%s of %s: reports go to its run folder %s", self.subcommand, ckpt_path, evaluated[0])
+        elif cfg.get("logger") in (None, True) and "logger" not in kwargs:
             run_dir, version, resumed = select_run_dir(cfg.get("default_root_dir") or "runs",
                                                        ckpt_path if self.subcommand == "fit" else None)
+            if not resumed:
+                self._fresh_run = run_dir  # given back if the run fails before producing anything
             kwargs["logger"] = run_loggers(run_dir, version, resume_step if resumed else None)
             if resumed:
                 # the run's first config stays config.yaml; each resume records its own next to it
@@ -111,12 +156,18 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
+        if self.subcommand == "fit" and cfg.get("enable_progress_bar") is False:
+            callbacks.append(EpochLine())
         kwargs.setdefault("callbacks", callbacks)
         plugins = cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except BaseException:
+            self._discard_fresh_run()
+            raise
         if last is not None and last in trainer.callbacks and best in trainer.callbacks:
             # trainer.checkpoint_callback (ckpt_path="best") is the first ModelCheckpoint: the best one
             trainer.callbacks.remove(last)
@@ -124,11 +175,24 @@ class VMUNetCLI(LightningCLI):
         return trainer
 
 
-def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
+def _find_vmunet_error(err: BaseException) -> VmunetError | None:
+    seen: BaseException | None = err
+    for _ in range(20):  # cause chains are short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, VmunetError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def run_lightning_cli(argv: Sequence[str], print_results: bool = True) -> VMUNetCLI:
     """Run ``fit|validate|test`` with LightningCLI arguments, e.g. ``["fit", "--config", "x.yaml"]``.
 
     Returns the CLI object (``.trainer``, ``.model``, ``.datamodule``) for programmatic callers.
     Config errors exit with status 2 and a message naming the offending key (jsonargparse).
+    ``print_results``: ``test`` / ``validate`` print the results table on stdout (once; callers
+    that print their own summary pass False).
     """
     # known-harmless notices: `vmunet` passes sys.argv on explicitly; TensorBoard and CSV share a folder
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
@@ -140,13 +204,19 @@ def run_lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False
     try:
-        return _lightning_cli(argv)
+        cli = _lightning_cli(argv)
     except ArgumentError as exc:
         # A config typo: the error line first (jsonargparse would print an 85-line usage before it).
         sub = argv[0] if argv else "fit"
         print(f"vmunet {sub}: error: {exc}\n(`vmunet {sub} --help` lists the accepted options)",
               file=sys.stderr)
         raise SystemExit(2) from None
+    summary = getattr(cli.model, "last_summary", None)
+    if print_results and argv and argv[0] in ("test", "validate") and summary is not None:
+        from vmunet.training.reports import format_table
+
+        print(format_table(summary).rstrip())
+    return cli
 
 
 def _lightning_cli(argv: Sequence[str]) -> VMUNetCLI:

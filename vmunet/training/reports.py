@@ -94,7 +94,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def write_test_reports(summary: dict[str, Any], log_dir: str | os.PathLike, prefix: str = "test") -> dict[str, Path]:
-    """Write the JSON/CSV reports of an evaluation summary into ``log_dir``; log and print the table."""
+    """Write the JSON/CSV reports of an evaluation summary into ``log_dir`` and log where they went."""
     log_dir = Path(log_dir)
     written = {"json": write_json(log_dir / f"{prefix}_metrics.json", summary)}
     if summary.get("cases"):
@@ -102,6 +102,7 @@ def write_test_reports(summary: dict[str, Any], log_dir: str | os.PathLike, pref
         written["cases_csv"] = write_csv(log_dir / f"{prefix}_cases.csv", rows, CASE_FIELDS)
         written["per_class_csv"] = write_csv(log_dir / f"{prefix}_per_class.csv", per_class_rows(summary),
                                              PER_CLASS_FIELDS)
-    table = format_table(summary)
-    log.info("%s metrics written to %s\n%s", prefix, log_dir, table)
+    # the table itself is printed once, on stdout, by `vmunet test` (training.cli.run_lightning_cli)
+    log.info("%s reports written to %s: %s", prefix, log_dir, ", ".join(p.name for p in written.values()))
+    log.debug("%s\n%s", prefix, format_table(summary))
     return written

@@ -9,6 +9,9 @@
   the rows up to the checkpoint's step and the resumed run appends to it; TensorBoard hides the
   events the interrupted part logged after that step (``purge_step``). A checkpoint elsewhere
   starts a new folder (its best-score record is then not restored: Lightning's rule).
+* A run that fails before it has produced anything (bad data found in ``setup``, a trainer that
+  cannot be built) gives its fresh folder back (:func:`discard_unused_run`): no empty
+  ``version_N`` folders pile up from failed starts.
 * Under DDP only rank 0 claims; it passes the version to the processes it launches
   (``VMUNET_RUN_VERSION``); the other ranks' checkpoint and log folders are rank 0's anyway
   (Lightning broadcasts them).
@@ -71,6 +74,41 @@ def select_run_dir(root: str | Path, resume_from: str | Path | None) -> tuple[Pa
     path, n = claim_run_dir(root)
     os.environ[VERSION_ENV] = str(n)  # inherited by the DDP processes this one launches
     return path, n, False
+
+
+#: Files a run writes before its first step; a folder with nothing else holds no results.
+START_FILES = frozenset({"config.yaml", "hparams.yaml"})
+
+
+def discard_unused_run(run_dir: str | Path) -> bool:
+    """Remove a freshly claimed run folder that holds nothing but :data:`START_FILES`, TensorBoard
+    event files with no logged value and empty sub-folders (a failed start); True when removed. Anything else (a checkpoint, metrics, a
+    preview) keeps the folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not _is_rank_zero():
+        return False
+    files = [p for p in run_dir.rglob("*") if not p.is_dir()]
+    if any(p.parent != run_dir or not (p.name in START_FILES or _empty_event_file(p)) for p in files):
+        return False
+    for p in files:
+        p.unlink()
+    for d in sorted((p for p in run_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    run_dir.rmdir()
+    log.info("the run failed before it started: removed its empty folder %s", run_dir)
+    return True
+
+
+def _empty_event_file(path: Path) -> bool:
+    """A TensorBoard event file holding no logged value (only the header its writer opens with)."""
+    if not path.name.startswith("events.out.tfevents."):
+        return False
+    try:
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+        return not any(e.HasField("summary") or e.HasField("graph_def") for e in EventFileLoader(str(path)).Load())
+    except Exception:  # unreadable or no tensorboard: keep the folder rather than guess
+        return False
 
 
 def _number(text: str) -> int | float:

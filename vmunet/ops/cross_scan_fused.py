@@ -1,0 +1,187 @@
+"""Fused cross-scan / cross-merge for VMamba's four orders (h, v, h_flip, v_flip), selectable.
+
+The default cross-scan (:mod:`vmunet.ops.cross_scan`) is built from views, ``flip``, ``reshape``
+and ``torch.stack``; autograd then records every step, and forward and backward each allocate
+several full-size temporaries (a transposed copy, flipped copies, the stack, one tensor per
+addition of the merge). VMamba replaced this with autograd Functions whose backward is the other
+operation (the gradient of a scan is a merge, and of a merge a scan) and with Triton kernels that
+read the input once and write the four sequences directly (MzeroMiko/VMamba,
+classification/models/csm_triton.py: ``CrossScanF``/``CrossMergeF`` and
+``CrossScanTritonF``/``CrossMergeTritonF``); it reports about -17% step time from this.
+
+Implementations (``impl``):
+
+* ``"torch"``: the default cross-scan of :mod:`vmunet.ops.cross_scan`, unchanged.
+* ``"function"``: :class:`CrossScanFn` / :class:`CrossMergeFn`, plain PyTorch, any device and
+  dtype; the same values as ``"torch"`` bit for bit in the forward (the merge adds in the same
+  order), gradients equal up to the order of the four additions.
+* ``"triton"``: :mod:`vmunet.ops.cross_scan_triton`, for CUDA tensors (CPU tensors only under
+  ``TRITON_INTERPRET=1``); where it cannot run, ``"function"`` is used instead.
+* ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"function"``.
+
+Chosen per process: the environment variable ``VMUNET_CROSS_SCAN`` (read on first use), or
+:func:`set_cross_scan_impl` / :func:`use_cross_scan_impl`. The default stays ``"torch"`` until a
+GPU measurement (benchmarks/gpu_check.py, section ``cross_scan``) shows the fused path is faster.
+Any other set of scan orders always takes ``"torch"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+IMPLS: tuple[str, ...] = ("torch", "function", "triton", "auto")
+ENV = "VMUNET_CROSS_SCAN"
+#: the only orders the fused path knows (VMamba's, in VMamba's order)
+FUSED_DIRECTIONS: tuple[str, ...] = ("h", "v", "h_flip", "v_flip")
+logger = logging.getLogger(__name__)
+_selected: str | None = None  # None: not chosen yet (then the environment variable decides)
+
+
+def _check_impl(name: str, where: str) -> str:
+    if name not in IMPLS:
+        raise ValueError(f"{where}: unknown cross-scan implementation {name!r}; choose from {IMPLS}")
+    return name
+
+
+def cross_scan_impl() -> str:
+    """The implementation chosen for this process (``VMUNET_CROSS_SCAN``, default ``"torch"``)."""
+    global _selected
+    if _selected is None:
+        _selected = _check_impl(os.environ.get(ENV, "torch") or "torch", ENV)
+    return _selected
+
+
+def set_cross_scan_impl(name: str) -> None:
+    """Choose the cross-scan implementation for this process (one of :data:`IMPLS`)."""
+    global _selected
+    _selected = _check_impl(name, "set_cross_scan_impl")
+
+
+@contextlib.contextmanager
+def use_cross_scan_impl(name: str) -> Iterator[None]:
+    """Inside the block, cross-scan and cross-merge use ``name`` (forward and backward)."""
+    before = cross_scan_impl()
+    set_cross_scan_impl(name)
+    try:
+        yield
+    finally:
+        set_cross_scan_impl(before)
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when the Triton cross-scan kernels import (they still need CUDA tensors, or the
+    interpreter, to run)."""
+    try:
+        import vmunet.ops.cross_scan_triton  # noqa: F401
+    except Exception as exc:  # ImportError, or a triton that fails to load
+        logger.debug("triton cross-scan unavailable: %s", exc)
+        return False
+    return True
+
+
+def _triton_runs_on(t: Tensor) -> bool:
+    if not triton_available():
+        return False
+    from vmunet.ops.cross_scan_triton import runs_on
+
+    return runs_on(t)
+
+
+def resolve_impl(t: Tensor, directions: Sequence[str]) -> str:
+    """The implementation that actually runs for tensor ``t`` and these scan orders."""
+    impl = cross_scan_impl()
+    if impl == "torch" or tuple(directions) != FUSED_DIRECTIONS:
+        return "torch"
+    if impl == "auto":
+        return "triton" if t.is_cuda and _triton_runs_on(t) else "function"
+    if impl == "triton" and not _triton_runs_on(t):
+        return "function"
+    return impl
+
+
+# ------------------------------------------------------------------------------------------------
+# plain PyTorch, one autograd node each: the scan's backward is a merge and the merge's a scan
+# ------------------------------------------------------------------------------------------------
+def scan4(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, 4, C, H*W) in the orders h, v, h_flip, v_flip (no autograd graph)."""
+    B, C, H, W = x.shape
+    L = H * W
+    y = x.new_empty((B, 4, C, L))
+    y[:, 0].view(B, C, H, W).copy_(x)
+    y[:, 1].view(B, C, W, H).copy_(x.transpose(2, 3))
+    # torch has no negative strides: the two reversed orders take one temporary, as in VMamba
+    y[:, 2:4].copy_(y[:, 0:2].flip(-1))
+    return y
+
+
+def merge4(y: Tensor, H: int, W: int) -> Tensor:
+    """(B, 4, C, H*W) -> (B, C, H*W): sum of the four sequences in row-major order, added in the
+    order h, v, h_flip, v_flip as :func:`vmunet.ops.cross_scan.cross_merge` does (same rounding)."""
+    B, _, C, L = y.shape
+    out = y.new_empty((B, C, H, W))
+    torch.add(y[:, 0].view(B, C, H, W), y[:, 1].view(B, C, W, H).transpose(2, 3), out=out)
+    rev = y[:, 2:4].flip(-1)  # the one temporary
+    out.add_(rev[:, 0].view(B, C, H, W))
+    out.add_(rev[:, 1].view(B, C, W, H).transpose(2, 3))
+    return out.view(B, C, L)
+
+
+class CrossScanFn(torch.autograd.Function):
+    """x (B, C, H, W) -> (B, 4, C, H*W); backward: the merge of the upstream gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.hw = x.shape[2:]
+        return scan4(x)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> Tensor:
+        H, W = ctx.hw
+        dx = merge4(dy.contiguous(), H, W)
+        return dx.view(dy.shape[0], dy.shape[2], H, W)
+
+
+class CrossMergeFn(torch.autograd.Function):
+    """y (B, 4, C, H*W) -> (B, C, H*W); backward: the scan of the upstream gradient."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, H: int, W: int) -> Tensor:
+        ctx.hw = (H, W)
+        return merge4(y.contiguous(), H, W)
+
+    @staticmethod
+    def backward(ctx, dout: Tensor) -> tuple[Tensor, None, None]:
+        H, W = ctx.hw
+        B, C, _ = dout.shape
+        return scan4(dout.reshape(B, C, H, W)), None, None
+
+
+def cross_scan_fused(x: Tensor, impl: str) -> Tensor:
+    """Cross-scan of ``x`` (B, C, H, W) in the four VMamba orders with ``impl`` ("function" or
+    "triton"): (B, 4, C, H*W)."""
+    if impl == "triton":
+        from vmunet.ops.cross_scan_triton import CrossScanTritonFn
+
+        return CrossScanTritonFn.apply(x)
+    if impl == "function":
+        return CrossScanFn.apply(x)
+    raise ValueError(f"cross_scan_fused: impl must be 'function' or 'triton', got {impl!r}")
+
+
+def cross_merge_fused(y: Tensor, H: int, W: int, impl: str) -> Tensor:
+    """Cross-merge of ``y`` (B, 4, C, H*W) with ``impl`` ("function" or "triton"): (B, C, H*W)."""
+    if impl == "triton":
+        from vmunet.ops.cross_scan_triton import CrossMergeTritonFn
+
+        return CrossMergeTritonFn.apply(y, H, W)
+    if impl == "function":
+        return CrossMergeFn.apply(y, H, W)
+    raise ValueError(f"cross_merge_fused: impl must be 'function' or 'triton', got {impl!r}")
