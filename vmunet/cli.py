@@ -3,16 +3,17 @@
 ``fit`` / ``validate`` / ``test`` go to LightningCLI (YAML configs in ``experiments/``); the other
 subcommands are plain argparse commands, each defined next to the code it drives:
 
-=========  ===================================  =====================================
-command    module                               what it does
-=========  ===================================  =====================================
-predict    ``vmunet.inference.commands``        segment scans, write NIfTI
-prepare    ``vmunet.data.commands``             raw download -> training layout
-synth      ``vmunet.data.commands``             write synthetic data sets
-info       ``vmunet.models.commands``           parameters / FLOPs / memory of a model
-weights    ``vmunet.models.commands``           ``weights inspect FILE``: layout, load plan
-data       ``vmunet.data.examples_commands``    fetch real example scans (opt-in download)
-=========  ===================================  =====================================
+=========  =====================================  =====================================
+command    module                                 what it does
+=========  =====================================  =====================================
+predict    ``vmunet.inference.commands``          segment scans, write NIfTI
+prepare    ``vmunet.data.commands``               raw download -> training layout
+synth      ``vmunet.data.commands``               write synthetic data sets
+info       ``vmunet.models.commands``             parameters / FLOPs / memory of a model
+weights    ``vmunet.models.commands``             ``weights inspect FILE``: layout, load plan
+data       ``vmunet.data.examples_commands``      fetch real example scans (opt-in download)
+ablate     ``vmunet.training.ablation_commands``  train over direction sets / models, tabulate
+=========  =====================================  =====================================
 
 Each command module exposes ``add_parsers(subparsers)``; subcommands set ``func`` to a callable
 taking the parsed namespace and returning an exit status.
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     "vmunet.data.commands",
     "vmunet.models.commands",
     "vmunet.data.examples_commands",
+    "vmunet.training.ablation_commands",
 )
 
 

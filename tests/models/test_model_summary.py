@@ -96,8 +96,8 @@ def test_info_command_prints_params_and_macs(capsys):
 
 def test_info_list_and_unknown_model(capsys):
     status, out = _run_cli(["info", "--list"], capsys)
-    assert status == 0 and out.split()[0] == "vmunet" and "vmunet_test" in out
+    assert status == 0 and out.split()[0] == "mamba_unet" and "vmunet_test" in out
     from vmunet.cli import main
 
     assert main(["info", "nope"]) == 2  # one line, no traceback (tests/test_cli_errors.py has the rest)
-    assert capsys.readouterr().err.startswith("vmunet info: error: unknown model 'nope'; available: vmunet, vmunet_deep")
+    assert capsys.readouterr().err.startswith("vmunet info: error: unknown model 'nope'; available: mamba_unet, swin_umamba, vmunet, vmunet_deep")

@@ -48,7 +48,8 @@ class SS2D(nn.Module):
         dt_min, dt_max, dt_init, dt_scale, dt_init_floor: Mamba's delta initialisation.
         dropout: dropout on the output.
         conv_bias, bias: bias of the depthwise conv / of in_proj and out_proj.
-        directions: scan orders (names from ``vmunet.ops.DIRECTIONS``); K = len(directions).
+        directions: scan orders (names from ``vmunet.ops.cross_scan``, e.g. ``h``, ``hilbert``,
+            ``local4``); K = len(directions).
         scan_backend: selective-scan backend, "auto" | "torch" | "numba" | "ref" | "cuda".
     """
 

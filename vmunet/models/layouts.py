@@ -7,6 +7,13 @@ layout                   recognised by                                          
                          bare or in a Lightning ``state_dict`` under ``model.``
 ``vmunet_original``      VM-UNet's ``VMUNet.state_dict()``: keys ``vmunet.*``          by name
                          (optionally under ``model_state_dict``)
+``vmunet_v2``            ours, VM-UNet-V2: its SDI decoder keys (``sdi_1.``, ...)     by name
+``vmunet_v2_original``   VM-UNet-V2's ``VMUNetV2.state_dict()``: ``vmunet.*`` encoder  by name; keys of
+                         keys plus the SDI decoder's                                 modules it never
+                                                                                     uses skipped
+``mamba_unet_original``  Mamba-UNet's ``MambaUnet.state_dict()``: keys ``mamba_unet.*``  by name
+``swin_umamba``          Swin-UMamba (ours or the original's, also an nnU-Net           by name
+                         checkpoint's ``network_weights``): keys ``vssm_encoder.*``
 ``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
                          ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
                                                                                      mirrored decoder
@@ -41,6 +48,10 @@ ENTRIES = ("auto", "model", "model_ema")
 LAYOUTS = {
     "vmunet": "this project's VM-UNet",
     "vmunet_original": "the original VM-UNet code's VMUNet",
+    "vmunet_v2": "this project's VM-UNet-V2",
+    "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
+    "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
+    "swin_umamba": "Swin-UMamba (this project's or the original's)",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
     "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
     "vmamba_v2": "later VMamba (v2/v3) model",
@@ -48,6 +59,8 @@ LAYOUTS = {
 }
 
 _BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
+#: top-level modules of VM-UNet-V2's SDI decoder (ours and the original's)
+_V2_DECODER = ("sdi_1.", "Translayer_1.")
 _V0_BLOCK_PARTS = {"ln_1", "self_attention"}
 _NEW_BLOCK_PARTS = {"norm", "op"}
 #: later VMamba names -> v0 names: the inverse of ``change_name`` in VMamba's
@@ -91,14 +104,18 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
     if entry not in ENTRIES:
         raise WeightsError(f"weights entry must be one of {', '.join(ENTRIES)}, got {entry!r}")
     state, used, dropped = _unwrap(ckpt, entry, where)
+    if any(k.startswith(_V2_DECODER) for k in state):
+        if not any(k.startswith("vmunet.") for k in state):
+            return Detected("vmunet_v2", state, used, dropped)
+        # VMUNetV2 holds its VMamba encoder as ``self.vmunet``, the SDI decoder at the top level
+        return Detected("vmunet_v2_original", {k.removeprefix("vmunet."): v for k, v in state.items()},
+                        used, dropped)
+    if any(k.startswith("vssm_encoder.") for k in state):
+        return Detected("swin_umamba", state, used, dropped)
+    if any(k.startswith("mamba_unet.") for k in state):
+        return _strip("mamba_unet_original", "mamba_unet.", "Mamba-UNet", state, used, dropped)
     if any(k.startswith("vmunet.") for k in state):
-        kept = {}
-        for k, v in state.items():
-            if k.startswith("vmunet."):
-                kept[k[len("vmunet."):]] = v
-            else:
-                dropped.append((k, "not under the original VM-UNet's 'vmunet.' prefix"))
-        return Detected("vmunet_original", kept, used, dropped)
+        return _strip("vmunet_original", "vmunet.", "VM-UNet", state, used, dropped)
     if any(k.startswith(("layers_up.", "final_conv.", "final_up.")) for k in state):
         return Detected("vmunet", state, used, dropped)
     parts = {m.group(1) for k in state if (m := _BLOCK.match(k))}
@@ -115,6 +132,18 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
         return Detected("vmamba_v0_new_names", renamed, used, dropped, notes=[note])
     sample = sorted(state)[:4]
     return Detected("unknown", state, used, dropped, features=["keys like " + ", ".join(sample)])
+
+
+def _strip(layout: str, prefix: str, name: str, state: dict[str, Tensor], used: str,
+           dropped: list[tuple[str, str]]) -> Detected:
+    """The keys under a wrapper module's ``prefix``, without it; the others dropped."""
+    kept = {}
+    for k, v in state.items():
+        if k.startswith(prefix):
+            kept[k[len(prefix):]] = v
+        else:
+            dropped.append((k, f"not under the original {name}'s {prefix!r} prefix"))
+    return Detected(layout, kept, used, dropped)
 
 
 def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str
@@ -147,6 +176,8 @@ def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str
         return state, "state_dict", dropped
     if is_state_dict(ckpt.get("model_state_dict")):  # the original VM-UNet training script's wrapper
         return dict(ckpt["model_state_dict"]), "model_state_dict", dropped
+    if is_state_dict(ckpt.get("network_weights")):  # nnU-Net's checkpoints (Swin-UMamba)
+        return dict(ckpt["network_weights"]), "network_weights", dropped
     if is_state_dict(ckpt):
         return dict(ckpt), "(top level)", dropped
     raise WeightsError(

@@ -10,7 +10,10 @@ from typing import Any
 
 from torch import nn
 
+from vmunet.models.mamba_unet import MambaUNet
+from vmunet.models.swin_umamba import SwinUMamba
 from vmunet.models.vmunet import VMUNet
+from vmunet.models.vmunet_v2 import VMUNetV2
 from vmunet.models.weights import load_weights
 
 
@@ -25,6 +28,16 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {
+    "mamba_unet": ModelSpec(
+        MambaUNet,
+        dict(depths=(2, 2, 2, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
+        "Mamba-UNet (Wang et al. 2024): VSS blocks in the Swin-UNet layout, concatenated skips + Linear",
+    ),
+    "swin_umamba": ModelSpec(
+        SwinUMamba,
+        dict(depths=(2, 2, 9, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
+        "Swin-UMamba (Liu et al. 2024): conv stem + VMamba-T v0 encoder, MONAI UNETR decoder",
+    ),
     "vmunet": ModelSpec(
         VMUNet,
         dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), dims=(96, 192, 384, 768),
@@ -42,6 +55,12 @@ _REGISTRY: dict[str, ModelSpec] = {
         dict(depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(16, 32, 64, 128),
              d_state=4, drop_path_rate=0.1),
         "tiny VM-UNet for tests and smoke runs",
+    ),
+    "vmunet_v2": ModelSpec(
+        VMUNetV2,
+        dict(depths=(2, 2, 9, 2), dims=(96, 192, 384, 768), mid_channels=48, deep_supervision=True,
+             d_state=16, drop_path_rate=0.2),
+        "VM-UNet-V2 (Zhang et al. 2024): VMamba-T v0 encoder, SDI decoder, fused deep supervision",
     ),
 }
 

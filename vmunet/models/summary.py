@@ -129,9 +129,10 @@ def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...], train: b
 
     try:
         # a tiny warm-up first, so one-off lazy initialisation (kernels, thread pools, imported
-        # scan backends) is not counted
+        # scan backends) is not counted; batch 2, as BatchNorm (VM-UNet-V2) cannot train on
+        # one value per channel
         m = int(getattr(model, "size_multiple", 32))
-        run(torch.randn(1, input_shape[1], m, m))
+        run(torch.randn(2, input_shape[1], m, m))
         x = torch.randn(input_shape)
         gc.collect()
         _release_free_heap()

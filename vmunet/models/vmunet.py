@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
 from vmunet.layers import (
-    SS2D,
     FinalPatchExpand,
     PatchEmbed,
     PatchExpand,
@@ -24,7 +22,9 @@ from vmunet.layers import (
     VSSBlock,
     init_vmunet_weights,
 )
+from vmunet.models.common import check_and_pad, set_scan_backend
 from vmunet.ops import VMAMBA_DIRECTIONS
+from vmunet.ops.cross_scan import check_directions
 
 
 class VSSStage(nn.Module):
@@ -42,14 +42,19 @@ class VSSStage(nn.Module):
         )
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.upsample is not None:
-            x = self.upsample(x)
+    def forward_blocks(self, x: Tensor) -> Tensor:
+        """The VSS blocks alone."""
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
                 x = torch_checkpoint.checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.upsample is not None:
+            x = self.upsample(x)
+        x = self.forward_blocks(x)
         if self.downsample is not None:
             x = self.downsample(x)
         return x
@@ -66,6 +71,33 @@ def _as_list(name: str, value: int | Sequence[int], n: int | None = None) -> lis
     return values
 
 
+def stage_directions(directions: Sequence[str] | Sequence[Sequence[str]], num_stages: int
+                     ) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """Scan orders of each encoder and decoder stage: ``(encoder, decoder)``, ``num_stages`` each.
+
+    ``directions`` is one list of order names for every stage (``["h", "v", "h_flip", "v_flip"]``)
+    or one list per stage, ``2 * num_stages`` lists: the encoder stages shallow to deep, then the
+    decoder stages in ``layers_up`` order (deepest first).
+    """
+    if isinstance(directions, str) or not isinstance(directions, Sequence) or not directions:
+        raise ValueError(f"VMUNet: directions must be a list of scan-order names or one such list per "
+                         f"stage, got {directions!r}")
+    nested = [not isinstance(d, str) and isinstance(d, Sequence) for d in directions]
+    try:
+        if not any(nested):
+            one = check_directions(directions)
+            return [one] * num_stages, [one] * num_stages
+        if not all(nested) or len(directions) != 2 * num_stages:
+            raise ValueError(
+                f"expected one list of names for all stages or {2 * num_stages} lists (one per stage: "
+                f"{num_stages} encoder, then {num_stages} decoder, deepest first), got {len(directions)} "
+                f"entries of which {sum(nested)} are lists")
+        per_stage = [check_directions(d) for d in directions]
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"VMUNet: directions: {err}") from None
+    return per_stage[:num_stages], per_stage[num_stages:]
+
+
 class VMUNet(nn.Module):
     """VM-UNet: (B, in_chans, H, W) -> logits (B, num_classes, H, W).
 
@@ -76,7 +108,10 @@ class VMUNet(nn.Module):
         depths_decoder: VSS blocks per decoder stage, deepest first.
         dims: channels per encoder stage (an int ``d`` means ``d, 2d, 4d, ...``); the decoder
             mirrors them.
-        d_state, d_conv, expand, dt_rank, directions: SS2D settings (see ``vmunet.layers.SS2D``).
+        d_state, d_conv, expand, dt_rank: SS2D settings (see ``vmunet.layers.SS2D``).
+        directions: scan orders (names in ``vmunet.ops.cross_scan``): one list for every stage,
+            or one list per stage -- ``2 * len(depths)`` lists, the encoder stages then the decoder
+            stages deepest first (see :func:`stage_directions`).
         patch_size: patch-embedding stride.
         drop_rate: dropout after the patch embedding. attn_drop_rate: dropout inside SS2D.
         drop_path_rate: stochastic depth, linspace(0, rate) over encoder blocks and the reversed
@@ -98,7 +133,7 @@ class VMUNet(nn.Module):
         d_conv: int = 3,
         expand: float = 2,
         dt_rank: int | str = "auto",
-        directions: Sequence[str] = VMAMBA_DIRECTIONS,
+        directions: Sequence[str] | Sequence[Sequence[str]] = VMAMBA_DIRECTIONS,
         patch_size: int = 4,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
@@ -121,13 +156,14 @@ class VMUNet(nn.Module):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"VMUNet: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         dims_decoder = dims[::-1]
+        directions_encoder, directions_decoder = stage_directions(directions, n)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.pad_to_multiple = pad_to_multiple
         self.size_multiple = patch_size * 2 ** (n - 1)
 
         block_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
-                            directions=tuple(directions), scan_backend=scan_backend,
+                            scan_backend=scan_backend,
                             attn_drop_rate=attn_drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         dpr_dec = torch.linspace(0, drop_path_rate, sum(depths_decoder)).tolist()[::-1]
@@ -140,14 +176,14 @@ class VMUNet(nn.Module):
             self.layers.append(VSSStage(
                 dims[i], depths[i], dpr[s:s + depths[i]],
                 downsample=PatchMerging(dims[i], dims[i + 1]) if i < n - 1 else None,
-                use_checkpoint=use_checkpoint, **block_kwargs))
+                use_checkpoint=use_checkpoint, directions=directions_encoder[i], **block_kwargs))
         self.layers_up = nn.ModuleList()
         for i in range(n):
             s = sum(depths_decoder[:i])
             self.layers_up.append(VSSStage(
                 dims_decoder[i], depths_decoder[i], dpr_dec[s:s + depths_decoder[i]],
                 upsample=PatchExpand(dims_decoder[i - 1], dims_decoder[i]) if i > 0 else None,
-                use_checkpoint=use_checkpoint, **block_kwargs))
+                use_checkpoint=use_checkpoint, directions=directions_decoder[i], **block_kwargs))
         self.final_up = FinalPatchExpand(dims[0], scale=patch_size)
         self.final_conv = nn.Conv2d(dims[0] // patch_size, num_classes, kernel_size=1)
         self.apply(init_vmunet_weights)
@@ -155,22 +191,7 @@ class VMUNet(nn.Module):
     def set_scan_backend(self, backend: str) -> None:
         """Switch the selective-scan backend of every SS2D ("auto" | "torch" | "numba" | "ref" |
         "cuda" | "triton")."""
-        for m in self.modules():
-            if isinstance(m, SS2D):
-                m.scan_backend = backend
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"VMUNet expects input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
-        H, W = x.shape[-2:]
-        m = self.size_multiple
-        if (H % m or W % m) and not self.pad_to_multiple:
-            raise ValueError(
-                f"VMUNet: input height and width must be multiples of {m}, got {H}x{W}; "
-                f"resize the input or build the model with pad_to_multiple=True"
-            )
+        set_scan_backend(self, backend)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Encoder: (B, C, H, W) -> deepest map (B, H/32, W/32, dims[-1]) and the stage inputs."""
@@ -188,15 +209,9 @@ class VMUNet(nn.Module):
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        H, W = x.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = -H % m, -W % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x, H, W = check_and_pad(x, name="VMUNet", in_chans=self.in_chans, multiple=self.size_multiple,
+                                pad=self.pad_to_multiple)
         x, skips = self.forward_features(x)
         x = self.forward_features_up(x, skips)
         logits = self.final_conv(self.final_up(x).permute(0, 3, 1, 2))
-        if pad_h or pad_w:
-            logits = logits[..., :H, :W]
-        return logits
+        return logits[..., :H, :W]

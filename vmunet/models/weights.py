@@ -4,6 +4,14 @@ Files are read without running code from them (``vmunet.models.safe_load``). Map
 
 * ``vmunet``, ``vmunet_original``: by name; names and shapes are ours (222 tensors for the paper
   config). Missing or unexpected keys are errors when strict.
+* ``mamba_unet_original``: by name (Mamba-UNet's names are ours); missing/unexpected keys are
+  errors when strict.
+* ``swin_umamba`` (ours and the original's: the same names): by name; the original's
+  deep-supervision heads are skipped (``original_unused()``). VMamba v0 weights go into its
+  encoder by the model's ``vmamba_targets`` renaming (the original's ``load_pretrained_ckpt``).
+* ``vmunet_v2``, ``vmunet_v2_original``: by name, like ``vmunet``; the original's keys of modules
+  it builds but never uses (the model's ``original_unused()``: e.g. its last encoder stage) are
+  skipped with that reason.
 * ``vmamba_v0`` (and ``vmamba_v0_new_names`` after renaming): the encoder by name, and each
   encoder block also into the mirrored decoder stage ``n-1-i`` (VM-UNet's ``load_from``);
   the ImageNet ``norm``/``head`` and blocks beyond the model's depth are skipped. A key that fits
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 _PATCH_EMBED = "patch_embed.proj.weight"
 #: layouts whose every tensor maps by name onto ours (so missing/unexpected keys are problems)
-_COMPLETE = ("vmunet", "vmunet_original")
+_COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original", "mamba_unet_original",
+             "swin_umamba")
 
 
 @dataclass
@@ -104,14 +113,22 @@ _NO_NAME = "no parameter of that name in the model"
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(blocks\.(\d+)\.|downsample\.)")
 
 
-def _vmamba_targets(key: str, model_keys: set[str], n_stages: int) -> tuple[list[str], str]:
+def _vmamba_targets(key: str, model_keys: set[str], n_stages: int,
+                    rename: Callable[[str], tuple[str | None, str]] | None = None) -> tuple[list[str], str]:
     """Model keys a VMamba key initialises (encoder by name, blocks also into the mirrored
-    decoder stage), or ([], why it is skipped)."""
-    if key.startswith(("head.", "norm.", "classifier.")):
+    decoder stage), or ([], why it is skipped). A model with its own VMamba names (its
+    ``vmamba_targets``, passed as ``rename``) gets the renamed key only, no mirroring."""
+    if rename is not None:
+        name, why = rename(key)
+        if name is None:
+            return [], why
+    elif key.startswith(("head.", "norm.", "classifier.")):
         return [], "ImageNet classifier part (norm/head), unused by VM-UNet"
-    targets = [key] if key in model_keys else []
+    else:
+        name = key
+    targets = [name] if name in model_keys else []
     m = _LAYER_KEY.match(key)
-    if m and m.group(3) is not None:
+    if m and m.group(3) is not None and rename is None:
         stage = int(m.group(1))
         dec = f"layers_up.{n_stages - 1 - stage}." + key[len(f"layers.{stage}."):]
         if stage < n_stages and dec in model_keys:
@@ -145,7 +162,9 @@ def plan_weights(model: nn.Module, ckpt: Mapping[str, Any], *, entry: str = "aut
             f"detected layout {found.layout}: {found.description}; its tensors are not VM-UNet's "
             "(VMamba v0 blocks: ln_1 + self_attention, d_state 16, patch-merging downsample)"
         )
-    assign = _match(found, own, len(getattr(model, "layers", ())), report)
+    unused = model.original_unused() if hasattr(model, "original_unused") else []
+    assign = _match(found, own, len(getattr(model, "layers", ())), report, unused,
+                    getattr(model, "vmamba_targets", None))
     report.loaded = [k for k in own if k in assign]
     report.missing = [k for k in own if k not in assign]
     if found.layout in _COMPLETE:
@@ -155,13 +174,18 @@ def plan_weights(model: nn.Module, ckpt: Mapping[str, Any], *, entry: str = "aut
     return report, assign
 
 
-def _match(found: Detected, own: Mapping[str, Tensor], n_stages: int, report: LoadReport
+def _match(found: Detected, own: Mapping[str, Tensor], n_stages: int, report: LoadReport,
+           unused: list[tuple[str, str]], rename: Callable[[str], tuple[str | None, str]] | None
            ) -> dict[str, Tensor]:
     vmamba = found.layout.startswith("vmamba")
     assign: dict[str, Tensor] = {}
     for key, value in found.state.items():
+        why_unused = next((why for prefix, why in unused if key.startswith(prefix)), None)
+        if why_unused is not None and key not in own:
+            report.skipped.append((key, why_unused))
+            continue
         if vmamba:
-            targets, why = _vmamba_targets(key, set(own), n_stages)
+            targets, why = _vmamba_targets(key, set(own), n_stages, rename)
             if not targets and why == _NO_NAME and found.layout != "vmamba_v2":
                 report.problems.append(f"unexpected key {key}")
         else:

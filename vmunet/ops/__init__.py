@@ -1,6 +1,13 @@
 """Core operators: the selective scan (S6) and the 2D cross-scan."""
 
-from vmunet.ops.cross_scan import DIRECTIONS, VMAMBA_DIRECTIONS, cross_merge, cross_scan, scan_order
+from vmunet.ops.cross_scan import (
+    DIRECTIONS,
+    VMAMBA_DIRECTIONS,
+    cross_merge,
+    cross_scan,
+    is_direction,
+    scan_order,
+)
 from vmunet.ops.selective_scan import (
     BACKENDS,
     cuda_available,
@@ -17,6 +24,7 @@ __all__ = [
     "cross_merge",
     "cross_scan",
     "cuda_available",
+    "is_direction",
     "numba_available",
     "resolve_backend",
     "scan_order",

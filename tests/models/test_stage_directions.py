@@ -1,0 +1,77 @@
+"""Scan orders per stage: one list for every stage or one per stage (encoder, then decoder deepest
+first), validated by name, recorded in training checkpoints and rebuilt from them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vmunet.layers import SS2D
+from vmunet.models import create_model
+from vmunet.models.checkpoint import model_from_checkpoint
+
+GLOBAL = ["h", "v", "h_flip", "v_flip"]
+PER_STAGE = [["h", "v"], ["snake_h", "hilbert"], ["local2", "cyc_d", "h"], ["v"],          # encoder 0..3
+             ["v_flip"], ["local2_t", "d"], ["hilbert_t", "snake_v_flip"], ["h", "ad"]]    # decoder, deepest first
+
+
+def _model(directions, seed=0):
+    torch.manual_seed(seed)
+    return create_model("vmunet_test", num_classes=3, in_chans=1, directions=directions, scan_backend="torch")
+
+
+def _stage_orders(model):
+    enc = [{blk.self_attention.directions for blk in stage.blocks} for stage in model.layers]
+    dec = [{blk.self_attention.directions for blk in stage.blocks} for stage in model.layers_up]
+    return enc, dec
+
+
+def test_per_stage_lists_equal_for_all_stages_give_the_global_model():
+    x = torch.randn(2, 1, 32, 32)
+    a, b = _model(GLOBAL).eval(), _model([GLOBAL] * 8).eval()
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert na == nb and torch.equal(pa, pb), na
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_each_stage_gets_its_own_orders():
+    model = _model(PER_STAGE)
+    enc, dec = _stage_orders(model)
+    assert enc == [{tuple(d)} for d in PER_STAGE[:4]]
+    assert dec == [{tuple(d)} for d in PER_STAGE[4:]]
+    ss2d = model.layers[2].blocks[0].self_attention
+    assert ss2d.x_proj_weight.shape[0] == 3  # K follows the stage's own list
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("directions,message", [
+    ([GLOBAL] * 7, r"VMUNet: directions: expected one list of names for all stages or 8 lists \(one per "
+                   r"stage: 4 encoder, then 4 decoder, deepest first\), got 7 entries of which 7 are lists"),
+    ([*([GLOBAL] * 7), "h"], r"VMUNet: directions: expected .* got 8 entries of which 7 are lists"),
+    ([*([GLOBAL] * 7), ["h", "spiral"]], r"VMUNet: directions: unknown scan direction\(s\) \['spiral'\]"),
+    ([*([GLOBAL] * 7), []], r"VMUNet: directions: directions must not be empty"),
+    ("h", r"VMUNet: directions must be a list of scan-order names or one such list per stage, got 'h'"),
+])
+def test_bad_per_stage_configs_name_the_field(directions, message):
+    with pytest.raises(ValueError, match=message):
+        _model(directions)
+
+
+def test_per_stage_orders_travel_in_the_training_checkpoint(tmp_path):
+    from vmunet.training.module import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule("vmunet_test", num_classes=3, in_chans=1,
+                                model_kwargs={"directions": PER_STAGE, "scan_backend": "torch"})
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    rebuilt, record = model_from_checkpoint(tmp_path / "run.ckpt")
+    assert record["model_kwargs"]["directions"] == PER_STAGE
+    assert _stage_orders(rebuilt) == _stage_orders(module.model)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), module.model.eval()(x))
+    assert sum(isinstance(m, SS2D) for m in rebuilt.modules()) == 8

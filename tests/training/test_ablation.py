@@ -1,0 +1,114 @@
+"""``vmunet ablate``: two direction sets trained on tiny synthetic Synapse data give a results table
+(CSV + Markdown) with the expected rows and columns, and a PNG bar chart of the expected size; bad
+direction / model names are one-line errors (exit 2) before anything trains."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+ORGANS = ["aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen", "stomach"]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """The demo recipe on 4 synthetic 32x32x4 cases (2 train, 2 test), one 1-step epoch, d_state 2
+    (a model_kwargs entry of the config that every variant must keep next to its directions)."""
+    from vmunet.data.synth import synth_synapse
+
+    tmp = tmp_path_factory.mktemp("ablate")
+    synth_synapse(tmp / "data", cases=4, size=32, slices=4, seed=0)
+    cfg = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())
+    cfg["trainer"].update(max_epochs=1, limit_train_batches=1, enable_progress_bar=False)
+    cfg["model"].update(model_kwargs={"d_state": 2}, t_max=1)
+    cfg["data"]["init_args"].update(root=str(tmp / "data"), image_size=32, batch_size=4)
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_ablate_writes_the_table_and_the_plot(tiny_config, tmp_path, capsys):
+    from vmunet.cli import main
+    from vmunet.models import create_model
+    from vmunet.models.registry import count_parameters
+
+    out = tmp_path / "out"
+    rc = main(["ablate", "--config", str(tiny_config), "--out", str(out), "--seed", "7",
+               "--directions", "vmamba=h,v,h_flip,v_flip", "--directions", "snake_h,hilbert_flip,local2_t"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    dice_cols = [f"dice_{o}" for o in ORGANS]
+    assert list(rows[0]) == ["variant", "model", "directions", "params", "fit_s", "test_s", *dice_cols,
+                             "mean_dice", "mean_hd95", "convention", "hd95_definition"]
+    assert [(r["variant"], r["directions"]) for r in rows] == [
+        ("vmunet_test__vmamba", "h,v,h_flip,v_flip"),
+        ("vmunet_test__snake_h+hilbert_flip+local2_t", "snake_h,hilbert_flip,local2_t")]
+    report = json.loads((out / "results.json").read_text())
+    for row, full, dirs in zip(rows, report["rows"], (["h", "v", "h_flip", "v_flip"],
+                                                      ["snake_h", "hilbert_flip", "local2_t"]), strict=True):
+        model = create_model("vmunet_test", num_classes=9, in_chans=1, directions=dirs, d_state=2)
+        assert int(row["params"]) == count_parameters(model)
+        assert row["convention"] == "strict" and row["hd95_definition"] == "pooled"
+        # the numbers are those of the variant's own `vmunet test` report
+        test_report = json.loads((Path(full["test_dir"]) / "test_metrics.json").read_text())
+        assert float(row["mean_dice"]) == pytest.approx(test_report["mean"]["dice"], abs=1e-12)
+        for organ in ORGANS:
+            expected = test_report["per_class"][organ]["dice"]
+            assert (row[f"dice_{organ}"] == "") if expected is None else \
+                float(row[f"dice_{organ}"]) == pytest.approx(expected, abs=1e-12)
+        assert Path(full["checkpoint"]).is_file() and Path(full["fit_dir"]).parent == out / row["variant"]
+    assert rows[0]["params"] != rows[1]["params"]  # K = 4 vs 3 directions
+
+    md = (out / "results.md").read_text().splitlines()
+    assert md[0].startswith("Test metrics: convention strict (") and "HD95 pooled (medpy hd95" in md[0]
+    assert "seed 7" in md[0] and "partial" not in md[0]  # rewritten after the last variant too
+    table = [line for line in md if line.startswith("|")]
+    assert len(table) == 4 and table[0].count("|") == 6 + len(ORGANS) + 2 + 1
+    assert "| vmunet_test__vmamba | vmunet_test | `h,v,h_flip,v_flip` |" in table[2]
+    assert "\n".join(md) in printed
+
+    with Image.open(out / "dice.png") as img:
+        assert img.format == "PNG" and img.size == (1000, 500)
+        img.load()  # decodes: a complete, valid image
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--directions", "h,spiral"], "vmunet ablate: error: --directions 'h,spiral': unknown scan direction(s) ['spiral']"),
+    (["--directions", "h/v"], "vmunet ablate: error: --directions 'h.v': 2 per-stage lists, but 'vmunet_test' has "
+                              "4 encoder + 4 decoder stages (8 lists)"),
+    (["--models", "vmunet_test", "nope"], "vmunet ablate: error: --models: unknown model(s) ['nope']; available:"),
+    (["--directions", "a=h", "--directions", "a=v"], "vmunet ablate: error: ablation variants must differ"),
+])
+def test_bad_names_are_one_line_errors_before_training(tiny_config, tmp_path, capsys, args, message):
+    from vmunet.cli import main
+
+    rc = main(["ablate", "--config", str(tiny_config), "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_binary_image_summaries_give_the_pooled_dice_as_one_class():
+    """ISIC-style binary tests have no per-case rows: the papers' pooled Dice is the one column."""
+    from vmunet.training.ablation import _summary_scores, markdown_table
+
+    summary = {"pooled": {"dice": 0.8125, "iou": 0.6842}, "convention": "strict", "per_image": {"dice": 0.7}}
+    assert _summary_scores(summary) == ({"foreground": 0.8125}, 0.8125, None)
+    row = {"variant": "m__a", "model": "m", "directions": "h,v", "params": 1234567, "fit_s": 1.25, "test_s": 0.5,
+           "dice_foreground": 0.8125, "mean_dice": 0.8125, "mean_hd95": None}
+    assert markdown_table([row], ["foreground"], "head").splitlines() == [
+        "head", "",
+        "| variant | model | directions | params | fit (s) | test (s) | Dice foreground | mean Dice | mean HD95 (vox) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| m__a | m | `h,v` | 1,234,567 | 1.2 | 0.5 | 0.8125 | 0.8125 | - |",
+    ]

@@ -1,0 +1,177 @@
+"""Swin-UMamba (Liu et al. 2024, JiarunLiu/Swin-UMamba ``nnunetv2/nets/SwinUMamba.py``): a VMamba
+v0 encoder behind a stride-2 conv stem, with MONAI's UNETR decoder blocks.
+
+    x1      = InstanceNorm(conv7x7 stride 2 (x))                    # dims[0]/2 channels, H/2
+    s0..s3  = VSS stages on PatchEmbed(stride 2)(x1), before each PatchMerging (H/4 .. H/32)
+    enc1..5 = UnetrBasicBlock(x), (x1), (s0), (s1), (s2)            # res blocks, instance norm
+    dec     = UnetrUpBlock x5 from s3 with skips enc5 .. enc1; UnetrBasicBlock; UnetOutBlock
+
+Module names are the original's (``stem``, ``vssm_encoder.patch_embed``, ``vssm_encoder.layers``,
+``vssm_encoder.downsamples``, ``encoder1``..``encoder5``, ``decoder1``..``decoder6``,
+``out_layers.0``), so its state dicts load by name. Its deep-supervision heads
+``out_layers.1-3`` (used by nnU-Net's deep-supervision training, not at inference) are not built
+here: this model returns the full-resolution logits, i.e. the original in inference mode, and
+trains with the one loss of the training module. VMamba v0 weights initialise the encoder as the
+original's ``load_pretrained_ckpt`` does (``vmamba_targets``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks.dynunet_block import UnetOutBlock
+from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
+from torch import Tensor, nn
+
+from vmunet.layers import PatchEmbed, PatchMerging, init_vmunet_weights
+from vmunet.models.common import check_and_pad, set_scan_backend
+from vmunet.models.vmunet import VSSStage, _as_list
+from vmunet.ops import VMAMBA_DIRECTIONS
+
+#: VMamba keys the original's ``load_pretrained_ckpt`` skips (its list names
+#: ``patch_embed.norm.weight`` twice and not the bias, so ``patch_embed.norm.bias`` does load)
+_VMAMBA_SKIPPED = ("patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight")
+
+
+class VSSMEncoder(nn.Module):
+    """Swin-UMamba's ``VSSMEncoder``: patch embedding, VSS stages, PatchMerging between them;
+    returns [its input, the output of every stage before merging], channels-first."""
+
+    def __init__(self, in_chans: int, depths: list[int], dims: list[int], patch_size: int,
+                 drop_path_rate: float, use_checkpoint: bool, **block_kwargs: object) -> None:
+        super().__init__()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.patch_embed = PatchEmbed(in_chans, dims[0], patch_size)
+        self.layers = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            s = sum(depths[:i])
+            self.layers.append(VSSStage(dims[i], depth, dpr[s:s + depth], use_checkpoint=use_checkpoint,
+                                        **block_kwargs))
+            if i < len(depths) - 1:
+                self.downsamples.append(PatchMerging(dims[i], dims[i + 1]))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = [x]
+        x = self.patch_embed(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            outs.append(x.permute(0, 3, 1, 2))
+            if i < len(self.downsamples):
+                x = self.downsamples[i](x)
+        return outs
+
+
+class SwinUMamba(nn.Module):
+    """Swin-UMamba: (B, in_chans, H, W) -> logits (B, num_classes, H, W).
+
+    Args:
+        num_classes, in_chans: output / input channels.
+        depths: VSS blocks per encoder stage (VMamba-T: 2, 2, 9, 2).
+        dims: encoder stage widths (an int ``d`` means ``d, 2d, 4d, 8d``); the stem has dims[0]/2
+            channels and the decoder levels have (dims[0]/2, *dims) -- the original's
+            ``feat_size`` [48, 96, 192, 384, 768] for dims 96..768.
+        d_state, d_conv, expand, dt_rank, directions: SS2D settings.
+        drop_path_rate: the encoder's stochastic depth (the original's encoder keeps its own
+            default 0.2; its ``SwinUMamba(drop_path_rate=0)`` argument is never passed on).
+        norm_name: MONAI norm of the UNETR blocks (original: "instance").
+        use_checkpoint, pad_to_multiple, scan_backend: as ``VMUNet``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        depths: Sequence[int] = (2, 2, 9, 2),
+        dims: int | Sequence[int] = (96, 192, 384, 768),
+        d_state: int = 16,
+        d_conv: int = 3,
+        expand: float = 2,
+        dt_rank: int | str = "auto",
+        directions: Sequence[str] = VMAMBA_DIRECTIONS,
+        drop_path_rate: float = 0.2,
+        norm_name: str = "instance",
+        use_checkpoint: bool = False,
+        pad_to_multiple: bool = False,
+        scan_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"SwinUMamba: num_classes must be a positive int, got {num_classes!r}")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"SwinUMamba: in_chans must be a positive int, got {in_chans!r}")
+        depths = _as_list("depths", depths)
+        if len(depths) != 4:
+            raise ValueError(f"SwinUMamba: depths must have 4 entries (5 UNETR levels), got {depths}")
+        if isinstance(dims, int):
+            dims = [dims * 2**i for i in range(4)]
+        dims = _as_list("dims", dims, 4)
+        if dims[0] % 2:
+            raise ValueError(f"SwinUMamba: dims[0] must be even (the stem has dims[0]/2 channels), got {dims}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"SwinUMamba: drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.pad_to_multiple = pad_to_multiple
+        self.size_multiple = 2 * 2 * 2**3  # stem /2, patch embedding /2, three merges
+        feat = [dims[0] // 2, *dims]
+
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, feat[0], kernel_size=7, stride=2, padding=3),
+                                  nn.InstanceNorm2d(feat[0], eps=1e-5, affine=True))
+        self.vssm_encoder = VSSMEncoder(
+            feat[0], depths, dims, patch_size=2, drop_path_rate=drop_path_rate, use_checkpoint=use_checkpoint,
+            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, directions=tuple(directions),
+            scan_backend=scan_backend)
+        block = dict(spatial_dims=2, kernel_size=3, norm_name=norm_name, res_block=True)
+        ins = [in_chans, *feat[:4]]
+        for i in range(5):  # encoder1..5: in_chans->feat0, feat0->feat1, ..., feat3->feat4
+            setattr(self, f"encoder{i + 1}", UnetrBasicBlock(in_channels=ins[i], out_channels=feat[i],
+                                                               stride=1, **block))
+        # decoder6: dims[-1] -> feat4 (skip enc5); decoder5..2: feat[i+1] -> feat[i] (skips enc4..1)
+        self.decoder6 = UnetrUpBlock(in_channels=dims[-1], out_channels=feat[4], upsample_kernel_size=2, **block)
+        for i in range(3, -1, -1):
+            setattr(self, f"decoder{i + 2}", UnetrUpBlock(in_channels=feat[i + 1], out_channels=feat[i],
+                                                           upsample_kernel_size=2, **block))
+        self.decoder1 = UnetrBasicBlock(in_channels=feat[0], out_channels=feat[0], stride=1, **block)
+        self.out_layers = nn.ModuleList([UnetOutBlock(spatial_dims=2, in_channels=feat[0], out_channels=num_classes)])
+        # VMamba's rules (Linear trunc-normal, LayerNorm 1/0) on the encoder only, as the original
+        self.vssm_encoder.apply(init_vmunet_weights)
+
+    def set_scan_backend(self, backend: str) -> None:
+        """Switch the selective-scan backend of every SS2D."""
+        set_scan_backend(self, backend)
+
+    def original_unused(self) -> list[tuple[str, str]]:
+        """(key prefix, why) of the original's keys this model does not build."""
+        return [(f"out_layers.{i}.", "deep-supervision head (nnU-Net training only), not built")
+                for i in (1, 2, 3)]
+
+    @staticmethod
+    def vmamba_targets(key: str) -> tuple[str | None, str]:
+        """A VMamba v0 key -> our key, as the original's ``load_pretrained_ckpt`` maps it
+        (``vssm_encoder.`` prefix, ``layers.i.downsample`` -> ``downsamples.i``), or (None, why)."""
+        if key.startswith(("head.", "norm.")):
+            return None, "ImageNet classifier part (norm/head), unused by Swin-UMamba"
+        if key in _VMAMBA_SKIPPED:
+            return None, "skipped by Swin-UMamba's load_pretrained_ckpt (its patch embedding sees the stem)"
+        return "vssm_encoder." + re.sub(r"^layers\.(\d+)\.downsample\.", r"downsamples.\1.", key), ""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, H, W = check_and_pad(x, name="SwinUMamba", in_chans=self.in_chans, multiple=self.size_multiple,
+                                pad=self.pad_to_multiple)
+        x1 = self.stem(x)
+        vss = self.vssm_encoder(x1)
+        enc1 = self.encoder1(x)
+        enc2 = self.encoder2(vss[0])
+        enc3 = self.encoder3(vss[1])
+        enc4 = self.encoder4(vss[2])
+        enc5 = self.encoder5(vss[3])
+        dec4 = self.decoder6(vss[4], enc5)
+        dec3 = self.decoder5(dec4, enc4)
+        dec2 = self.decoder4(dec3, enc3)
+        dec1 = self.decoder3(dec2, enc2)
+        dec0 = self.decoder2(dec1, enc1)
+        logits = self.out_layers[0](self.decoder1(dec0))
+        return logits[..., :H, :W]
