@@ -19,7 +19,9 @@ lazy imports), then ``--repeats`` timed full-size calls; the best wall time and 
 time (``time.process_time``, all threads) are reported — on a shared machine the CPU time is
 the steadier number. Peak memory is the growth of the maximum resident set size
 (``ru_maxrss``) over the first full-size call (activations, workspace and allocator overhead,
-not the weights).
+not the weights); "peak RSS" is the whole process's; "page faults / call" counts the minor page
+faults of one repeated call (median over the repeats): memory that the allocator handed back to
+the OS after the previous call and the next call maps and zeroes again.
 
     python benchmarks/bench_model.py --quick      # 224x224, batch 1 only
     python benchmarks/bench_model.py              # 224 and 256, batch 1 and 8
@@ -78,18 +80,24 @@ def _case(backend: str, size: int, batch: int, train: bool, repeats: int, thread
     step(torch.randn(1, IN_CHANS, 32, 32))
     x = torch.randn(batch, IN_CHANS, size, size)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, cpu_times = [], []
+    times, cpu_times, faults = [], [], []
     for i in range(repeats):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0, c0 = time.perf_counter(), time.process_time()
         step(x)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         if i == 0:
             peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
     best = min(times)
     return {"backend": backend, "size": size, "batch": batch, "mode": "train" if train else "infer",
             "seconds": best, "cpu_seconds": min(cpu_times), "img_per_s": batch / best,
-            "peak_mib": peak_kib / 1024}
+            "peak_mib": peak_kib / 1024,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # page faults of a repeated call: memory the allocator returned to the OS after the
+            # previous call and maps (and zeroes) again; the median over the repeats
+            "faults": sorted(faults)[len(faults) // 2]}
 
 
 def run_case(backend: str, size: int, batch: int, train: bool, repeats: int, threads: int) -> dict:
@@ -110,13 +118,15 @@ def available_backends() -> list[str]:
 
 def markdown_table(rows: list[dict]) -> str:
     ref = {(r["size"], r["batch"], r["mode"]): r["seconds"] for r in rows if r["backend"] == "ref"}
-    out = ["| input | batch | mode | backend | s / batch | CPU s / batch | img/s | peak memory (MiB) | vs ref |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| input | batch | mode | backend | s / batch | CPU s / batch | img/s | peak memory (MiB) "
+           "| peak RSS (MiB) | page faults / call | vs ref |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         key = (r["size"], r["batch"], r["mode"])
         vs = f"{ref[key] / r['seconds']:.1f}x" if key in ref else "—"
         out.append(f"| {r['size']}x{r['size']} | {r['batch']} | {r['mode']} | {r['backend']} | "
-                   f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['img_per_s']:.2f} | {r['peak_mib']:.0f} | {vs} |")
+                   f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['img_per_s']:.2f} | {r['peak_mib']:.0f} "
+                   f"| {r['peak_rss_mib']:.0f} | {r['faults']:,} | {vs} |")
     return "\n".join(out)
 
 

@@ -3,7 +3,9 @@
 Runs :class:`vmunet.inference.Predictor` end to end (intensity window, resize 512 -> model size,
 model, probabilities resized back, argmax, reorientation) on a synthetic 512x512xN CT-like volume
 with the ``vmunet`` paper model (random weights: speed does not depend on them), with and without
-flip TTA, and reports the peak memory of each run. ``--quick`` times fewer slices and extrapolates
+flip TTA, and reports the peak memory of each run. "CPU s" is the process's CPU time (all
+threads): on a shared machine the steadier figure; with T threads on an idle machine the wall
+time is about CPU time / T. ``--quick`` times fewer slices and extrapolates
 to 100 (the table says so).
 
     python benchmarks/bench_predict.py              # CPU, 100 slices
@@ -105,16 +107,18 @@ def main() -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             pred = predictor.predict_volume(vol)
             if predictor.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
+            cpu_seconds = time.process_time() - c0
         assert pred.labels.shape == vol.shape
         gpu = torch.cuda.max_memory_allocated() / 2**20 if predictor.device.type == "cuda" else None
         per_slice = seconds / n
         rows.append({"device": str(predictor.device), "tta": "4 flips" if tta else "no", "timed": n,
-                     "per_slice": per_slice, "per_100": per_slice * 100, "rss": mem.peak, "gpu": gpu,
+                     "per_slice": per_slice, "per_100": per_slice * 100,
+                     "cpu_per_100": cpu_seconds / n * 100, "rss": mem.peak, "gpu": gpu,
                      "note": "extrapolated" if n != 100 else "measured"})
 
     cpu = platform.processor() or platform.machine()
@@ -123,13 +127,13 @@ def main() -> None:
           f"batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs ({cpu})")
     header = (f"| {'device':<6} | {'TTA':<7} | {'slices timed':>12} | {'s / slice':>9} | {'s / 100-slice volume':>20} "
-              f"| {'peak RSS MiB':>12} | {'peak GPU MiB':>12} | {'100-slice figure':<16} |")
+              f"| {'CPU s / 100 slices':>18} | {'peak RSS MiB':>12} | {'peak GPU MiB':>12} | {'100-slice figure':<16} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
         gpu = "-" if r["gpu"] is None else f"{r['gpu']:.0f}"
         print(f"| {r['device']:<6} | {r['tta']:<7} | {r['timed']:>12} | {r['per_slice']:>9.2f} | {r['per_100']:>20.1f} "
-              f"| {r['rss']:>12.0f} | {gpu:>12} | {r['note']:<16} |")
+              f"| {r['cpu_per_100']:>18.1f} | {r['rss']:>12.0f} | {gpu:>12} | {r['note']:<16} |")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_help_of_every_non_lightning_command_does_not_import_torch():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     helped = {line[5:] for line in lines if line.startswith("HELP ")}
-    assert {"", "predict", "prepare", "synth", "info", "weights", "weights inspect", "ablate"} <= helped, helped
+    assert {"", "predict", "export", "prepare", "synth", "info", "weights", "weights inspect", "ablate"} <= helped, helped
     assert lines[-1] == "IMPORTED []"
 
 

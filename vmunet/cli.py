@@ -7,6 +7,7 @@ subcommands are plain argparse commands, each defined next to the code it drives
 command    module                                 what it does
 =========  =====================================  =====================================
 predict    ``vmunet.inference.commands``          segment scans, write NIfTI
+export     ``vmunet.inference.export``            checkpoint -> TorchScript / ONNX + record
 prepare    ``vmunet.data.commands``               raw download -> training layout
 synth      ``vmunet.data.commands``               write synthetic data sets
 info       ``vmunet.models.commands``             parameters / FLOPs / memory of a model
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 COMMAND_MODULES = (
     "vmunet.inference.commands",
+    "vmunet.inference.export",
     "vmunet.data.commands",
     "vmunet.models.commands",
     "vmunet.data.examples_commands",

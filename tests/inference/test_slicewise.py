@@ -51,8 +51,8 @@ def _validate_and_capture(module: SegmentationModule, data: _EvalData) -> tuple[
     seen: list[np.ndarray] = []
     original = module.predict_volume
 
-    def spy(image, out_hw):
-        labels = original(image, out_hw)
+    def spy(image, out_hw, *args):
+        labels = original(image, out_hw, *args)
         seen.append(labels.cpu().numpy())
         return labels
 

@@ -1,4 +1,4 @@
-"""Callbacks: ``last.ckpt`` every epoch, per-epoch reseeding, the validation image grid."""
+"""Callbacks: ``last.ckpt`` every epoch, per-epoch reseeding, the validation preview (PNG + TensorBoard)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from vmunet.data.fileio import atomic_path
 
@@ -77,39 +78,87 @@ def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndar
     return rgb
 
 
-def preview_grid(samples: list[tuple[Any, Any, Any]], min_size: int = 128) -> np.ndarray:
-    """Rows of [image, image + ground truth, image + prediction]; -> uint8 (rows*H, 3*W, 3).
+#: Column titles of the preview, left to right.
+PREVIEW_COLUMNS = ("image", "ground truth", "prediction")
 
-    Tiles smaller than ``min_size`` are enlarged by an integer factor (nearest neighbour) so tiny
-    test images stay visible; samples of different sizes are padded to the largest one.
+
+def class_colour(label: int) -> np.ndarray:
+    """RGB in [0, 1] of a foreground label value (>= 1), as :func:`overlay` paints it."""
+    return PALETTE[(int(label) - 1) % len(PALETTE)]
+
+
+def preview_figure(samples: list[tuple[Any, Any, Any]], class_names: list[str] | None = None,
+                   panel_px: int = 256, dpi: int = 100) -> Any:
+    """A matplotlib ``Figure``: one row per sample of [image, image + ground truth, image +
+    prediction] under the column titles :data:`PREVIEW_COLUMNS`, and a legend of the foreground classes.
+
+    Every panel is a square of ``panel_px`` pixels (at ``dpi``) laid out in pixels, so no tile is
+    shrunk by the layout; images are drawn at their aspect ratio inside it. ``class_names[c]`` names
+    label value ``c``; without names (or for values past the list) the legend says ``class c``.
     """
-    tiles = []
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    names = list(class_names or [])
+    rows, classes = [], max(len(names) - 1, 0)  # foreground classes in the legend
     for image, gt, pred in samples:
         image, gt, pred = (np.asarray(t.float() if isinstance(t, torch.Tensor) else t) for t in (image, gt, pred))
-        row = [overlay(image, np.zeros_like(gt)), overlay(image, gt), overlay(image, pred)]
-        factor = max(1, -(-min_size // max(image.shape)))
-        tiles.append([t.repeat(factor, axis=0).repeat(factor, axis=1) for t in row])
-    h = max(t[0].shape[0] for t in tiles)
-    w = max(t[0].shape[1] for t in tiles)
-    canvas = np.zeros((h * len(tiles), w * 3, 3), dtype=np.float32)
-    for r, row in enumerate(tiles):
-        for c, tile in enumerate(row):
-            canvas[r * h:r * h + tile.shape[0], c * w:c * w + tile.shape[1]] = tile
-    return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
+        rows.append((overlay(image, np.zeros_like(gt)), overlay(image, gt), overlay(image, pred)))
+        classes = max(classes, int(gt.max()), int(pred.max()))
+    pad, title_px, legend_px = 8, 28, 26 * (1 + max(classes - 1, 0) // 4) + 8
+    width = 3 * panel_px + 4 * pad
+    height = title_px + len(rows) * (panel_px + pad) + legend_px
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    for r, tiles in enumerate(rows):
+        top = title_px + r * (panel_px + pad)  # pixels from the figure's top
+        for c, tile in enumerate(tiles):
+            left = pad + c * (panel_px + pad)
+            ax = fig.add_axes((left / width, 1 - (top + panel_px) / height, panel_px / width, panel_px / height))
+            ax.imshow(tile, interpolation="antialiased")
+            ax.set_axis_off()
+            if r == 0:  # column titles over the first row
+                ax.set_title(PREVIEW_COLUMNS[c], fontsize=12, pad=4)
+    if classes:
+        handles = [Patch(facecolor=class_colour(c), edgecolor="black", linewidth=0.5) for c in range(1, classes + 1)]
+        labels = [names[c] if c < len(names) else f"class {c}" for c in range(1, classes + 1)]
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, classes), frameon=False, fontsize=10,
+                   handlelength=1.5, borderaxespad=0.3)
+    return fig
+
+
+def render_figure(fig: Any) -> np.ndarray:
+    """A matplotlib ``Figure`` -> uint8 RGB array (H, W, 3) at the figure's own size and dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def preview_grid(samples: list[tuple[Any, Any, Any]], class_names: list[str] | None = None,
+                 panel_px: int = 256) -> np.ndarray:
+    """:func:`preview_figure` rendered: uint8 RGB (H, W, 3), what the PNG and TensorBoard show."""
+    return render_figure(preview_figure(samples, class_names, panel_px=panel_px))
 
 
 class ValidationImageGrid(pl.Callback):
-    """Save a PNG grid of the first ``num_samples`` validation items each epoch, and log it to TensorBoard.
+    """Save a PNG preview of the first ``num_samples`` validation items each epoch, and log it to TensorBoard.
 
-    The module's ``validation_step`` returns ``{"preview": (image2d, gt2d, pred2d)}``; files go to
-    ``<log_dir>/val_images/epoch_NNN.png``.
+    The module's ``validation_step`` returns ``{"preview": (image2d, gt2d, pred2d)}``. One row per
+    item: image / ground truth / prediction under those titles, ``panel_px`` pixels per panel, and
+    a legend naming each class colour (names from the data module's preprocessing record, else the
+    module's). Files go to ``<log_dir>/val_images/epoch_NNN.png``; a ``TensorBoardLogger`` gets the
+    same picture as image ``val/preview``.
     """
 
-    def __init__(self, num_samples: int = 4, every_n_epochs: int = 1) -> None:
+    def __init__(self, num_samples: int = 4, every_n_epochs: int = 1, panel_px: int = 256) -> None:
         if num_samples < 1 or every_n_epochs < 1:
             raise ValueError(f"num_samples and every_n_epochs must be >= 1, got {num_samples}, {every_n_epochs}")
+        if panel_px < 64:
+            raise ValueError(f"panel_px must be >= 64, got {panel_px}")
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
+        self.panel_px = panel_px
         self._samples: list[tuple[Any, Any, Any]] = []
 
     def _due(self, trainer: pl.Trainer) -> bool:
@@ -129,16 +178,24 @@ class ValidationImageGrid(pl.Callback):
         log_dir = trainer.log_dir or trainer.default_root_dir  # a collective call under DDP: every rank
         if not trainer.is_global_zero or not self._samples:
             return
-        grid = preview_grid(self._samples)
+        grid = preview_grid(self._samples, _class_names(trainer, pl_module), panel_px=self.panel_px)
         self._samples = []
         out_dir = Path(log_dir) / "val_images"
         path = out_dir / f"epoch_{trainer.current_epoch:03d}.png"
         _save_png(grid, path)
         for logger in trainer.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_image"):  # TensorBoard's SummaryWriter
-                experiment.add_image("val/preview", grid, global_step=trainer.global_step, dataformats="HWC")
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/preview", grid, global_step=trainer.global_step, dataformats="HWC")
         log.debug("validation preview written to %s", path)
+
+
+def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str] | None:
+    """Class names (index == label value): the data module's preprocessing record, else the module's."""
+    for source in (getattr(trainer, "datamodule", None), getattr(pl_module, "hparams", None)):
+        record = getattr(source, "preprocessing", None)  # hparams: Lightning's AttributeDict
+        if record and record.get("class_names"):
+            return [str(n) for n in record["class_names"]]
+    return None
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:

@@ -78,6 +78,35 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(state), gauss))
 
 
+class CaseLoss:
+    """The model as the slice inferer calls it, adding up the training loss of one case on the way.
+
+    The inferer calls it once per slice batch, in slice order; each batch's logits (at model size)
+    are scored with the training loss against the case's native-size label resized to model size
+    by nearest neighbour (as the training transforms resize labels). :meth:`mean` is the case's
+    loss: the batch losses averaged with the batch sizes as weights. No extra forward pass.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, to_target: Any, label: torch.Tensor,
+                 model_hw: tuple[int, int]) -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.target = to_target(F.interpolate(label[:, None].float(), size=model_hw, mode="nearest"))  # (D, 1, h, w)
+        self.losses: list[tuple[torch.Tensor, int]] = []
+        self.done = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        n = x.shape[0]
+        self.losses.append((self.loss_fn(logits, self.target[self.done:self.done + n]), n))
+        self.done += n
+        return logits
+
+    def mean(self) -> torch.Tensor:
+        if self.done != len(self.target):
+            raise RuntimeError(f"CaseLoss saw {self.done} slices, the case has {len(self.target)}")
+        return sum(loss * n for loss, n in self.losses) / self.done
+
+
 class SegmentationModule(pl.LightningModule):
     """VM-UNet segmentation training and evaluation.
 
@@ -299,10 +328,12 @@ class SegmentationModule(pl.LightningModule):
         return {"threshold": float(self.hparams.threshold), "resample": str(self.hparams.resample)}
 
     @torch.no_grad()
-    def predict_volume(self, image: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
+    def predict_volume(self, image: torch.Tensor, out_hw: Sequence[int], model: Any = None) -> torch.Tensor:
         """Segment a (D, C, h, w) stack (at model size) slice-batch-wise -> (D, H, W) labels at
-        ``out_hw``, through :class:`~vmunet.inference.slicewise.SliceInferer` (as ``vmunet predict``)."""
-        out = self._inferer(image.shape[-2:])(self.model, image, tuple(out_hw))
+        ``out_hw``, through :class:`~vmunet.inference.slicewise.SliceInferer` (as ``vmunet predict``).
+        ``model``: what the inferer calls instead of ``self.model`` (validation passes a
+        :class:`CaseLoss` around it)."""
+        out = self._inferer(image.shape[-2:])(model or self.model, image, tuple(out_hw))
         return torch.from_numpy(out.labels).to(image.device)
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
@@ -311,7 +342,9 @@ class SegmentationModule(pl.LightningModule):
             if batch["image"].shape[0] != 1:
                 raise ValueError(f"volume-wise evaluation needs batch size 1, got {batch['image'].shape[0]}")
             image, label = batch["image"][0], batch["label"][0]
-            pred = self.predict_volume(image, label.shape[-2:])
+            case_loss = CaseLoss(self.model, self.loss_fn, self._target, label, tuple(image.shape[-2:]))
+            pred = self.predict_volume(image, label.shape[-2:], case_loss)
+            self.log(f"{stage}/loss", case_loss.mean(), on_epoch=True, batch_size=1, sync_dist=True)
             spacing = batch.get("spacing")
             spacing = None if spacing is None else [float(s) for s in spacing[0]]
             self._score_case(pred.cpu().numpy(), label.cpu().numpy(), str(batch["case"][0]), spacing, hd95)

@@ -1,0 +1,92 @@
+"""`vmunet export` end to end: export time, file size and parity of the TorchScript / ONNX files.
+
+Builds a model with seeded random weights (``--model``, ``--size``, ``--classes``, ``--in-chans``),
+saves it as a training checkpoint with a Synapse-style preprocessing record, exports it with
+:func:`vmunet.inference.export.export_checkpoint` and runs the exported file (``torch.jit.load``;
+onnxruntime on CPU when installed) on seeded N(0, 1) batches of 1 and 4. Parity is the largest
+absolute logit difference against the PyTorch model with the ``torch`` scan backend (what was
+traced) and with the default CPU backend (``auto``: numba, what ``vmunet predict`` runs), and the
+share of pixels whose argmax class agrees with the latter.
+
+    python benchmarks/bench_export.py                                  # vmunet_test, 64x64, 9 classes
+    python benchmarks/bench_export.py --model vmunet --size 224        # the paper model
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vmunet_test")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--classes", type=int, default=9)
+    ap.add_argument("--in-chans", type=int, default=1)
+    ap.add_argument("--formats", nargs="+", default=["torchscript", "onnx"])
+    args = ap.parse_args()
+
+    from vmunet.data.preprocessing import make_preprocessing
+    from vmunet.inference.export import export_checkpoint, onnxruntime_available
+    from vmunet.models import create_model
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": args.classes, "in_chans": args.in_chans}
+    model = create_model(args.model, **kwargs).eval()
+    names = ["background", *[f"class_{i}" for i in range(1, max(args.classes, 2))]]
+    record = make_preprocessing("synapse", in_chans=args.in_chans, image_size=[args.size, args.size],
+                                class_names=names, num_classes=args.classes,
+                                intensity={"mode": "window", "window": [-125.0, 275.0]},
+                                orientation="RAS", slice_axis=2)
+    work = Path(tempfile.mkdtemp(prefix="vmunet-bench-export-"))
+    ckpt = work / "model.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "vmunet": {"model_name": args.model, "model_kwargs": kwargs, "preprocessing": record,
+                           "version": "bench"}}, ckpt)
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(b, args.in_chans, args.size, args.size, generator=g) for b in (1, 4)]
+    with torch.no_grad():
+        ref_auto = [model(x) for x in inputs]
+        model.set_scan_backend("torch")
+        ref_torch = [model(x) for x in inputs]
+
+    print(f"# {args.model} {args.size}x{args.size}, {args.classes} classes, {args.in_chans} channel(s), "
+          f"random weights; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
+    print("| format | export s | file MB | max abs diff vs torch backend | vs default backend | argmax agreement |")
+    print("|---|---|---|---|---|---|")
+    for fmt in args.formats:
+        out = work / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+        t0 = time.perf_counter()
+        export_checkpoint(ckpt, out, fmt)
+        seconds = time.perf_counter() - t0
+        if fmt == "torchscript":
+            loaded = torch.jit.load(str(out))
+            with torch.no_grad():
+                got = [loaded(x) for x in inputs]
+        elif onnxruntime_available():
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            got = [torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0]) for x in inputs]
+        else:
+            print(f"| {fmt} | {seconds:.1f} | {out.stat().st_size / 2**20:.1f} | (onnxruntime not installed) | | |")
+            continue
+        d_torch = max(float((a - b).abs().max()) for a, b in zip(got, ref_torch, strict=True))
+        d_auto = max(float((a - b).abs().max()) for a, b in zip(got, ref_auto, strict=True))
+        agree = np.mean([float((a.argmax(1) == b.argmax(1)).float().mean()) for a, b in zip(got, ref_auto, strict=True)])
+        print(f"| {fmt} | {seconds:.1f} | {out.stat().st_size / 2**20:.1f} | {d_torch:.2e} | {d_auto:.2e} | {agree:.5f} |")
+    scale = max(float(r.abs().max()) for r in ref_auto)
+    print(f"\nlogit scale: max |logit| = {scale:.3g}; batches of 1 and 4 (the export traced a batch of 2)")
+
+
+if __name__ == "__main__":
+    main()

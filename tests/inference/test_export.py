@@ -1,0 +1,133 @@
+"""``vmunet export``: TorchScript / ONNX files that give PyTorch's logits, the record beside them,
+atomic writes, no silent overwrite, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vmunet.cli import main
+from vmunet.inference import export as export_mod
+from vmunet.inference.export import export_checkpoint, sidecar_path
+from vmunet.models.checkpoint import model_from_checkpoint
+
+HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+CLASSES = ["background", "liver", "spleen"]
+
+
+def _reference(ckpt, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the checkpoint's model as `vmunet predict` runs it (default scan backend)."""
+    model, _ = model_from_checkpoint(ckpt)
+    with torch.no_grad():
+        return model(x)
+
+
+def _inputs() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(123)  # not the exporter's seed; batch sizes other than the traced 2
+    return [torch.randn(1, 1, 32, 32, generator=g), torch.randn(3, 1, 32, 32, generator=g)]
+
+
+def _check_record(out, fmt, tiny_record) -> dict:
+    info = json.loads(sidecar_path(out).read_text())
+    assert sidecar_path(out).name == out.name + ".json"
+    assert info["format"] == fmt and info["file"] == out.name
+    assert info["class_names"] == CLASSES
+    assert info["input"]["shape"] == ["batch", 1, 32, 32]
+    assert info["output"]["shape"] == ["batch", 3, 32, 32]
+    for key in ("class_names", "in_chans", "image_size", "intensity", "orientation", "slice_axis"):
+        assert info["preprocessing"][key] == tiny_record[key], key
+    assert info["model_kwargs"]["scan_backend"] == "torch"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
+    return info
+
+
+@pytest.fixture()
+def tiny_record(tiny_checkpoint):
+    return torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["vmunet"]["preprocessing"]
+
+
+def test_torchscript_export_gives_the_pytorch_logits(tiny_checkpoint, tiny_record, tmp_path, capsys):
+    out = tmp_path / "export" / "model.pt"
+    assert main(["export", "-m", str(tiny_checkpoint), "--format", "torchscript", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    info = _check_record(out, "torchscript", tiny_record)
+    assert info["parity"]["max_abs_diff"] <= 1e-5
+    loaded = torch.jit.load(str(out))
+    for x in _inputs():
+        with torch.no_grad():
+            got = loaded(x)
+        torch.testing.assert_close(got, _reference(tiny_checkpoint, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnx/onnxruntime not installed (both are in the [dev] extra)")
+def test_onnx_export_gives_the_pytorch_logits_in_onnxruntime(tiny_checkpoint, tiny_record, tmp_path):
+    import onnxruntime
+
+    out = tmp_path / "model.onnx"
+    info = export_checkpoint(tiny_checkpoint, out, "onnx")
+    assert _check_record(out, "onnx", tiny_record) == json.loads(json.dumps(info))
+    assert info["parity"]["max_abs_diff"] <= 1e-4 and info["parity"]["runtime"].startswith("onnxruntime")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    for x in _inputs():
+        (got,) = session.run(["logits"], {"image": x.numpy()})
+        ref = _reference(tiny_checkpoint, x).numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+        assert (got.argmax(1) == ref.argmax(1)).mean() > 0.999
+
+
+def _fail(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_is_overwritten(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"keep me")
+    base = ["export", "-m", str(tiny_checkpoint), "--format", "torchscript"]
+    err = _fail([*base, "-o", str(out)], capsys)
+    assert f"{out} exists; pass --overwrite" in err and out.read_bytes() == b"keep me"
+
+    sidecar_only = tmp_path / "other.pt"
+    sidecar_path(sidecar_only).write_text("{}")
+    assert "other.pt.json exists" in _fail([*base, "-o", str(sidecar_only)], capsys)
+    assert not sidecar_only.exists()
+
+    assert "no such file" in _fail(["export", "-m", str(tmp_path / "nope.ckpt"), "--format", "onnx",
+                                    "-o", str(tmp_path / "m.onnx")], capsys)
+    assert "is a folder, expected a file name" in _fail([*base, "-o", str(tmp_path)], capsys)
+    assert "inputs are never overwritten" in _fail([*base, "-o", str(tiny_checkpoint), "--overwrite"], capsys)
+    not_a_ckpt = tmp_path / "junk.ckpt"
+    not_a_ckpt.write_bytes(b"not a checkpoint")
+    assert "junk.ckpt" in _fail(["export", "-m", str(not_a_ckpt), "--format", "torchscript",
+                                 "-o", str(tmp_path / "j.pt")], capsys)
+    no_record = tmp_path / "norecord.ckpt"
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["vmunet"]["preprocessing"] = None
+    torch.save(ckpt, no_record)
+    assert "has no preprocessing record" in _fail(["export", "-m", str(no_record), "--format", "torchscript",
+                                                   "-o", str(tmp_path / "n.pt")], capsys)
+    with pytest.raises(SystemExit) as exc:  # argparse: unknown format
+        main([*base[:3], "--format", "tflite", "-o", str(tmp_path / "m.tflite")])
+    assert exc.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.ckpt", "model.pt", "norecord.ckpt", "other.pt.json"]
+
+
+def test_a_failed_export_keeps_the_old_file_and_leaves_no_temporary(tiny_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"old")
+
+    def broken(model, example):
+        raise RuntimeError("tracer failed")
+
+    monkeypatch.setattr(export_mod, "_trace", broken)
+    with pytest.raises(RuntimeError, match="tracer failed"):
+        export_checkpoint(tiny_checkpoint, out, "torchscript", overwrite=True)
+    assert out.read_bytes() == b"old" and not sidecar_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -1,0 +1,78 @@
+"""The ``torch`` scan backend under tracing (``vmunet export``): the out-of-place forward it records
+equals the step-by-step "ref" loop, in TorchScript and, when onnxruntime is installed, in ONNX.
+(Exported graphs are for inference: there is no backward to test.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import warnings
+
+import pytest
+import torch
+from test_ops_selective_scan import TOL, make_inputs
+
+from vmunet.ops.scan_ref import selective_scan_ref
+from vmunet.ops.scan_torch import plan_blocks, selective_scan_torch
+
+HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+# chunk_steps / slab_target force several blocks (state carried between them) and several chunks per
+# block (states joined across chunks), the two places the in-place scan writes into views
+PLANS = [dict(chunk_steps=4, slab_target=1), dict(chunk_steps=3, slab_target=10_000)]
+
+
+class _Scan(torch.nn.Module):
+    def __init__(self, A, D, delta_bias, **blocking):
+        super().__init__()
+        self.A, self.D, self.delta_bias, self.blocking = A, D, delta_bias, blocking
+
+    def forward(self, u, delta, B, C, z):
+        return selective_scan_torch(u, delta, self.A, B, C, self.D, z, self.delta_bias, delta_softplus=True,
+                                    return_last_state=True, **self.blocking)
+
+
+def _case(dtype, blocking):
+    ins = make_inputs(batch=2, dim=6, L=37, N=4, groups=2, dtype=dtype)
+    n_blocks, nc, _ = plan_blocks(2, 6, 4, 37, **blocking)
+    module = _Scan(ins["A"], ins["D"], ins["delta_bias"], **blocking)
+    args = tuple(ins[k] for k in ("u", "delta", "B", "C", "z"))
+    ref = selective_scan_ref(**ins, delta_softplus=True, return_last_state=True)
+    return module, args, ref, (n_blocks, nc)
+
+
+@pytest.mark.parametrize("blocking", PLANS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_traced_torch_scan_equals_the_reference(dtype, blocking):
+    module, args, (out_r, last_r), (n_blocks, nc) = _case(dtype, blocking)
+    assert n_blocks > 1 or nc > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, args, check_trace=False)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    buf.seek(0)
+    out, last = torch.jit.load(buf)(*args)
+    torch.testing.assert_close(out, out_r, **TOL[dtype])
+    torch.testing.assert_close(last, last_r, **TOL[dtype])
+    # other inputs of the same shape: nothing input-dependent was frozen into the graph
+    other = tuple(a.flip(-1) for a in args)
+    torch.testing.assert_close(traced(*other)[0], selective_scan_ref(
+        other[0], other[1], module.A, other[2], other[3], module.D, other[4], module.delta_bias,
+        delta_softplus=True), **TOL[dtype])
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnx/onnxruntime not installed (pip install -e .[dev])")
+@pytest.mark.parametrize("blocking", PLANS)
+def test_onnx_exported_torch_scan_equals_the_reference(blocking):
+    import onnxruntime
+
+    module, args, (out_r, last_r), _ = _case(torch.float32, blocking)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=17,
+                          input_names=["u", "delta", "B", "C", "z"], output_names=["out", "last"])
+    session = onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    out, last = session.run(None, {k: a.numpy() for k, a in zip(["u", "delta", "B", "C", "z"], args, strict=True)})
+    torch.testing.assert_close(torch.from_numpy(out), out_r, **TOL[torch.float32])
+    torch.testing.assert_close(torch.from_numpy(last), last_r, **TOL[torch.float32])
