@@ -5,7 +5,9 @@ model, probabilities resized back, argmax, reorientation) on a synthetic 512x512
 with the ``vmunet`` paper model (random weights: speed does not depend on them), with and without
 flip TTA, and reports the peak memory of each run. "CPU s" is the process's CPU time (all
 threads): on a shared machine the steadier figure; with T threads on an idle machine the wall
-time is about CPU time / T. ``--quick`` times fewer slices and extrapolates
+time is about CPU time / T. The CPU time per slice is split into the model's forward passes
+(timed by forward hooks) and everything else (reading the array, intensity window, resizing,
+softmax, probabilities resized back, argmax, copies, reorientation). ``--quick`` times fewer slices and extrapolates
 to 100 (the table says so).
 
     python benchmarks/bench_predict.py              # CPU, 100 slices
@@ -24,6 +26,23 @@ import time
 
 import numpy as np
 import torch
+
+
+class ModelCPUTime:
+    """Process CPU seconds spent inside ``model.forward`` (all threads), summed over calls (on
+    CUDA only the launch cost: kernels run asynchronously)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+        model.register_forward_pre_hook(self._pre)
+        model.register_forward_hook(self._post)
+
+    def _pre(self, *_: object) -> None:
+        self._start = time.process_time()
+
+    def _post(self, *_: object) -> None:
+        self.seconds += time.process_time() - self._start
 
 
 class PeakRSS:
@@ -97,6 +116,7 @@ def main() -> None:
     rec = make_preprocessing("synapse", in_chans=1, image_size=[args.image_size] * 2, class_names=names,
                              num_classes=args.classes, intensity={"mode": "window", "window": list(SYNAPSE_HU_WINDOW)},
                              orientation="RAS", slice_axis=2)
+    model_cpu = ModelCPUTime(model)
     rows = []
     for tta in (False,) if args.no_tta else (False, True):
         n = (4 if tta else 8) if args.quick else args.slices
@@ -106,6 +126,7 @@ def main() -> None:
         if predictor.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        model_cpu.seconds = 0.0
         with PeakRSS() as mem:
             t0, c0 = time.perf_counter(), time.process_time()
             pred = predictor.predict_volume(vol)
@@ -119,6 +140,7 @@ def main() -> None:
         rows.append({"device": str(predictor.device), "tta": "4 flips" if tta else "no", "timed": n,
                      "per_slice": per_slice, "per_100": per_slice * 100,
                      "cpu_per_100": cpu_seconds / n * 100, "rss": mem.peak, "gpu": gpu,
+                     "model_cpu": model_cpu.seconds / n, "outside_cpu": (cpu_seconds - model_cpu.seconds) / n,
                      "note": "extrapolated" if n != 100 else "measured"})
 
     cpu = platform.processor() or platform.machine()
@@ -127,13 +149,15 @@ def main() -> None:
           f"batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs ({cpu})")
     header = (f"| {'device':<6} | {'TTA':<7} | {'slices timed':>12} | {'s / slice':>9} | {'s / 100-slice volume':>20} "
-              f"| {'CPU s / 100 slices':>18} | {'peak RSS MiB':>12} | {'peak GPU MiB':>12} | {'100-slice figure':<16} |")
+              f"| {'CPU s / 100 slices':>18} | {'model CPU s / slice':>19} | {'outside CPU s / slice':>21} "
+              f"| {'peak RSS MiB':>12} | {'peak GPU MiB':>12} | {'100-slice figure':<16} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
         gpu = "-" if r["gpu"] is None else f"{r['gpu']:.0f}"
         print(f"| {r['device']:<6} | {r['tta']:<7} | {r['timed']:>12} | {r['per_slice']:>9.2f} | {r['per_100']:>20.1f} "
-              f"| {r['cpu_per_100']:>18.1f} | {r['rss']:>12.0f} | {gpu:>12} | {r['note']:<16} |")
+              f"| {r['cpu_per_100']:>18.1f} | {r['model_cpu']:>19.3f} | {r['outside_cpu']:>21.3f} "
+              f"| {r['rss']:>12.0f} | {gpu:>12} | {r['note']:<16} |")
 
 
 if __name__ == "__main__":

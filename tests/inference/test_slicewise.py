@@ -160,3 +160,27 @@ def test_bad_decision_settings_are_named():
         Predictor(SigmoidRamp(), {**volume_record(), "threshold": 0.0})
     with pytest.raises(PreprocessingError, match="preprocessing field 'resample'"):
         Predictor(SigmoidRamp(), {**volume_record(), "resample": "nearest"})
+
+
+@pytest.mark.parametrize("classes", [1, 4])
+def test_probabilities_mode_labels_equal_the_batch_resize_then_decide(classes):
+    """``resample="probabilities"`` keeps its exact definition (the guard for any faster path):
+    labels are those of resizing the batch's probabilities bilinearly (torch, ``align_corners=False``)
+    and deciding with numpy (argmax, first maximum; binary ``p >= 0.5``), with or without kept
+    probabilities, across mini-batch boundaries (5 slices in batches of 3)."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(1, classes, 3, padding=1)
+    rng = np.random.default_rng(5)
+    slices = rng.normal(size=(5, 1, 16, 12)).astype(np.float32)
+    inferer = SliceInferer(image_size=(8, 8), batch_size=3, num_classes=max(2, classes))
+    with torch.no_grad():
+        x = torch.nn.functional.interpolate(torch.from_numpy(slices), size=(8, 8), mode="bilinear", align_corners=False)
+        logits = model(x)
+        probs = torch.sigmoid(logits) if classes == 1 else torch.softmax(logits, dim=1)
+        native = torch.nn.functional.interpolate(probs, size=(16, 12), mode="bilinear", align_corners=False).numpy()
+    expected = (native[:, 0] >= 0.5).astype(np.int64) if classes == 1 else native.argmax(axis=1)
+    out = inferer(model, slices)
+    kept = inferer(model, slices, keep_probabilities=True)
+    np.testing.assert_array_equal(out.labels, expected)
+    np.testing.assert_array_equal(kept.labels, expected)
+    assert out.probabilities is None and kept.probabilities.shape == (max(2, classes), 5, 16, 12)
