@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from vmunet.layers import PatchEmbed, PatchExpand, PatchMerging, init_vmunet_weights
-from vmunet.models.common import check_and_pad, set_scan_backend
-from vmunet.models.vmunet import VSSStage, _as_list
+from vmunet.models.common import check_and_pad, check_model_args, set_scan_backend
+from vmunet.models.vmunet import VSSStage
 from vmunet.ops import VMAMBA_DIRECTIONS
 
 
@@ -71,20 +71,12 @@ class MambaUNet(nn.Module):
         scan_backend: str = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"MambaUNet: num_classes must be a positive int, got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"MambaUNet: in_chans must be a positive int, got {in_chans!r}")
-        depths = _as_list("depths", depths)
+        depths, dims = check_model_args("MambaUNet", num_classes=num_classes, in_chans=in_chans, depths=depths,
+                                        dims=dims, drop_path_rate=drop_path_rate)
         n = len(depths)
-        if isinstance(dims, int):
-            dims = [dims * 2**i for i in range(n)]
-        dims = _as_list("dims", dims, n)
         if any(dims[i + 1] != 2 * dims[i] for i in range(n - 1)):
             # PatchExpand halves the width; the concatenated skip must match it
             raise ValueError(f"MambaUNet: each dims entry must double the previous one, got {dims}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"MambaUNet: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.pad_to_multiple = pad_to_multiple

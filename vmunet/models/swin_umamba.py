@@ -26,8 +26,8 @@ from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 from torch import Tensor, nn
 
 from vmunet.layers import PatchEmbed, PatchMerging, init_vmunet_weights
-from vmunet.models.common import check_and_pad, set_scan_backend
-from vmunet.models.vmunet import VSSStage, _as_list
+from vmunet.models.common import check_and_pad, check_model_args, set_scan_backend
+from vmunet.models.vmunet import VSSStage
 from vmunet.ops import VMAMBA_DIRECTIONS
 
 #: VMamba keys the original's ``load_pretrained_ckpt`` skips (its list names
@@ -98,20 +98,11 @@ class SwinUMamba(nn.Module):
         scan_backend: str = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"SwinUMamba: num_classes must be a positive int, got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"SwinUMamba: in_chans must be a positive int, got {in_chans!r}")
-        depths = _as_list("depths", depths)
-        if len(depths) != 4:
-            raise ValueError(f"SwinUMamba: depths must have 4 entries (5 UNETR levels), got {depths}")
-        if isinstance(dims, int):
-            dims = [dims * 2**i for i in range(4)]
-        dims = _as_list("dims", dims, 4)
+        depths, dims = check_model_args("SwinUMamba", num_classes=num_classes, in_chans=in_chans, depths=depths,
+                                        dims=dims, drop_path_rate=drop_path_rate, num_stages=4,
+                                        why_stages=" (5 UNETR levels)")
         if dims[0] % 2:
             raise ValueError(f"SwinUMamba: dims[0] must be even (the stem has dims[0]/2 channels), got {dims}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"SwinUMamba: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.pad_to_multiple = pad_to_multiple

@@ -22,7 +22,7 @@ from vmunet.layers import (
     VSSBlock,
     init_vmunet_weights,
 )
-from vmunet.models.common import check_and_pad, set_scan_backend
+from vmunet.models.common import check_and_pad, check_model_args, int_list, set_scan_backend
 from vmunet.ops import VMAMBA_DIRECTIONS
 from vmunet.ops.cross_scan import check_directions
 
@@ -59,16 +59,6 @@ class VSSStage(nn.Module):
             x = self.downsample(x)
         return x
 
-
-def _as_list(name: str, value: int | Sequence[int], n: int | None = None) -> list[int]:
-    if isinstance(value, int):
-        if n is None:
-            raise TypeError(f"VMUNet: {name} must be a list of ints, got {value!r}")
-        return [value] * n
-    values = [int(v) for v in value]
-    if n is not None and len(values) != n:
-        raise ValueError(f"VMUNet: {name} must have {n} entries (one per stage), got {values}")
-    return values
 
 
 def stage_directions(directions: Sequence[str] | Sequence[Sequence[str]], num_stages: int
@@ -143,18 +133,10 @@ class VMUNet(nn.Module):
         scan_backend: str = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"VMUNet: num_classes must be a positive int, got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"VMUNet: in_chans must be a positive int, got {in_chans!r}")
-        depths = _as_list("depths", depths)
+        depths, dims = check_model_args("VMUNet", num_classes=num_classes, in_chans=in_chans, depths=depths,
+                                        dims=dims, drop_path_rate=drop_path_rate)
         n = len(depths)
-        if isinstance(dims, int):
-            dims = [dims * 2**i for i in range(n)]
-        dims = _as_list("dims", dims, n)
-        depths_decoder = _as_list("depths_decoder", depths_decoder, n)
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"VMUNet: drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        depths_decoder = int_list("depths_decoder", depths_decoder, n)
         dims_decoder = dims[::-1]
         directions_encoder, directions_decoder = stage_directions(directions, n)
         self.num_classes = num_classes

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from vmunet.layers import PatchEmbed, PatchMerging, init_vmunet_weights
 from vmunet.layers.sdi import SDI, ChannelAttention, ConvBN, SpatialAttention
-from vmunet.models.common import check_and_pad, set_scan_backend
-from vmunet.models.vmunet import VSSStage, _as_list
+from vmunet.models.common import check_and_pad, check_model_args, set_scan_backend
+from vmunet.models.vmunet import VSSStage
 from vmunet.ops import VMAMBA_DIRECTIONS
 
 
@@ -102,21 +102,12 @@ class VMUNetV2(nn.Module):
         scan_backend: str = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"VMUNetV2: num_classes must be a positive int, got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"VMUNetV2: in_chans must be a positive int, got {in_chans!r}")
-        depths = _as_list("depths", depths)
+        depths, dims = check_model_args("VMUNetV2", num_classes=num_classes, in_chans=in_chans, depths=depths,
+                                        dims=dims, drop_path_rate=drop_path_rate, num_stages=4,
+                                        why_stages=" (the SDI decoder has 4 levels)")
         n = len(depths)
-        if n != 4:
-            raise ValueError(f"VMUNetV2: depths must have 4 entries (the SDI decoder has 4 levels), got {depths}")
-        if isinstance(dims, int):
-            dims = [dims * 2**i for i in range(n)]
-        dims = _as_list("dims", dims, n)
         if min(dims) < 16:
             raise ValueError(f"VMUNetV2: every dims entry must be >= 16 (channel attention reduces by 16), got {dims}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"VMUNetV2: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.deep_supervision = bool(deep_supervision)
