@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_model_weights import _ln, orig_ss2d, original_vmunet_shapes, random_tensors, ss2d_shapes
+from test_model_weights import (
+    _ln,
+    orig_block,
+    orig_encoder,
+    orig_expand,
+    original_vmunet_shapes,
+    random_tensors,
+    ss2d_shapes,
+)
 
 from vmunet.models import count_parameters, create_model
 from vmunet.models.weights import load_weights
@@ -43,39 +51,21 @@ def orig_mamba_unet(p: dict, x: torch.Tensor, depths) -> torch.Tensor:
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
 
-    def block(prefix, x):
-        return x + orig_ss2d(p, prefix + "self_attention.", _ln(p, prefix + "ln_1.", x))
-
-    def expand(prefix, x, scale):  # rearrange 'b h w (p1 p2 c) -> b (h p1) (w p2) c'
-        x = x @ p[prefix + "expand.weight"].T
-        B, H, W, C = x.shape
-        c = C // scale**2
-        x = x.view(B, H, W, scale, scale, c).permute(0, 1, 3, 2, 4, 5).reshape(B, H * scale, W * scale, c)
-        return _ln(p, prefix + "norm.", x)
-
-    x = F.conv2d(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"], stride=4).permute(0, 2, 3, 1)
-    x = _ln(p, "patch_embed.norm.", x)
-    x_down = []
-    for i, depth in enumerate(depths):
-        x_down.append(x)
-        for j in range(depth):
-            x = block(f"layers.{i}.blocks.{j}.", x)
-        if i < 3:
-            x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-            x = _ln(p, f"layers.{i}.downsample.norm.", x) @ p[f"layers.{i}.downsample.reduction.weight"].T
+    # the encoder is VM-UNet's VSSM encoder (same keys, same math)
+    x, x_down = orig_encoder(p, x, depths)
     x = _ln(p, "norm.", x)
     for inx in range(4):
         if inx == 0:
-            x = expand("layers_up.0.", x, 2)
+            x = orig_expand(p, "layers_up.0.", x, 2)
             continue
         x = torch.cat([x, x_down[3 - inx]], -1)
         x = x @ p[f"concat_back_dim.{inx}.weight"].T + p[f"concat_back_dim.{inx}.bias"]
         for j in range(depths[3 - inx]):
-            x = block(f"layers_up.{inx}.blocks.{j}.", x)
+            x = orig_block(p, f"layers_up.{inx}.blocks.{j}.", x)
         if inx < 3:
-            x = expand(f"layers_up.{inx}.upsample.", x, 2)
+            x = orig_expand(p, f"layers_up.{inx}.upsample.", x, 2)
     x = _ln(p, "norm_up.", x)
-    x = expand("up.", x, 4).permute(0, 3, 1, 2)
+    x = orig_expand(p, "up.", x, 4).permute(0, 3, 1, 2)
     return F.conv2d(x, p["output.weight"])
 
 

@@ -266,37 +266,48 @@ def _ln(p, prefix, x):
     return F.layer_norm(x, x.shape[-1:], p[prefix + "weight"], p[prefix + "bias"])
 
 
-def orig_vssm(p: dict, x: torch.Tensor, depths, depths_decoder) -> torch.Tensor:
-    """Original VSSM.forward (sigmoid is in VMUNet.forward, not here), p keyed 'vmunet.*'."""
-    p = {k.removeprefix("vmunet."): v for k, v in p.items()}
+def orig_block(p: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """The original VSSBlock: x + SS2D(ln_1(x)) (channels last)."""
+    return x + orig_ss2d(p, prefix + "self_attention.", _ln(p, prefix + "ln_1.", x))
 
-    def block(prefix, x):
-        return x + orig_ss2d(p, prefix + "self_attention.", _ln(p, prefix + "ln_1.", x))
 
-    def expand(prefix, x, scale):
-        x = x @ p[prefix + "expand.weight"].T
-        B, H, W, C = x.shape
-        c = C // scale**2
-        x = x.view(B, H, W, scale, scale, c).permute(0, 1, 3, 2, 4, 5).reshape(B, H * scale, W * scale, c)
-        return _ln(p, prefix + "norm.", x)
+def orig_expand(p: dict, prefix: str, x: torch.Tensor, scale: int) -> torch.Tensor:
+    """The original PatchExpand2D / Final_PatchExpand2D: Linear, then
+    rearrange 'b h w (p1 p2 c) -> b (h p1) (w p2) c', then LayerNorm."""
+    x = x @ p[prefix + "expand.weight"].T
+    B, H, W, C = x.shape
+    c = C // scale**2
+    x = x.view(B, H, W, scale, scale, c).permute(0, 1, 3, 2, 4, 5).reshape(B, H * scale, W * scale, c)
+    return _ln(p, prefix + "norm.", x)
 
+
+def orig_encoder(p: dict, x: torch.Tensor, depths) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The original VSSM.forward_features (patch embed, stages with PatchMerging2D between them):
+    the deepest features and the input of every stage (the skips)."""
     x = F.conv2d(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"], stride=4).permute(0, 2, 3, 1)
     x = _ln(p, "patch_embed.norm.", x)
     skips = []
     for i, depth in enumerate(depths):
         skips.append(x)
         for j in range(depth):
-            x = block(f"layers.{i}.blocks.{j}.", x)
+            x = orig_block(p, f"layers.{i}.blocks.{j}.", x)
         if i < len(depths) - 1:
             x0, x1, x2, x3 = x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]
             x = torch.cat([x0, x1, x2, x3], -1)
             x = _ln(p, f"layers.{i}.downsample.norm.", x) @ p[f"layers.{i}.downsample.reduction.weight"].T
+    return x, skips
+
+
+def orig_vssm(p: dict, x: torch.Tensor, depths, depths_decoder) -> torch.Tensor:
+    """Original VSSM.forward (sigmoid is in VMUNet.forward, not here), p keyed 'vmunet.*'."""
+    p = {k.removeprefix("vmunet."): v for k, v in p.items()}
+    x, skips = orig_encoder(p, x, depths)
     for i, depth in enumerate(depths_decoder):
         if i > 0:
-            x = expand(f"layers_up.{i}.upsample.", x + skips[-i], 2)
+            x = orig_expand(p, f"layers_up.{i}.upsample.", x + skips[-i], 2)
         for j in range(depth):
-            x = block(f"layers_up.{i}.blocks.{j}.", x)
-    x = expand("final_up.", x, 4).permute(0, 3, 1, 2)
+            x = orig_block(p, f"layers_up.{i}.blocks.{j}.", x)
+    x = orig_expand(p, "final_up.", x, 4).permute(0, 3, 1, 2)
     return F.conv2d(x, p["final_conv.weight"], p["final_conv.bias"])
 
 
