@@ -2,8 +2,8 @@
 
 Each variant (a registered model x a direction set) is trained with the project's own entry point
 (:func:`vmunet.training.cli.run_lightning_cli`, i.e. ``vmunet fit`` with the config plus overrides),
-seeded alike, in its own folder ``<out>/<variant>/`` (``version_0`` = the fit, the next
-``version_N`` = ``vmunet test`` of its best checkpoint, with the usual test reports). The runner
+seeded alike, in its own folder ``<out>/<variant>/version_0``; ``vmunet test`` of its best
+checkpoint writes the usual test reports into that same run folder. The runner
 then writes, atomically, into ``<out>`` (rewritten after every variant, so a long ablation that stops
 keeps the rows it finished; the Markdown header says "partial" until the last one):
 
