@@ -57,7 +57,10 @@ def _doc_parts(path: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]]
         if pending[1].rstrip().endswith("\\"):
             pending = (pending[0], pending[1].rstrip()[:-1])
             continue
-        code.append(pending)
+        if re.match(r"\s+\[-", pending[1]) and code:  # a usage line continued: [--more] [--options]
+            code[-1] = (code[-1][0], code[-1][1] + " " + pending[1].strip())
+        else:
+            code.append(pending)
         pending = None
     return code, prose
 
@@ -330,3 +333,26 @@ def test_every_benchmark_flag_in_the_docs_is_defined_by_the_script(script, flag)
     # importing torch in a subprocess per script
     source = (ROOT / script).read_text(encoding="utf-8")
     assert f'"{flag}"' in source or f"'{flag}'" in source, f"{script} defines no option {flag}"
+
+
+def _test_names() -> list:
+    """Every ``::test_name`` a doc cites, with the test file it belongs to: the path before it on
+    the same line (``a.py::test_x``, ``::test_y``) or an abbreviation the doc defines
+    (`` `tests/x.py` (`PR`) `` ... ``PR::test_z``)."""
+    cases = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        abbrev = dict((a, p) for p, a in re.findall(r"`(tests/[\w/]+\.py)` \(`([A-Z]{2,3})`", text))
+        for no, line in enumerate(text.splitlines(), start=1):
+            current = None
+            for path, short, name in re.findall(r"(tests/[\w/]+\.py)?(?:\b([A-Z]{2,3}))?::(test_\w+)", line):
+                current = path or abbrev.get(short) or current
+                assert current, f"{doc.name}:{no}: ::{name} names no test file"
+                cases.append(pytest.param(current, name, id=f"{doc.name}:{no}:{name}"))
+    return cases
+
+
+@pytest.mark.parametrize(("path", "name"), _test_names())
+def test_every_test_the_docs_cite_exists(path, name):
+    source = (ROOT / path).read_text(encoding="utf-8")
+    assert re.search(rf"def {name}\b", source), f"{path} has no {name}"
