@@ -4,6 +4,7 @@ selective-scan backend, and the VMamba v0 encoder of the models that keep it at 
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,7 +104,7 @@ def check_and_pad(x: Tensor, *, name: str, in_chans: int, multiple: int, pad: bo
     return x, H, W
 
 
-class VSSModel(nn.Module):
+class VSSModel(nn.Module, metaclass=ABCMeta):
     """Base of the family's models (errors name the class): the input check and padding, the
     scan-backend switch, the per-stage scan orders and, for the models that keep VMamba v0's
     encoder at the top level under its key names (``patch_embed``, ``pos_drop``, ``layers``),
@@ -117,10 +118,10 @@ class VSSModel(nn.Module):
         self.size_multiple = size_multiple
 
     @classmethod
+    @abstractmethod
     def vss_stage_counts(cls, num_stages: int) -> tuple[int, int, str]:
         """(encoder, decoder, note): how many VSS stages the model has for ``num_stages`` entries of
         ``depths`` -- the length of a per-stage ``directions`` -- and what has none (for errors)."""
-        raise NotImplementedError(f"{cls.__name__} must say how many VSS stages it has")
 
     @classmethod
     def parse_directions(cls, directions: Directions, num_stages: int) -> list[tuple[str, ...]]:
