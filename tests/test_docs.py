@@ -356,3 +356,25 @@ def _test_names() -> list:
 def test_every_test_the_docs_cite_exists(path, name):
     source = (ROOT / path).read_text(encoding="utf-8")
     assert re.search(rf"def {name}\b", source), f"{path} has no {name}"
+
+
+# where each plain subcommand is documented in full
+COMMAND_DOCS = {
+    ("predict",): "docs/inference.md", ("export",): "docs/export.md", ("ablate",): "docs/ablation.md",
+    ("prepare", "synapse"): "docs/data.md", ("prepare", "isic"): "docs/data.md",
+    ("synth", "synapse"): "docs/data.md", ("synth", "isic"): "docs/data.md", ("synth", "nifti"): "docs/data.md",
+    ("info",): "docs/models.md", ("weights", "inspect"): "docs/models.md",
+    ("data", "fetch-examples"): "README.md",
+}
+
+
+@pytest.mark.parametrize(("command", "doc"), COMMAND_DOCS.items(), ids=[" ".join(c) for c in COMMAND_DOCS])
+def test_every_option_of_a_command_is_documented(command, doc):
+    parsers, rest = _walk(build_parser(), list(command))
+    assert not rest, f"no subcommand `vmunet {' '.join(command)}`"
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    for action in parsers[0]._actions:
+        names = [o for o in action.option_strings if o != "-h"]
+        if names and "--help" not in names:
+            assert any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in names), \
+                f"{doc} does not mention {'/'.join(names)} of `vmunet {' '.join(command)}`"
