@@ -5,7 +5,8 @@ Every error vmunet raises for bad input -- a data file or folder
 ``vmunet.inference.io.ScanReadError``), a preprocessing record
 (``vmunet.data.preprocessing.PreprocessingError``), a checkpoint or weights file
 (``vmunet.models.safe_load.WeightsError``, ``vmunet.models.checkpoint.CheckpointError`` and its
-subclass ``vmunet.training.checkpoints.TrainingCheckpointError``), a setting (:class:`ConfigError`) --
+subclass ``vmunet.training.checkpoints.TrainingCheckpointError``), a setting (:class:`ConfigError`),
+a run folder another process is training in (``vmunet.training.runs.RunFolderBusyError``) --
 derives from :class:`VmunetError`, so callers can catch them all at once (the ``vmunet`` command
 does: one line, exit status 2, no traceback). They also stay ``ValueError`` subclasses, as before
 this base existed.
