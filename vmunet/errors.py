@@ -8,8 +8,9 @@ Every error vmunet raises for bad input -- a data file or folder
 subclass ``vmunet.training.checkpoints.TrainingCheckpointError``), a setting (:class:`ConfigError`),
 a run folder another process is training in (``vmunet.training.runs.RunFolderBusyError``) --
 derives from :class:`VmunetError`, so callers can catch them all at once (the ``vmunet`` command
-does: one line, exit status 2, no traceback). They also stay ``ValueError`` subclasses, as before
-this base existed.
+does: one line, exit status 2, no traceback). The input errors also stay ``ValueError`` subclasses,
+as before this base existed (a busy run folder is not a bad value: ``RunFolderBusyError`` is a
+``RuntimeError``).
 """
 
 from __future__ import annotations

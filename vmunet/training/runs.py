@@ -94,7 +94,7 @@ def select_run_dir(root: str | Path, resume_from: str | Path | None) -> tuple[Pa
 LOCK_NAME = ".vmunet-train.lock"
 
 
-class RunFolderBusyError(VmunetError):
+class RunFolderBusyError(VmunetError, RuntimeError):
     """Another live process is training in the run folder (names the folder)."""
 
 
