@@ -3,9 +3,11 @@ folder, so best-*.ckpt is the best of the whole run; metrics.csv keeps the rows 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -163,9 +165,11 @@ def test_failed_start_leaves_no_run_folder(tmp_path, capsys):
     assert list(runs.iterdir()) == []
 
 
-#: A process that holds a run folder's lock until it is killed.
-_HOLD_LOCK = ("import sys, time\nfrom vmunet.training.runs import lock_run_dir\nlock_run_dir(sys.argv[1])\n"
-              "print('locked', flush=True)\ntime.sleep(600)\n")
+#: A process that holds a run folder's lock until it is killed, and a forked child (as a data-loader
+#: worker is) that lives on after it; the child's pid is printed.
+_HOLD_LOCK = ("import os, sys, time\nfrom vmunet.training.runs import lock_run_dir\nlock_run_dir(sys.argv[1])\n"
+              "child = os.fork()\nif child == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+              "print('locked', child, flush=True)\ntime.sleep(600)\n")
 
 
 def test_lock_run_dir_is_exclusive_and_dies_with_its_process(tmp_path):
@@ -179,16 +183,24 @@ def test_lock_run_dir_is_exclusive_and_dies_with_its_process(tmp_path):
         lock_run_dir(run)  # a second open file: refused even within one process
     lock.release()
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        word, child = holder.stdout.readline().split()
+        assert word == "locked"
         with pytest.raises(RunFolderBusyError) as err:
             lock_run_dir(run)
         assert str(err.value) == (f"{run}: another process (pid {holder.pid}) is training in this run folder; wait "
                                   "for it to finish (or stop it) before resuming this run")
-    finally:
         holder.kill()  # SIGKILL: no clean-up code runs in the holder
         holder.wait(30)
-    lock_run_dir(run).release()  # the kernel released the dead process's lock: no stale lock
+        os.kill(int(child), 0)  # its forked child still runs ...
+        lock_run_dir(run).release()  # ... yet the lock went with the holder: no stale lock
+    finally:
+        holder.kill()
+        holder.wait(30)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
 
 
 def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -210,8 +222,10 @@ def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp
     before = files()
     capsys.readouterr()
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        word, child = holder.stdout.readline().split()
+        assert word == "locked"
         assert main(resume) == 2
         err = capsys.readouterr().err
         assert err == (f"vmunet fit: error: {run}: another process (pid {holder.pid}) is training in this run "
@@ -220,3 +234,6 @@ def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp
     finally:
         holder.kill()
         holder.wait(30)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)

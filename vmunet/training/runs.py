@@ -103,11 +103,20 @@ class RunLock:
 
     def __init__(self, run_dir: Path, fd: int | None) -> None:
         self.run_dir, self._fd = run_dir, fd
+        if fd is not None:
+            # flock belongs to the open file, shared with forked children (data-loader workers): an
+            # orphaned worker would keep the folder locked after the trainer was killed. Children
+            # drop their copy at once (closing it, unlike LOCK_UN, leaves the parent's lock alone).
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def release(self) -> None:
         if self._fd is None:
             return
-        # LOCK_UN first: data-loader workers forked meanwhile hold copies of the descriptor
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
@@ -117,9 +126,8 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     """Take the exclusive training lock of ``run_dir`` or raise :class:`RunFolderBusyError`.
 
     ``fcntl.flock`` on :data:`LOCK_NAME` inside the folder: the kernel releases it when the holding
-    process exits for any reason, so a killed run never blocks the next one. The descriptor is not
-    inherited by programs the process starts (close-on-exec), only by forked workers, which die
-    with it.
+    process exits for any reason, so a killed run never blocks the next one. Neither programs the
+    process starts (close-on-exec) nor processes it forks (they close their copy) keep it held.
     """
     run_dir = Path(run_dir)
     if fcntl is None:
