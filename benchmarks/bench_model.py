@@ -41,6 +41,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # also when imported as benchmarks.bench_model
+from _common import md_table, print_report  # noqa: E402  (benchmarks/_common.py)
 
 MODEL = "vmunet"
 NUM_CLASSES, IN_CHANS = 9, 1
@@ -118,16 +120,16 @@ def available_backends() -> list[str]:
 
 def markdown_table(rows: list[dict]) -> str:
     ref = {(r["size"], r["batch"], r["mode"]): r["seconds"] for r in rows if r["backend"] == "ref"}
-    out = ["| input | batch | mode | backend | s / batch | CPU s / batch | img/s | peak memory (MiB) "
-           "| peak RSS (MiB) | page faults / call | vs ref |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["input", "batch", "mode", "backend", "s / batch", "CPU s / batch", "img/s", "peak memory (MiB)",
+              "peak RSS (MiB)", "page faults / call", "vs ref"]
+    cells = []
     for r in rows:
         key = (r["size"], r["batch"], r["mode"])
-        vs = f"{ref[key] / r['seconds']:.1f}x" if key in ref else "—"
-        out.append(f"| {r['size']}x{r['size']} | {r['batch']} | {r['mode']} | {r['backend']} | "
-                   f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['img_per_s']:.2f} | {r['peak_mib']:.0f} "
-                   f"| {r['peak_rss_mib']:.0f} | {r['faults']:,} | {vs} |")
-    return "\n".join(out)
+        cells.append([f"{r['size']}x{r['size']}", r["batch"], r["mode"], r["backend"], f"{r['seconds']:.3f}",
+                      f"{r['cpu_seconds']:.3f}", f"{r['img_per_s']:.2f}", f"{r['peak_mib']:.0f}",
+                      f"{r['peak_rss_mib']:.0f}", f"{r['faults']:,}",
+                      f"{ref[key] / r['seconds']:.1f}x" if key in ref else "—"])
+    return "\n".join(md_table(header, cells))
 
 
 def ratio_table(rows: list[dict]) -> str:
@@ -142,19 +144,19 @@ def ratio_table(rows: list[dict]) -> str:
         wall = (a["seconds"] / na) / (b["seconds"] / nb)
         return f"{cpu:.2f} ({wall:.2f})"
 
-    out = ["| input | backend | inference / no-op inference (<= 1.5) | training / inference (<= 3.0) "
-           "| per image, batch max / batch 1: inference, training (<= 1.15) |", "|---|---|---|---|---|"]
+    header = ["input", "backend", "inference / no-op inference (<= 1.5)", "training / inference (<= 3.0)",
+              "per image, batch max / batch 1: inference, training (<= 1.15)"]
+    cells = []
     for backend, size in sorted({(r["backend"], r["size"]) for r in rows if r["backend"] not in ("ref", "noop")}):
         big = max(r["batch"] for r in rows if r["backend"] == backend and r["size"] == size)
         get = by.get
         per_image = (f"{ratio(get((backend, size, big, 'infer')), get((backend, size, 1, 'infer')), True)}, "
                      f"{ratio(get((backend, size, big, 'train')), get((backend, size, 1, 'train')), True)}"
                      if big > 1 else "—")
-        out.append(f"| {size}x{size} | {backend} "
-                   f"| {ratio(get((backend, size, 1, 'infer')), get(('noop', size, 1, 'infer')))} "
-                   f"| {ratio(get((backend, size, 1, 'train')), get((backend, size, 1, 'infer')))} "
-                   f"| {per_image} |")
-    return "\n".join(out)
+        cells.append([f"{size}x{size}", backend,
+                      ratio(get((backend, size, 1, "infer")), get(("noop", size, 1, "infer"))),
+                      ratio(get((backend, size, 1, "train")), get((backend, size, 1, "infer"))), per_image])
+    return "\n".join(md_table(header, cells))
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,13 +216,11 @@ def profile_forward(backend: str, size: int, threads: int) -> str:
         if not nested:
             totals[categories[ev.name]] += ev.cpu_time_total / 1e6
     other = max(0.0, profiled - sum(totals.values()))
-    lines = [f"One {size}x{size} forward of `{MODEL}` (batch 1, backend {backend!r}, {threads} threads): "
-             f"{plain:.3f} s unprofiled, {profiled:.3f} s under the profiler.", "",
-             "| part | seconds | share |", "|---|---|---|"]
-    for name, sec in sorted(totals.items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {name} | {sec:.3f} | {100 * sec / profiled:.1f}% |")
-    lines.append(f"| other (adds, permutes, copies, pad/crop, Python) | {other:.3f} | {100 * other / profiled:.1f}% |")
-    return "\n".join(lines)
+    parts = [*sorted(totals.items(), key=lambda kv: -kv[1]), ("other (adds, permutes, copies, pad/crop, Python)", other)]
+    return "\n".join([f"One {size}x{size} forward of `{MODEL}` (batch 1, backend {backend!r}, {threads} threads): "
+                      f"{plain:.3f} s unprofiled, {profiled:.3f} s under the profiler.", "",
+                      *md_table(["part", "seconds", "share"],
+                                ([name, f"{sec:.3f}", f"{100 * sec / profiled:.1f}%"] for name, sec in parts))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,16 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_case(b, size, batch, train, 1 if b == "ref" else repeats, threads)
                     rows.append(r)
                     print(f"  {b:6s} {size} b{batch} {r['mode']}: {r['seconds']:.3f} s", file=sys.stderr)
-    print(f"`{MODEL}` ({NUM_CLASSES} classes, {IN_CHANS} input channel), torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads; "
-          f"best of {repeats} (ref: 1 run, batch-1 inference only)\n")
-    print(markdown_table(rows))
-    print()
-    print(ratio_table(rows))
-    if args.json:
-        from vmunet.data.fileio import write_json
-
-        write_json(args.json, rows)
+    header = (f"`{MODEL}` ({NUM_CLASSES} classes, {IN_CHANS} input channel), torch {torch.__version__}, "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads; "
+              f"best of {repeats} (ref: 1 run, batch-1 inference only)")
+    print_report(header, [markdown_table(rows), ratio_table(rows)], rows, args.json)
     return 0
 
 

@@ -31,8 +31,10 @@ from collections.abc import Callable
 
 import torch
 
-from vmunet.data.fileio import write_json
-from vmunet.ops import numba_available, selective_scan
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when imported as benchmarks.bench_scan
+from _common import md_table, print_report  # noqa: E402  (benchmarks/_common.py)
+
+from vmunet.ops import numba_available, selective_scan  # noqa: E402
 
 STAGES = [(96, 64), (192, 32), (384, 16), (768, 8)]  # (C, H = W of the token map at 256x256)
 
@@ -153,17 +155,12 @@ def bench_case(batch: int, C: int, side: int, backends: list[str], repeats: int,
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| batch | dim | L | backend | fwd ms | fwd speed-up | fwd+bwd ms | fwd+bwd speed-up "
-            "| fwd+bwd / fwd | peak MiB (fwd+bwd) | max abs diff to ref |")
-    lines = [head, "|" + "---|" * 11]
-    for r in rows:
-        mem = "n/a" if math.isnan(r["mem"]) else f"{r['mem']:.0f}"
-        lines.append(
-            f"| {r['batch']} | {r['dim']} | {r['L']} | {r['backend']} | {r['fwd'] * 1e3:.1f} "
-            f"| {r['fwd_x']:.1f}x | {r['fwd_bwd'] * 1e3:.1f} | {r['fwd_bwd_x']:.1f}x "
-            f"| {r['bwd_ratio']:.2f} | {mem} | {r['diff']:.1e} |"
-        )
-    return "\n".join(lines)
+    header = ["batch", "dim", "L", "backend", "fwd ms", "fwd speed-up", "fwd+bwd ms", "fwd+bwd speed-up",
+              "fwd+bwd / fwd", "peak MiB (fwd+bwd)", "max abs diff to ref"]
+    return "\n".join(md_table(header, (
+        [r["batch"], r["dim"], r["L"], r["backend"], f"{r['fwd'] * 1e3:.1f}", f"{r['fwd_x']:.1f}x",
+         f"{r['fwd_bwd'] * 1e3:.1f}", f"{r['fwd_bwd_x']:.1f}x", f"{r['bwd_ratio']:.2f}",
+         "n/a" if math.isnan(r["mem"]) else f"{r['mem']:.0f}", f"{r['diff']:.1e}"] for r in rows)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,14 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             ref_repeats = 1 if (args.quick or batch * side * side >= 4096) else 2
             rows += bench_case(batch, C, side, backends, repeats, ref_repeats, not args.no_memory)
             print(f"done batch={batch} C={C}", file=sys.stderr, flush=True)
-    print(f"selective scan, {args.input_size}x{args.input_size} input, float32, N={N_STATE}, G={DIRECTIONS}, D + delta_bias + softplus; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {repeats}, "
-          f"{'CPU' if args.cpu_time else 'wall'} time")
-    print()
-    print(markdown(rows))
-    if args.json:
-        write_json(args.json, rows)
+    header = (f"selective scan, {args.input_size}x{args.input_size} input, float32, N={N_STATE}, G={DIRECTIONS}, "
+              f"D + delta_bias + softplus; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {repeats}, "
+              f"{'CPU' if args.cpu_time else 'wall'} time")
+    print_report(header, [markdown(rows)], rows, args.json)
     return 0
 
 

@@ -53,6 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
 import torch  # noqa: E402
@@ -63,7 +64,8 @@ if "--smoke" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch.nn.functional as F  # noqa: E402
-from _timing import rel, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
+from _common import md_table  # noqa: E402  (benchmarks/_common.py)
+from _timing import rel, scan_ms, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
 
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
 from vmunet.models import create_model  # noqa: E402
@@ -444,19 +446,10 @@ def scan_time(chk: Check) -> dict:
     rows = []
     for c, hw in stages:
         ins = scan_inputs(batch, K * 2 * c, hw * hw, torch.float32, chk.device, seed=c)
-        leaves = {k: v.requires_grad_() for k, v in ins.items()}
         for b in usable:
-            def fwd(b=b, ins=ins):
-                with torch.no_grad():
-                    selective_scan(**ins, delta_softplus=True, backend=b)
-
-            def fwd_bwd(b=b, leaves=leaves):
-                selective_scan(**leaves, delta_softplus=True, backend=b).sum().backward()
-
-            reps = 3 if smoke or b == "torch" else 10
+            fwd_ms, fwd_bwd_ms = scan_ms(chk.device, ins, b, 3 if smoke or b == "torch" else 10)
             rows.append({"C": c, "L": hw * hw, "dim": K * 2 * c, "batch": batch, "backend": b,
-                         "fwd_ms": round(time_ms(chk.device, fwd, reps), 3),
-                         "fwd_bwd_ms": round(time_ms(chk.device, fwd_bwd, reps), 3)})
+                         "fwd_ms": round(fwd_ms, 3), "fwd_bwd_ms": round(fwd_bwd_ms, 3)})
     for r in rows:
         torch_row = next(t for t in rows if t["L"] == r["L"] and t["backend"] == "torch")
         r["fwd_bwd_speedup_vs_torch"] = round(torch_row["fwd_bwd_ms"] / r["fwd_bwd_ms"], 2)
@@ -572,59 +565,51 @@ def markdown(res: dict) -> str:
     lines = [f"# GPU check ({'SMOKE, CPU stand-in: not GPU numbers' if res['smoke'] else env.get('gpu', '?')})",
              "", f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), triton {env.get('triton')}, "
              f"python {env.get('python')}; total {res.get('elapsed_s')} s", ""]
-    lines += ["| section | status | s | note |", "|---|---|---|---|"]
+    notes = []
     for name, rec in s.items():
         note = rec.get("error") or rec.get("why") or ""
         if name == "extension":
             note = note or rec.get("source", "")
         if "all_ok" in rec:
             note = note or f"all_ok={rec['all_ok']}"
-        lines.append(f"| {name} | {rec['status']} | {rec.get('seconds', '')} | {str(note)[:120]} |")
+        notes.append([name, rec["status"], rec.get("seconds", ""), str(note)[:120]])
+    lines += md_table(["section", "status", "s", "note"], notes)
     if s.get("parity", {}).get("rows"):
-        lines += ["", "Parity, cuda vs float64 ref on the device (max rel. error over out and all grads)", "",
-                  "| C | L | dim | dtype | z | status | max rel |", "|---|---|---|---|---|---|---|"]
-        for r in s["parity"]["rows"]:
-            m = max(r["rel"].values()) if "rel" in r else ""
-            lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['dtype']} | {r['z']} | {r['status']} | {m} |")
+        lines += md_table(["C", "L", "dim", "dtype", "z", "status", "max rel"],
+                          ([r["C"], r["L"], r["dim"], r["dtype"], r["z"], r["status"],
+                            max(r["rel"].values()) if "rel" in r else ""] for r in s["parity"]["rows"]),
+                          "Parity, cuda vs float64 ref on the device (max rel. error over out and all grads)")
     if s.get("model_agreement", {}).get("rows"):
-        lines += ["", "Model agreement against the torch backend (rel. error)", "",
-                  "| backend | logits | grads | bf16 logits | ok |", "|---|---|---|---|---|"]
-        for r in s["model_agreement"]["rows"]:
-            lines.append(f"| {r['backend']} | {r['logits_rel']:.2e} | {r['grads_rel']:.2e} | "
-                         f"{r['bf16_logits_rel']:.2e} | {r['ok']} |")
+        lines += md_table(["backend", "logits", "grads", "bf16 logits", "ok"],
+                          ([r["backend"], f"{r['logits_rel']:.2e}", f"{r['grads_rel']:.2e}",
+                            f"{r['bf16_logits_rel']:.2e}", r["ok"]] for r in s["model_agreement"]["rows"]),
+                          "Model agreement against the torch backend (rel. error)")
     for name in ("train", "original"):
         if s.get(name, {}).get("rows"):
-            lines += ["", f"{'vmunet' if name == 'train' else 'original VM-UNet'} (scan: cuda), "
-                      "img/s; peak GiB", "",
-                      "| precision | size | batch | steps | train img/s | infer img/s | train peak | "
-                      "non-finite steps | ours/original train | ours/original infer |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
-            for r in s[name]["rows"]:
-                lines.append(f"| {r['precision']} | {r['size']} | {r['batch']} | {r['steps']} | "
-                             f"{r['train_img_s']} | {r['infer_img_s']} | {r.get('train_peak_gib', 'n/a')} | "
-                             f"{r['nonfinite_steps']} | {r.get('ours_over_original_train', '')} | "
-                             f"{r.get('ours_over_original_infer', '')} |")
+            lines += md_table(["precision", "size", "batch", "steps", "train img/s", "infer img/s", "train peak",
+                               "non-finite steps", "ours/original train", "ours/original infer"],
+                              ([r["precision"], r["size"], r["batch"], r["steps"], r["train_img_s"],
+                                r["infer_img_s"], r.get("train_peak_gib", "n/a"), r["nonfinite_steps"],
+                                r.get("ours_over_original_train", ""), r.get("ours_over_original_infer", "")]
+                               for r in s[name]["rows"]),
+                              f"{'vmunet' if name == 'train' else 'original VM-UNet'} (scan: cuda), img/s; peak GiB")
     if s.get("scan_time", {}).get("rows"):
-        lines += ["", "Selective scan, float32, ms (median)", "",
-                  "| C | L | dim | batch | backend | fwd | fwd+bwd | fwd+bwd speed-up vs torch |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in s["scan_time"]["rows"]:
-            lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['batch']} | {r['backend']} | "
-                         f"{r['fwd_ms']} | {r['fwd_bwd_ms']} | {r['fwd_bwd_speedup_vs_torch']}x |")
+        lines += md_table(["C", "L", "dim", "batch", "backend", "fwd", "fwd+bwd", "fwd+bwd speed-up vs torch"],
+                          ([r["C"], r["L"], r["dim"], r["batch"], r["backend"], r["fwd_ms"], r["fwd_bwd_ms"],
+                            f"{r['fwd_bwd_speedup_vs_torch']}x"] for r in s["scan_time"]["rows"]),
+                          "Selective scan, float32, ms (median)")
     cs = s.get("cross_scan", {})
     if cs.get("step_rows"):
         impls = [i for i, why in cs["impls"].items() if not why]
-        lines += ["", f"Cross-scan before/after: training step of {cs['model']} ({cs['size']}x{cs['size']}, "
-                  f"batch {cs['batch']}, scan cuda), ms; change vs the default torch cross-scan", "",
-                  "| precision | impl | steps | ms/step | change vs torch |", "|---|---|---|---|---|"]
-        for r in cs["step_rows"]:
-            lines.append(f"| {r['precision']} | {r['impl']} | {r['steps']} | {r['ms_per_step']} | "
-                         f"{r['change_vs_torch_pct']:+.1f}% |")
-        lines += ["", "cross_scan + cross_merge forward+backward, ms (median)", "",
-                  "| C | H=W | batch | " + " | ".join(impls) + " |", "|---" * (3 + len(impls)) + "|"]
-        for r in cs["ops_rows"]:
-            lines.append(f"| {r['C']} | {r['H=W']} | {r['batch']} | "
-                         + " | ".join(str(r.get(f"{i}_ms", "")) for i in impls) + " |")
+        lines += md_table(["precision", "impl", "steps", "ms/step", "change vs torch"],
+                          ([r["precision"], r["impl"], r["steps"], r["ms_per_step"],
+                            f"{r['change_vs_torch_pct']:+.1f}%"] for r in cs["step_rows"]),
+                          f"Cross-scan before/after: training step of {cs['model']} ({cs['size']}x{cs['size']}, "
+                          f"batch {cs['batch']}, scan cuda), ms; change vs the default torch cross-scan")
+        lines += md_table(["C", "H=W", "batch", *impls],
+                          ([r["C"], r["H=W"], r["batch"], *(r.get(f"{i}_ms", "") for i in impls)]
+                           for r in cs["ops_rows"]),
+                          "cross_scan + cross_merge forward+backward, ms (median)")
         for r in cs["agreement"]:
             lines.append(f"\n{r['impl']} vs torch: logits rel {r['logits_rel']:.2e}, grads rel {r['grads_rel']:.2e}")
     return "\n".join(lines) + "\n"

@@ -45,8 +45,10 @@ if "--smoke" in sys.argv and not torch.cuda.is_available():
 
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu"))  # also when loaded by file path
-from _timing import rel, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by file path
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu"))
+from _common import md_table  # noqa: E402  (benchmarks/_common.py)
+from _timing import rel, scan_ms, sync  # noqa: E402  (benchmarks/gpu/_timing.py)
 
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
 from vmunet.ops import resolve_backend, selective_scan  # noqa: E402
@@ -132,19 +134,10 @@ def scan_time(device: torch.device, smoke: bool, batch: int) -> dict:
     rows = []
     for c, hw in stages:
         ins = scan_inputs(batch, K * 2 * c, hw * hw, torch.float32, device, seed=c)
-        leaves = {k: v.clone().requires_grad_() for k, v in ins.items()}
         row = {"C": c, "L": hw * hw, "dim": K * 2 * c, "batch": batch}
         for b in backends:
-            def fwd(b=b, ins=ins):
-                with torch.no_grad():
-                    selective_scan(**ins, delta_softplus=True, backend=b)
-
-            def fwd_bwd(b=b, leaves=leaves):
-                selective_scan(**leaves, delta_softplus=True, backend=b).sum().backward()
-
-            reps = 1 if smoke else (3 if b == "torch" else 20)
-            row[f"{b}_fwd_ms"] = round(time_ms(device, fwd, reps), 3)
-            row[f"{b}_fwd_bwd_ms"] = round(time_ms(device, fwd_bwd, reps), 3)
+            fwd_ms, fwd_bwd_ms = scan_ms(device, ins, b, 1 if smoke else (3 if b == "torch" else 20))
+            row[f"{b}_fwd_ms"], row[f"{b}_fwd_bwd_ms"] = round(fwd_ms, 3), round(fwd_bwd_ms, 3)
         if "cuda" in backends:
             row["cuda_over_triton_fwd"] = round(row["cuda_fwd_ms"] / row["triton_fwd_ms"], 3)
             row["cuda_over_triton_fwd_bwd"] = round(row["cuda_fwd_bwd_ms"] / row["triton_fwd_bwd_ms"], 3)
@@ -208,21 +201,11 @@ def sweep(device: torch.device, smoke: bool, batch: int) -> dict:
     try:
         for c, hw in stages:
             ins = scan_inputs(batch, K * 2 * c, hw * hw, torch.float32, device, seed=c)
-            leaves = {k: v.clone().requires_grad_() for k, v in ins.items()}
             for bl, bd, nw in settings:
                 scan_triton.BLOCK_L, scan_triton.BLOCK_D_MAX, scan_triton.NUM_WARPS = bl, bd, nw
-
-                def fwd_bwd(leaves=leaves):
-                    selective_scan(**leaves, delta_softplus=True, backend="triton").sum().backward()
-
-                def fwd(ins=ins):
-                    with torch.no_grad():
-                        selective_scan(**ins, delta_softplus=True, backend="triton")
-
-                reps = 1 if smoke else 10
+                fwd_ms, fwd_bwd_ms = scan_ms(device, ins, "triton", 1 if smoke else 10)
                 rows.append({"C": c, "L": hw * hw, "BLOCK_L": bl, "BLOCK_D_MAX": bd, "NUM_WARPS": nw,
-                             "fwd_ms": round(time_ms(device, fwd, reps), 3),
-                             "fwd_bwd_ms": round(time_ms(device, fwd_bwd, reps), 3)})
+                             "fwd_ms": round(fwd_ms, 3), "fwd_bwd_ms": round(fwd_bwd_ms, 3)})
     finally:
         scan_triton.BLOCK_L, scan_triton.BLOCK_D_MAX, scan_triton.NUM_WARPS = saved
     return {"batch": batch, "defaults": dict(zip(("BLOCK_L", "BLOCK_D_MAX", "NUM_WARPS"), saved, strict=True)),
@@ -266,33 +249,28 @@ def markdown(res: dict) -> str:
     for name, rec in s.items():
         lines.append(f"- {name}: {rec['status']} ({rec['seconds']} s) {rec.get('error', '')}")
     if s.get("parity", {}).get("rows"):
-        lines += ["", "Parity, triton vs float64 ref (max rel. error over out, last state, all grads)", "",
-                  "| C | L | dim | dtype | z | status | max rel |", "|---|---|---|---|---|---|---|"]
-        for r in s["parity"]["rows"]:
-            lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['dtype']} | {r['z']} | "
-                         f"{r['status']} | {max(r['rel'].values()):.2e} |")
+        lines += md_table(["C", "L", "dim", "dtype", "z", "status", "max rel"],
+                          ([r["C"], r["L"], r["dim"], r["dtype"], r["z"], r["status"],
+                            f"{max(r['rel'].values()):.2e}"] for r in s["parity"]["rows"]),
+                          "Parity, triton vs float64 ref (max rel. error over out, last state, all grads)")
     if s.get("scan_time", {}).get("rows"):
         rows = s["scan_time"]["rows"]
         cols = [k for k in rows[0] if k.endswith("_ms") or k.startswith("cuda_over")]
-        lines += ["", "Scan ms (median), float32", "", "| C | L | dim | batch | " + " | ".join(cols) + " |",
-                  "|---" * (4 + len(cols)) + "|"]
-        for r in rows:
-            lines.append(f"| {r['C']} | {r['L']} | {r['dim']} | {r['batch']} | "
-                         + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+        lines += md_table(["C", "L", "dim", "batch", *cols],
+                          ([r["C"], r["L"], r["dim"], r["batch"], *(r.get(c, "") for c in cols)] for r in rows),
+                          "Scan ms (median), float32")
     if s.get("train", {}).get("rows"):
-        lines += ["", "Training, vmunet 224x224", "",
-                  "| backend | precision | batch | img/s | ms/step | peak GiB | non-finite | triton/cuda |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in s["train"]["rows"]:
-            lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['train_img_s']} | "
-                         f"{r['ms_per_step']} | {r['peak_gib']} | {r['nonfinite_steps']} | "
-                         f"{r.get('triton_over_cuda', '')} |")
+        lines += md_table(["backend", "precision", "batch", "img/s", "ms/step", "peak GiB", "non-finite",
+                           "triton/cuda"],
+                          ([r["backend"], r["precision"], r["batch"], r["train_img_s"], r["ms_per_step"],
+                            r["peak_gib"], r["nonfinite_steps"], r.get("triton_over_cuda", "")]
+                           for r in s["train"]["rows"]),
+                          "Training, vmunet 224x224")
     if s.get("sweep", {}).get("rows"):
-        lines += ["", "Triton settings sweep (fwd / fwd+bwd ms)", "",
-                  "| C | L | BLOCK_L | BLOCK_D_MAX | NUM_WARPS | fwd | fwd+bwd |", "|---|---|---|---|---|---|---|"]
-        for r in s["sweep"]["rows"]:
-            lines.append(f"| {r['C']} | {r['L']} | {r['BLOCK_L']} | {r['BLOCK_D_MAX']} | {r['NUM_WARPS']} | "
-                         f"{r['fwd_ms']} | {r['fwd_bwd_ms']} |")
+        lines += md_table(["C", "L", "BLOCK_L", "BLOCK_D_MAX", "NUM_WARPS", "fwd", "fwd+bwd"],
+                          ([r["C"], r["L"], r["BLOCK_L"], r["BLOCK_D_MAX"], r["NUM_WARPS"], r["fwd_ms"],
+                            r["fwd_bwd_ms"]] for r in s["sweep"]["rows"]),
+                          "Triton settings sweep (fwd / fwd+bwd ms)")
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Timing and comparison helpers shared by the GPU checks (benchmarks/gpu_check.py,
-benchmarks/gpu_triton_check.py): one definition of "median ms" and of "rel" for every table."""
+benchmarks/gpu_triton_check.py): one definition of "median ms", of a selective scan's forward and
+forward+backward time, and of "rel" for every table."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from vmunet.ops import selective_scan
 
 
 def sync(device: torch.device) -> None:
@@ -35,6 +38,22 @@ def time_ms(device: torch.device, fn: Callable[[], object], reps: int) -> float:
             fn()
             times.append(1e3 * (time.perf_counter() - t))
     return statistics.median(times)
+
+
+def scan_ms(device: torch.device, ins: dict[str, torch.Tensor], backend: str, reps: int) -> tuple[float, float]:
+    """Median ms (:func:`time_ms`) of ``selective_scan(**ins, delta_softplus=True, backend=backend)``:
+    the forward under ``no_grad``, then forward + backward of the output's sum with a gradient for
+    every input (``ins`` itself is left as it is: the gradients go to detached views of it)."""
+    leaves = {k: v.detach().requires_grad_() for k, v in ins.items()}
+
+    def fwd() -> None:
+        with torch.no_grad():
+            selective_scan(**ins, delta_softplus=True, backend=backend)
+
+    def fwd_bwd() -> None:
+        selective_scan(**leaves, delta_softplus=True, backend=backend).sum().backward()
+
+    return time_ms(device, fwd, reps), time_ms(device, fwd_bwd, reps)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

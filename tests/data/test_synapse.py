@@ -247,7 +247,7 @@ def test_cache_true_keeps_the_loaded_slices(tmp_path, synapse_root):
     root = _copy(tmp_path, synapse_root)
     dm = _dm(root, cache=True, augment=False)
     dm.setup("fit")
-    ds = dm._train_ds
+    ds = dm._ds["train"]
     assert isinstance(ds, CacheDataset) and len(ds._cache) == len(dm.train_slices)
     first = ds._cache[0]
     assert "path" not in first and first["name"] == dm.train_slices[0]  # loaded, not the path item

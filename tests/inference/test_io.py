@@ -255,3 +255,25 @@ def test_truncated_compressed_dicom_is_refused_in_one_line(tmp_path):
     whole.mkdir()
     (whole / "whole.dcm").write_bytes(data)
     np.testing.assert_array_equal(io.read_scan(whole, orientation=None).array, arr.transpose(2, 1, 0))
+
+
+def test_input_hash_covers_every_file_of_a_case_in_blocks(tmp_path):
+    """``input_sha256`` (and the checkpoint hash, :func:`file_sha256`) against hashlib over whole
+    files read at once; the files span several 1 MiB blocks."""
+    import hashlib
+
+    from vmunet.data.fileio import file_sha256
+
+    vol = np.random.default_rng(0).normal(size=(40, 90, 80)).astype(np.float32)  # 1.1 MiB of voxels
+    sitk.WriteImage(sitk.GetImageFromArray(vol), str(tmp_path / "a.mhd"), False)  # a.mhd + a.raw
+    other = tmp_path / "b.nii"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(other))
+    mhd, raw = tmp_path / "a.mhd", tmp_path / "a.raw"
+    assert raw.stat().st_size > (1 << 20)
+    assert file_sha256(raw) == hashlib.sha256(raw.read_bytes()).hexdigest()
+
+    def expected(*files):
+        return hashlib.sha256(b"".join(f.name.encode() + b"\0" + f.read_bytes() for f in files)).hexdigest()
+
+    assert io.input_sha256(mhd) == expected(mhd, raw)
+    assert io.input_sha256([mhd, other]) == expected(mhd, raw, other)

@@ -31,21 +31,16 @@ def need(cache: Path, key: str) -> dict[str, Any]:
     return rec
 
 
-@pytest.fixture(scope="session")
-def pyradiomics(real_cache: Path) -> dict[str, Any]:
-    return need(real_cache, "pyradiomics")
+def _source_fixture(key: str):
+    """A session fixture: the ``source.json`` record of source ``key`` (or a skip, see :func:`need`)."""
+    @pytest.fixture(scope="session")
+    def fixture(real_cache: Path) -> dict[str, Any]:
+        return need(real_cache, key)
+
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def invesalius(real_cache: Path) -> dict[str, Any]:
-    return need(real_cache, "invesalius")
-
-
-@pytest.fixture(scope="session")
-def itk(real_cache: Path) -> dict[str, Any]:
-    return need(real_cache, "itk")
-
-
-@pytest.fixture(scope="session")
-def pydicom_files(real_cache: Path) -> dict[str, Any]:
-    return need(real_cache, "pydicom")
+pyradiomics = _source_fixture("pyradiomics")
+invesalius = _source_fixture("invesalius")
+itk = _source_fixture("itk")
+pydicom_files = _source_fixture("pydicom")

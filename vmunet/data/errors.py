@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from vmunet.errors import VmunetError
@@ -35,3 +35,21 @@ def short_list(items: Iterable[object], limit: int = 10) -> str:
     items = list(items)
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return f"{[str(i) for i in items[:limit]]}{more}"
+
+
+def check_paired(what: str, first: tuple[str, Path, Collection[object]],
+                 second: tuple[str, Path, Collection[object]]) -> None:
+    """Raise one DataError when two sets of ids (e.g. images and their masks) differ.
+
+    ``first`` and ``second`` are ``(kind, folder, ids)``; the message lists the ids of each side that
+    the other lacks, and the folder they were looked for in:
+    ``<what>: N image(s) without a mask in <masks folder>: [...]; M mask(s) without an image in ...``.
+    """
+    parts = []
+    for (kind, _, ids), (other, folder, other_ids) in ((first, second), (second, first)):
+        alone = sorted(set(ids) - set(other_ids))
+        if alone:
+            article = "an" if other[0] in "aeiou" else "a"
+            parts.append(f"{len(alone)} {kind}(s) without {article} {other} in {folder}: {short_list(alone)}")
+    if parts:
+        raise DataError(f"{what}: " + "; ".join(parts))

@@ -37,7 +37,6 @@ and is verified like a download.
 
 from __future__ import annotations
 
-import hashlib
 import html.parser
 import io
 import logging
@@ -57,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from vmunet.data.fileio import read_json, write_json
+from vmunet.data.fileio import atomic_path, file_sha256, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +121,6 @@ def default_cache() -> Path:
     """``$VMUNET_DATA`` if set, else ``~/.cache/vmunet/examples``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vmunet" / "examples"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------ download
@@ -218,17 +209,11 @@ def download(src: Source, downloads: Path) -> Path:
             return final
         raise FetchError(f"{final}: sha256 {digest} differs from the pinned {src.sha256}; "
                          "delete the file to download it again")
-    fd, name = tempfile.mkstemp(prefix=f".{src.filename}.", dir=downloads)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(final) as tmp:  # a failed or wrong download leaves nothing behind
         (_download_pypi if src.registry == "pypi" else _download_debian)(src, tmp)
         digest = file_sha256(tmp)
         if digest != src.sha256:
             raise FetchError(f"{src.key}: {src.filename} has sha256 {digest}, expected {src.sha256}")
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
 
 

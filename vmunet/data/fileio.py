@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -91,6 +92,21 @@ def ensure_writable_folder(path: str | Path, what: str = "output folder") -> Pat
     except OSError as err:
         raise DataError(f"{what} {path}: folder is not writable ({err.strerror or err})") from None
     return path
+
+
+def hash_file(path: str | os.PathLike, digest: Any = None) -> Any:
+    """Feed a file's bytes into ``digest`` (a ``hashlib`` object; default a new SHA-256) in 1 MiB
+    blocks, so a large checkpoint or download is never read into memory whole; returns ``digest``."""
+    digest = hashlib.sha256() if digest is None else digest
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hash_file(path).hexdigest()
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -12,18 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 from monai.transforms import Transform
 
 from vmunet.data import isic_format as IF
-from vmunet.data.common import (
-    eval_loader,
-    first_epoch,
-    image_size_hw,
-    train_loader,
-    transformed_dataset,
-)
+from vmunet.data.common import transformed_dataset
+from vmunet.data.datamodule import SegmentationDataModule
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_json
@@ -57,7 +51,7 @@ def load_stats(path: Path) -> tuple[list[float], list[float]]:
     return [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
 
 
-class ISICDataModule(pl.LightningDataModule):
+class ISICDataModule(SegmentationDataModule):
     """ISIC 2017 / 2018 binary lesion segmentation.
 
     Args:
@@ -80,7 +74,7 @@ class ISICDataModule(pl.LightningDataModule):
             (:mod:`vmunet.data.filecheck`; cached), so a bad file fails now, not when first drawn.
     """
 
-    eval_mode: Literal["volume", "image"] = "image"
+    eval_mode = "image"
 
     def __init__(
         self,
@@ -99,12 +93,9 @@ class ISICDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         check_files: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(root, batch_size, num_workers, image_size, pin_memory,
+                         eval_batch_size=eval_batch_size or batch_size)
         self.save_hyperparameters()
-        self.root = Path(root)
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.image_size = image_size_hw(image_size)
         self.class_names = list(IF.CLASS_NAMES)
         self.num_classes = 1
         self.in_chans = 3
@@ -122,7 +113,6 @@ class ISICDataModule(pl.LightningDataModule):
             num_classes=1, intensity=intensity,
             orientation=None, slice_axis=None,
         )
-        self._ds: dict[str, Any] = {}
 
     def _stats(self) -> tuple[list[float], list[float]]:
         path = self.root / IF.STATS_FILE
@@ -169,13 +159,3 @@ class ISICDataModule(pl.LightningDataModule):
             if name == "val":
                 log.info("ISIC: no test/ folder; testing on val/ (as VM-UNet does)")
             self._ds["test"] = self._dataset(name, False)
-
-    def train_dataloader(self):
-        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory,
-                            epoch=first_epoch(self))
-
-    def val_dataloader(self):
-        return eval_loader(self._ds["val"], self.eval_batch_size, self.num_workers, self.hparams.pin_memory)
-
-    def test_dataloader(self):
-        return eval_loader(self._ds["test"], self.eval_batch_size, self.num_workers, self.hparams.pin_memory)

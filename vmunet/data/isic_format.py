@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
+from vmunet.data.errors import DataError, LayoutError, check_paired, describe_folder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
@@ -71,15 +71,7 @@ def pair_folder(images: Path, masks: Path) -> list[Pair]:
     imgs, msks = _files(images, IMAGE_SUFFIXES), _files(masks, MASK_SUFFIXES)
     if not imgs:
         raise DataError(f"{images}: no images ({'/'.join(IMAGE_SUFFIXES)}) found")
-    no_mask = sorted(set(imgs) - set(msks))
-    no_image = sorted(set(msks) - set(imgs))
-    if no_mask or no_image:
-        parts = []
-        if no_mask:
-            parts.append(f"{len(no_mask)} image(s) without a mask in {masks}: {short_list(no_mask)}")
-        if no_image:
-            parts.append(f"{len(no_image)} mask(s) without an image in {images}: {short_list(no_image)}")
-        raise DataError("ISIC images and masks do not pair up by case id: " + "; ".join(parts))
+    check_paired("ISIC images and masks do not pair up by case id", ("image", images, imgs), ("mask", masks, msks))
     return [Pair(c, imgs[c], msks[c]) for c in sorted(imgs)]
 
 

@@ -18,21 +18,14 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from monai.transforms import Transform
 from torch.utils.data import Dataset
 
 from vmunet.data import nifti_format as NF
-from vmunet.data.common import (
-    VolumeDataset,
-    eval_loader,
-    first_epoch,
-    image_size_hw,
-    train_loader,
-    transformed_dataset,
-)
+from vmunet.data.common import VolumeDataset, transformed_dataset
+from vmunet.data.datamodule import SegmentationDataModule, held_out_cases
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import check_pair
@@ -130,7 +123,7 @@ class SliceSampler(Dataset):
         return self.transform(item)
 
 
-class NiftiDataModule(pl.LightningDataModule):
+class NiftiDataModule(SegmentationDataModule):
     """2D slices of any 3D CT/MR segmentation task in the nnU-Net raw or Decathlon layout.
 
     Args:
@@ -160,7 +153,7 @@ class NiftiDataModule(pl.LightningDataModule):
             (:mod:`vmunet.data.filecheck`; cached), so a bad file fails now, not when first drawn.
     """
 
-    eval_mode: Literal["volume", "image"] = "volume"
+    eval_mode = "volume"
 
     def __init__(
         self,
@@ -187,15 +180,12 @@ class NiftiDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         check_files: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(root, batch_size, num_workers, image_size, pin_memory, eval_batch_size=1)
         self.save_hyperparameters()
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
         if not 0.0 <= foreground_oversample <= 1.0:
             raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
-        self.root = Path(root)
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.image_size = image_size_hw(image_size)
         self.index = NF.index_folder(self.root, datalist)
         self.class_names = list(self.index.class_names)
         self.num_classes = len(self.class_names)
@@ -206,17 +196,12 @@ class NiftiDataModule(pl.LightningDataModule):
             num_classes=self.num_classes, intensity=self._intensity(), orientation="RAS",
             slice_axis=slice_axis, image_interpolation=image_interpolation,
         )
-        self._ds: dict[str, Any] = {}
 
     def _split(self) -> tuple[list[NF.Case], list[NF.Case]]:
         if self.index.val:
             return self.index.train, self.index.val
         cases = self.index.train
-        n = self.hparams.val_cases
-        if n >= len(cases):
-            raise ValueError(f"val_cases={n} leaves no training case ({len(cases)} training cases)")
-        rng = np.random.default_rng(self.hparams.seed)
-        picked = set(rng.choice(len(cases), size=n, replace=False).tolist()) if n else set()
+        picked = held_out_cases(len(cases), self.hparams.val_cases, self.hparams.seed)
         return ([c for i, c in enumerate(cases) if i not in picked],
                 [c for i, c in enumerate(cases) if i in picked])
 
@@ -324,15 +309,3 @@ class NiftiDataModule(pl.LightningDataModule):
             raise DataError(f"{self.index.source}: declares {self.in_chans} input channel(s) {self.index.channels}, "
                             f"but the model takes {model_chans} (model.in_chans); train a model with "
                             f"in_chans={self.in_chans} for this data set")
-
-    def train_dataloader(self):
-        return train_loader(self._ds["train"], self.batch_size, self.num_workers, self.hparams.pin_memory,
-                            epoch=first_epoch(self))
-
-    def val_dataloader(self):
-        if not self.val_cases:
-            return []
-        return eval_loader(self._ds["val"], 1, self.num_workers, self.hparams.pin_memory)
-
-    def test_dataloader(self):
-        return eval_loader(self._ds["test"], 1, self.num_workers, self.hparams.pin_memory)

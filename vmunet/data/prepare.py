@@ -23,7 +23,7 @@ import numpy as np
 
 from vmunet.data import isic_format as IF
 from vmunet.data import synapse_format as SF
-from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
+from vmunet.data.errors import DataError, LayoutError, check_paired, describe_folder, short_list
 from vmunet.data.fileio import atomic_path, write_json
 from vmunet.data.manifest import prepared_folder
 from vmunet.data.volumes import load_volume
@@ -70,14 +70,8 @@ def btcv_cases(folder: Path) -> dict[int, tuple[Path, Path]]:
     imgs, labs = scan("img", _IMG), scan("label", _LAB)
     if not imgs:
         raise DataError(f"{folder / 'img'}: no imgNNNN.nii.gz files ({describe_folder(folder / 'img')})")
-    no_label, no_image = sorted(set(imgs) - set(labs)), sorted(set(labs) - set(imgs))
-    if no_label or no_image:
-        parts = []
-        if no_label:
-            parts.append(f"image(s) without a label in {folder / 'label'}: {short_list(no_label)}")
-        if no_image:
-            parts.append(f"label(s) without an image in {folder / 'img'}: {short_list(no_image)}")
-        raise DataError("BTCV images and labels do not pair up by case number: " + "; ".join(parts))
+    check_paired("BTCV images and labels do not pair up by case number",
+                 ("image", folder / "img", imgs), ("label", folder / "label", labs))
     return {k: (imgs[k], labs[k]) for k in sorted(imgs)}
 
 

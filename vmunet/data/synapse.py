@@ -12,19 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 from monai.transforms import Transform
 
 from vmunet.data import synapse_format as SF
-from vmunet.data.common import (
-    VolumeDataset,
-    eval_loader,
-    first_epoch,
-    image_size_hw,
-    train_loader,
-    transformed_dataset,
-)
+from vmunet.data.common import VolumeDataset, transformed_dataset
+from vmunet.data.datamodule import SegmentationDataModule, held_out_cases
 from vmunet.data.errors import DataError, LayoutError, short_list
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_h5_volume, read_json, read_npz_slice
@@ -66,7 +59,7 @@ def read_geometry_spacing(path: Path) -> tuple[float, float, float]:
     return tuple(float(s) for s in sp)  # type: ignore[return-value]
 
 
-class SynapseDataModule(pl.LightningDataModule):
+class SynapseDataModule(SegmentationDataModule):
     """Synapse multi-organ CT: 8 organs + background, volume-wise evaluation.
 
     Args:
@@ -90,7 +83,7 @@ class SynapseDataModule(pl.LightningDataModule):
             (:mod:`vmunet.data.filecheck`; cached), so a bad file fails now, not when first drawn.
     """
 
-    eval_mode: Literal["volume", "image"] = "volume"
+    eval_mode = "volume"
 
     def __init__(
         self,
@@ -110,15 +103,12 @@ class SynapseDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         check_files: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(root, batch_size, num_workers, image_size, pin_memory, eval_batch_size=1)
         self.save_hyperparameters()
         if val_cases < 0:
             raise ValueError(f"val_cases must be >= 0, got {val_cases}")
         if augmentation not in ("monai", "paper"):
             raise ValueError(f"data.augmentation must be 'monai' or 'paper', got {augmentation!r}")
-        self.root = Path(root)
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.image_size = image_size_hw(image_size)
         self.class_names = list(SYNAPSE_CLASSES)
         self.num_classes = len(self.class_names)
         self.in_chans = 1
@@ -130,7 +120,6 @@ class SynapseDataModule(pl.LightningDataModule):
         self.train_slices: list[str] = []
         self.val_case_names: list[str] = []
         self.test_case_names: list[str] = []
-        self._train_ds = self._val_ds = self._test_ds = None
 
     # -- index ------------------------------------------------------------------------------
     def _index_train(self) -> dict[str, list[str]]:
@@ -149,12 +138,9 @@ class SynapseDataModule(pl.LightningDataModule):
 
     def _split(self, cases: dict[str, list[str]]) -> tuple[list[str], list[str]]:
         names = sorted(cases)
-        if self.hparams.val_cases >= len(names):
-            raise ValueError(f"val_cases={self.hparams.val_cases} leaves no training case "
-                             f"({len(names)} training cases in {self.root / SF.TRAIN_DIR})")
-        rng = np.random.default_rng(self.hparams.seed)
-        val = sorted(rng.choice(names, size=self.hparams.val_cases, replace=False).tolist())
-        return [c for c in names if c not in val], val
+        picked = held_out_cases(len(names), self.hparams.val_cases, self.hparams.seed,
+                                where=f" in {self.root / SF.TRAIN_DIR}")
+        return [c for i, c in enumerate(names) if i not in picked], [names[i] for i in picked]
 
     def _train_volume(self, case: str, slices: list[str]) -> tuple[np.ndarray, np.ndarray, Any, str]:
         def index(name: str) -> int:
@@ -199,8 +185,8 @@ class SynapseDataModule(pl.LightningDataModule):
             tf = Compose([LoadNpzSlice(self.num_classes), *slice_train_transforms(
                 self.image_size, augment=hp.augment, rot_flip=hp.rot_flip, rotation=hp.rotation,
                 degrees=hp.rotation_degrees, image_mode=hp.image_interpolation, augmentation=hp.augmentation)])
-            self._train_ds = transformed_dataset(items, tf, cache=hp.cache)
-            self._val_ds = VolumeDataset(
+            self._ds["train"] = transformed_dataset(items, tf, cache=hp.cache)
+            self._ds["val"] = VolumeDataset(
                 [functools.partial(self._train_volume, c, cases[c]) for c in self.val_case_names],
                 self.image_size, hp.image_interpolation, cache=hp.cache)
         if stage in (None, "test"):
@@ -211,17 +197,6 @@ class SynapseDataModule(pl.LightningDataModule):
             if missing:
                 raise DataError(f"{list_dir / 'test_vol.txt'}: {len(missing)} listed case(s) have no "
                                 f"{SF.H5_SUFFIX} file in {self.root / SF.TEST_DIR}: {short_list(missing)}")
-            self._test_ds = VolumeDataset([functools.partial(self._test_volume, c) for c in self.test_case_names],
-                                          self.image_size, hp.image_interpolation, cache=hp.cache)
-
-    def train_dataloader(self):
-        return train_loader(self._train_ds, self.batch_size, self.num_workers, self.hparams.pin_memory,
-                            epoch=first_epoch(self))
-
-    def val_dataloader(self):
-        if not self.val_case_names:
-            return []
-        return eval_loader(self._val_ds, 1, self.num_workers, self.hparams.pin_memory)
-
-    def test_dataloader(self):
-        return eval_loader(self._test_ds, 1, self.num_workers, self.hparams.pin_memory)
+            self._ds["test"] = VolumeDataset(
+                [functools.partial(self._test_volume, c) for c in self.test_case_names],
+                self.image_size, hp.image_interpolation, cache=hp.cache)

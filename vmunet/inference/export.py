@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -99,14 +98,6 @@ def _ext(fmt: str) -> str:
     return "onnx" if fmt == "onnx" else "pt"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def onnxruntime_available() -> bool:
     """True when onnxruntime imports (then exported ONNX files are checked against PyTorch)."""
     try:
@@ -125,7 +116,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
     import torch
 
     from vmunet import __version__
-    from vmunet.data.fileio import atomic_path, write_json
+    from vmunet.data.fileio import atomic_path, file_sha256, write_json
     from vmunet.data.preprocessing import validate_preprocessing
     from vmunet.inference.predictor import check_class_counts
     from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
@@ -181,7 +172,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
             "model_name": record["model_name"],
             "model_kwargs": {**dict(record["model_kwargs"]), "scan_backend": "torch"},
             "checkpoint": str(checkpoint.resolve()),
-            "checkpoint_sha256": _sha256(checkpoint),
+            "checkpoint_sha256": file_sha256(checkpoint),
             "parity": {"max_abs_diff": diff, "runtime": runtime,
                        "reference": "the PyTorch model (torch scan backend) in float32 on CPU",
                        "input": f"seeded N(0, 1) batch of {EXAMPLE_BATCH} at the input size",

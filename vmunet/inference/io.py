@@ -45,7 +45,7 @@ import numpy as np
 from vmunet.data import volumes
 from vmunet.data.channels import CaseFiles, group_channels
 from vmunet.data.errors import DataError
-from vmunet.data.fileio import atomic_path, read_json
+from vmunet.data.fileio import atomic_path, hash_file, read_json
 from vmunet.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -360,9 +360,7 @@ def input_sha256(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     for f in (f for p in paths for f in input_files(p)):
         digest.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        hash_file(f, digest)
     return digest.hexdigest()
 
 

@@ -20,7 +20,6 @@ the record's decision rule (argmax; ``p >= threshold`` for a single-output binar
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vmunet.data.fileio import file_sha256
 from vmunet.data.preprocessing import (
     apply_intensity,
     normalize_channels,
@@ -87,15 +87,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available (use --device cpu or auto)")
     return dev
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file (the checkpoint hash recorded next to every prediction)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_class_counts(record: Mapping[str, Any], preprocessing: Mapping[str, Any], where: str) -> None:

@@ -27,39 +27,34 @@ class ModelSpec:
     description: str
 
 
+#: VMamba-T's stage widths and state size: the encoder width of every full-size model below
+_VMAMBA_T: Mapping[str, Any] = dict(dims=(96, 192, 384, 768), d_state=16)
+
 _REGISTRY: dict[str, ModelSpec] = {
     "mamba_unet": ModelSpec(
-        MambaUNet,
-        dict(depths=(2, 2, 2, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
+        MambaUNet, dict(depths=(2, 2, 2, 2), **_VMAMBA_T, drop_path_rate=0.2),
         "Mamba-UNet (Wang et al. 2024): VSS blocks in the Swin-UNet layout, concatenated skips + Linear",
     ),
     "swin_umamba": ModelSpec(
-        SwinUMamba,
-        dict(depths=(2, 2, 9, 2), dims=(96, 192, 384, 768), d_state=16, drop_path_rate=0.2),
+        SwinUMamba, dict(depths=(2, 2, 9, 2), **_VMAMBA_T, drop_path_rate=0.2),
         "Swin-UMamba (Liu et al. 2024): conv stem + VMamba-T v0 encoder, MONAI UNETR decoder",
     ),
     "vmunet": ModelSpec(
-        VMUNet,
-        dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), dims=(96, 192, 384, 768),
-             d_state=16, drop_path_rate=0.2),
+        VMUNet, dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), **_VMAMBA_T, drop_path_rate=0.2),
         "VM-UNet as in the paper (Ruan et al. 2024), VMamba-S/T width",
     ),
     "vmunet_deep": ModelSpec(
-        VMUNet,
-        dict(depths=(2, 2, 9, 2), depths_decoder=(2, 9, 2, 2), dims=(96, 192, 384, 768),
-             d_state=16, drop_path_rate=0.2),
+        VMUNet, dict(depths=(2, 2, 9, 2), depths_decoder=(2, 9, 2, 2), **_VMAMBA_T, drop_path_rate=0.2),
         "VM-UNet with the VMamba-T encoder depth [2,2,9,2] (original code's default)",
     ),
     "vmunet_test": ModelSpec(
-        VMUNet,
-        dict(depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(16, 32, 64, 128),
-             d_state=4, drop_path_rate=0.1),
+        VMUNet, dict(depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(16, 32, 64, 128), d_state=4,
+                     drop_path_rate=0.1),
         "tiny VM-UNet for tests and smoke runs",
     ),
     "vmunet_v2": ModelSpec(
-        VMUNetV2,
-        dict(depths=(2, 2, 9, 2), dims=(96, 192, 384, 768), mid_channels=48, deep_supervision=True,
-             d_state=16, drop_path_rate=0.2),
+        VMUNetV2, dict(depths=(2, 2, 9, 2), **_VMAMBA_T, mid_channels=48, deep_supervision=True,
+                       drop_path_rate=0.2),
         "VM-UNet-V2 (Zhang et al. 2024): VMamba-T v0 encoder, SDI decoder, fused deep supervision",
     ),
 }

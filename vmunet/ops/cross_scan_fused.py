@@ -28,19 +28,18 @@ Any other set of scan orders always takes ``"torch"``.
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+from vmunet.ops._availability import module_imports
 
 IMPLS: tuple[str, ...] = ("torch", "function", "triton", "auto")
 ENV = "VMUNET_CROSS_SCAN"
 #: the only orders the fused path knows (VMamba's, in VMamba's order)
 FUSED_DIRECTIONS: tuple[str, ...] = ("h", "v", "h_flip", "v_flip")
-logger = logging.getLogger(__name__)
 _selected: str | None = None  # None: not chosen yet (then the environment variable decides)
 
 
@@ -75,16 +74,10 @@ def use_cross_scan_impl(name: str) -> Iterator[None]:
         set_cross_scan_impl(before)
 
 
-@functools.lru_cache(maxsize=1)
 def triton_available() -> bool:
     """True when the Triton cross-scan kernels import (they still need CUDA tensors, or the
     interpreter, to run)."""
-    try:
-        import vmunet.ops.cross_scan_triton  # noqa: F401
-    except Exception as exc:  # ImportError, or a triton that fails to load
-        logger.debug("triton cross-scan unavailable: %s", exc)
-        return False
-    return True
+    return module_imports("vmunet.ops.cross_scan_triton")
 
 
 def _triton_runs_on(t: Tensor) -> bool:
@@ -125,6 +118,7 @@ def scan4(x: Tensor) -> Tensor:
 def merge4(y: Tensor, H: int, W: int) -> Tensor:
     """(B, 4, C, H*W) -> (B, C, H*W): sum of the four sequences in row-major order, added in the
     order h, v, h_flip, v_flip as :func:`vmunet.ops.cross_scan.cross_merge` does (same rounding)."""
+    y = y.contiguous()  # the views below need it
     B, _, C, L = y.shape
     out = y.new_empty((B, C, H, W))
     torch.add(y[:, 0].view(B, C, H, W), y[:, 1].view(B, C, W, H).transpose(2, 3), out=out)
@@ -134,34 +128,47 @@ def merge4(y: Tensor, H: int, W: int) -> Tensor:
     return out.view(B, C, L)
 
 
-class CrossScanFn(torch.autograd.Function):
-    """x (B, C, H, W) -> (B, 4, C, H*W); backward: the merge of the upstream gradient."""
+ScanFn = Callable[[Tensor], Tensor]
+MergeFn = Callable[[Tensor, int, int], Tensor]
 
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+
+def autograd_pair(scan: ScanFn, merge: MergeFn, scan_name: str, merge_name: str
+                  ) -> tuple[type[torch.autograd.Function], type[torch.autograd.Function]]:
+    """Autograd Functions of a scan (x (B, C, H, W) -> (B, 4, C, H*W)) and of its merge
+    ((B, 4, C, H*W), H, W -> (B, C, H*W)), each the other's backward (the merge is the scan's
+    adjoint). One definition serves every implementation: the PyTorch functions here and the
+    Triton kernels of :mod:`vmunet.ops.cross_scan_triton`. Built with ``type`` so that each class,
+    and the ``<name>Backward`` node autograd names after it, carries its own name."""
+
+    def scan_forward(ctx, x: Tensor) -> Tensor:
         ctx.hw = x.shape[2:]
-        return scan4(x)
+        return scan(x)
 
-    @staticmethod
-    def backward(ctx, dy: Tensor) -> Tensor:
+    def scan_backward(ctx, dy: Tensor) -> Tensor:
         H, W = ctx.hw
-        dx = merge4(dy.contiguous(), H, W)
-        return dx.view(dy.shape[0], dy.shape[2], H, W)
+        return merge(dy, H, W).view(dy.shape[0], dy.shape[2], H, W)
 
-
-class CrossMergeFn(torch.autograd.Function):
-    """y (B, 4, C, H*W) -> (B, C, H*W); backward: the scan of the upstream gradient."""
-
-    @staticmethod
-    def forward(ctx, y: Tensor, H: int, W: int) -> Tensor:
+    def merge_forward(ctx, y: Tensor, H: int, W: int) -> Tensor:
         ctx.hw = (H, W)
-        return merge4(y.contiguous(), H, W)
+        return merge(y, H, W)
 
-    @staticmethod
-    def backward(ctx, dout: Tensor) -> tuple[Tensor, None, None]:
+    def merge_backward(ctx, dout: Tensor) -> tuple[Tensor, None, None]:
         H, W = ctx.hw
         B, C, _ = dout.shape
-        return scan4(dout.reshape(B, C, H, W)), None, None
+        return scan(dout.reshape(B, C, H, W)), None, None
+
+    def make(name: str, forward: Callable, backward: Callable, doc: str) -> type[torch.autograd.Function]:
+        return type(name, (torch.autograd.Function,), {
+            "__doc__": doc, "__module__": scan.__module__,
+            "forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+    return (make(scan_name, scan_forward, scan_backward,
+                 f"x (B, C, H, W) -> (B, 4, C, H*W) by {scan.__name__}; backward: {merge.__name__}."),
+            make(merge_name, merge_forward, merge_backward,
+                 f"y (B, 4, C, H*W) -> (B, C, H*W) by {merge.__name__}; backward: {scan.__name__}."))
+
+
+CrossScanFn, CrossMergeFn = autograd_pair(scan4, merge4, "CrossScanFn", "CrossMergeFn")
 
 
 def cross_scan_fused(x: Tensor, impl: str) -> Tensor:

@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from vmunet.ops.cross_scan_fused import autograd_pair
+
 #: Tile of a program: channels x row-major pixels (powers of two, for tl.arange). First guesses,
 #: not tuned on a GPU yet.
 BLOCK_C = 16
@@ -109,30 +111,5 @@ def merge4_triton(y: Tensor, H: int, W: int) -> Tensor:
     return x.view(B, C, H * W)
 
 
-class CrossScanTritonFn(torch.autograd.Function):
-    """x (B, C, H, W) -> (B, 4, C, H*W); backward: the merge kernel on the upstream gradient."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.hw = x.shape[2:]
-        return scan4_triton(x)
-
-    @staticmethod
-    def backward(ctx, dy: Tensor) -> Tensor:
-        H, W = ctx.hw
-        return merge4_triton(dy, H, W).view(dy.shape[0], dy.shape[2], H, W)
-
-
-class CrossMergeTritonFn(torch.autograd.Function):
-    """y (B, 4, C, H*W) -> (B, C, H*W); backward: the scan kernel on the upstream gradient."""
-
-    @staticmethod
-    def forward(ctx, y: Tensor, H: int, W: int) -> Tensor:
-        ctx.hw = (H, W)
-        return merge4_triton(y, H, W)
-
-    @staticmethod
-    def backward(ctx, dout: Tensor) -> tuple[Tensor, None, None]:
-        H, W = ctx.hw
-        B, C, _ = dout.shape
-        return scan4_triton(dout.reshape(B, C, H, W)), None, None
+CrossScanTritonFn, CrossMergeTritonFn = autograd_pair(scan4_triton, merge4_triton, "CrossScanTritonFn",
+                                                      "CrossMergeTritonFn")

@@ -111,6 +111,21 @@ def _block_adjoint(dt: Tensor, a: Tensor, g: Tensor, A: Tensor, carry: Tensor | 
     return a[0, 0] * g[0, 0]
 
 
+def _lay_inputs(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, plan: tuple[int, int, int]
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The forward's inputs in the block layout of ``plan``, shared by both forwards:
+    ``A_v`` (G, dg, N) and ``dt_l``, ``dtu_l`` (n_blocks, T, nc, b, G, dg), ``B_l``, ``C_l``
+    (n_blocks, T, nc, b, G, N). u, dt: (b, d, L); A: (d, N); B, C: (b, G, N, L)."""
+    n_blocks, nc, T = plan
+    batch, dim, L = u.shape
+    G, N = B.shape[1], B.shape[2]
+    dg = dim // G
+    A_v = A.reshape(G, dg, N)
+    dt_l = _lay(dt.reshape(batch, G, dg, L), n_blocks, nc, T)
+    dtu_l = _lay((dt * u).reshape(batch, G, dg, L), n_blocks, nc, T)
+    return A_v, dt_l, dtu_l, _lay(B, n_blocks, nc, T), _lay(C, n_blocks, nc, T)
+
+
 def _exporting() -> bool:
     """True while ``torch.jit.trace`` / ``torch.onnx.export`` / ``torch.export`` records the model.
     They cannot record a Python ``autograd.Function``, and the ONNX exporter mistranslates the
@@ -131,13 +146,8 @@ def _scan_forward_traceable(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     """
     n_blocks, nc, T = plan
     batch, dim, L = u.shape
-    G, N = B.shape[1], B.shape[2]
-    dg = dim // G
-    A_v = A.reshape(G, dg, N)
-    dt_l = _lay(dt.reshape(batch, G, dg, L), n_blocks, nc, T)
-    dtu_l = _lay((dt * u).reshape(batch, G, dg, L), n_blocks, nc, T)
-    B_l = _lay(B, n_blocks, nc, T)
-    C_l = _lay(C, n_blocks, nc, T)
+    A_v, dt_l, dtu_l, B_l, C_l = _lay_inputs(u, dt, A, B, C, plan)
+    G, dg, N = A_v.shape
     state = torch.zeros(batch, G, dg, N, dtype=u.dtype, device=u.device)
     ys = []
     for i in range(n_blocks):
@@ -166,15 +176,10 @@ class _SelectiveScanCore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C, plan):
-        n_blocks, nc, T = plan
+        n_blocks = plan[0]
         batch, dim, L = u.shape
-        G, N = B.shape[1], B.shape[2]
-        dg = dim // G
-        A_v = A.reshape(G, dg, N)
-        dt_l = _lay(dt.reshape(batch, G, dg, L), n_blocks, nc, T)
-        dtu_l = _lay((dt * u).reshape(batch, G, dg, L), n_blocks, nc, T)
-        B_l = _lay(B, n_blocks, nc, T)
-        C_l = _lay(C, n_blocks, nc, T)
+        A_v, dt_l, dtu_l, B_l, C_l = _lay_inputs(u, dt, A, B, C, plan)
+        G, dg, N = A_v.shape
         y_l = u.new_empty(dt_l.shape)
         starts = u.new_zeros(n_blocks, batch, G, dg, N)
         h_end = None

@@ -136,6 +136,25 @@ def _delta(delta_ptr, bias_ptr, offs_d, idx, mask, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
+def _load_chunk(u_ptr, delta_ptr, bias_ptr, B_ptr, C_ptr, row, bc_row, offs_d, offs_l, mask_n, c,
+                DIM, L: tl.constexpr, BLOCK_L: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+    """Chunk ``c`` of a program's sequence, as both kernels read it: the steps ``t`` (BL,), the
+    channel/step mask and offsets (BD, BL), delta after bias and softplus and its derivative (see
+    :func:`_delta`), u (BD, BL), the B/C mask and B, C (NP, BL); zeros where masked."""
+    t = c * BLOCK_L + offs_l
+    mask_t = t < L
+    mask = mask_t[None, :] & (offs_d[:, None] < DIM)
+    idx = row + t[None, :]
+    dt, ddt_dx = _delta(delta_ptr, bias_ptr, offs_d, idx, mask, HAS_BIAS, SOFTPLUS, ACC)
+    u = tl.load(u_ptr + idx, mask=mask, other=0.0).to(ACC)
+    bc_mask = mask_n[:, None] & mask_t[None, :]
+    Bt = tl.load(B_ptr + bc_row + t[None, :], mask=bc_mask, other=0.0).to(ACC)
+    Ct = tl.load(C_ptr + bc_row + t[None, :], mask=bc_mask, other=0.0).to(ACC)
+    return t, mask, idx, dt, ddt_dx, u, bc_mask, Bt, Ct
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     out_ptr, last_ptr, ckpt_ptr,
@@ -164,15 +183,9 @@ def _scan_fwd_kernel(
         if SAVE:  # state entering chunk c, for the backward
             tl.store(ckpt_ptr + (pid_b * DIM + offs_d[:, None]) * (NCHUNK * N) + c * N
                      + offs_n[None, :], h, mask=mask_n[None, :])
-        t = c * BLOCK_L + offs_l
-        mask_t = t < L
-        mask = mask_t[None, :] & (offs_d[:, None] < DIM)
-        idx = row + t[None, :]
-        dt, _ = _delta(delta_ptr, bias_ptr, offs_d, idx, mask, HAS_BIAS, SOFTPLUS, ACC)
-        u = tl.load(u_ptr + idx, mask=mask, other=0.0).to(ACC)
-        bc_mask = mask_n[:, None] & mask_t[None, :]
-        Bt = tl.load(B_ptr + bc_row + t[None, :], mask=bc_mask, other=0.0).to(ACC)  # (NP, BL)
-        Ct = tl.load(C_ptr + bc_row + t[None, :], mask=bc_mask, other=0.0).to(ACC)
+        t, mask, idx, dt, _, u, bc_mask, Bt, Ct = _load_chunk(
+            u_ptr, delta_ptr, bias_ptr, B_ptr, C_ptr, row, bc_row, offs_d, offs_l, mask_n, c,
+            DIM, L, BLOCK_L, HAS_BIAS, SOFTPLUS, ACC)
         a = tl.exp(dt[:, None, :] * A[:, :, None])                 # (BD, NP, BL)
         b = (dt * u)[:, None, :] * Bt[None, :, :]
         a_cum, b_cum = tl.associative_scan((a, b), axis=2, combine_fn=_combine)
@@ -225,15 +238,9 @@ def _scan_bwd_kernel(
         k = NCHUNK - 1 - kk
         h0 = tl.load(ckpt_ptr + (pid_b * DIM + offs_d[:, None]) * (NCHUNK * N) + k * N
                      + offs_n[None, :], mask=mask_n[None, :], other=0.0)
-        t = k * BLOCK_L + offs_l
-        mask_t = t < L
-        mask = mask_t[None, :] & (offs_d[:, None] < DIM)
-        idx = row + t[None, :]
-        dt, ddt_dx = _delta(delta_ptr, bias_ptr, offs_d, idx, mask, HAS_BIAS, SOFTPLUS, ACC)
-        u = tl.load(u_ptr + idx, mask=mask, other=0.0).to(ACC)
-        bc_mask = mask_n[:, None] & mask_t[None, :]
-        Bt = tl.load(B_ptr + bc_row + t[None, :], mask=bc_mask, other=0.0).to(ACC)
-        Ct = tl.load(C_ptr + bc_row + t[None, :], mask=bc_mask, other=0.0).to(ACC)
+        t, mask, idx, dt, ddt_dx, u, bc_mask, Bt, Ct = _load_chunk(
+            u_ptr, delta_ptr, bias_ptr, B_ptr, C_ptr, row, bc_row, offs_d, offs_l, mask_n, k,
+            DIM, L, BLOCK_L, HAS_BIAS, SOFTPLUS, ACC)
         dtu = dt * u
         a = tl.exp(dt[:, None, :] * A[:, :, None])
         bx = dtu[:, None, :] * Bt[None, :, :]

@@ -18,13 +18,12 @@ CUDA tensors, ``"cuda"`` when that extension loads, else ``"triton"`` when trito
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from vmunet.ops._availability import module_imports
 from vmunet.ops.scan_common import check_args
 from vmunet.ops.scan_cuda import (
     CUDA_HINT,
@@ -45,31 +44,17 @@ _TRITON_HINT = (
     "the 'triton' selective-scan backend needs triton (bundled with CUDA builds of torch, or "
     "`pip install triton`); or use backend='torch'"
 )
-logger = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=1)
 def numba_available() -> bool:
-    """True when the compiled CPU kernel (numba) can be imported."""
-    try:
-        import vmunet.ops.scan_numba  # noqa: F401  (imports numba, compiles lazily)
-    except Exception as exc:  # ImportError, or a numba/llvmlite that fails to load
-        logger.debug("numba selective-scan backend unavailable: %s", exc)
-        return False
-    return True
+    """True when the compiled CPU kernel (numba) can be imported (it compiles lazily)."""
+    return module_imports("vmunet.ops.scan_numba")
 
 
-@functools.lru_cache(maxsize=1)
 def triton_available() -> bool:
     """True when the Triton kernels can be imported (they still need CUDA tensors, or the
-    interpreter, to run)."""
-    try:
-        import vmunet.ops.scan_triton  # noqa: F401  (imports triton; compiles on first call)
-    except Exception as exc:  # ImportError, or a triton that fails to load
-        logger.debug("triton selective-scan backend unavailable: %s", exc)
-        return False
-    return True
-
+    interpreter, to run; they compile on the first call)."""
+    return module_imports("vmunet.ops.scan_triton")
 
 
 def _backend_fn(name: str) -> Callable:
