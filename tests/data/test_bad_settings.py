@@ -38,6 +38,8 @@ OWN = [  # (module, key, bad value, the whole expected message)
     ("nifti", "val_cases", -1, "data.val_cases: expected an integer >= 0 (0: no validation), got -1"),
     ("nifti", "val_cases", 4, "data.val_cases=4 leaves no training case (4 training cases); expected at most 3"),
     ("nifti", "slice_axis", 3, "data.slice_axis: expected 0, 1 or 2, got 3"),
+    ("nifti", "intensity", "minmax", "data.intensity: expected auto | window | ct_percentile | zscore | none, "
+     "got 'minmax'"),
     ("nifti", "foreground_oversample", float("nan"),
      "data.foreground_oversample: expected a probability in [0, 1], got nan"),
     ("nifti", "rotation_degrees", -5.0, "data.rotation_degrees: expected an angle in [0, 180], got -5.0"),

@@ -192,6 +192,8 @@ class NiftiDataModule(SegmentationDataModule):
         check_setting(0.0 <= foreground_oversample <= 1.0, "foreground_oversample", "a probability in [0, 1]",
                       foreground_oversample)
         check_split_settings(val_cases, seed)
+        modes = ("auto", "window", "ct_percentile", "zscore", "none")
+        check_setting(intensity in modes, "intensity", " | ".join(modes), intensity)
         check_setting(0 <= rotation_degrees <= 180, "rotation_degrees", "an angle in [0, 180]", rotation_degrees)
         check_setting(len(window) == 2 and window[0] < window[1], "window", "[low, high] with low < high", window)
         check_setting(zscore_stats is None or (len(zscore_stats) == 2 and zscore_stats[1] > 0), "zscore_stats",
