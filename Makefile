@@ -35,8 +35,10 @@ test-slow: setup
 fetch-examples: setup
 	$(VENV)/bin/vmunet data fetch-examples
 
+# One OpenMP thread unless OMP_NUM_THREADS is set: the tier's training runs are measured that way,
+# and on the shared 2-core VM torch's default 2 threads made them far slower (README, Real data).
 test-real: setup
-	$(PY) -m pytest -q -m real
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m real
 
 demo: setup
 	$(PY) -m vmunet.demo --out $(DEMO_DIR)

@@ -99,16 +99,3 @@ def test_a_folder_scan_prints_no_itk_warnings(tmp_path, capfd):
     assert find_cases(tmp_path) == [tmp_path / "case1.nii.gz"]
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
-
-
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_the_cli_makes_openmp_threads_sleep_unless_the_user_chose(given, expected, monkeypatch):
-    from vmunet.cli import main as cli_main
-
-    if given is None:
-        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    else:
-        monkeypatch.setenv("OMP_WAIT_POLICY", given)
-    with pytest.raises(SystemExit):
-        cli_main(["--help"])
-    assert os.environ["OMP_WAIT_POLICY"] == expected

@@ -25,9 +25,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
+
+from vmunet.runtime import apply_process_defaults
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 COMMAND_MODULES = (
@@ -77,22 +78,9 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def quiet_openmp_waits() -> None:
-    """Make idle OpenMP threads sleep instead of spin, unless the user chose (``OMP_WAIT_POLICY``).
-
-    torch's and numba's OpenMP pools spin for a while after each parallel region; on a machine
-    where another job also wants the cores, the spinning threads steal the time the working ones
-    need. Measured on the 2-core VM with one competing busy process (training step of
-    ``vmunet_test``, 64², batch 8): 524 ms default vs 250 ms passive (up to 7 s vs 0.4 s in one
-    run), while on the idle machine passive costs ~7% (171 vs 159 ms). libgomp reads the variable
-    when it loads, so this must run before torch is imported.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_openmp_waits()
+    apply_process_defaults()  # before torch loads: OpenMP reads its variables when it starts
     try:
         return _dispatch(argv)
     except Exception as exc:

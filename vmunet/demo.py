@@ -81,9 +81,9 @@ def predict_one(ckpt: Path, out: Path, size: int, slices: int, seed: int) -> dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vmunet.cli import quiet_openmp_waits
+    from vmunet.runtime import apply_process_defaults
 
-    quiet_openmp_waits()  # before torch loads (see there)
+    apply_process_defaults()  # before torch loads (see there)
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

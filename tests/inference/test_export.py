@@ -52,8 +52,14 @@ def tiny_record(tiny_checkpoint):
 
 def test_torchscript_export_gives_the_pytorch_logits(tiny_checkpoint, tiny_record, tmp_path, capsys):
     out = tmp_path / "export" / "model.pt"
-    assert main(["export", "-m", str(tiny_checkpoint), "--format", "torchscript", "-o", str(out)]) == 0
+    # what the help and docs/export.md say: PyTorch deprecates TorchScript and warns on every export
+    with pytest.warns(DeprecationWarning, match=r"`torch\.jit\.save` is deprecated"):
+        assert main(["export", "-m", str(tiny_checkpoint), "--format", "torchscript", "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "TorchScript is deprecated by PyTorch (torch.jit.trace/save/load warn); prefer onnx." in help_text
     info = _check_record(out, "torchscript", tiny_record)
     assert info["parity"]["max_abs_diff"] <= 1e-5
     loaded = torch.jit.load(str(out))

@@ -225,6 +225,38 @@ def test_dicom_series_folder(tmp_path):
     np.testing.assert_allclose(scan.affine, io.read_scan(twin).affine, atol=1e-4)
 
 
+def test_truncated_compressed_dicom_is_refused_in_one_line(tmp_path):
+    """A multi-frame JPEG 2000 DICOM whose last 8 bytes (the pixel data's sequence delimiter) are
+    cut off, like pydicom's ``emri_small_jpeg_2k_lossless_too_short.dcm``: SimpleITK's error spans
+    lines and names ITK's C++ source; ours is one line naming the folder, its file and what was
+    expected, quoting the line that says what went wrong."""
+    arr = (np.arange(3 * 16 * 16).reshape(3, 16, 16) * 7 % 997).astype(np.uint16)
+    writer = sitk.ImageFileWriter()
+    writer.SetUseCompression(True)
+    writer.SetCompressor("JPEG2000")
+    writer.SetFileName(str(tmp_path / "whole.dcm"))
+    writer.Execute(sitk.GetImageFromArray(arr))
+    data = (tmp_path / "whole.dcm").read_bytes()
+    assert data[-8:] == bytes.fromhex("feffdde000000000")  # (FFFE,E0DD) sequence delimiter, length 0
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "cut.dcm").write_bytes(data[:-8])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(folder / "cut.dcm")])
+    with pytest.raises(RuntimeError) as raw:
+        reader.Execute()
+    assert len(str(raw.value).splitlines()) > 1 and ".cxx:" in str(raw.value)  # what used to be passed on
+    with pytest.raises(io.ScanReadError) as err:
+        io.read_scan(folder)
+    assert str(err.value) == (f"{folder}: cannot read its DICOM series (1 file: cut.dcm); expected complete DICOM "
+                              "files that GDCM can decode (SimpleITK: GDCMImageIO: Failed to change to Implicit "
+                              "Transfer Syntax)")
+    whole = tmp_path / "whole_series"
+    whole.mkdir()
+    (whole / "whole.dcm").write_bytes(data)
+    np.testing.assert_array_equal(io.read_scan(whole, orientation=None).array, arr.transpose(2, 1, 0))
+
+
 def test_input_hash_covers_every_file_of_a_case_in_blocks(tmp_path):
     """``input_sha256`` (and the checkpoint hash, :func:`file_sha256`) against hashlib over whole
     files read at once; the files span several 1 MiB blocks."""

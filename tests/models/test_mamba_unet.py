@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from test_model_weights import (
     _ln,
+    assert_matches_original,
     orig_block,
     orig_encoder,
     orig_expand,
     original_vmunet_shapes,
     random_tensors,
     ss2d_shapes,
+    vmamba_v0_shapes,
 )
 
 from vmunet.models import count_parameters, create_model
@@ -85,18 +87,12 @@ def test_logits_equal_the_original_forward_float64():
     report = load_weights(model, tensors)
     assert report.layout == "vmunet" and report.missing == [] and report.skipped == []
     x = torch.randn(1, 1, 32, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    with torch.no_grad():
-        ours = model.eval()(x)
-        ref = orig_mamba_unet(tensors, x, SMALL["depths"])
-    assert ours.shape == ref.shape == (1, 3, 32, 64)
-    assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+    assert_matches_original(model, x, orig_mamba_unet(tensors, x, SMALL["depths"]), (1, 3, 32, 64), 1e-10)
 
 
 def test_vmamba_v0_initialises_encoder_and_mirrored_decoder_as_the_original_load_from():
     # the original MambaUnet.load_from maps VMamba 'layers.k' also to 'layers_up.(3-k)'
-    shapes = {k: v for k, v in original_vmunet_shapes([1, 1, 2, 1], [0] * 4, SMALL["dims"]).items()
-              if k.startswith(("patch_embed", "layers."))}
-    tensors = random_tensors(shapes)
+    tensors = random_tensors(vmamba_v0_shapes([1, 1, 2, 1], SMALL["dims"], classes=None))
     model = create_model("mamba_unet", num_classes=2, **SMALL)
     load_weights(model, {"model": tensors})
     sd = model.state_dict()

@@ -93,3 +93,20 @@ def test_weight_modules_do_not_import_the_registry():
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not imported & {"vmunet.models.registry", "vmunet.models.checkpoint", "vmunet.models"}, name
+
+
+@pytest.mark.parametrize("size", [
+    "narrow",  # the registry's depths at width 16: every constructor, cheap on the CPU
+    pytest.param("registry", marks=pytest.mark.slow),
+])
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_on_the_meta_device(name, size):
+    # users count parameters / check shapes without allocating: nothing in a constructor may need
+    # tensor values (a .tolist() of a meta tensor fails)
+    kw = dict(dims=16, d_state=4) if size == "narrow" else {}
+    with torch.device("meta"):
+        meta = create_model(name, num_classes=3, in_chans=1, **kw)
+    cpu = create_model(name, num_classes=3, in_chans=1, **kw)
+    assert {t.device.type for t in meta.state_dict().values()} == {"meta"}
+    assert count_parameters(meta) == count_parameters(cpu)
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in cpu.state_dict().items()}

@@ -64,6 +64,27 @@ def original_vmunet_shapes(depths, depths_decoder, dims, num_classes=1, in_chans
     return s
 
 
+def vmamba_v0_shapes(depths, dims, d_state=16, in_chans=3, classes: int | None = 1000):
+    """VMamba v0 classifier (VM-UNet's vmamba.py VSSM): encoder keys + ImageNet norm/head (none
+    with ``classes=None``)."""
+    shapes = {k: v for k, v in original_vmunet_shapes(depths, [0] * len(dims), dims, in_chans=in_chans,
+                                                      N=d_state).items()
+              if k.startswith(("patch_embed", "layers."))}
+    if classes is not None:
+        shapes.update({"norm.weight": (dims[-1],), "norm.bias": (dims[-1],),
+                       "head.weight": (classes, dims[-1]), "head.bias": (classes,)})
+    return shapes
+
+
+def assert_matches_original(model, x: torch.Tensor, ref: torch.Tensor, shape: tuple[int, ...], tol: float):
+    """``model(x)`` in eval mode has ``shape`` and equals ``ref``, the plain re-implementation of the
+    original forward, to ``tol`` relative to ``ref``'s largest logit."""
+    with torch.no_grad():
+        ours = model.eval()(x)
+    assert ours.shape == ref.shape == shape
+    assert torch.allclose(ours, ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
 def random_tensors(shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float = 0.2
                    ) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
@@ -144,11 +165,7 @@ def test_lightning_checkpoint_and_model_from_checkpoint(tmp_path):
 
 def test_vmamba_checkpoint_initialises_encoder_and_mirrored_decoder():
     # VMamba-S v0 (vmamba_small_e238_ema.pth): depths [2,2,27,2], plus norm.* and head.*
-    shapes = {k: v for k, v in original_vmunet_shapes([2, 2, 27, 2], [0, 0, 0, 0], [96, 192, 384, 768]).items()
-              if k.startswith(("patch_embed", "layers."))}
-    shapes.update({"norm.weight": (768,), "norm.bias": (768,), "head.weight": (1000, 768),
-                   "head.bias": (1000,)})
-    tensors = random_tensors(shapes)
+    tensors = random_tensors(vmamba_v0_shapes([2, 2, 27, 2], [96, 192, 384, 768]))
     model = create_model("vmunet", num_classes=9, in_chans=1)
     report = load_weights(model, {"model": tensors})
     assert report.layout == "vmamba_v0"
@@ -332,11 +349,7 @@ def test_full_model_matches_original_logits():
                random_tensors(original_vmunet_shapes(**cfg, num_classes=2), seed=2, scale=0.1).items()}
     model = create_model("vmunet", num_classes=2, weights=tensors, scan_backend="ref", **cfg).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        ours = model(x)
-        ref = orig_vssm(tensors, x, cfg["depths"], cfg["depths_decoder"])
-    assert ours.shape == ref.shape == (2, 2, 32, 32)
-    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    assert_matches_original(model, x, orig_vssm(tensors, x, cfg["depths"], cfg["depths_decoder"]), (2, 2, 32, 32), 1e-4)
 
 
 @pytest.mark.slow
@@ -346,8 +359,5 @@ def test_full_paper_model_matches_original_logits_float64():
     model = create_model("vmunet", num_classes=3, scan_backend="ref").double()
     load_weights(model, tensors)
     x = torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    with torch.no_grad():
-        ours = model.eval()(x)
-        ref = orig_vssm(tensors, x, PAPER["depths"], PAPER["depths_decoder"])
-    assert ours.shape == ref.shape == (1, 3, 32, 64)
-    assert torch.allclose(ours, ref, rtol=1e-8, atol=1e-8 * ref.abs().max().item())
+    assert_matches_original(model, x, orig_vssm(tensors, x, PAPER["depths"], PAPER["depths_decoder"]), (1, 3, 32, 64),
+                            1e-8)

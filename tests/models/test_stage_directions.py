@@ -75,3 +75,59 @@ def test_per_stage_orders_travel_in_the_training_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.equal(rebuilt(x), module.model.eval()(x))
     assert sum(isinstance(m, SS2D) for m in rebuilt.modules()) == 8
+
+
+# Every family: the VSS stages it has, in the order of a per-stage list (encoder shallow to deep,
+# then decoder deepest first), written out by hand from each model's module layout.
+FAMILY_STAGES = {
+    "vmunet": lambda m: [*m.layers, *m.layers_up],
+    "mamba_unet": lambda m: [*m.layers, *m.layers_up[1:]],         # layers_up.0: PatchExpand only
+    "vmunet_v2": lambda m: list(m.layers),                        # 3 built stages, SDI decoder
+    "swin_umamba": lambda m: list(m.vssm_encoder.layers),         # UNETR decoder
+}
+FAMILY_SMALL = dict(dims=16, d_state=4, scan_backend="torch")
+FAMILY_COUNTS = {"vmunet": 8, "mamba_unet": 7, "vmunet_v2": 3, "swin_umamba": 4}
+
+
+def _family(name, directions):
+    torch.manual_seed(0)
+    kw = dict(FAMILY_SMALL, depths=[1, 2, 1, 1], directions=directions)
+    if name == "vmunet":
+        kw["depths_decoder"] = [1, 1, 2, 1]
+    return create_model(name, num_classes=2, in_chans=1, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_STAGES))
+def test_per_stage_lists_reach_the_blocks_of_every_family(name):
+    lists = PER_STAGE[:FAMILY_COUNTS[name]]
+    model = _family(name, lists)
+    stages = FAMILY_STAGES[name](model)
+    assert [{blk.self_attention.directions for blk in st.blocks} for st in stages] == [{tuple(d)} for d in lists]
+    # every SS2D of the model is in one of those stages
+    assert sum(isinstance(m, SS2D) for m in model.modules()) == sum(len(st.blocks) for st in stages)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_STAGES))
+def test_one_list_is_every_stage_of_every_family(name):
+    model = _family(name, ["v", "h_flip"])
+    assert {blk.self_attention.directions for st in FAMILY_STAGES[name](model) for blk in st.blocks} == {("v", "h_flip")}
+
+
+@pytest.mark.parametrize("name,message", [
+    ("vmunet", "VMUNet: directions: expected one list of names for all stages or 8 lists (one per stage: "
+               "4 encoder, then 4 decoder, deepest first), got 5 entries of which 5 are lists"),
+    ("mamba_unet", "MambaUNet: directions: expected one list of names for all stages or 7 lists (one per stage: "
+                   "4 encoder, then 3 decoder, deepest first; layers_up.0 has no blocks), got 5 entries of which "
+                   "5 are lists"),
+    ("vmunet_v2", "VMUNetV2: directions: expected one list of names for all stages or 3 lists (one per stage: "
+                  "3 encoder; the last encoder stage's blocks are not built and the SDI decoder has none), "
+                  "got 5 entries of which 5 are lists"),
+    ("swin_umamba", "SwinUMamba: directions: expected one list of names for all stages or 4 lists (one per stage: "
+                    "4 encoder; the UNETR decoder has no VSS blocks), got 5 entries of which 5 are lists"),
+])
+def test_wrong_per_stage_count_is_a_one_line_error(name, message):
+    with pytest.raises(ValueError) as err:
+        _family(name, PER_STAGE[:5])
+    assert str(err.value) == message

@@ -8,7 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_model_weights import _ln, orig_ss2d, original_vmunet_shapes, random_tensors
+from test_model_weights import (
+    _ln,
+    assert_matches_original,
+    orig_ss2d,
+    original_vmunet_shapes,
+    random_tensors,
+    vmamba_v0_shapes,
+)
 
 from vmunet.models import count_parameters, create_model
 from vmunet.models.weights import load_weights
@@ -104,19 +111,12 @@ def test_logits_equal_the_original_forward_float64():
     assert {k for k, _ in report.skipped} == {k for k in tensors if k.startswith("out_layers.") and
                                               not k.startswith("out_layers.0.")}
     x = torch.randn(1, 2, 32, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    with torch.no_grad():
-        ours = model.eval()(x)
-        ref = orig_swin_umamba(tensors, x, SMALL["depths"])
-    assert ours.shape == ref.shape == (1, 3, 32, 64)
-    assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+    assert_matches_original(model, x, orig_swin_umamba(tensors, x, SMALL["depths"]), (1, 3, 32, 64), 1e-10)
 
 
 def test_vmamba_v0_initialises_the_encoder_as_load_pretrained_ckpt():
     dims = SMALL["dims"]
-    shapes = {k: v for k, v in original_vmunet_shapes([1, 1, 3, 1], [0] * 4, dims).items()
-              if k.startswith(("patch_embed", "layers."))}
-    shapes.update({"norm.weight": (128,), "norm.bias": (128,), "head.weight": (1000, 128), "head.bias": (1000,)})
-    tensors = random_tensors(shapes)
+    tensors = random_tensors(vmamba_v0_shapes([1, 1, 3, 1], dims))
     model = create_model("swin_umamba", num_classes=2, in_chans=1, **SMALL)
     report = load_weights(model, {"model": tensors})
     sd = model.state_dict()

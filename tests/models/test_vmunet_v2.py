@@ -10,7 +10,14 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from test_model_weights import _ln, orig_ss2d, original_vmunet_shapes, random_tensors
+from test_model_weights import (
+    _ln,
+    assert_matches_original,
+    orig_ss2d,
+    original_vmunet_shapes,
+    random_tensors,
+    vmamba_v0_shapes,
+)
 
 from vmunet.models import count_parameters, create_model
 from vmunet.models.weights import load_weights
@@ -198,10 +205,7 @@ def test_strict_errors_for_mismatches():
 def test_vmamba_v0_checkpoint_initialises_the_encoder():
     # a VMamba v0 file (deeper than the model) + ImageNet norm/head, under 'model'
     dims = SMALL["dims"]
-    shapes = {k: v for k, v in original_vmunet_shapes([2, 2, 4, 2], [0] * 4, dims).items()
-              if k.startswith(("patch_embed", "layers."))}
-    shapes.update({"norm.weight": (128,), "norm.bias": (128,), "head.weight": (1000, 128), "head.bias": (1000,)})
-    tensors = random_tensors(shapes)
+    tensors = random_tensors(vmamba_v0_shapes([2, 2, 4, 2], dims))
     model = create_model("vmunet_v2", num_classes=1, in_chans=1, **_v2(SMALL))
     report = load_weights(model, {"model": tensors})
     assert report.layout == "vmamba_v0"
@@ -231,10 +235,7 @@ def test_logits_equal_the_original_forward_float64_with_and_without_deep_supervi
         model = create_model("vmunet_v2", num_classes=2, in_chans=1, scan_backend="torch",
                              **_v2(SMALL, deep_supervision=ds)).double()
         load_weights(model, tensors)
-        with torch.no_grad():
-            ours = model.eval()(x)
-        assert ours.shape == ref.shape == (1, 2, 32, 32)
-        assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item()), ds
+        assert_matches_original(model, x, ref, (1, 2, 32, 32), 1e-10)
 
 
 @pytest.mark.slow
@@ -243,11 +244,7 @@ def test_default_config_logits_equal_the_original_forward_float64():
     model = create_model("vmunet_v2", num_classes=1, scan_backend="ref").double()
     load_weights(model, tensors)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    with torch.no_grad():
-        ours = model.eval()(x)
-        ref = orig_v2_forward(tensors, x, DEFAULT["depths"])[0]
-    assert ours.shape == ref.shape == (1, 1, 64, 64)
-    assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-9 * ref.abs().max().item())
+    assert_matches_original(model, x, orig_v2_forward(tensors, x, DEFAULT["depths"])[0], (1, 1, 64, 64), 1e-9)
 
 
 def test_forward_backward_shapes_and_every_parameter_trains():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_model_weights import original_vmunet_shapes, random_tensors
+from test_model_weights import random_tensors, vmamba_v0_shapes
 
 from vmunet.cli import main
 from vmunet.models import create_model
@@ -23,16 +23,6 @@ from vmunet.models.weights import load_weights
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_DIMS = [16, 32, 64, 128]  # vmunet_test's widths, d_state 4
-
-
-def vmamba_v0_shapes(depths, dims, d_state, in_chans=3, classes=1000):
-    """VMamba v0 classifier (VM-UNet's vmamba.py VSSM): encoder keys + ImageNet norm/head."""
-    shapes = {k: v for k, v in original_vmunet_shapes(depths, [0] * len(dims), dims, in_chans=in_chans,
-                                                      N=d_state).items()
-              if k.startswith(("patch_embed", "layers."))}
-    shapes.update({"norm.weight": (dims[-1],), "norm.bias": (dims[-1],),
-                   "head.weight": (classes, dims[-1]), "head.bias": (classes,)})
-    return shapes
 
 
 def to_later_vmamba_names(key: str) -> str:

@@ -130,3 +130,41 @@ def test_every_cli_user_error_is_one_line_with_exit_2(trained, tmp_path, capsys)
         lines = [ln for ln in err.splitlines() if "error:" in ln]
         assert len(lines) == 1 and lines[0].startswith(f"vmunet {argv[0]}: error: ") and expected in lines[0], err
     assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing ran
+
+
+def test_resume_removes_stale_temp_checkpoints_and_only_those(trained, tmp_path, caplog):
+    """A SIGKILL mid-write leaves ``.<name>.ckpt.<8 random>.tmp`` in the run's folder: the resumed
+    run removes those (one log line names them), touches no other file, and resumes from the
+    real last.ckpt, not from the newer partial file."""
+    import logging
+    import shutil
+
+    from vmunet.training.checkpoints import is_temp_checkpoint
+
+    run = tmp_path / "runs" / "version_0"
+    shutil.copytree(trained.parent.parent, run)  # a copy of a finished 1-epoch run
+    common = ["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95",
+              "false", "--trainer.default_root_dir", str(tmp_path / "runs"), *FAST]
+    ckpts = run / "checkpoints"
+    last = ckpts / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    stale = [ckpts / ".last.ckpt.k3x9_q2z.tmp", ckpts / ".best-epoch000-dice0.1234.ckpt.a0b1c2d3.tmp"]
+    for p in stale:  # what the killed writer left: the first bytes of a checkpoint
+        p.write_bytes(last.read_bytes()[:4096])
+    # not ours: another suffix, no random part, upper case, no leading dot, not a .ckpt target, a folder
+    others = [ckpts / "notes.tmp", ckpts / ".last.ckpt.tmp", ckpts / ".last.ckpt.ABCDEFGH.tmp",
+              ckpts / "last.ckpt.abcdefgh.tmp", ckpts / ".model.pt.abcdefgh.tmp", ckpts / ".last.ckpt.abcdefgh.bak"]
+    for p in others:
+        p.write_bytes(b"user file")
+    (ckpts / ".x.ckpt.abcdefgh.tmp").mkdir()
+    assert [p.name for p in [*stale, *others] if is_temp_checkpoint(p)] == [p.name for p in stale]
+
+    with caplog.at_level(logging.INFO, logger="vmunet"):
+        run_lightning_cli([*common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"user file" for p in others) and (ckpts / ".x.ckpt.abcdefgh.tmp").is_dir()
+    removed = [r.getMessage() for r in caplog.records if "temporary checkpoint" in r.getMessage()]
+    assert len(removed) == 1 and all(str(p) in removed[0] for p in sorted(stale)), removed
+    assert any(f"resuming the run in {run.resolve()} (from epoch 0," in r.getMessage() for r in caplog.records)
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # epoch 0 restored + one more
+    assert [p.name for p in tmp_path.joinpath("runs").iterdir()] == ["version_0"]

@@ -3,9 +3,11 @@ folder, so best-*.ckpt is the best of the whole run; metrics.csv keeps the rows 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +163,77 @@ def test_failed_start_leaves_no_run_folder(tmp_path, capsys):
     assert err.startswith(f"vmunet fit: error: {tmp_path / 'nothing'}: expected an nnU-Net raw folder (dataset.json")
     assert "`vmunet synth nifti --out DIR`" in err and "`vmunet prepare synapse|isic`" in err
     assert list(runs.iterdir()) == []
+
+
+#: A process that holds a run folder's lock until it is killed, and a forked child (as a data-loader
+#: worker is) that lives on after it; the child's pid is printed.
+_HOLD_LOCK = ("import os, sys, time\nfrom vmunet.training.runs import lock_run_dir\nlock_run_dir(sys.argv[1])\n"
+              "child = os.fork()\nif child == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+              "print('locked', child, flush=True)\ntime.sleep(600)\n")
+
+
+def test_lock_run_dir_is_exclusive_and_dies_with_its_process(tmp_path):
+    from vmunet.training.runs import LOCK_NAME, RunFolderBusyError, lock_run_dir
+
+    run = tmp_path / "version_0"
+    run.mkdir()
+    lock = lock_run_dir(run)
+    assert (run / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    with pytest.raises(RunFolderBusyError, match=f"another process \\(pid {os.getpid()}\\) is training"):
+        lock_run_dir(run)  # a second open file: refused even within one process
+    lock.release()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        word, child = holder.stdout.readline().split()
+        assert word == "locked"
+        with pytest.raises(RunFolderBusyError) as err:
+            lock_run_dir(run)
+        assert str(err.value) == (f"{run}: another process (pid {holder.pid}) is training in this run folder; wait "
+                                  "for it to finish (or stop it) before resuming this run")
+        holder.kill()  # SIGKILL: no clean-up code runs in the holder
+        holder.wait(30)
+        os.kill(int(child), 0)  # its forked child still runs ...
+        lock_run_dir(run).release()  # ... yet the lock went with the holder: no stale lock
+    finally:
+        holder.kill()
+        holder.wait(30)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
+
+
+def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp_path, capsys):
+    """(That the lock of a killed holder is gone, so the resume then runs, is the test above.)"""
+    from vmunet.cli import main
+    from vmunet.training.runs import LOCK_NAME
+
+    root = tmp_path / "runs"
+    common = ["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95",
+              "false", "--trainer.default_root_dir", str(root), "--trainer.limit_train_batches", "1",
+              "--trainer.limit_val_batches", "1", *FAST]
+    assert main([*common, "--trainer.max_epochs", "1"]) == 0
+    run = (root / "version_0").resolve()
+    resume = [*common, "--trainer.max_epochs", "2", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_NAME}
+
+    before = files()
+    capsys.readouterr()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        word, child = holder.stdout.readline().split()
+        assert word == "locked"
+        assert main(resume) == 2
+        err = capsys.readouterr().err
+        assert err == (f"vmunet fit: error: {run}: another process (pid {holder.pid}) is training in this run "
+                       "folder; wait for it to finish (or stop it) before resuming this run\n")
+        assert files() == before  # refused before it wrote anything (metrics.csv, config, checkpoints)
+    finally:
+        holder.kill()
+        holder.wait(30)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)

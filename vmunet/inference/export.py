@@ -5,7 +5,10 @@ says: the ``numba`` backend runs compiled code the tracers cannot see, and ``tor
 traces to plain tensor operations (:func:`vmunet.ops.scan_torch._exporting`). Both formats are
 recorded by tracing one example batch at the model's input size (the record's ``image_size``):
 
-* ``torchscript``: ``torch.jit.trace`` -> ``torch.jit.save``; load with ``torch.jit.load``.
+* ``torchscript``: ``torch.jit.trace`` -> ``torch.jit.save``; load with ``torch.jit.load``. PyTorch
+  deprecates TorchScript (torch 2.13 raises a ``DeprecationWarning`` from each of these calls);
+  it still works, and ``onnx`` is the format to prefer. ``torch.export`` (``.pt2``) is not offered:
+  it exports these models only for one fixed batch size (docs/export.md).
 * ``onnx``: ``torch.onnx.export`` through the TorchScript-based exporter (``dynamo=False``; the
   ``torch.export`` exporter needs onnxscript and takes many minutes on the unrolled scan), opset
   :data:`ONNX_OPSET`, batch dimension dynamic.
@@ -42,15 +45,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
     p = subparsers.add_parser(
         "export",
-        help="export a checkpoint to TorchScript or ONNX (+ its preprocessing record as JSON)",
+        help="export a checkpoint to ONNX or TorchScript (+ its preprocessing record as JSON)",
         description="Export a checkpoint written by `vmunet fit` to a TorchScript (.pt) or ONNX (.onnx) "
         "file that maps a preprocessed batch (batch, C, H, W) at the model's input size to logits "
         "(batch, K, H, W), through the pure-PyTorch selective scan. FILE.json beside it holds the "
         "preprocessing record (class names, channels, normalisation, input size) and the measured "
-        "parity with PyTorch. Exit status: 0 written, 2 bad input.",
+        "parity with PyTorch. TorchScript is deprecated by PyTorch (torch.jit.trace/save/load warn); "
+        "prefer onnx. Exit status: 0 written, 2 bad input.",
     )
     p.add_argument("-m", "--model", required=True, type=Path, help="checkpoint (.ckpt) written by vmunet fit")
-    p.add_argument("--format", required=True, choices=FORMATS, help="torchscript or onnx")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="onnx (preferred) or torchscript (deprecated by PyTorch: torch.jit warns; still works)")
     p.add_argument("-o", "--output", required=True, type=Path, help="file to write (its record goes to FILE.json)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE and FILE.json when they exist")
     p.set_defaults(func=run_export)

@@ -46,6 +46,7 @@ from vmunet.data import volumes
 from vmunet.data.channels import CaseFiles, group_channels
 from vmunet.data.errors import DataError
 from vmunet.data.fileio import atomic_path, hash_file, read_json
+from vmunet.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
     except DataError as err:  # the shared volume reader names the file already
         raise ScanReadError(str(err)) from err
     except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError
-        raise ScanReadError(f"{p}: cannot read scan ({type(err).__name__}: {err})") from err
+        raise ScanReadError(f"{p}: cannot read scan ({type(err).__name__}: {first_line(err)})") from err
     if orientation == "RAS":
         return _to_ras(scan)
     return scan
@@ -261,8 +262,17 @@ def _read_dicom(p: Path) -> Scan:
     if len(series) > 1:
         raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series ({', '.join(series)}); put each in its own folder")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-    return _from_sitk(p, reader.Execute(), p.name)
+    files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    reader.SetFileNames(files)
+    try:
+        img = reader.Execute()
+    except RuntimeError as err:  # SimpleITK's text spans lines and names ITK's C++ sources: one line
+        names = Path(files[0]).name + (f" ... {Path(files[-1]).name}" if len(files) > 1 else "")
+        raise ScanReadError(
+            f"{p}: cannot read its DICOM series ({len(files)} file{'s' if len(files) > 1 else ''}: {names}); "
+            f"expected complete DICOM files that GDCM can decode (SimpleITK: {first_line(err)})"
+        ) from err
+    return _from_sitk(p, img, p.name)
 
 
 def geometry_sidecar(p: Path) -> Path:

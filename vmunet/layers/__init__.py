@@ -7,6 +7,7 @@ per-pixel linear layers and LayerNorms need no transposes between blocks.
 from vmunet.layers.init import init_vmunet_weights
 from vmunet.layers.patch import FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging
 from vmunet.layers.ss2d import SS2D
+from vmunet.layers.stage import VSSStage, VSSStageUp, drop_path_rates, vmamba_encoder_stages
 from vmunet.layers.vss import VSSBlock
 
 __all__ = [
@@ -16,5 +17,9 @@ __all__ = [
     "PatchExpand",
     "PatchMerging",
     "VSSBlock",
+    "VSSStage",
+    "VSSStageUp",
+    "drop_path_rates",
     "init_vmunet_weights",
+    "vmamba_encoder_stages",
 ]

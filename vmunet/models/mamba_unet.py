@@ -23,22 +23,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from vmunet.layers import PatchEmbed, PatchExpand, PatchMerging, init_vmunet_weights
-from vmunet.models.common import check_and_pad, check_model_args, set_scan_backend
-from vmunet.models.vmunet import VSSStage
+from vmunet.layers import PatchExpand, VSSStageUp, drop_path_rates, init_vmunet_weights
+from vmunet.models.common import Directions, VSSModel, check_model_args
 from vmunet.ops import VMAMBA_DIRECTIONS
 
 
-class VSSStageUp(VSSStage):
-    """A Swin-UNet decoder stage: VSS blocks, then the optional ``upsample`` (VM-UNet's decoder
-    stages upsample first)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.forward_blocks(x)
-        return x if self.upsample is None else self.upsample(x)
-
-
-class MambaUNet(nn.Module):
+class MambaUNet(VSSModel):
     """Mamba-UNet: (B, in_chans, H, W) -> logits (B, num_classes, H, W).
 
     Args:
@@ -46,7 +36,10 @@ class MambaUNet(nn.Module):
         depths: VSS blocks per encoder stage; the decoder stage of encoder stage j has depths[j]
             blocks, the deepest stage none.
         dims: channels per stage (an int ``d`` means ``d, 2d, 4d, ...``); each stage doubles.
-        d_state, d_conv, expand, dt_rank, directions: SS2D settings.
+        d_state, d_conv, expand, dt_rank: SS2D settings.
+        directions: scan orders: one list for every stage, or one list per VSS stage --
+            ``2 * len(depths) - 1`` lists, the encoder stages, then the decoder stages ``layers_up.1``
+            .. ``layers_up.{n-1}`` (deepest first; ``layers_up.0`` is a PatchExpand without blocks).
         patch_size, drop_rate, attn_drop_rate, drop_path_rate, use_checkpoint, pad_to_multiple,
         scan_backend: as ``VMUNet``.
     """
@@ -61,7 +54,7 @@ class MambaUNet(nn.Module):
         d_conv: int = 3,
         expand: float = 2,
         dt_rank: int | str = "auto",
-        directions: Sequence[str] = VMAMBA_DIRECTIONS,
+        directions: Directions = VMAMBA_DIRECTIONS,
         patch_size: int = 4,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
@@ -70,31 +63,20 @@ class MambaUNet(nn.Module):
         pad_to_multiple: bool = False,
         scan_backend: str = "auto",
     ) -> None:
-        super().__init__()
         depths, dims = check_model_args("MambaUNet", num_classes=num_classes, in_chans=in_chans, depths=depths,
                                         dims=dims, drop_path_rate=drop_path_rate)
         n = len(depths)
         if any(dims[i + 1] != 2 * dims[i] for i in range(n - 1)):
             # PatchExpand halves the width; the concatenated skip must match it
             raise ValueError(f"MambaUNet: each dims entry must double the previous one, got {dims}")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.pad_to_multiple = pad_to_multiple
-        self.size_multiple = patch_size * 2 ** (n - 1)
+        per_stage = self.parse_directions(directions, n)
+        super().__init__(num_classes, in_chans, pad_to_multiple=pad_to_multiple, size_multiple=patch_size * 2 ** (n - 1))
 
         block_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
-                            directions=tuple(directions), scan_backend=scan_backend,
-                            attn_drop_rate=attn_drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        self.patch_embed = PatchEmbed(in_chans, dims[0], patch_size)
-        self.pos_drop = nn.Dropout(drop_rate)
-        self.layers = nn.ModuleList()
-        for i in range(n):
-            s = sum(depths[:i])
-            self.layers.append(VSSStage(
-                dims[i], depths[i], dpr[s:s + depths[i]],
-                downsample=PatchMerging(dims[i], dims[i + 1]) if i < n - 1 else None,
-                use_checkpoint=use_checkpoint, **block_kwargs))
+                            scan_backend=scan_backend, attn_drop_rate=attn_drop_rate)
+        self.build_encoder(depths, dims, patch_size=patch_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                           directions=per_stage[:n], use_checkpoint=use_checkpoint, **block_kwargs)
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.layers_up = nn.ModuleList([PatchExpand(dims[-1], dims[-1] // 2)])
         self.concat_back_dim = nn.ModuleList([nn.Identity()])
         for i in range(1, n):
@@ -104,24 +86,20 @@ class MambaUNet(nn.Module):
             self.layers_up.append(VSSStageUp(
                 dims[j], depths[j], dpr[s:s + depths[j]],
                 upsample=PatchExpand(dims[j], dims[j] // 2) if j > 0 else None,
-                use_checkpoint=use_checkpoint, **block_kwargs))
+                use_checkpoint=use_checkpoint, directions=per_stage[n - 1 + i], **block_kwargs))
         self.norm = nn.LayerNorm(dims[-1])
         self.norm_up = nn.LayerNorm(dims[0])
         self.up = PatchExpand(dims[0], dims[0], scale=patch_size)
         self.output = nn.Conv2d(dims[0], num_classes, 1, bias=False)
         self.apply(init_vmunet_weights)
 
-    def set_scan_backend(self, backend: str) -> None:
-        """Switch the selective-scan backend of every SS2D."""
-        set_scan_backend(self, backend)
+    @classmethod
+    def vss_stage_counts(cls, num_stages: int) -> tuple[int, int, str]:
+        return num_stages, num_stages - 1, "; layers_up.0 has no blocks"
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Encoder: (B, C, H, W) -> normed deepest map (B, H/32, W/32, dims[-1]) and the stage inputs."""
-        x = self.pos_drop(self.patch_embed(x))
-        skips = []
-        for layer in self.layers:
-            skips.append(x)
-            x = layer(x)
+        x, skips = self.forward_encoder(x)
         return self.norm(x), skips
 
     def forward_features_up(self, x: Tensor, skips: list[Tensor]) -> Tensor:
@@ -134,8 +112,7 @@ class MambaUNet(nn.Module):
         return self.norm_up(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        x, H, W = check_and_pad(x, name="MambaUNet", in_chans=self.in_chans, multiple=self.size_multiple,
-                                pad=self.pad_to_multiple)
+        x, H, W = self.check_and_pad(x)
         x, skips = self.forward_features(x)
         x = self.forward_features_up(x, skips)
         logits = self.output(self.up(x).permute(0, 3, 1, 2))

@@ -20,14 +20,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import torch
 from monai.networks.blocks.dynunet_block import UnetOutBlock
 from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 from torch import Tensor, nn
 
-from vmunet.layers import PatchEmbed, PatchMerging, init_vmunet_weights
-from vmunet.models.common import check_and_pad, check_model_args, set_scan_backend
-from vmunet.models.vmunet import VSSStage
+from vmunet.layers import PatchEmbed, init_vmunet_weights, vmamba_encoder_stages
+from vmunet.models.common import Directions, VSSModel, check_model_args
 from vmunet.ops import VMAMBA_DIRECTIONS
 
 #: VMamba keys the original's ``load_pretrained_ckpt`` skips (its list names
@@ -40,18 +38,13 @@ class VSSMEncoder(nn.Module):
     returns [its input, the output of every stage before merging], channels-first."""
 
     def __init__(self, in_chans: int, depths: list[int], dims: list[int], patch_size: int,
-                 drop_path_rate: float, use_checkpoint: bool, **block_kwargs: object) -> None:
+                 drop_path_rate: float, directions: Sequence[Sequence[str]], use_checkpoint: bool,
+                 **block_kwargs: object) -> None:
         super().__init__()
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.patch_embed = PatchEmbed(in_chans, dims[0], patch_size)
-        self.layers = nn.ModuleList()
-        self.downsamples = nn.ModuleList()
-        for i, depth in enumerate(depths):
-            s = sum(depths[:i])
-            self.layers.append(VSSStage(dims[i], depth, dpr[s:s + depth], use_checkpoint=use_checkpoint,
-                                        **block_kwargs))
-            if i < len(depths) - 1:
-                self.downsamples.append(PatchMerging(dims[i], dims[i + 1]))
+        self.layers, self.downsamples = vmamba_encoder_stages(
+            depths, dims, drop_path_rate, directions, separate_merges=True, use_checkpoint=use_checkpoint,
+            **block_kwargs)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         outs = [x]
@@ -64,7 +57,7 @@ class VSSMEncoder(nn.Module):
         return outs
 
 
-class SwinUMamba(nn.Module):
+class SwinUMamba(VSSModel):
     """Swin-UMamba: (B, in_chans, H, W) -> logits (B, num_classes, H, W).
 
     Args:
@@ -73,7 +66,9 @@ class SwinUMamba(nn.Module):
         dims: encoder stage widths (an int ``d`` means ``d, 2d, 4d, 8d``); the stem has dims[0]/2
             channels and the decoder levels have (dims[0]/2, *dims) -- the original's
             ``feat_size`` [48, 96, 192, 384, 768] for dims 96..768.
-        d_state, d_conv, expand, dt_rank, directions: SS2D settings.
+        d_state, d_conv, expand, dt_rank: SS2D settings.
+        directions: scan orders: one list for every stage, or one list per encoder stage (4 lists,
+            shallow to deep: the UNETR decoder has no VSS blocks).
         drop_path_rate: the encoder's stochastic depth (the original's encoder keeps its own
             default 0.2; its ``SwinUMamba(drop_path_rate=0)`` argument is never passed on).
         norm_name: MONAI norm of the UNETR blocks (original: "instance").
@@ -90,30 +85,28 @@ class SwinUMamba(nn.Module):
         d_conv: int = 3,
         expand: float = 2,
         dt_rank: int | str = "auto",
-        directions: Sequence[str] = VMAMBA_DIRECTIONS,
+        directions: Directions = VMAMBA_DIRECTIONS,
         drop_path_rate: float = 0.2,
         norm_name: str = "instance",
         use_checkpoint: bool = False,
         pad_to_multiple: bool = False,
         scan_backend: str = "auto",
     ) -> None:
-        super().__init__()
         depths, dims = check_model_args("SwinUMamba", num_classes=num_classes, in_chans=in_chans, depths=depths,
                                         dims=dims, drop_path_rate=drop_path_rate, num_stages=4,
                                         why_stages=" (5 UNETR levels)")
         if dims[0] % 2:
             raise ValueError(f"SwinUMamba: dims[0] must be even (the stem has dims[0]/2 channels), got {dims}")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.pad_to_multiple = pad_to_multiple
-        self.size_multiple = 2 * 2 * 2**3  # stem /2, patch embedding /2, three merges
+        per_stage = self.parse_directions(directions, len(depths))
+        # stem /2, patch embedding /2, three merges
+        super().__init__(num_classes, in_chans, pad_to_multiple=pad_to_multiple, size_multiple=2 * 2 * 2**3)
         feat = [dims[0] // 2, *dims]
 
         self.stem = nn.Sequential(nn.Conv2d(in_chans, feat[0], kernel_size=7, stride=2, padding=3),
                                   nn.InstanceNorm2d(feat[0], eps=1e-5, affine=True))
         self.vssm_encoder = VSSMEncoder(
             feat[0], depths, dims, patch_size=2, drop_path_rate=drop_path_rate, use_checkpoint=use_checkpoint,
-            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, directions=tuple(directions),
+            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, directions=per_stage,
             scan_backend=scan_backend)
         block = dict(spatial_dims=2, kernel_size=3, norm_name=norm_name, res_block=True)
         ins = [in_chans, *feat[:4]]
@@ -130,9 +123,9 @@ class SwinUMamba(nn.Module):
         # VMamba's rules (Linear trunc-normal, LayerNorm 1/0) on the encoder only, as the original
         self.vssm_encoder.apply(init_vmunet_weights)
 
-    def set_scan_backend(self, backend: str) -> None:
-        """Switch the selective-scan backend of every SS2D."""
-        set_scan_backend(self, backend)
+    @classmethod
+    def vss_stage_counts(cls, num_stages: int) -> tuple[int, int, str]:
+        return num_stages, 0, "; the UNETR decoder has no VSS blocks"
 
     def original_unused(self) -> list[tuple[str, str]]:
         """(key prefix, why) of the original's keys this model does not build."""
@@ -150,8 +143,7 @@ class SwinUMamba(nn.Module):
         return "vssm_encoder." + re.sub(r"^layers\.(\d+)\.downsample\.", r"downsamples.\1.", key), ""
 
     def forward(self, x: Tensor) -> Tensor:
-        x, H, W = check_and_pad(x, name="SwinUMamba", in_chans=self.in_chans, multiple=self.size_multiple,
-                                pad=self.pad_to_multiple)
+        x, H, W = self.check_and_pad(x)
         x1 = self.stem(x)
         vss = self.vssm_encoder(x1)
         enc1 = self.encoder1(x)

@@ -34,18 +34,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vmunet.layers import PatchEmbed, PatchMerging, init_vmunet_weights
+from vmunet.layers import init_vmunet_weights
 from vmunet.layers.sdi import SDI, ChannelAttention, ConvBN, SpatialAttention
-from vmunet.models.common import check_and_pad, check_model_args, set_scan_backend
-from vmunet.models.vmunet import VSSStage
+from vmunet.models.common import Directions, VSSModel, check_model_args
 from vmunet.ops import VMAMBA_DIRECTIONS
 
 
-class VMUNetV2(nn.Module):
+class VMUNetV2(VSSModel):
     """VM-UNet-V2: (B, in_chans, H, W) -> logits (B, num_classes, H, W).
 
     Args:
@@ -58,7 +56,9 @@ class VMUNetV2(nn.Module):
         mid_channels: channels of the SDI decoder (original: 48).
         deep_supervision: fuse the two finest side outputs (the original's default, True) or
             return the finest alone.
-        d_state, d_conv, expand, dt_rank, directions: SS2D settings (``vmunet.layers.SS2D``).
+        d_state, d_conv, expand, dt_rank: SS2D settings (``vmunet.layers.SS2D``).
+        directions: scan orders: one list for every stage, or one list per built encoder stage
+            (``len(depths) - 1`` lists, shallow to deep: the SDI decoder has no VSS blocks).
         patch_size: patch-embedding stride.
         drop_rate, attn_drop_rate, drop_path_rate: as ``VMUNet``; the drop-path schedule is
             linspace(0, rate) over all ``sum(depths)`` encoder blocks, as in the original.
@@ -92,7 +92,7 @@ class VMUNetV2(nn.Module):
         d_conv: int = 3,
         expand: float = 2,
         dt_rank: int | str = "auto",
-        directions: Sequence[str] = VMAMBA_DIRECTIONS,
+        directions: Directions = VMAMBA_DIRECTIONS,
         patch_size: int = 4,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
@@ -101,32 +101,21 @@ class VMUNetV2(nn.Module):
         pad_to_multiple: bool = False,
         scan_backend: str = "auto",
     ) -> None:
-        super().__init__()
         depths, dims = check_model_args("VMUNetV2", num_classes=num_classes, in_chans=in_chans, depths=depths,
                                         dims=dims, drop_path_rate=drop_path_rate, num_stages=4,
                                         why_stages=" (the SDI decoder has 4 levels)")
         n = len(depths)
         if min(dims) < 16:
             raise ValueError(f"VMUNetV2: every dims entry must be >= 16 (channel attention reduces by 16), got {dims}")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        per_stage = self.parse_directions(directions, n)
+        super().__init__(num_classes, in_chans, pad_to_multiple=pad_to_multiple, size_multiple=patch_size * 2 ** (n - 1))
         self.deep_supervision = bool(deep_supervision)
-        self.pad_to_multiple = pad_to_multiple
-        self.size_multiple = patch_size * 2 ** (n - 1)
 
-        block_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
-                            directions=tuple(directions), scan_backend=scan_backend,
-                            attn_drop_rate=attn_drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        self.patch_embed = PatchEmbed(in_chans, dims[0], patch_size)
-        self.pos_drop = nn.Dropout(drop_rate)
         # stages 0..n-2 (blocks + downsample); the last stage's input is the deepest feature
-        self.layers = nn.ModuleList()
-        for i in range(n - 1):
-            s = sum(depths[:i])
-            self.layers.append(VSSStage(dims[i], depths[i], dpr[s:s + depths[i]],
-                                        downsample=PatchMerging(dims[i], dims[i + 1]),
-                                        use_checkpoint=use_checkpoint, **block_kwargs))
+        self.build_encoder(depths, dims, patch_size=patch_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                           directions=per_stage, num_built=n - 1, use_checkpoint=use_checkpoint, d_state=d_state,
+                           d_conv=d_conv, expand=expand, dt_rank=dt_rank, scan_backend=scan_backend,
+                           attn_drop_rate=attn_drop_rate)
 
         m = mid_channels
         for i, d in enumerate(dims, start=1):
@@ -150,19 +139,14 @@ class VMUNetV2(nn.Module):
         unused = list(self.ORIGINAL_UNUSED) + ([] if self.deep_supervision else list(self.ORIGINAL_UNUSED_WITHOUT_DS))
         return [(prefix.format(last=len(self.layers)), why) for prefix, why in unused]
 
-    def set_scan_backend(self, backend: str) -> None:
-        """Switch the selective-scan backend of every SS2D."""
-        set_scan_backend(self, backend)
+    @classmethod
+    def vss_stage_counts(cls, num_stages: int) -> tuple[int, int, str]:
+        return num_stages - 1, 0, "; the last encoder stage's blocks are not built and the SDI decoder has none"
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Encoder: (B, C, H, W) -> the inputs of the 4 encoder stages, channels-first."""
-        x = self.pos_drop(self.patch_embed(x))
-        feats = []
-        for layer in self.layers:
-            feats.append(x)
-            x = layer(x)
-        feats.append(x)
-        return [f.permute(0, 3, 1, 2) for f in feats]
+        x, feats = self.forward_encoder(x)
+        return [f.permute(0, 3, 1, 2) for f in (*feats, x)]
 
     def _attend(self, i: int, f: Tensor) -> Tensor:
         """Level i: channel attention, spatial attention, 1x1 conv + BN to mid_channels."""
@@ -184,8 +168,7 @@ class VMUNetV2(nn.Module):
         return [F.interpolate(o, scale_factor=4, mode="bilinear") for o in outs]
 
     def forward(self, x: Tensor) -> Tensor:
-        x, H, W = check_and_pad(x, name="VMUNetV2", in_chans=self.in_chans, multiple=self.size_multiple,
-                                pad=self.pad_to_multiple)
+        x, H, W = self.check_and_pad(x)
         outs = self.side_outputs(x)
         logits = outs[0] + self.deconv6(outs[1]) if self.deep_supervision else outs[0]
         return logits[..., :H, :W]

@@ -2,8 +2,8 @@
 
 Each variant (a registered model x a direction set) is trained with the project's own entry point
 (:func:`vmunet.training.cli.run_lightning_cli`, i.e. ``vmunet fit`` with the config plus overrides),
-seeded alike, in its own folder ``<out>/<variant>/`` (``version_0`` = the fit, the next
-``version_N`` = ``vmunet test`` of its best checkpoint, with the usual test reports). The runner
+seeded alike, in its own folder ``<out>/<variant>/version_0``; ``vmunet test`` of its best
+checkpoint writes the usual test reports into that same run folder. The runner
 then writes, atomically, into ``<out>`` (rewritten after every variant, so a long ablation that stops
 keeps the rows it finished; the Markdown header says "partial" until the last one):
 
@@ -16,7 +16,7 @@ keeps the rows it finished; the Markdown header says "partial" until the last on
 
 Direction sets are written ``[LABEL=]NAMES``: ``NAMES`` is a comma-separated list of scan orders
 (``h,v,h_flip,v_flip``) used by every stage, or ``/``-separated lists, one per stage (encoder
-stages, then decoder stages deepest first; see :func:`vmunet.models.vmunet.stage_directions`).
+stages, then decoder stages deepest first; see :func:`vmunet.models.common.stage_directions`).
 """
 
 from __future__ import annotations
@@ -140,10 +140,12 @@ def plan_variants(config: Mapping[str, Any], models: Sequence[str] | None,
         depths = base_kwargs.get("depths", spec.defaults.get("depths"))
         for label, directions in sets:
             per_stage = bool(directions) and isinstance(directions[0], list)
-            if per_stage and depths is not None and len(directions) != 2 * len(depths):
-                raise ConfigError(
-                    f"--directions {label!r}: {len(directions)} per-stage lists, but {model!r} has "
-                    f"{len(depths)} encoder + {len(depths)} decoder stages ({2 * len(depths)} lists)")
+            if per_stage and depths is not None:
+                encoder, decoder, _ = spec.builder.vss_stage_counts(len(depths))  # the model's own count
+                if len(directions) != encoder + decoder:
+                    raise ConfigError(
+                        f"--directions {label!r}: {len(directions)} per-stage lists, but {model!r} has "
+                        f"{encoder} encoder + {decoder} decoder stages ({encoder + decoder} lists)")
             variants.append(Variant(model, label, tuple(directions)))
     names = [v.name for v in variants]
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -4,7 +4,10 @@ Lightning's ``TorchCheckpointIO`` writes through fsspec, which stages the file i
 folder and moves it into place: a copy, not an atomic rename, when that folder is on another
 filesystem, and never fsynced. :class:`AtomicCheckpointIO` writes a temporary file next to the
 target, fsyncs it, renames it onto the target and fsyncs the folder, so ``last.ckpt`` is always a
-complete checkpoint (the previous one or the new one), even after a crash or power loss.
+complete checkpoint (the previous one or the new one), even after a crash or power loss. A
+process killed mid-write leaves its temporary file behind (``.last.ckpt.<8 random>.tmp``); a
+resumed run removes those of its folder (:func:`remove_stale_temp_checkpoints`) once it holds the
+folder's lock, i.e. once no other process can be writing them.
 
 :func:`check_checkpoint` reads a ``--ckpt_path`` before ``fit`` / ``validate`` / ``test`` start, so
 a truncated file, a file that is not a vmunet training checkpoint, or one of another model says so
@@ -13,6 +16,8 @@ in one line naming the file (not a traceback from deep inside Lightning).
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +27,21 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from vmunet.data.fileio import atomic_path
 from vmunet.models.checkpoint import CheckpointError
 
+log = logging.getLogger(__name__)
+
 #: ``--ckpt_path`` values that Lightning resolves itself (not file paths)
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+#: Suffix of the temporary file a checkpoint is written to: never ``.ckpt``, so an interrupted
+#: write never looks like a checkpoint.
+TEMP_SUFFIX = ".tmp"
+#: The full name of such a temporary file: ``.<target>.<8 random characters>.tmp`` (``tempfile.mkstemp``
+#: draws them from ``[a-z0-9_]``).
+_TEMP_RE = re.compile(r"^\.(?P<target>.+\.ckpt)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def is_file_path(ckpt_path: object) -> bool:
@@ -49,9 +67,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                             f"{storage_options!r}")
         if "://" in str(path):  # remote storage (fsspec): Lightning's own transaction
             return super().save_checkpoint(checkpoint, path)
-        # suffix .tmp: an interrupted write never leaves a file that looks like a checkpoint (*.ckpt)
-        with atomic_path(path, suffix=".tmp", fsync=True) as tmp, open(tmp, "wb") as fh:
+        path = Path(path)
+        with atomic_path(path, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, fsync=True) as tmp, \
+                open(tmp, "wb") as fh:
             torch.save(checkpoint, fh)
+
+
+def is_temp_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is named like :class:`AtomicCheckpointIO`'s temporary file of a ``*.ckpt``."""
+    return _TEMP_RE.match(Path(path).name) is not None
+
+
+def remove_stale_temp_checkpoints(folder: str | Path) -> list[Path]:
+    """Delete the temporary checkpoint files (:func:`is_temp_checkpoint`) under ``folder``: the
+    leftovers of writes interrupted by a kill or crash. Call it only while holding the folder's
+    training lock (:func:`vmunet.training.runs.lock_run_dir`): then no live process writes them.
+    Nothing else is touched. Returns the removed files (one log line names them)."""
+    stale = sorted(p for p in Path(folder).rglob(f"*{TEMP_SUFFIX}")
+                   if is_temp_checkpoint(p) and p.is_file() and not p.is_symlink())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary checkpoint file(s) left by an interrupted write: %s", len(stale),
+                 ", ".join(str(p) for p in stale))
+    return stale
 
 
 def _short(items: Any, limit: int = 5) -> str:

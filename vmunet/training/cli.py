@@ -12,7 +12,9 @@ instantiated data module into the model, so a config states them once. Always ad
 * unless ``trainer.logger`` is given: TensorBoard + CSV loggers sharing one run folder
   ``<trainer.default_root_dir>/version_N``, claimed atomically, or the checkpoint's own run
   folder when ``fit --ckpt_path`` resumes (:mod:`vmunet.training.runs`); checkpoints, config and
-  reports go there too;
+  reports go there too. The process holds the folder's lock while it runs (a second process
+  training in the same folder is refused: exit 2, one line); a resumed run first removes the
+  temporary checkpoint files an interrupted write left there;
 * ``test`` / ``validate`` of a checkpoint in a run's ``checkpoints/`` folder write their reports
   (and ``config.test.yaml``) into that run, with no loggers and no new ``version_N`` folder;
   Lightning's own results table is off (``verbose`` false): ``vmunet test`` prints the project's
@@ -48,12 +50,16 @@ from vmunet.training.checkpoints import (
     check_checkpoint,
     is_file_path,
     read_training_checkpoint,
+    remove_stale_temp_checkpoints,
 )
 from vmunet.training.module import SegmentationModule
 from vmunet.training.noise import silence_lightning_notices
 from vmunet.training.progress import EpochLine
 from vmunet.training.runs import (
+    RunLock,
     discard_unused_run,
+    is_rank_zero,
+    lock_run_dir,
     run_dir_of_checkpoint,
     run_loggers,
     select_run_dir,
@@ -90,6 +96,16 @@ class VMUNetCLI(LightningCLI):
         return parser
 
     _fresh_run: Path | None = None
+    _run_lock: RunLock | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            # the subcommand ran (or failed): the next run in this process may use the folder again.
+            # (Without a subcommand, run=False, the caller trains later: the lock stays until exit.)
+            if self._run_lock is not None and getattr(self, "subcommand", None) is not None:
+                self._run_lock.release()
 
     def _discard_fresh_run(self) -> None:
         if self._fresh_run is not None:
@@ -149,8 +165,12 @@ class VMUNetCLI(LightningCLI):
         elif cfg.get("logger") in (None, True) and "logger" not in kwargs:
             run_dir, version, resumed = select_run_dir(cfg.get("default_root_dir") or "runs",
                                                        ckpt_path if self.subcommand == "fit" else None)
+            if is_rank_zero():  # DDP: rank 0 holds the lock for the processes it launched
+                self._run_lock = lock_run_dir(run_dir)  # before anything is written into the folder
             if not resumed:
                 self._fresh_run = run_dir  # given back if the run fails before producing anything
+            elif is_rank_zero():
+                remove_stale_temp_checkpoints(run_dir)
             kwargs["logger"] = run_loggers(run_dir, version, resume_step if resumed else None)
             if resumed:
                 # the run's first config stays config.yaml; each resume records its own next to it

@@ -15,6 +15,11 @@
 * Under DDP only rank 0 claims; it passes the version to the processes it launches
   (``VMUNET_RUN_VERSION``); the other ranks' checkpoint and log folders are rank 0's anyway
   (Lightning broadcasts them).
+* The process training in a folder holds an exclusive lock on it (:func:`lock_run_dir`,
+  ``fcntl.flock`` on ``.vmunet-train.lock``), so a second ``fit --ckpt_path`` of the same run is
+  refused before it writes anything instead of interleaving its checkpoints and logs with the
+  first. The kernel drops the lock when the process ends, however it ends (SIGKILL included): a
+  crash never leaves a stale lock.
 """
 
 from __future__ import annotations
@@ -25,13 +30,20 @@ import os
 import re
 from pathlib import Path
 
+from vmunet.errors import VmunetError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there are not guarded against a second process
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 VERSION_ENV = "VMUNET_RUN_VERSION"
 _VERSION_RE = re.compile(r"^version_(\d+)$")
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
@@ -68,7 +80,7 @@ def select_run_dir(root: str | Path, resume_from: str | Path | None) -> tuple[Pa
     existing = run_dir_of_checkpoint(resume_from)
     if existing is not None:
         return (*existing, True)
-    if not _is_rank_zero() and os.environ.get(VERSION_ENV) is not None:
+    if not is_rank_zero() and os.environ.get(VERSION_ENV) is not None:
         n = int(os.environ[VERSION_ENV])
         return Path(root).resolve() / f"version_{n}", n, False
     path, n = claim_run_dir(root)
@@ -76,8 +88,73 @@ def select_run_dir(root: str | Path, resume_from: str | Path | None) -> tuple[Pa
     return path, n, False
 
 
+#: The lock file of a run folder (:func:`lock_run_dir`); it stays in the folder, holding the pid of
+#: the last process that trained there. (Removing it on release would let two processes lock two
+#: different files of the same name.)
+LOCK_NAME = ".vmunet-train.lock"
+
+
+class RunFolderBusyError(VmunetError, RuntimeError):
+    """Another live process is training in the run folder (names the folder)."""
+
+
+class RunLock:
+    """The exclusive training lock of one run folder, held until :meth:`release` or process exit."""
+
+    def __init__(self, run_dir: Path, fd: int | None) -> None:
+        self.run_dir, self._fd = run_dir, fd
+        if fd is not None:
+            # flock belongs to the open file, shared with forked children (data-loader workers): an
+            # orphaned worker would keep the folder locked after the trainer was killed. Children
+            # drop their copy at once (closing it, unlike LOCK_UN, leaves the parent's lock alone).
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def lock_run_dir(run_dir: str | Path) -> RunLock:
+    """Take the exclusive training lock of ``run_dir`` or raise :class:`RunFolderBusyError`.
+
+    ``fcntl.flock`` on :data:`LOCK_NAME` inside the folder: the kernel releases it when the holding
+    process exits for any reason, so a killed run never blocks the next one. Neither programs the
+    process starts (close-on-exec) nor processes it forks (they close their copy) keep it held.
+    """
+    run_dir = Path(run_dir)
+    if fcntl is None:
+        log.debug("no fcntl on this platform: %s is not locked against a second training process", run_dir)
+        return RunLock(run_dir, None)
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        pid = f" (pid {holder})" if holder.isdigit() else ""
+        raise RunFolderBusyError(
+            f"{run_dir}: another process{pid} is training in this run folder; wait for it to finish "
+            "(or stop it) before resuming this run"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return RunLock(run_dir, fd)
+
+
 #: Files a run writes before its first step; a folder with nothing else holds no results.
-START_FILES = frozenset({"config.yaml", "hparams.yaml"})
+START_FILES = frozenset({"config.yaml", "hparams.yaml", LOCK_NAME})
 
 
 def discard_unused_run(run_dir: str | Path) -> bool:
@@ -85,7 +162,7 @@ def discard_unused_run(run_dir: str | Path) -> bool:
     event files with no logged value and empty sub-folders (a failed start); True when removed. Anything else (a checkpoint, metrics, a
     preview) keeps the folder."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or not _is_rank_zero():
+    if not run_dir.is_dir() or not is_rank_zero():
         return False
     files = [p for p in run_dir.rglob("*") if not p.is_dir()]
     if any(p.parent != run_dir or not (p.name in START_FILES or _empty_event_file(p)) for p in files):
@@ -163,7 +240,7 @@ def run_loggers(run_dir: Path, version: int, resume_step: int | None = None) -> 
     tb = TensorBoardLogger(save_dir=root, name="", version=version, default_hp_metric=False, **tb_kwargs)
     csv_logger = CSVLogger(save_dir=root, name="", version=version)
     metrics = run_dir / "metrics.csv"
-    if resume_step is not None and metrics.is_file() and _is_rank_zero():
+    if resume_step is not None and metrics.is_file() and is_rank_zero():
         rows = csv_rows_before(metrics, resume_step)
         aside = run_dir / ".metrics.csv.before-resume"
         os.replace(metrics, aside)
