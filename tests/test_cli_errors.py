@@ -27,6 +27,8 @@ def _checkpoints(tmp_path):
                     "vmunet_test", {"num_classes": 5, "in_chans": 1}, volume_record())  # weights: 2 classes
     save_checkpoint(tmp_path / "nomodel.ckpt", create_model("vmunet_test", num_classes=2, in_chans=1),
                     "no_such_model", {"num_classes": 2, "in_chans": 1}, volume_record())
+    save_checkpoint(tmp_path / "oddsize.ckpt", create_model("vmunet_test", num_classes=2, in_chans=1),
+                    "vmunet_test", {"num_classes": 2, "in_chans": 1}, volume_record(image_size=(48, 48)))
     return good
 
 
@@ -41,6 +43,7 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
     scans = tmp_path / "scans"
     scans.mkdir()
     write_nifti(scans / "a.nii.gz", structure_volume((16, 16, 3)), np.eye(4))
+    scan_bytes = (scans / "a.nii.gz").read_bytes()
     empty = tmp_path / "empty"
     empty.mkdir()
     regular = tmp_path / "regular"
@@ -67,6 +70,15 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
         (["predict", "-i", empty, "-o", tmp_path / "o", "-m", good], [f"no scans found in {empty}"]),
         ([*predict, "-o", tmp_path / "o", "-m", good, "--reference", regular], [f"--reference {regular} is not a folder"]),
         ([*predict, "-o", tmp_path / "o", "-m", good, "--batch-size", "0"], ["batch_size must be >= 1, got 0"]),
+        ([*predict, "-o", tmp_path / "o", "-m", good, "--suffix", "/../x"],
+         ["--suffix '/../x': expected text without path separators (outputs stay in --output)"]),
+        ([*predict, "-o", scans, "-m", good], [f"--output {scans}: a.nii.gz would overwrite the input {scans / 'a.nii.gz'}; "
+                                               "expected another --output folder or a --suffix"]),
+        ([*predict, "-o", tmp_path / "o", "-m", tmp_path / "oddsize.ckpt"],
+         [f"checkpoint {tmp_path / 'oddsize.ckpt'}: preprocessing image_size=[48, 48]: VMUNet needs height and width "
+          "multiples of 32; expected e.g. [64, 64] (or model_kwargs pad_to_multiple: true)"]),
+        (["export", "-m", tmp_path / "oddsize.ckpt", "--format", "torchscript", "-o", tmp_path / "o" / "m.pt"],
+         [f"checkpoint {tmp_path / 'oddsize.ckpt'}: preprocessing image_size=[48, 48]: VMUNet needs"]),
         (["prepare", "isic", "--raw", no_mask, "--out", tmp_path / "p1"], ["1 image(s) without a mask", "ISIC_"]),
         (["prepare", "synapse", "--raw", official, "--out", tmp_path / "p2"], [f"{official}: expected a raw BTCV"]),
         (["prepare", "isic", "--raw", official, "--out", nonempty], [f"--out {nonempty} is not empty"]),
@@ -74,6 +86,8 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
         (["synth", "synapse", "--out", regular / "x"], [f"{regular} is a regular file"]),
         (["synth", "isic", "--out", tmp_path / "s", "--cases", "1"], ["need cases >= 2"]),
         (["info", "no_such_model"], ["unknown model 'no_such_model'; available:"]),
+        (["ablate", "--config", Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml", "--out",
+          tmp_path / "o", "--seed", "-1"], ["--seed: expected an integer in [0, 2**32), got -1"]),
         (["info", "vmunet_test", "--size", "0", "--no-memory"], ["--size takes one or two positive integers"]),
     ]
     experiments = Path(__file__).resolve().parents[1] / "experiments"
@@ -103,3 +117,4 @@ def test_every_cli_user_error_is_one_line_with_exit_2(tmp_path, capfd, caplog, m
             assert word in lines[0], (argv, word, lines[0])
         caplog.clear()
     assert not (tmp_path / "o").exists()  # nothing was started
+    assert (scans / "a.nii.gz").read_bytes() == scan_bytes and sorted(scans.iterdir()) == [scans / "a.nii.gz"]

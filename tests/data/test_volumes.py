@@ -87,3 +87,13 @@ def test_training_and_inference_read_the_same_files_alike(tmp_path, name):
         load_volume(bad)
     with pytest.raises(io.ScanReadError, match=msg):
         io.read_scan(bad)
+
+
+def test_a_volume_without_voxels_is_refused_naming_the_file(tmp_path):
+    """A header with a 0-length axis (16 x 16 x 0): nibabel hands back an array of shape (0,)."""
+    path = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 0), np.float32), np.eye(4)), str(path))
+    with pytest.raises(DataError) as err:
+        load_volume(path)
+    assert str(err.value) == (f"{path}: holds no voxels (array shape (0,)); expected a 3D volume with at least "
+                              "one slice")

@@ -194,8 +194,9 @@ def test_dispatcher_routes_predict(tmp_path, scans, tiny_checkpoint):
 
 def test_output_onto_input_and_name_clashes_are_refused(tmp_path, scans, tiny_checkpoint, caplog, capsys):
     before = (scans / "case_a.nii.gz").read_bytes()
-    assert run(["-i", scans, "-o", scans, "-m", tiny_checkpoint, "--device", "cpu"]) == 1
-    assert "would overwrite the input; use another --output folder or a --suffix" in caplog.text
+    assert run(["-i", scans, "-o", scans, "-m", tiny_checkpoint, "--device", "cpu"]) == 2  # before any case runs
+    assert (f"--output {scans}: case_a.nii.gz would overwrite the input {scans / 'case_a.nii.gz'}; expected "
+            "another --output folder or a --suffix") in capsys.readouterr().err
     assert (scans / "case_a.nii.gz").read_bytes() == before
     import SimpleITK as sitk
     from inference_helpers import sitk_image

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vmunet.data.errors import DataError
+from vmunet.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ def transformed_dataset(items: Sequence[dict[str, Any]], transform: Callable, ca
 
 
 def image_size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``224`` or ``[224, 224]`` -> ``(224, 224)``; rejects non-positive sizes."""
+    """``224`` or ``[224, 224]`` -> ``(224, 224)``; rejects non-positive sizes (``data.image_size``)."""
     hw = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
     if len(hw) != 2 or min(hw) <= 0:
-        raise ValueError(f"image_size must be a positive int or [H, W], got {image_size!r}")
+        raise ConfigError(f"data.image_size: expected a positive integer or [H, W], got {image_size!r}")
     return hw  # type: ignore[return-value]
 
 

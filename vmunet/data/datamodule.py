@@ -13,13 +13,33 @@ import lightning.pytorch as pl
 import numpy as np
 
 from vmunet.data.common import eval_loader, first_epoch, image_size_hw, train_loader
+from vmunet.errors import ConfigError
+
+
+def check_setting(ok: bool, key: str, expected: str, value: Any) -> None:
+    """Raise the one-line ConfigError ``data.<key>: expected <expected>, got <value>`` unless ``ok``
+    (raised from ``__init__``, so ``vmunet fit`` prints it as is, before anything starts)."""
+    if not ok:
+        raise ConfigError(f"data.{key}: expected {expected}, got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_split_settings(val_cases: int, seed: int) -> None:
+    """The validation split's settings: ``val_cases`` >= 0 and a seed NumPy accepts."""
+    check_setting(is_int(val_cases) and val_cases >= 0, "val_cases", "an integer >= 0 (0: no validation)", val_cases)
+    check_setting(is_int(seed) and 0 <= seed < 2**32, "seed", "an integer in [0, 2**32)", seed)
 
 
 def held_out_cases(count: int, val_cases: int, seed: int, where: str = "") -> list[int]:
     """Sorted indices of the ``val_cases`` of ``count`` training cases held out for validation,
     drawn without replacement by ``numpy.random.default_rng(seed)``; ``where`` ends the error."""
+    check_split_settings(val_cases, seed)
     if val_cases >= count:
-        raise ValueError(f"val_cases={val_cases} leaves no training case ({count} training cases{where})")
+        raise ConfigError(f"data.val_cases={val_cases} leaves no training case ({count} training cases{where}); "
+                          f"expected at most {count - 1}")
     return sorted(np.random.default_rng(seed).choice(count, size=val_cases, replace=False).tolist())
 
 
@@ -42,6 +62,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     def __init__(self, root: str, batch_size: int, num_workers: int, image_size: int | tuple[int, int],
                  pin_memory: bool, eval_batch_size: int) -> None:
         super().__init__()
+        check_setting(is_int(batch_size) and batch_size >= 1, "batch_size", "an integer >= 1", batch_size)
+        check_setting(is_int(eval_batch_size) and eval_batch_size >= 1, "eval_batch_size", "an integer >= 1",
+                      eval_batch_size)
+        check_setting(is_int(num_workers) and num_workers >= 0, "num_workers", "an integer >= 0 (0: load in "
+                      "the main process)", num_workers)
         self.root = Path(root)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.eval_batch_size = eval_batch_size

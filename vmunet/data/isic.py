@@ -17,7 +17,7 @@ from monai.transforms import Transform
 
 from vmunet.data import isic_format as IF
 from vmunet.data.common import transformed_dataset
-from vmunet.data.datamodule import SegmentationDataModule
+from vmunet.data.datamodule import SegmentationDataModule, check_setting, check_split_settings
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_json
@@ -93,15 +93,17 @@ class ISICDataModule(SegmentationDataModule):
         pin_memory: bool = False,
         check_files: bool = True,
     ) -> None:
+        # None (not 0, which the base class rejects) means "as batch_size"
         super().__init__(root, batch_size, num_workers, image_size, pin_memory,
-                         eval_batch_size=eval_batch_size or batch_size)
+                         eval_batch_size=batch_size if eval_batch_size is None else eval_batch_size)
         self.save_hyperparameters()
+        check_split_settings(0, seed)
+        check_setting(normalization in ("dataset", "paper"), "normalization", "'dataset' or 'paper'", normalization)
+        check_setting(test_split in ("auto", "test", "val"), "test_split", "'auto', 'test' or 'val'", test_split)
         self.class_names = list(IF.CLASS_NAMES)
         self.num_classes = 1
         self.in_chans = 3
         self.splits = IF.vmunet_splits(self.root)
-        if normalization not in ("dataset", "paper"):
-            raise ValueError(f"data.normalization must be 'dataset' or 'paper', got {normalization!r}")
         if normalization == "paper":
             self.mean, self.std = [0.0] * 3, [1.0] * 3  # unused: per-image min-max
             intensity: dict[str, Any] = {"mode": "minmax", "range": [0.0, 255.0]}

@@ -25,7 +25,12 @@ from torch.utils.data import Dataset
 
 from vmunet.data import nifti_format as NF
 from vmunet.data.common import VolumeDataset, transformed_dataset
-from vmunet.data.datamodule import SegmentationDataModule, held_out_cases
+from vmunet.data.datamodule import (
+    SegmentationDataModule,
+    check_setting,
+    check_split_settings,
+    held_out_cases,
+)
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import check_pair
@@ -37,6 +42,7 @@ from vmunet.data.preprocessing import (
     volume_to_slices,
 )
 from vmunet.data.volumes import load_volume, read_channels, voxel_sizes
+from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +188,18 @@ class NiftiDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(root, batch_size, num_workers, image_size, pin_memory, eval_batch_size=1)
         self.save_hyperparameters()
-        if slice_axis not in (0, 1, 2):
-            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
-        if not 0.0 <= foreground_oversample <= 1.0:
-            raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
+        check_setting(slice_axis in (0, 1, 2), "slice_axis", "0, 1 or 2", slice_axis)
+        check_setting(0.0 <= foreground_oversample <= 1.0, "foreground_oversample", "a probability in [0, 1]",
+                      foreground_oversample)
+        check_split_settings(val_cases, seed)
+        modes = ("auto", "window", "ct_percentile", "zscore", "none")
+        check_setting(intensity in modes, "intensity", " | ".join(modes), intensity)
+        check_setting(0 <= rotation_degrees <= 180, "rotation_degrees", "an angle in [0, 180]", rotation_degrees)
+        check_setting(len(window) == 2 and window[0] < window[1], "window", "[low, high] with low < high", window)
+        check_setting(zscore_stats is None or (len(zscore_stats) == 2 and zscore_stats[1] > 0), "zscore_stats",
+                      "[mean, std] with std > 0", zscore_stats)
+        check_setting(cache_dir is None or not Path(cache_dir).exists() or Path(cache_dir).is_dir(), "cache_dir",
+                      "a folder (created if missing), not a file", cache_dir)
         self.index = NF.index_folder(self.root, datalist)
         self.class_names = list(self.index.class_names)
         self.num_classes = len(self.class_names)
@@ -215,6 +229,10 @@ class NiftiDataModule(SegmentationDataModule):
                 mode = "window" if "CT" in modality.upper() else "zscore"
             modes.append(mode)
         log.info("NIfTI: channels %s -> %s normalization", self.index.channels, modes)
+        if hp.zscore_stats is not None and "zscore" not in modes:
+            # a fixed statistics setting no channel uses would be silently ignored
+            raise ConfigError(f"data.zscore_stats is set, but no channel is z-scored (channels "
+                              f"{self.index.channels} -> {modes}); expected data.intensity: zscore with it")
         ct_stats = self._foreground_stats() if "ct_percentile" in modes else None
         records = []
         for c, mode in enumerate(modes):

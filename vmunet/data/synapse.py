@@ -17,7 +17,12 @@ from monai.transforms import Transform
 
 from vmunet.data import synapse_format as SF
 from vmunet.data.common import VolumeDataset, transformed_dataset
-from vmunet.data.datamodule import SegmentationDataModule, held_out_cases
+from vmunet.data.datamodule import (
+    SegmentationDataModule,
+    check_setting,
+    check_split_settings,
+    held_out_cases,
+)
 from vmunet.data.errors import DataError, LayoutError, short_list
 from vmunet.data.filecheck import check_files
 from vmunet.data.fileio import read_h5_volume, read_json, read_npz_slice
@@ -105,10 +110,9 @@ class SynapseDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(root, batch_size, num_workers, image_size, pin_memory, eval_batch_size=1)
         self.save_hyperparameters()
-        if val_cases < 0:
-            raise ValueError(f"val_cases must be >= 0, got {val_cases}")
-        if augmentation not in ("monai", "paper"):
-            raise ValueError(f"data.augmentation must be 'monai' or 'paper', got {augmentation!r}")
+        check_split_settings(val_cases, seed)
+        check_setting(augmentation in ("monai", "paper"), "augmentation", "'monai' or 'paper'", augmentation)
+        check_setting(0 <= rotation_degrees <= 180, "rotation_degrees", "an angle in [0, 180]", rotation_degrees)
         self.class_names = list(SYNAPSE_CLASSES)
         self.num_classes = len(self.class_names)
         self.in_chans = 1

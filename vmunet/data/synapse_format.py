@@ -153,6 +153,8 @@ def _layout_message(root: Path, problem: str) -> str:
 
 def check_layout(root: Path) -> Path:
     """Check the top-level layout of a Synapse root; return its list folder."""
+    if root.exists() and not root.is_dir():
+        raise LayoutError(f"{root}: is a regular file, expected a Synapse data folder ({EXPECTED_LAYOUT})")
     if not root.is_dir():
         raise LayoutError(f"{root}: Synapse data folder does not exist (expected {EXPECTED_LAYOUT}); no data yet? "
                           "`vmunet synth synapse --out DIR` writes a synthetic one, `vmunet prepare synapse --raw "

@@ -80,6 +80,9 @@ class VolumeFile:
 
 def _single_channel_3d(where: str | Path, arr: np.ndarray) -> np.ndarray:
     """Drop trailing axes of size 1; anything else that is not 3D is an error naming the file."""
+    if arr.size == 0:  # a header with a 0-length axis (readers then report odd shapes, e.g. (0,))
+        raise DataError(f"{where}: holds no voxels (array shape {tuple(arr.shape)}); expected a 3D volume "
+                        "with at least one slice")
     while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:

@@ -257,9 +257,32 @@ def _setup(args: argparse.Namespace) -> tuple[list[CaseFiles], dict[str, Path], 
         raise DataError("several inputs share a case name, their outputs would collide: " + "; ".join(
             f"{n}: " + ", ".join(str(f) for c in cases if c.name == n for f in c.files) for n in clashes))
     refs = match_references(args.reference, names) if args.reference is not None else {}
+    _check_outputs(args, cases)
     ensure_writable_folder(args.output, "--output")
     log.info("predicting %d case(s) from %s with %s on %s", len(cases), args.input, args.model, predictor.device)
     return cases, refs, predictor
+
+
+def _outputs(args: argparse.Namespace, case: CaseFiles) -> tuple[Path, Path, Path | None]:
+    """The files a case writes: label map, JSON sidecar, probabilities (with --save-probabilities)."""
+    stem = args.output / f"{case.name}{args.suffix}"
+    probs = Path(f"{stem}_probabilities.npz") if args.save_probabilities else None
+    return Path(f"{stem}{io.output_extension(case.first)}"), Path(f"{stem}.json"), probs
+
+
+def _check_outputs(args: argparse.Namespace, cases: list[CaseFiles]) -> None:
+    """Refuse, before any case runs, a --suffix that leaves the output folder and an output file
+    that is one of the inputs (inputs are never overwritten)."""
+    from vmunet.errors import ConfigError
+
+    if any(sep in args.suffix for sep in ("/", "\\")) or args.suffix in (".", ".."):
+        raise ConfigError(f"--suffix {args.suffix!r}: expected text without path separators (outputs stay in --output)")
+    inputs = {f.resolve(): f for c in cases for f in c.files}
+    for case in cases:
+        for out in _outputs(args, case):
+            if out is not None and out.resolve() in inputs:
+                raise ConfigError(f"--output {args.output}: {out.name} would overwrite the input "
+                                  f"{inputs[out.resolve()]}; expected another --output folder or a --suffix")
 
 
 def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref: Path | None, tally: _Tally) -> None:
@@ -268,11 +291,7 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref
     from vmunet.data.fileio import write_json
 
     name, label = case.name, _label(case)
-    out = args.output / f"{name}{args.suffix}{io.output_extension(case.first)}"
-    sidecar = args.output / f"{name}{args.suffix}.json"
-    if any(out.resolve() == f.resolve() for f in case.files):
-        raise ValueError(f"output {out} would overwrite the input; use another --output folder or a --suffix")
-    probs = args.output / f"{name}{args.suffix}_probabilities.npz" if args.save_probabilities else None
+    out, sidecar, probs = _outputs(args, case)  # none of them is an input: checked by _check_outputs
     key = _reuse_key(predictor, io.input_sha256(case.files))
     # the sidecar is written last: a label map without it is from an interrupted run
     if out.exists() and sidecar.exists() and not args.overwrite:

@@ -119,6 +119,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
     from vmunet.data.fileio import atomic_path, file_sha256, write_json
     from vmunet.data.preprocessing import validate_preprocessing
     from vmunet.inference.predictor import check_class_counts
+    from vmunet.inference.slicewise import check_model_input_size
     from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
     from vmunet.models.safe_load import read_checkpoint
 
@@ -140,6 +141,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
     # the traceable backend, whatever the checkpoint trained with (numba/cuda kernels do not trace)
     model, _ = model_from_checkpoint(ckpt, where=str(checkpoint), scan_backend="torch")
     model = model.float().eval()
+    check_model_input_size(model, preprocessing["image_size"], f"checkpoint {checkpoint}: preprocessing image_size")
     in_chans = int(record["model_kwargs"].get("in_chans", preprocessing["in_chans"]))
     height, width = (int(s) for s in preprocessing["image_size"])
     example = torch.randn(EXAMPLE_BATCH, in_chans, height, width, generator=torch.Generator().manual_seed(0))

@@ -42,7 +42,7 @@ from vmunet.data.preprocessing import (
 )
 from vmunet.errors import ConfigError
 from vmunet.inference import io
-from vmunet.inference.slicewise import SliceInferer
+from vmunet.inference.slicewise import SliceInferer, check_model_input_size
 from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
 from vmunet.models.safe_load import read_checkpoint
 
@@ -172,6 +172,8 @@ class Predictor:
             )
         check_class_counts(record, validate_preprocessing(record["preprocessing"]), str(path))
         model, _ = model_from_checkpoint(ckpt, where=str(path))
+        check_model_input_size(model, record["preprocessing"]["image_size"],
+                               f"checkpoint {path}: preprocessing image_size")
         model_kwargs = dict(record["model_kwargs"])
         info = {
             "model_name": record["model_name"],

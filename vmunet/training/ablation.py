@@ -272,6 +272,8 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
            for o in overrides):
         raise ConfigError("ablate sets --model.model_name, --model.model_kwargs and --seed_everything itself; "
                           "use --models, --directions, --seed and the config's model.model_kwargs")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed: expected an integer in [0, 2**32), got {seed!r}")  # before any run starts
     variants = plan_variants(cfg, models, direction_sets)
     ensure_writable_folder(out, "--out")
     base_kwargs = dict((cfg.get("model") or {}).get("model_kwargs") or {})

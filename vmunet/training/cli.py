@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -67,6 +68,7 @@ from vmunet.training.runs import (
 log = logging.getLogger(__name__)
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LINKED_KEYS = ("num_classes", "in_chans")  # model.<key> <- data.<key>, so a config states them once
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/dice",
     "checkpoint.mode": "max",
@@ -84,8 +86,8 @@ class VMUNetCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_lightning_class_args(ValidationImageGrid, "image_grid")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
+        for key in LINKED_KEYS:
+            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -115,6 +117,14 @@ class VMUNetCLI(LightningCLI):
         except BaseException:
             self._discard_fresh_run()
             raise
+
+    def _set_seed(self) -> None:
+        try:
+            super()._set_seed()
+        except ValueError as err:  # Lightning's seed_everything: out of NumPy's range
+            seed = self._get(self.config, "seed_everything")
+            raise ConfigError(f"seed_everything: expected an integer in [0, 2**32) or true (a random seed), "
+                              f"got {seed!r}") from err
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -184,7 +194,13 @@ class VMUNetCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
         try:
-            trainer = super().instantiate_trainer(**kwargs)
+            if self.subcommand == "fit" and cfg.get("max_epochs") == 0 and not cfg.get("fast_dev_run"):
+                raise ConfigError("trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would "
+                                  "train nothing")
+            try:
+                trainer = super().instantiate_trainer(**kwargs)
+            except MisconfigurationException as err:  # a trainer setting Lightning refused (max_epochs -2)
+                raise ConfigError(f"trainer: {err}") from None
         except BaseException:
             self._discard_fresh_run()
             raise
@@ -203,6 +219,16 @@ def _find_vmunet_error(err: BaseException) -> VmunetError | None:
         if isinstance(seen, VmunetError):
             return seen
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _linked_key_message(exc: ArgumentError) -> str | None:
+    """A plain message when the user set a key ``vmunet fit`` links from the data module
+    (jsonargparse says only "argument data.num_classes --> model.num_classes: ... is not callable")."""
+    for key in LINKED_KEYS:
+        if f"data.{key} --> model.{key}" in str(exc):
+            return (f"model.{key} is set from the data module (data.{key}: what the data set declares); "
+                    f"remove model.{key} from the config and command line")
     return None
 
 
@@ -228,8 +254,8 @@ def run_lightning_cli(argv: Sequence[str], print_results: bool = True) -> VMUNet
     except ArgumentError as exc:
         # A config typo: the error line first (jsonargparse would print an 85-line usage before it).
         sub = argv[0] if argv else "fit"
-        print(f"vmunet {sub}: error: {exc}\n(`vmunet {sub} --help` lists the accepted options)",
-              file=sys.stderr)
+        print(f"vmunet {sub}: error: {_linked_key_message(exc) or exc}\n"
+              f"(`vmunet {sub} --help` lists the accepted options)", file=sys.stderr)
         raise SystemExit(2) from None
     summary = getattr(cli.model, "last_summary", None)
     if print_results and argv and argv[0] in ("test", "validate") and summary is not None:

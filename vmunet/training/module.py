@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vmunet.errors import ConfigError
 from vmunet.evaluation import metrics as M
-from vmunet.inference.slicewise import SliceInferer, decide
+from vmunet.inference.slicewise import SliceInferer, check_model_input_size, decide
 from vmunet.training.losses import DiceCELoss
 from vmunet.training.reports import write_test_reports
 from vmunet.training.schedulers import LRSchedule
@@ -192,6 +193,20 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(
                 f"model.class_weights: expected {num_classes} entries (one per class), got {len(class_weights)}"
             )
+        if class_weights is not None and not (all(math.isfinite(w) and w >= 0 for w in class_weights)
+                                              and any(w > 0 for w in class_weights)):
+            raise ValueError(f"model.class_weights: expected finite weights >= 0, not all 0, got {list(class_weights)}")
+        if lambda_ce == 0 and lambda_dice == 0:  # a zero loss: nothing would be learnt
+            raise ValueError(f"model.lambda_ce + model.lambda_dice: expected > 0 (a loss to train on), "
+                             f"got {lambda_ce} + {lambda_dice}")
+        if not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+            raise ValueError(f"model.betas: expected two numbers in [0, 1), got {list(betas)}")
+        if not weight_decay >= 0:
+            raise ValueError(f"model.weight_decay: expected >= 0, got {weight_decay}")
+        clash = sorted({"num_classes", "in_chans"} & set(model_kwargs or {}))
+        if clash:  # create_model would get them twice; the data module decides them
+            raise ValueError(f"model.model_kwargs: {clash} come from the data module (model.num_classes, "
+                             f"model.in_chans); remove them from model_kwargs")
         if slice_batch_size < 1:
             raise ValueError(f"model.slice_batch_size must be >= 1, got {slice_batch_size}")
         try:
@@ -244,7 +259,11 @@ class SegmentationModule(pl.LightningModule):
         opt = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay,
                                 fused=fused or None)
         total = self.trainer.max_epochs if self._trainer is not None else None
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(total if total and total > 0 else None))
+        try:
+            schedule = self._schedule(total if total and total > 0 else None)
+        except ValueError as err:  # only now is the run's length known (the poly schedule needs it)
+            raise ConfigError(f"model: {err}") from None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def setup(self, stage: str) -> None:
@@ -255,9 +274,10 @@ class SegmentationModule(pl.LightningModule):
             return
         for key in ("num_classes", "in_chans"):
             if int(rec[key]) != int(self.hparams[key]):
-                raise ValueError(
+                raise ConfigError(
                     f"model.{key}={self.hparams[key]} does not match the data module's {key}={rec[key]}"
                 )
+        check_model_input_size(self.model, rec["image_size"], "data.image_size")
         self.hparams["preprocessing"] = {**dict(rec), **self.decision_record()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -52,6 +52,8 @@ class LRSchedule:
             # a warm-up as long as the run never reaches lr: a short run would train at a fraction of it
             raise ValueError(f"warmup_epochs={warmup_epochs} is not shorter than the run ({total} epochs): "
                              "the learning rate would never reach lr; shorten the warm-up")
+        if name == "poly" and not power > 0:  # power <= 0: the rate would grow, or stay at lr
+            raise ValueError(f"poly_power must be > 0, got {power}")
         if warmup_epochs < 0 or not 0 < warmup_start_factor <= 1:
             raise ValueError(
                 f"warmup: expected warmup_epochs >= 0 and 0 < warmup_start_factor <= 1, "

@@ -1,0 +1,88 @@
+"""Bad training settings: each is refused with one message naming the key and what was expected --
+never a traceback from torch/NumPy/Lightning, never a silent run (a zero loss, a negative class
+weight, a 0-epoch fit). Constructor checks in-process; what only ``vmunet fit`` sees (linked keys,
+the seed, the trainer, the run length, the model's input-size multiple) through ``vmunet.cli.main``."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmunet.errors import ConfigError
+from vmunet.models import create_model
+from vmunet.training.module import SegmentationModule
+from vmunet.training.schedulers import LRSchedule
+
+MODULE = [  # (key, bad value, the whole expected message)
+    ("class_weights", [1.0, -1.0, 1.0], "model.class_weights: expected finite weights >= 0, not all 0, "
+     "got [1.0, -1.0, 1.0]"),
+    ("class_weights", [0.0, 0.0, 0.0], "model.class_weights: expected finite weights >= 0, not all 0, got [0.0, 0.0, 0.0]"),
+    ("class_weights", [1.0, float("nan"), 1.0], "model.class_weights: expected finite weights >= 0, not all 0, "
+     "got [1.0, nan, 1.0]"),
+    ("betas", (1.5, 0.999), "model.betas: expected two numbers in [0, 1), got [1.5, 0.999]"),
+    ("betas", (0.9, -0.1), "model.betas: expected two numbers in [0, 1), got [0.9, -0.1]"),
+    ("weight_decay", -0.01, "model.weight_decay: expected >= 0, got -0.01"),
+    ("model_kwargs", {"num_classes": 5}, "model.model_kwargs: ['num_classes'] come from the data module "
+     "(model.num_classes, model.in_chans); remove them from model_kwargs"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), MODULE)
+def test_bad_module_setting_names_the_key(key, value, message):
+    with pytest.raises(ValueError) as err:
+        SegmentationModule("vmunet_test", num_classes=3, in_chans=1, **{key: value})
+    assert str(err.value) == message
+
+
+def test_zero_loss_and_growing_poly_schedule_are_refused():
+    with pytest.raises(ValueError) as err:
+        SegmentationModule("vmunet_test", num_classes=3, in_chans=1, lambda_ce=0.0, lambda_dice=0.0)
+    assert str(err.value) == "model.lambda_ce + model.lambda_dice: expected > 0 (a loss to train on), got 0.0 + 0.0"
+    for power in (0.0, -1.0):
+        with pytest.raises(ValueError) as err:
+            LRSchedule("poly", base_lr=1e-3, total=10, power=power)
+        assert str(err.value) == f"poly_power must be > 0, got {power}"
+    LRSchedule("cosine", base_lr=1e-3, power=-1.0)  # unused by cosine: no error
+
+
+def test_input_size_check_follows_the_models_multiple():
+    from vmunet.inference.slicewise import check_model_input_size
+
+    model = create_model("vmunet_test", num_classes=2, in_chans=1)
+    check_model_input_size(model, (64, 32), "data.image_size")  # multiples of 32: fine
+    with pytest.raises(ConfigError) as err:
+        check_model_input_size(model, (48, 40), "data.image_size")
+    assert str(err.value) == ("data.image_size=[48, 40]: VMUNet needs height and width multiples of 32; expected "
+                              "e.g. [64, 32] (or model_kwargs pad_to_multiple: true)")
+    padded = create_model("vmunet_test", num_classes=2, in_chans=1, pad_to_multiple=True)
+    check_model_input_size(padded, (48, 40), "data.image_size")
+
+
+FIT = ["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+       "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+       "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1"]
+CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: error: ")
+    (["--model.num_classes", "5"], "model.num_classes is set from the data module (data.num_classes: what the data "
+     "set declares); remove model.num_classes from the config and command line"),
+    (["--seed_everything", "-1"], "seed_everything: expected an integer in [0, 2**32) or true (a random seed), got -1"),
+    (["--trainer.max_epochs", "0"], "trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing"),
+    (["--trainer.max_epochs", "-2"], "trainer: `max_epochs` must be a non-negative integer or -1. You passed in -2."),
+    (["--data.size", "48"], "data.image_size=[48, 48]: VMUNet needs height and width multiples of 32; expected e.g. "
+     "[64, 64] (or model_kwargs pad_to_multiple: true)"),
+    (["--model.scheduler", "poly", "--model.warmup_epochs", "3", "--trainer.max_epochs", "2"],
+     "model: the poly schedule needs the total number of epochs (> warmup_epochs=3), got 2; set trainer.max_epochs"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), CLI)
+def test_fit_setting_errors_are_one_line_exit_2(tmp_path, capfd, extra, message):
+    from vmunet.cli import main
+
+    try:
+        status = main([*FIT, "--trainer.default_root_dir", str(tmp_path), *extra])
+    except SystemExit as exc:  # a parse error (jsonargparse) exits from inside, as the console script does
+        status = exc.code
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("vmunet fit: error: ")]
+    assert status == 2 and "Traceback" not in err, err
+    assert lines == [f"vmunet fit: error: {message}"], err
+    assert not list(tmp_path.glob("version_*"))  # nothing started, no empty run folder left
