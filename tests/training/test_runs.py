@@ -167,8 +167,11 @@ def test_failed_start_leaves_no_run_folder(tmp_path, capsys):
 
 #: A process that holds a run folder's lock until it is killed, and a forked child (as a data-loader
 #: worker is) that lives on after it; the child's pid is printed.
+# The forked child says when it runs Python code, i.e. after its at-fork handlers (which close its
+# copy of the lock file) ran: on a loaded machine the child may not have been scheduled yet when
+# the parent has already printed, and its open copy would still hold the lock.
 _HOLD_LOCK = ("import os, sys, time\nfrom vmunet.training.runs import lock_run_dir\nlock_run_dir(sys.argv[1])\n"
-              "child = os.fork()\nif child == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+              "child = os.fork()\nif child == 0:\n    print('child', flush=True)\n    time.sleep(60)\n    os._exit(0)\n"
               "print('locked', child, flush=True)\ntime.sleep(600)\n")
 
 
@@ -185,8 +188,9 @@ def test_lock_run_dir_is_exclusive_and_dies_with_its_process(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
     child = None
     try:
-        word, child = holder.stdout.readline().split()
-        assert word == "locked"
+        lines = sorted(holder.stdout.readline().split() for _ in range(2))  # ["child"], ["locked", pid]
+        assert lines[0] == ["child"] and lines[1][0] == "locked"
+        child = lines[1][1]
         with pytest.raises(RunFolderBusyError) as err:
             lock_run_dir(run)
         assert str(err.value) == (f"{run}: another process (pid {holder.pid}) is training in this run folder; wait "
@@ -224,8 +228,9 @@ def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
     child = None
     try:
-        word, child = holder.stdout.readline().split()
-        assert word == "locked"
+        lines = sorted(holder.stdout.readline().split() for _ in range(2))  # ["child"], ["locked", pid]
+        assert lines[0] == ["child"] and lines[1][0] == "locked"
+        child = lines[1][1]
         assert main(resume) == 2
         err = capsys.readouterr().err
         assert err == (f"vmunet fit: error: {run}: another process (pid {holder.pid}) is training in this run "
