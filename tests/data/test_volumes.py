@@ -97,3 +97,21 @@ def test_a_volume_without_voxels_is_refused_naming_the_file(tmp_path):
         load_volume(path)
     assert str(err.value) == (f"{path}: holds no voxels (array shape (0,)); expected a 3D volume with at least "
                               "one slice")
+
+
+@pytest.mark.parametrize("name", ["cut.nii", "cut.nii.gz", "cut.nrrd", "cut.mha"])
+def test_a_truncated_volume_is_refused_in_one_line_naming_the_file(tmp_path, name):
+    """The readers' own messages span lines (ITK: a C++ source header, then the error): the
+    refusal keeps the first meaningful one, so the CLI's error stays one line."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.arange(6 * 7 * 8, dtype=np.int16).reshape(6, 7, 8))
+    full = tmp_path / ("full" + name[name.index("."):])
+    sitk.WriteImage(img, str(full))
+    data = full.read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as err:
+        load_volume(tmp_path / name)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / name}: unreadable or corrupt image file (")
+    assert "\n" not in message and "Exception thrown" not in message and "0x" not in message

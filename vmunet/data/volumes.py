@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from vmunet.data.errors import DataError
+from vmunet.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def read_volume(path: str | Path) -> VolumeFile:
     except DataError:
         raise
     except Exception as err:  # readers raise anything from OSError to RuntimeError/EOFError
-        raise DataError(f"{path}: unreadable or corrupt image file ({type(err).__name__}: {err})") from None
+        raise DataError(f"{path}: unreadable or corrupt image file ({type(err).__name__}: {first_line(err)})") from None
 
 
 def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
