@@ -175,6 +175,25 @@ _HOLD_LOCK = ("import os, sys, time\nfrom vmunet.training.runs import lock_run_d
               "print('locked', child, flush=True)\ntime.sleep(600)\n")
 
 
+@contextlib.contextmanager
+def _lock_holder(run: Path):
+    """A process holding ``run``'s training lock, with a forked child of its own: yields
+    ``(holder Popen, child pid)`` once both run Python code; both are killed on exit."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        lines = sorted(holder.stdout.readline().split() for _ in range(2))  # ["child"], ["locked", pid]
+        assert lines[0] == ["child"] and lines[1][0] == "locked"
+        child = int(lines[1][1])
+        yield holder, child
+    finally:
+        holder.kill()
+        holder.wait(30)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
 def test_lock_run_dir_is_exclusive_and_dies_with_its_process(tmp_path):
     from vmunet.training.runs import LOCK_NAME, RunFolderBusyError, lock_run_dir
 
@@ -185,26 +204,15 @@ def test_lock_run_dir_is_exclusive_and_dies_with_its_process(tmp_path):
     with pytest.raises(RunFolderBusyError, match=f"another process \\(pid {os.getpid()}\\) is training"):
         lock_run_dir(run)  # a second open file: refused even within one process
     lock.release()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
-    child = None
-    try:
-        lines = sorted(holder.stdout.readline().split() for _ in range(2))  # ["child"], ["locked", pid]
-        assert lines[0] == ["child"] and lines[1][0] == "locked"
-        child = lines[1][1]
+    with _lock_holder(run) as (holder, child):
         with pytest.raises(RunFolderBusyError) as err:
             lock_run_dir(run)
         assert str(err.value) == (f"{run}: another process (pid {holder.pid}) is training in this run folder; wait "
                                   "for it to finish (or stop it) before resuming this run")
         holder.kill()  # SIGKILL: no clean-up code runs in the holder
         holder.wait(30)
-        os.kill(int(child), 0)  # its forked child still runs ...
+        os.kill(child, 0)  # its forked child still runs ...
         lock_run_dir(run).release()  # ... yet the lock went with the holder: no stale lock
-    finally:
-        holder.kill()
-        holder.wait(30)
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(child), signal.SIGKILL)
 
 
 def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -225,20 +233,9 @@ def test_second_fit_in_a_run_folder_being_trained_exits_2_and_writes_nothing(tmp
 
     before = files()
     capsys.readouterr()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
-    child = None
-    try:
-        lines = sorted(holder.stdout.readline().split() for _ in range(2))  # ["child"], ["locked", pid]
-        assert lines[0] == ["child"] and lines[1][0] == "locked"
-        child = lines[1][1]
+    with _lock_holder(run) as (holder, child):
         assert main(resume) == 2
         err = capsys.readouterr().err
         assert err == (f"vmunet fit: error: {run}: another process (pid {holder.pid}) is training in this run "
                        "folder; wait for it to finish (or stop it) before resuming this run\n")
         assert files() == before  # refused before it wrote anything (metrics.csv, config, checkpoints)
-    finally:
-        holder.kill()
-        holder.wait(30)
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(child), signal.SIGKILL)
