@@ -23,6 +23,12 @@ MODULE = [  # (key, bad value, the whole expected message)
     ("betas", (1.5, 0.999), "model.betas: expected two numbers in [0, 1), got [1.5, 0.999]"),
     ("betas", (0.9, -0.1), "model.betas: expected two numbers in [0, 1), got [0.9, -0.1]"),
     ("weight_decay", -0.01, "model.weight_decay: expected >= 0, got -0.01"),
+    ("weight_decay", float("-inf"), "model.weight_decay: expected a finite number, got -inf"),
+    ("lr", float("nan"), "model.lr: expected a finite number, got nan"),
+    ("lr", 0.0, "model.lr: expected > 0, got 0.0"),
+    ("lambda_ce", -1.0, "model.lambda_ce: expected >= 0, got -1.0"),
+    ("lambda_dice", float("inf"), "model.lambda_dice: expected a finite number, got inf"),
+    ("eta_min", float("nan"), "model.eta_min: expected a finite number, got nan"),
     ("model_kwargs", {"num_classes": 5}, "model.model_kwargs: ['num_classes'] come from the data module "
      "(model.num_classes, model.in_chans); remove them from model_kwargs"),
 ]
@@ -110,7 +116,8 @@ PARSE = [  # (argv, a YAML config file's text or None, the whole stderr line aft
     # a YAML float may be .nan / .inf: the module refuses what must be finite, before anything trains
     ([*TOY, "--model.lr", ".nan"], None, "model.lr: expected a finite number, got nan"),
     ([*TOY, "--config", "{cfg}"], "model:\n  lambda_dice: .inf\n", "model.lambda_dice: expected a finite number, got inf"),
-    ([*TOY, "--model.lambda_ce", "-1"], None, "model.lambda_ce: expected >= 0, got -1.0"),
+    (["fit"], None, "data: required, not given (e.g. --config experiments/demo.yaml; `vmunet fit --help` lists the "
+     "accepted keys)"),
 ]
 
 

@@ -202,5 +202,10 @@ def parse_error_line(message: str, argv: Sequence[str], keys: Sequence[str] = ()
         if len(options) == 1:
             name = options[0][2:].split("=", 1)[0]
             return _unknown(name, keys, command)
+    required = re.match(r"^the following arguments are required: (.*)$", message)
+    if required:  # jsonargparse names them "fit.data": the keys as a config states them
+        keys_given = ", ".join(k.strip().removeprefix(f"{command}.") for k in required.group(1).split(","))
+        return (f"{keys_given}: required, not given (e.g. --config experiments/demo.yaml; "
+                f"`vmunet {command} --help` lists the accepted keys)")
     described = _describe(message, "", command)
     return described if described is not None else " ".join(message.split())
