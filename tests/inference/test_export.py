@@ -137,3 +137,41 @@ def test_a_failed_export_keeps_the_old_file_and_leaves_no_temporary(tiny_checkpo
         export_checkpoint(tiny_checkpoint, out, "torchscript", overwrite=True)
     assert out.read_bytes() == b"old" and not sidecar_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+@pytest.mark.slow  # torch.export of the tiny model: ~40 s to export and ~20 s to load on the 2-core VM
+def test_pt2_export_gives_the_pytorch_logits_at_other_batch_sizes(tiny_checkpoint, tiny_record, tmp_path, capsys):
+    out = tmp_path / "export" / "model.pt2"
+    assert main(["export", "-m", str(tiny_checkpoint), "--format", "pt2", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    info = _check_record(out, "pt2", tiny_record)
+    assert info["parity"]["max_abs_diff"] <= 1e-5 and info["parity"]["runtime"].endswith("(torch.export.load)")
+    assert info["onnx_opset"] is None
+    loaded = torch.export.load(out).module()
+    for x in _inputs():  # batch 1 and 3: the export saw a batch of 2, its batch dimension is dynamic
+        with torch.no_grad():
+            got = loaded(x)
+        torch.testing.assert_close(got, _reference(tiny_checkpoint, x), rtol=1e-4, atol=1e-5)
+
+
+def test_pt2_is_offered_checked_before_export_and_written_atomically(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    # the cheap default-tier half of the slow round trip above: the CLI takes --format pt2, checks the
+    # paths before exporting, and dispatches to torch.export inside the atomic write
+    out = tmp_path / "model.pt2"
+    out.write_bytes(b"keep me")
+    base = ["export", "-m", str(tiny_checkpoint), "--format", "pt2"]
+    assert f"{out} exists; pass --overwrite" in _fail([*base, "-o", str(out)], capsys)
+    assert "is a folder, expected a file name (e.g. model.pt2)" in _fail([*base, "-o", str(tmp_path)], capsys)
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "torch.export.load(FILE).module()" in " ".join(capsys.readouterr().out.split())
+
+    def broken(model, example, path):
+        assert isinstance(model, torch.nn.Module) and example.shape == (2, 1, 32, 32)
+        raise RuntimeError("torch.export failed")
+
+    monkeypatch.setattr(export_mod, "_export_pt2", broken)
+    with pytest.raises(RuntimeError, match="torch.export failed"):
+        export_checkpoint(tiny_checkpoint, out, "pt2", overwrite=True)
+    assert out.read_bytes() == b"keep me" and not sidecar_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]

@@ -76,3 +76,29 @@ def test_onnx_exported_torch_scan_equals_the_reference(blocking):
     out, last = session.run(None, {k: a.numpy() for k, a in zip(["u", "delta", "B", "C", "z"], args, strict=True)})
     torch.testing.assert_close(torch.from_numpy(out), out_r, **TOL[torch.float32])
     torch.testing.assert_close(torch.from_numpy(last), last_r, **TOL[torch.float32])
+
+
+def test_torch_export_with_a_dynamic_batch_equals_the_reference_at_other_batch_sizes():
+    # torch.export keeps the batch symbolic: the scan's blocking must not depend on it (a plan computed
+    # from the batch size makes export fail or pins the batch); the graph, saved and loaded again, is
+    # then checked at batch sizes other than the exported one against the step-by-step loop. One dtype
+    # (each export costs seconds): float64, where the tolerance is tight enough to catch a misjoined chunk.
+    dtype = torch.float64
+    blocking = dict(chunk_steps=3, slab_target=10_000)
+    module, args, _, _ = _case(dtype, blocking)
+    assert plan_blocks(1, 6, 4, 37, **blocking)[1] > 1  # the exported plan joins several chunks
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} for _ in args))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    buf.seek(0)
+    loaded = torch.export.load(buf).module()
+    for b in (1, 3):
+        ins = make_inputs(batch=b, dim=6, L=37, N=4, groups=2, dtype=dtype, seed=b)
+        other = tuple(ins[k] for k in ("u", "delta", "B", "C", "z"))
+        out, last = loaded(*other)
+        out_r, last_r = selective_scan_ref(other[0], other[1], module.A, other[2], other[3], module.D, other[4],
+                                           module.delta_bias, delta_softplus=True, return_last_state=True)
+        assert out.shape[0] == b
+        torch.testing.assert_close(out, out_r, **TOL[dtype])
+        torch.testing.assert_close(last, last_r, **TOL[dtype])

@@ -116,7 +116,7 @@ def test_training_checkpoint_errors_are_checkpoint_errors(tmp_path):
 def test_every_cli_user_error_is_one_line_with_exit_2(trained, tmp_path, capsys):
     base = ["--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95", "false",
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1", *FAST]
-    cases = [(["fit", *base, "--model.lr", "-1"], "lr must be > 0")]
+    cases = [(["fit", *base, "--model.lr", "-1"], "model.lr: expected > 0, got -1.0")]
     for name, (path, expected) in _bad_checkpoints(trained, tmp_path).items():
         cases.append((["fit", *base, "--ckpt_path", str(path)], expected))
         if name != "weights only":

@@ -153,7 +153,7 @@ def test_failed_start_leaves_no_run_folder(tmp_path, capsys):
                                                    "file_ending": ".nii.gz"}))
     runs = tmp_path / "runs"
     args = ["fit", "--data", "vmunet.data.nifti.NiftiDataModule", "--data.root", str(root), "--data.val_cases", "1",
-            "--data.num_workers", "0", "--data.image_size", "8", "--data.batch_size", "2",
+            "--data.num_workers", "0", "--data.image_size", "32", "--data.batch_size", "2",
             "--model.model_name", "vmunet_test", "--trainer.default_root_dir", str(runs), *FAST]
     assert main(args) == 2
     assert "label values [7] outside the declared classes 0..1" in capsys.readouterr().err

@@ -5,6 +5,8 @@ the seed, the trainer, the run length, the model's input-size multiple) through 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vmunet.errors import ConfigError
@@ -21,6 +23,12 @@ MODULE = [  # (key, bad value, the whole expected message)
     ("betas", (1.5, 0.999), "model.betas: expected two numbers in [0, 1), got [1.5, 0.999]"),
     ("betas", (0.9, -0.1), "model.betas: expected two numbers in [0, 1), got [0.9, -0.1]"),
     ("weight_decay", -0.01, "model.weight_decay: expected >= 0, got -0.01"),
+    ("weight_decay", float("-inf"), "model.weight_decay: expected a finite number, got -inf"),
+    ("lr", float("nan"), "model.lr: expected a finite number, got nan"),
+    ("lr", 0.0, "model.lr: expected > 0, got 0.0"),
+    ("lambda_ce", -1.0, "model.lambda_ce: expected >= 0, got -1.0"),
+    ("lambda_dice", float("inf"), "model.lambda_dice: expected a finite number, got inf"),
+    ("eta_min", float("nan"), "model.eta_min: expected a finite number, got nan"),
     ("model_kwargs", {"num_classes": 5}, "model.model_kwargs: ['num_classes'] come from the data module "
      "(model.num_classes, model.in_chans); remove them from model_kwargs"),
 ]
@@ -65,7 +73,7 @@ CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: er
      "set declares); remove model.num_classes from the config and command line"),
     (["--seed_everything", "-1"], "seed_everything: expected an integer in [0, 2**32) or true (a random seed), got -1"),
     (["--trainer.max_epochs", "0"], "trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing"),
-    (["--trainer.max_epochs", "-2"], "trainer: `max_epochs` must be a non-negative integer or -1. You passed in -2."),
+    (["--trainer.max_epochs", "-2"], "trainer.max_epochs: expected >= 1 (or -1: no limit), got -2"),
     (["--data.size", "48"], "data.image_size=[48, 48]: VMUNet needs height and width multiples of 32; expected e.g. "
      "[64, 64] (or model_kwargs pad_to_multiple: true)"),
     (["--model.scheduler", "poly", "--model.warmup_epochs", "3", "--trainer.max_epochs", "2"],
@@ -85,4 +93,58 @@ def test_fit_setting_errors_are_one_line_exit_2(tmp_path, capfd, extra, message)
     lines = [line for line in err.splitlines() if line.startswith("vmunet fit: error: ")]
     assert status == 2 and "Traceback" not in err, err
     assert lines == [f"vmunet fit: error: {message}"], err
+    assert "GPU available" not in err  # refused before the Trainer (and its info lines) is built
     assert not list(tmp_path.glob("version_*"))  # nothing started, no empty run folder left
+
+
+DEMO = ["fit", "--config", str(Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml")]
+TOY = FIT[:3]  # the toy data module: its constructor runs before the model's checks
+PARSE = [  # (argv, a YAML config file's text or None, the whole stderr line after "vmunet fit: error: ")
+    ([*DEMO, "--data.image_size", "[32]"], None, "data.image_size: expected an integer or a list of 2 integers, got [32]"),
+    ([*DEMO, "--model.lr", "nan"], None, "model.lr: expected a finite number, got nan"),
+    ([*DEMO, "--data.batch_size", "abc"], None, "data.batch_size: expected an integer, got abc"),
+    ([*DEMO, "--data.batch_sise", "8"], None, "data.batch_sise: unknown key; did you mean data.batch_size? "
+     "(`vmunet fit --help` lists the accepted keys)"),
+    ([*DEMO, "--trainer.max_epoch", "3"], None, "trainer.max_epoch: unknown key; did you mean trainer.max_epochs? "
+     "(`vmunet fit --help` lists the accepted keys)"),
+    ([*DEMO, "--config", "{missing}"], None, "config: expected an existing YAML file, got {missing} (no such file)"),
+    ([*DEMO, "--config", "{cfg}"], "model:\n  lr: fast\n", "model.lr: expected a number, got fast"),
+    ([*DEMO, "--config", "{cfg}"], "model:\n  lrr: 0.1\n", "model.lrr: unknown key; did you mean model.lr? "
+     "(`vmunet fit --help` lists the accepted keys)"),
+    ([*DEMO, "--config", "{cfg}"], "model:\n  lr: [1\n  x: 2\n", "config: expected a valid YAML file, got {cfg}: "
+     "expected ',' or ']', but got ':' at line 3, column 4"),
+    # a YAML float may be .nan / .inf: the module refuses what must be finite, before anything trains
+    ([*TOY, "--model.lr", ".nan"], None, "model.lr: expected a finite number, got nan"),
+    ([*TOY, "--config", "{cfg}"], "model:\n  lambda_dice: .inf\n", "model.lambda_dice: expected a finite number, got inf"),
+    (["fit"], None, "data: required, not given (e.g. --config experiments/demo.yaml; `vmunet fit --help` lists the "
+     "accepted keys)"),
+]
+
+
+@pytest.mark.parametrize(("argv", "config", "message"), PARSE)
+def test_parse_errors_are_one_line_naming_the_key(tmp_path, capfd, argv, config, message):
+    from vmunet.cli import main
+
+    names = {"cfg": str(tmp_path / "c.yaml"), "missing": str(tmp_path / "missing.yaml")}
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config)
+    status = main([a.format(**names) for a in argv] + ["--trainer.default_root_dir", str(tmp_path / "runs")])
+    err = capfd.readouterr().err
+    # Lightning's "Seed set to 42": seeding precedes building the model (its initial weights), and
+    # the module's constructor is what refuses a non-finite lr
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("Seed set to ")]
+    assert status == 2 and lines == [f"vmunet fit: error: {message.format(**names)}"], err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("<class 'int'>", "an integer"), ("<class 'bool'>", "true or false"), ("<class 'NoneType'>", "null"),
+    ("typing.Literal['cosine', 'poly', 'constant']", "one of cosine, poly, constant"),
+    ("tuple[int, int]", "a list of 2 integers"), ("tuple[int, float]", "a list of 2 values"),
+    ("tuple with 2 elements", "a list of 2 values"), ("list[float]", "a list of numbers"),
+    ("typing.Optional[int]", "an integer or null"), ("<class 'pathlib.Path'>", "a path"),
+])
+def test_jsonargparse_type_names_in_words(name, words):
+    from vmunet.training.parse_errors import type_words
+
+    assert type_words(name) == words

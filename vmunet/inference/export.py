@@ -1,17 +1,19 @@
-"""``vmunet export``: a trained checkpoint -> a TorchScript or ONNX file + its preprocessing record.
+"""``vmunet export``: a trained checkpoint -> a TorchScript, ONNX or ``torch.export`` (.pt2) file + its
+preprocessing record.
 
 The model is rebuilt with the pure-PyTorch ``torch`` selective-scan backend whatever the checkpoint
 says: the ``numba`` backend runs compiled code the tracers cannot see, and ``torch`` is the one that
-traces to plain tensor operations (:func:`vmunet.ops.scan_torch._exporting`). Both formats are
+traces to plain tensor operations (:func:`vmunet.ops.scan_torch._exporting`). Every format is
 recorded by tracing one example batch at the model's input size (the record's ``image_size``):
 
 * ``torchscript``: ``torch.jit.trace`` -> ``torch.jit.save``; load with ``torch.jit.load``. PyTorch
   deprecates TorchScript (torch 2.13 raises a ``DeprecationWarning`` from each of these calls);
-  it still works, and ``onnx`` is the format to prefer. ``torch.export`` (``.pt2``) is not offered:
-  it exports these models only for one fixed batch size (docs/export.md).
+  it still works; ``pt2`` or ``onnx`` are the formats to prefer.
 * ``onnx``: ``torch.onnx.export`` through the TorchScript-based exporter (``dynamo=False``; the
   ``torch.export`` exporter needs onnxscript and takes many minutes on the unrolled scan), opset
   :data:`ONNX_OPSET`, batch dimension dynamic.
+* ``pt2``: ``torch.export.export`` with a dynamic batch dimension -> ``torch.export.save``; load with
+  ``torch.export.load(FILE).module()``. What PyTorch recommends instead of TorchScript.
 
 The exported graph takes ``image`` ``(batch, C, H, W)`` float32 at exactly the record's ``(H, W)``
 (preprocessed: intensity normalised as the record says) and returns ``logits`` ``(batch, K, H, W)``.
@@ -33,7 +35,7 @@ from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "pt2")
 #: ONNX opset of exported files (supported by onnxruntime >= 1.14).
 ONNX_OPSET = 17
 #: Batch size of the example input that is traced and checked (2: a batch dimension > 1 is
@@ -45,17 +47,22 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
     p = subparsers.add_parser(
         "export",
-        help="export a checkpoint to ONNX or TorchScript (+ its preprocessing record as JSON)",
-        description="Export a checkpoint written by `vmunet fit` to a TorchScript (.pt) or ONNX (.onnx) "
-        "file that maps a preprocessed batch (batch, C, H, W) at the model's input size to logits "
-        "(batch, K, H, W), through the pure-PyTorch selective scan. FILE.json beside it holds the "
+        help="export a checkpoint to ONNX, torch.export (.pt2) or TorchScript (+ its preprocessing record as JSON)",
+        description="Export a checkpoint written by `vmunet fit` to an ONNX (.onnx), torch.export (.pt2; "
+        "load with torch.export.load(FILE).module()) or TorchScript (.pt) file that maps a preprocessed "
+        "batch (batch, C, H, W) at the model's input size to logits (batch, K, H, W), any batch size, "
+        "through the pure-PyTorch selective scan. FILE.json beside it holds the "
         "preprocessing record (class names, channels, normalisation, input size) and the measured "
         "parity with PyTorch. TorchScript is deprecated by PyTorch (torch.jit.trace/save/load warn); "
-        "prefer onnx. Exit status: 0 written, 2 bad input.",
+        "prefer onnx. pt2 is PyTorch's replacement for TorchScript; exporting and loading it take "
+        "longer (over a minute in all for the tests' tiny model; docs/export.md). "
+        "Exit status: 0 written, 2 bad input.",
     )
     p.add_argument("-m", "--model", required=True, type=Path, help="checkpoint (.ckpt) written by vmunet fit")
     p.add_argument("--format", required=True, choices=FORMATS,
-                   help="onnx (preferred) or torchscript (deprecated by PyTorch: torch.jit warns; still works)")
+                   help="onnx (preferred; onnxruntime and other runtimes), pt2 (torch.export.save, for "
+                   "PyTorch; slower to export and load) or torchscript (deprecated by PyTorch: torch.jit "
+                   "warns; still works)")
     p.add_argument("-o", "--output", required=True, type=Path, help="file to write (its record goes to FILE.json)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE and FILE.json when they exist")
     p.set_defaults(func=run_export)
@@ -95,7 +102,7 @@ def _check_paths(checkpoint: Path, output: Path, fmt: str, overwrite: bool) -> N
 
 
 def _ext(fmt: str) -> str:
-    return "onnx" if fmt == "onnx" else "pt"
+    return {"onnx": "onnx", "pt2": "pt2"}.get(fmt, "pt")
 
 
 def onnxruntime_available() -> bool:
@@ -109,7 +116,7 @@ def onnxruntime_available() -> bool:
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
                       overwrite: bool = False) -> dict[str, Any]:
-    """Export ``checkpoint`` to ``output`` in ``fmt`` (``torchscript`` | ``onnx``) and write the
+    """Export ``checkpoint`` to ``output`` in ``fmt`` (``torchscript`` | ``onnx`` | ``pt2``) and write the
     record ``output.json``; returns the record. Raises :class:`~vmunet.errors.VmunetError`
     subclasses for bad input (missing or unusable checkpoint, existing output without
     ``overwrite``), before anything is written."""
@@ -155,6 +162,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
             torch.jit.save(exported, str(tmp_model))
             got = _run_torchscript(tmp_model, example)
             runtime = f"torch {torch.__version__} (torch.jit.load)"
+        elif fmt == "pt2":
+            _export_pt2(model, example, tmp_model)
+            got = _run_pt2(tmp_model, example)
+            runtime = f"torch {torch.__version__} (torch.export.load)"
         else:
             _export_onnx(model, example, tmp_model)
             got = _run_onnx(tmp_model, example) if onnxruntime_available() else None
@@ -195,6 +206,17 @@ def _trace(model: Any, example: Any) -> Any:
         return torch.jit.trace(model, example, check_trace=False)
 
 
+def _export_pt2(model: Any, example: Any, path: Path) -> None:
+    import torch
+
+    # the batch dimension stays symbolic: the scan's blocking does not depend on it while exporting
+    # (vmunet.ops.scan_torch.selective_scan_torch), so no guard pins it to the example's batch
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with open(path, "wb") as f:  # a file object: torch.export.save warns on a name not ending in .pt2
+        torch.export.save(program, f)
+
+
 def _export_onnx(model: Any, example: Any, path: Path) -> None:
     import torch
 
@@ -224,6 +246,13 @@ def _run_torchscript(path: Path, example: Any) -> Any:
 
     with torch.no_grad():
         return torch.jit.load(str(path), map_location="cpu")(example)
+
+
+def _run_pt2(path: Path, example: Any) -> Any:
+    import torch
+
+    with open(path, "rb") as f, torch.no_grad():
+        return torch.export.load(f).module()(example)
 
 
 def _run_onnx(path: Path, example: Any) -> Any:

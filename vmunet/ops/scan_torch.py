@@ -254,10 +254,14 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     ``slab_target`` override the blocking (for tests and tuning only)."""
     s = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, L = u.shape
-    plan = plan_blocks(batch, dim, A.shape[1], L, chunk_steps, slab_target)
     if _exporting():
+        # The recorded graph must serve any batch size: torch.export keeps the batch symbolic, and a
+        # plan computed from it would become a guard pinning the batch (and a traced/ONNX graph
+        # would carry the blocking of the example batch). So the exported plan is the one of batch 1.
+        plan = plan_blocks(1, dim, A.shape[1], L, chunk_steps, slab_target)
         y, h = _scan_forward_traceable(s.u, s.dt, s.A, s.B, s.C, plan)
     else:
+        plan = plan_blocks(batch, dim, A.shape[1], L, chunk_steps, slab_target)
         y, h = _SelectiveScanCore.apply(s.u, s.dt, s.A, s.B, s.C, plan)
     out = finish(y, s.u, D, z, u.dtype)
     return (out, h) if return_last_state else out

@@ -30,9 +30,9 @@ and invalid values found while building the model / data / trainer are :class:`~
 from __future__ import annotations
 
 import logging
-import sys
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from vmunet.training.checkpoints import (
 )
 from vmunet.training.module import SegmentationModule
 from vmunet.training.noise import silence_lightning_notices
+from vmunet.training.parse_errors import parse_error_line
 from vmunet.training.progress import EpochLine
 from vmunet.training.runs import (
     RunLock,
@@ -127,7 +128,10 @@ class VMUNetCLI(LightningCLI):
                               f"got {seed!r}") from err
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as exc:  # jsonargparse's indented tree -> our one line
+            raise ConfigError(_parse_error_line(exc, list(args or []), self._subcommand_parsers)) from None
         # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
@@ -144,8 +148,10 @@ class VMUNetCLI(LightningCLI):
             wrapped = _find_vmunet_error(err)
             if wrapped is not None:
                 raise wrapped.with_traceback(None) from None
-            # a value the class refused (``--model.lr -1``): the user's setting, not a bug
-            raise ConfigError(f"invalid configuration: {err}") from err
+            # a value the class refused (``--model.lr -1``): the user's setting, not a bug; a
+            # message that names its key (``model.lr: ...``) needs no preface
+            named = re.match(r"^(model|data|trainer)[.:]", str(err))
+            raise ConfigError(str(err) if named else f"invalid configuration: {err}") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
@@ -155,6 +161,7 @@ class VMUNetCLI(LightningCLI):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt
+        self._check_before_trainer(cfg)
         evaluated = run_dir_of_checkpoint(ckpt_path) if self.subcommand in ("test", "validate") else None
         if evaluated is not None and cfg.get("logger") in (None, True) and "logger" not in kwargs:
             # reports next to the evaluated checkpoint, in its run; the run's own logs stay untouched
@@ -194,9 +201,6 @@ class VMUNetCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
         try:
-            if self.subcommand == "fit" and cfg.get("max_epochs") == 0 and not cfg.get("fast_dev_run"):
-                raise ConfigError("trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would "
-                                  "train nothing")
             try:
                 trainer = super().instantiate_trainer(**kwargs)
             except MisconfigurationException as err:  # a trainer setting Lightning refused (max_epochs -2)
@@ -211,6 +215,24 @@ class VMUNetCLI(LightningCLI):
         return trainer
 
 
+    def _check_before_trainer(self, cfg: Mapping[str, Any]) -> None:
+        """The settings that meet only once model and data exist, checked before the Trainer prints
+        its "GPU available ..." lines and before a run folder is claimed (the module checks them again
+        in ``setup`` / ``configure_optimizers``, for runs started without this CLI)."""
+        max_epochs = cfg.get("max_epochs")
+        if isinstance(max_epochs, int) and max_epochs < -1:  # Lightning's Trainer refuses it too, later
+            raise ConfigError(f"trainer.max_epochs: expected >= 1 (or -1: no limit), got {max_epochs}")
+        if self.subcommand == "fit" and max_epochs == 0 and not cfg.get("fast_dev_run"):
+            raise ConfigError("trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing")
+        if not isinstance(self.model, SegmentationModule):
+            return
+        rec = getattr(self.datamodule, "preprocessing", None)
+        if rec is not None:
+            self.model.check_data(rec)
+        if self.subcommand == "fit" and not cfg.get("fast_dev_run") and isinstance(max_epochs, int):
+            self.model.check_schedule(max_epochs)
+
+
 def _find_vmunet_error(err: BaseException) -> VmunetError | None:
     seen: BaseException | None = err
     for _ in range(20):  # cause chains are short; never loop on a cycle
@@ -220,6 +242,18 @@ def _find_vmunet_error(err: BaseException) -> VmunetError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _parse_error_line(exc: ArgumentError, argv: list[str],
+                      parsers: dict[str, LightningArgumentParser] | None = None) -> str:
+    """``exc`` in one line: a linked key set by hand, else :func:`~vmunet.training.parse_errors.parse_error_line`
+    with the subcommand's keys (for "did you mean")."""
+    linked = _linked_key_message(exc)
+    if linked is not None:
+        return linked
+    sub_parser = (parsers or {}).get(argv[0]) if argv else None
+    keys = [a.dest for a in sub_parser._actions] if sub_parser is not None else []
+    return parse_error_line(str(exc), argv, keys)
 
 
 def _linked_key_message(exc: ArgumentError) -> str | None:
@@ -236,7 +270,8 @@ def run_lightning_cli(argv: Sequence[str], print_results: bool = True) -> VMUNet
     """Run ``fit|validate|test`` with LightningCLI arguments, e.g. ``["fit", "--config", "x.yaml"]``.
 
     Returns the CLI object (``.trainer``, ``.model``, ``.datamodule``) for programmatic callers.
-    Config errors exit with status 2 and a message naming the offending key (jsonargparse).
+    Config errors raise :class:`~vmunet.errors.ConfigError`, one line naming the key, what was
+    expected and the value given (``vmunet`` prints it, exit status 2).
     ``print_results``: ``test`` / ``validate`` print the results table on stdout (once; callers
     that print their own summary pass False).
     """
@@ -251,12 +286,8 @@ def run_lightning_cli(argv: Sequence[str], print_results: bool = True) -> VMUNet
             logging.getLogger(name).propagate = False
     try:
         cli = _lightning_cli(argv)
-    except ArgumentError as exc:
-        # A config typo: the error line first (jsonargparse would print an 85-line usage before it).
-        sub = argv[0] if argv else "fit"
-        print(f"vmunet {sub}: error: {_linked_key_message(exc) or exc}\n"
-              f"(`vmunet {sub} --help` lists the accepted options)", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ArgumentError as exc:  # one raised after parsing (a link): one line too
+        raise ConfigError(_parse_error_line(exc, list(argv))) from None
     summary = getattr(cli.model, "last_summary", None)
     if print_results and argv and argv[0] in ("test", "validate") and summary is not None:
         from vmunet.training.reports import format_table
@@ -274,7 +305,8 @@ def _lightning_cli(argv: Sequence[str]) -> VMUNetCLI:
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
         # a misspelt key must fail, not silently match a longer one (`--trainer.max_epoch`); config
-        # errors raise ArgumentError so `vmunet` prints the error line, not the 85-line usage first
+        # errors raise ArgumentError (VMUNetCLI.parse_arguments makes it our one-line ConfigError),
+        # not print the 85-line usage and exit
         parser_kwargs={
             "allow_abbrev": False,
             "exit_on_error": False,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -189,6 +189,17 @@ class SegmentationModule(pl.LightningModule):
             )
         if num_classes < 1 or in_chans < 1:
             raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
+        finite = {"lr": lr, "weight_decay": weight_decay, "eta_min": eta_min, "poly_power": poly_power,
+                  "warmup_start_factor": warmup_start_factor, "lambda_ce": lambda_ce, "lambda_dice": lambda_dice,
+                  "dice_smooth_nr": dice_smooth_nr, "dice_smooth_dr": dice_smooth_dr, "threshold": threshold}
+        for name, value in finite.items():  # NaN/inf would train on NaN (or not at all), silently
+            if not math.isfinite(value):
+                raise ValueError(f"model.{name}: expected a finite number, got {value}")
+        if not lr > 0:
+            raise ValueError(f"model.lr: expected > 0, got {lr}")
+        for name in ("lambda_ce", "lambda_dice"):  # a negative weight would maximise that loss
+            if finite[name] < 0:
+                raise ValueError(f"model.{name}: expected >= 0, got {finite[name]}")
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(
                 f"model.class_weights: expected {num_classes} entries (one per class), got {len(class_weights)}"
@@ -258,13 +269,18 @@ class SegmentationModule(pl.LightningModule):
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         opt = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay,
                                 fused=fused or None)
-        total = self.trainer.max_epochs if self._trainer is not None else None
-        try:
-            schedule = self._schedule(total if total and total > 0 else None)
-        except ValueError as err:  # only now is the run's length known (the poly schedule needs it)
-            raise ConfigError(f"model: {err}") from None
+        schedule = self.check_schedule(self.trainer.max_epochs if self._trainer is not None else None)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def check_schedule(self, max_epochs: int | None) -> LRSchedule:
+        """The schedule for a run of ``max_epochs`` (None or <= 0: unknown); :class:`ConfigError` if the
+        settings do not fit that length (the poly schedule needs it). ``vmunet fit`` calls this before
+        building the Trainer, and ``configure_optimizers`` with the Trainer's own length."""
+        try:
+            return self._schedule(max_epochs if max_epochs and max_epochs > 0 else None)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
 
     def setup(self, stage: str) -> None:
         """Take the preprocessing record from the data module and check it matches the model."""
@@ -272,13 +288,18 @@ class SegmentationModule(pl.LightningModule):
         rec = getattr(dm, "preprocessing", None)
         if rec is None:
             return
+        self.check_data(rec)
+        self.hparams["preprocessing"] = {**dict(rec), **self.decision_record()}
+
+    def check_data(self, rec: Mapping[str, Any]) -> None:
+        """:class:`ConfigError` unless the data module's preprocessing record fits the model (class and
+        channel counts, input size); ``vmunet fit`` calls this before building the Trainer too."""
         for key in ("num_classes", "in_chans"):
             if int(rec[key]) != int(self.hparams[key]):
                 raise ConfigError(
                     f"model.{key}={self.hparams[key]} does not match the data module's {key}={rec[key]}"
                 )
         check_model_input_size(self.model, rec["image_size"], "data.image_size")
-        self.hparams["preprocessing"] = {**dict(rec), **self.decision_record()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the self-contained inference record (see the checkpoint contract in docs/training.md)."""
