@@ -85,6 +85,10 @@ def test_a_tiny_fit_prints_no_third_party_adverts_or_deprecations(tmp_path):
     assert proc.returncode == 0, output
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in output  # the run did happen
     assert (tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt").exists()
+    # held while the configuration was built (a config error would be the only line), then shown in order
+    lines = output.splitlines()
+    assert lines.count("Seed set to 42") == 1 and lines.index("Seed set to 42") < lines.index(
+        "GPU available: False, used: False"), output
     for noise in ("litlogger", "💡", "DeprecationWarning", "FutureWarning", "deprecated"):
         assert noise not in output, f"{noise!r} in:\n{output}"
 

@@ -53,8 +53,13 @@ from vmunet.training.checkpoints import (
     remove_stale_temp_checkpoints,
 )
 from vmunet.training.module import SegmentationModule
-from vmunet.training.noise import silence_lightning_notices
-from vmunet.training.parse_errors import parse_error_line
+from vmunet.training.noise import (
+    RANK_ZERO_LOGGERS,
+    SEED_LOGGER,
+    HeldNotices,
+    silence_lightning_notices,
+)
+from vmunet.training.parse_errors import parse_error_line, trainer_error_line
 from vmunet.training.progress import EpochLine
 from vmunet.training.runs import (
     RunLock,
@@ -99,10 +104,14 @@ class VMUNetCLI(LightningCLI):
     _fresh_run: Path | None = None
     _run_lock: RunLock | None = None
 
+    _held: HeldNotices | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().__init__(*args, **kwargs)
         finally:
+            if self._held is not None and self._held.active:  # the configuration failed to build
+                self._held.drop()
             # the subcommand ran (or failed): the next run in this process may use the folder again.
             # (Without a subcommand, run=False, the caller trains later: the lock stays until exit.)
             if self._run_lock is not None and getattr(self, "subcommand", None) is not None:
@@ -120,11 +129,16 @@ class VMUNetCLI(LightningCLI):
             raise
 
     def _set_seed(self) -> None:
+        # Seeding stays where LightningCLI puts it (before the model's initial weights are drawn), but
+        # its "Seed set to 42", like the Trainer's "GPU available ...", is shown once model, data and
+        # trainer are built (after_instantiate_classes): a config error is then the only line printed.
+        self._held = HeldNotices((SEED_LOGGER, *RANK_ZERO_LOGGERS, "vmunet.training.runs"))
         try:
             super()._set_seed()
         except ValueError as err:  # Lightning's seed_everything: out of NumPy's range
             seed = self._get(self.config, "seed_everything")
-            raise ConfigError(f"seed_everything: expected an integer in [0, 2**32) or true (a random seed), "
+            # (not "true: a random seed": Lightning 2.6 seeds true with $PL_GLOBAL_SEED, else 0)
+            raise ConfigError(f"seed_everything: expected an integer in [0, 2**32) or false (no seeding), "
                               f"got {seed!r}") from err
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -152,6 +166,11 @@ class VMUNetCLI(LightningCLI):
             # message that names its key (``model.lr: ...``) needs no preface
             named = re.match(r"^(model|data|trainer)[.:]", str(err))
             raise ConfigError(str(err) if named else f"invalid configuration: {err}") from err
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self._held is not None:
+            self._held.release()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
@@ -203,8 +222,14 @@ class VMUNetCLI(LightningCLI):
         try:
             try:
                 trainer = super().instantiate_trainer(**kwargs)
-            except MisconfigurationException as err:  # a trainer setting Lightning refused (max_epochs -2)
-                raise ConfigError(f"trainer: {err}") from None
+            except (MisconfigurationException, ValueError, TypeError) as err:
+                # a trainer setting Lightning refused (devices abc, accelerator 3, max_time xx)
+                line = trainer_error_line(str(err), dict(cfg))
+                if line is not None:
+                    raise ConfigError(line) from err
+                if isinstance(err, MisconfigurationException):
+                    raise ConfigError(f"trainer: {err}") from err
+                raise
         except BaseException:
             self._discard_fresh_run()
             raise

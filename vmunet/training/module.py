@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmunet.errors import ConfigError
+from vmunet.errors import ConfigError, VmunetError
 from vmunet.evaluation import metrics as M
 from vmunet.inference.slicewise import SliceInferer, check_model_input_size, decide
 from vmunet.training.losses import DiceCELoss
@@ -230,12 +230,19 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"model.metric_conventions: expected distinct names, got {metric_conventions}")
         self.save_hyperparameters()
         self._inferer(image_size=(1, 1))  # validates threshold and resample at construction
-        from vmunet.models import create_model
+        from vmunet.models import create_model, list_models
 
-        self.model = create_model(
-            model_name, num_classes=num_classes, in_chans=in_chans, weights=weights, strict=weights_strict,
-            weights_entry=weights_entry, **(model_kwargs or {})
-        )
+        if model_name not in list_models():
+            raise ValueError(f"model.model_name: expected one of {', '.join(list_models())}, got {model_name}")
+        try:
+            self.model = create_model(
+                model_name, num_classes=num_classes, in_chans=in_chans, weights=weights, strict=weights_strict,
+                weights_entry=weights_entry, **(model_kwargs or {})
+            )
+        except (TypeError, ValueError) as err:  # the family refused an option: model_kwargs (weights errors pass)
+            if isinstance(err, VmunetError) or not model_kwargs:
+                raise
+            raise ValueError(f"model.model_kwargs: {err}") from err
         self.loss_fn = self._build_loss()
         # LRSchedule validates its arguments; fail at construction, not at the first epoch
         self._schedule(total=None if scheduler != "poly" else max(warmup_epochs + 1, 2))

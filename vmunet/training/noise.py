@@ -6,6 +6,10 @@ Each is matched by its exact text, so a new or different notice still shows:
   ``Trainer`` start;
 * torch's ``FutureWarning`` that ``LeafSpec`` is deprecated, raised from Lightning's own
   ``utilities/_pytree.py`` (not from our code: nothing here can change it).
+
+And :class:`HeldNotices`: the info lines printed while a configuration is being built ("Seed set
+to 42", "GPU available ..."), held back until it is known to be valid, so that a config error is
+the only line a user sees.
 """
 
 from __future__ import annotations
@@ -38,3 +42,49 @@ def silence_lightning_notices() -> None:
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+
+
+SEED_LOGGER = "lightning.fabric.utilities.seed"  # seed_everything's "Seed set to N"
+
+
+class HeldNotices(logging.Filter):
+    """Holds the INFO (and DEBUG) records of ``names`` from now on; warnings and errors pass.
+
+    :meth:`release` prints the held records (original text and time) once the configuration has
+    been built; :meth:`drop` prints them only at DEBUG level (``vmunet -v``), for a configuration
+    that failed: its one-line error is then all a user sees. Either ends the holding.
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names = names
+        self.held: list[logging.LogRecord] = []
+        for name in names:
+            logging.getLogger(name).addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        self.held.append(record)
+        return False
+
+    @property
+    def active(self) -> bool:
+        return any(self in logging.getLogger(name).filters for name in self.names)
+
+    def _end(self, demote: bool) -> None:
+        for name in self.names:
+            logging.getLogger(name).removeFilter(self)
+        held, self.held = self.held, []
+        for record in held:
+            logger = logging.getLogger(record.name)
+            if demote:
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            if logger.isEnabledFor(record.levelno):  # handle() itself does not check the level
+                logger.handle(record)
+
+    def release(self) -> None:
+        self._end(demote=False)
+
+    def drop(self) -> None:
+        self._end(demote=True)

@@ -50,8 +50,10 @@ def _split_top(text: str) -> list[str]:
 
 
 def _bare(name: str) -> str:
+    """``<class 'pathlib.Path'>`` -> ``Path``, ``collections.abc.Iterable[x.Logger]`` -> ``Iterable[x.Logger]``."""
     name = re.sub(r"^<class '([^']+)'>$", r"\1", name.strip())
-    return name.removeprefix("typing.").rsplit(".", 1)[-1] if "[" not in name else name.removeprefix("typing.")
+    dotted = re.match(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*(?:\[.*)?)$", name, re.S)
+    return dotted.group(1) if dotted else name
 
 
 def type_words(name: str) -> str:
@@ -63,11 +65,11 @@ def type_words(name: str) -> str:
         outer, args = generic.group(1), [_bare(a) for a in _split_top(generic.group(2))]
         if outer == "Literal":
             return "one of " + ", ".join(a.strip("'\"") for a in args)
-        if outer in ("list", "List", "Sequence", "tuple", "Tuple") and args:
+        if outer in ("list", "List", "Sequence", "Iterable", "tuple", "Tuple") and args:
             if outer.lower() == "tuple" and "..." not in args:
                 kind = _PLURAL.get(args[0], "values") if len(set(args)) == 1 else "values"
                 return f"a list of {len(args)} {kind}"
-            return f"a list of {_PLURAL.get(args[0], args[0] + ' values')}"
+            return f"a list of {_PLURAL.get(args[0], args[0] + 's')}"
         if outer in ("Optional",):
             return f"{type_words(args[0])} or null"
         if outer in ("Union",):
@@ -80,13 +82,40 @@ def type_words(name: str) -> str:
 
 
 def _expectation(names: Iterable[str], got: str) -> str:
+    """The subtypes of a Union in words, read as one list: the choices of every ``Literal`` (and
+    ``bool``'s true/false) merged into one "one of ...", an integer beside a number said once, null
+    last (``precision``: "one of 64, 32, 16, 16-mixed, ... or null", not three "one of" lists)."""
     words: list[str] = []
+    choices: list[str] = []
+    nullable = False
     for name in names:
-        word = type_words(name)
-        if word == "a number" and got.strip().lower() in _NONFINITE:
-            word = "a finite number"  # jsonargparse refuses "nan"/"inf" for a float: say why
-        if word not in words:
-            words.append(word)
+        bare = _bare(name)
+        literal = re.match(r"^Literal\[(.*)\]$", bare, re.S)
+        if literal:
+            values = [_bare(a).strip("'\"") for a in _split_top(literal.group(1))]
+        elif bare == "bool":
+            values = ["true", "false"]
+        elif bare == "NoneType":
+            nullable = True
+            continue
+        else:
+            word = type_words(name)
+            if word == "a number" and got.strip().lower() in _NONFINITE:
+                word = "a finite number"  # jsonargparse refuses "nan"/"inf" for a float: say why
+            if word not in words:
+                words.append(word)
+            continue
+        choices += [v for v in values if v not in choices]
+    if "an integer" in words and ("a number" in words or "a finite number" in words):
+        words.remove("an integer")  # a number includes the integers
+    if choices == ["true", "false"]:
+        words.append("true or false")
+    elif len(choices) == 1:
+        words.append(choices[0])
+    elif choices:
+        words.append("one of " + ", ".join(choices))
+    if nullable:
+        words.append("null")
     return " or ".join(words)
 
 
@@ -209,3 +238,67 @@ def parse_error_line(message: str, argv: Sequence[str], keys: Sequence[str] = ()
                 f"`vmunet {command} --help` lists the accepted keys)")
     described = _describe(message, "", command)
     return described if described is not None else " ".join(message.split())
+
+
+# What Lightning's Trainer accepts for the keys whose refusals come from the Trainer itself, not
+# from the parser (a Union with ``str`` lets "abc" through parsing: ``devices``, ``accelerator``, ...).
+_TRAINER_EXPECTED = {
+    "accelerator": "one of auto, {accelerators} (or an Accelerator)",
+    "devices": "a positive integer, auto, -1 (all) or a list of GPU indices",
+    "strategy": "a strategy name such as auto, ddp, ddp_spawn, fsdp (or a Strategy)",
+    "max_time": "a duration DD:HH:MM:SS (e.g. 00:12:00:00) or a mapping such as {{hours: 12}}",
+    "val_check_interval": "an integer (batches), a fraction of the epoch in [0, 1] or a time DD:HH:MM:SS",
+    "limit_train_batches": "an integer (batches) or a fraction in [0, 1]",
+    "limit_val_batches": "an integer (batches) or a fraction in [0, 1]",
+    "limit_test_batches": "an integer (batches) or a fraction in [0, 1]",
+    "limit_predict_batches": "an integer (batches) or a fraction in [0, 1]",
+    "overfit_batches": "an integer (batches) or a fraction in [0, 1]",
+    "profiler": "one of simple, advanced, pytorch, xla (or a Profiler) or null",
+    "gradient_clip_algorithm": "one of value, norm",
+    "num_nodes": "a positive integer",
+    "max_steps": "an integer >= 0 or -1 (no limit)",
+    "reload_dataloaders_every_n_epochs": "an integer >= 0",
+}
+
+
+def _trainer_keys() -> list[str]:
+    from lightning.pytorch import Trainer  # only here: the parse-error path above never needs it
+
+    return [p for p in inspect.signature(Trainer).parameters if p != "self"]
+
+
+def _show(value: object) -> str:
+    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+
+
+def trainer_error_line(message: str, config: dict[str, object]) -> str | None:
+    """Lightning's refusal of a Trainer setting as ``trainer.<key>: expected ..., got <value>``.
+
+    ``config``: the trainer settings as given. The key is the first Trainer argument the message
+    names (``devices`` in "`devices` selected with `CPUAccelerator` should be an int > 0."); two
+    messages name none and are mapped here. None when no key is found (not a setting's error).
+    """
+    if message.startswith("`Timer(duration="):
+        key = "max_time"
+    elif message.startswith("No supported gpu backend found"):
+        key = "accelerator"
+    else:
+        found = [(m.start(), k) for k in _trainer_keys()
+                 if (m := re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", message))]
+        if not found:
+            return None
+        key = min(found)[1]
+    what = _TRAINER_EXPECTED.get(key)
+    if what is None:
+        return f"trainer.{key}: {' '.join(message.split())}"
+    if key == "accelerator":
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        what = what.format(accelerators=", ".join(sorted(AcceleratorRegistry.available_accelerators())))
+        if message.startswith("No supported gpu backend found"):
+            what = "an accelerator this machine has: " + what.removeprefix("one of ")
+    elif key == "max_time":
+        what = what.format()
+    elif key == "devices" and re.search(r"CPUAccelerator|cpu accelerator", message):
+        what = "a positive integer (processes) or auto on the cpu accelerator"
+    return f"trainer.{key}: expected {what}, got {_show(config.get(key))}"
