@@ -62,6 +62,17 @@ def trained(tmp_path_factory) -> Path:
     return root / "version_0" / "checkpoints" / "last.ckpt"
 
 
+def test_last_ckpt_is_written_every_epoch_when_validation_is_not(tmp_path):
+    # check_val_every_n_epoch 10 (the Synapse recipe): Lightning's default would save last.ckpt
+    # only after a validation, so a 2-epoch run (or a crash before epoch 10) left no checkpoint
+    run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+                       "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
+                       "--trainer.check_val_every_n_epoch", "10", *FAST])
+    folder = tmp_path / "version_0" / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no validation: no best-*.ckpt
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1  # the end of the 2nd epoch
+
+
 def _bad_checkpoints(trained: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
     """name -> (file, part of the expected message)."""
     ckpt = torch.load(trained, weights_only=True)

@@ -30,10 +30,12 @@ def last_checkpoint(dirpath: str | None = None) -> ModelCheckpoint:
     previous one; naming it ``last`` makes that one file. (``save_last=True`` on the best-score
     callback refreshes ``last.ckpt`` only when the best changes in Lightning 2.6, so a resumed run
     would repeat epochs.) ``enable_version_counter=False``: a resumed run overwrites it, never
-    ``last-v1.ckpt``.
+    ``last-v1.ckpt``. ``save_on_train_epoch_end=True``: Lightning's default saves at the end of
+    *validation* unless validation runs every epoch, so with ``check_val_every_n_epoch: 10`` (the
+    Synapse recipe) ``last.ckpt`` was written every 10th epoch only, and a shorter run wrote none.
     """
     return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                           enable_version_counter=False)
+                           enable_version_counter=False, save_on_train_epoch_end=True)
 
 
 def rank_seed(seed: int, epoch: int, rank: int) -> int:
