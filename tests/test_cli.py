@@ -102,3 +102,13 @@ def test_a_folder_scan_prints_no_itk_warnings(tmp_path, capfd):
     assert find_cases(tmp_path) == [tmp_path / "case1.nii.gz"]
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+@pytest.mark.parametrize("argv", [["synth", "isic", "--official"], ["synth", "synapse", "--slice", "4"]])
+def test_a_prefix_of_an_option_is_refused_not_taken_for_it(argv, tmp_path, capsys):
+    # argparse's default prefix matching took --official for --official-splits (and wrote the other layout)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"vmunet: error: unrecognized arguments: {' '.join(argv[2:])}"
+    assert not (tmp_path / "out").exists()

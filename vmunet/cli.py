@@ -41,8 +41,18 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching of long options: ``vmunet synth isic --official`` must not
+    silently mean ``--official-splits`` (``fit``'s keys are refused the same way). Subcommand
+    parsers, nested ones too, are of this class (``add_subparsers`` uses the parent's type)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (argparse's own signature)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vmunet",
         description="Vision-Mamba U-Nets for 2D medical image segmentation. "
         f"Training: vmunet {{{','.join(LIGHTNING_COMMANDS)}}} --config experiments/<name>.yaml "
