@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 
 import nibabel as nib
 import numpy as np
@@ -77,6 +78,10 @@ def test_resume_reuses_up_to_date_outputs_and_overwrite_recomputes(tmp_path, sca
     assert "case_b.nii.gz is up to date (same checkpoint, preprocessing, options and input), reused" in caplog.text
     assert "predicted 1 case(s)" in (printed := capsys.readouterr().out) and "reused 2 up to date" in printed
     assert nib.load(str(out / "case_c.nii.gz")).shape == (20, 16, 5)
+    # stderr is not a terminal here: one log line per predicted case, no redrawn progress bars
+    assert re.search(rf"case_c\.nii\.gz: 5 slices in [0-9.]+ s -> {re.escape(str(out / 'case_c.nii.gz'))}$",
+                     caplog.text, re.M), caplog.text
+    assert "slice/s" not in capsys.readouterr().err
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--overwrite"]) == 0
     assert (out / "case_b.nii.gz").stat().st_mtime_ns != stamp
     assert "predicted 3 case(s)" in capsys.readouterr().out

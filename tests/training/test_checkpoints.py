@@ -149,6 +149,7 @@ def test_resume_removes_stale_temp_checkpoints_and_only_those(trained, tmp_path,
     real last.ckpt, not from the newer partial file."""
     import logging
     import shutil
+    import warnings
 
     from vmunet.training.checkpoints import is_temp_checkpoint
 
@@ -170,8 +171,11 @@ def test_resume_removes_stale_temp_checkpoints_and_only_those(trained, tmp_path,
     (ckpts / ".x.ckpt.abcdefgh.tmp").mkdir()
     assert [p.name for p in [*stale, *others] if is_temp_checkpoint(p)] == [p.name for p in stale]
 
-    with caplog.at_level(logging.INFO, logger="vmunet"):
+    with caplog.at_level(logging.INFO, logger="vmunet"), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         run_lightning_cli([*common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
+    # resuming writes into the run's own checkpoints/ by design: no "exists and is not empty" warning
+    assert not [w for w in seen if "exists and is not empty" in str(w.message)], [str(w.message) for w in seen]
     assert not any(p.exists() for p in stale)
     assert all(p.read_bytes() == b"user file" for p in others) and (ckpts / ".x.ckpt.abcdefgh.tmp").is_dir()
     removed = [r.getMessage() for r in caplog.records if "temporary checkpoint" in r.getMessage()]

@@ -113,6 +113,9 @@ class SynapseDataModule(SegmentationDataModule):
         check_split_settings(val_cases, seed)
         check_setting(augmentation in ("monai", "paper"), "augmentation", "'monai' or 'paper'", augmentation)
         check_setting(0 <= rotation_degrees <= 180, "rotation_degrees", "an angle in [0, 180]", rotation_degrees)
+        # the folder's top level (cheap; setup reads the lists): a missing or wrong folder is refused
+        # while `vmunet fit` builds its classes, before the Trainer and a run folder (as ISIC and NIfTI)
+        SF.check_layout(self.root)
         self.class_names = list(SYNAPSE_CLASSES)
         self.num_classes = len(self.class_names)
         self.in_chans = 1

@@ -137,7 +137,9 @@ def find_list_dir(root: Path) -> Path:
     for name in LIST_DIR_NAMES:
         for cand in (root / "lists" / name, root / name):
             if cand.is_dir():
-                log.info("Synapse lists: using %s", cand)
+                # said at INFO only when it is not the standard lists/lists_Synapse (checked more than once per run)
+                standard = cand == root / "lists" / LIST_DIR_NAMES[0]
+                log.log(logging.DEBUG if standard else logging.INFO, "Synapse lists: using %s", cand)
                 return cand
     raise LayoutError(_layout_message(root, "no list folder lists/lists_Synapse or lists/list_Synapse"))
 

@@ -285,9 +285,11 @@ def _check_outputs(args: argparse.Namespace, cases: list[CaseFiles]) -> None:
                                   f"{inputs[out.resolve()]}; expected another --output folder or a --suffix")
 
 
-def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref: Path | None, tally: _Tally) -> None:
+def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref: Path | None, tally: _Tally,
+                  bars: bool = True) -> None:
     """Predict one case (or reuse its up-to-date output), write label map and sidecar, score it
-    against its reference ``ref`` if there is one; raises on any failure of this case."""
+    against its reference ``ref`` if there is one; raises on any failure of this case. ``bars``:
+    a per-slice progress bar (a terminal), else one log line per case (a log file)."""
     from vmunet.data.fileio import write_json
 
     name, label = case.name, _label(case)
@@ -308,8 +310,10 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref
         log.info("%s: recomputing %s: %s", label, out.name, reason)
     t0 = time.perf_counter()
     source = case.first if len(case.files) == 1 else list(case.files)
-    pred = predictor.predict_file(source, out, probabilities_path=probs, progress=True, name=name)
+    pred = predictor.predict_file(source, out, probabilities_path=probs, progress=bars, name=name)
     write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0, key))
+    if not bars:
+        log.info("%s: %d slices in %.1f s -> %s", label, pred.num_slices, time.perf_counter() - t0, out)
     tally.done += 1
     tally.slices += pred.num_slices
     if ref is not None:
@@ -338,9 +342,11 @@ def run_predict(args: argparse.Namespace) -> int:
     cases, refs, predictor = _setup(args)
     tally = _Tally()
     t_start = time.perf_counter()
-    for case in tqdm(cases, desc="cases", unit="case", file=sys.stderr):
+    # progress bars on a terminal; redrawn bars in a log file are noise: one line per case instead
+    bars = sys.stderr.isatty()
+    for case in tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=not bars):
         try:
-            _predict_case(args, predictor, case, refs.get(case.name), tally)
+            _predict_case(args, predictor, case, refs.get(case.name), tally, bars)
         except Exception as err:  # one bad case must not stop the others; reported by name at the end
             tally.failed.append(_label(case))
             log.error("%s: failed: %s", _label(case), err)

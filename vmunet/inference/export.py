@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +158,28 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
 
     with contextlib.ExitStack() as stack:  # both files appear together or not at all
         tmp_model = stack.enter_context(atomic_path(output))
+        # tracing records the scan's loops unrolled: minutes for the paper model (docs/export.md), so say so
+        log.info("exporting %s at %dx%d to %s (tracing the unrolled scan: from seconds for small models to "
+                 "many minutes for large inputs) ...", record["model_name"], height, width, fmt)
+        t0 = time.perf_counter()
+        checking = "exported and saved in %.0f s; loading the written file to check it against PyTorch ..."
         if fmt == "torchscript":
             exported = _trace(model, example)
             torch.jit.save(exported, str(tmp_model))
+            log.info(checking, time.perf_counter() - t0)
             got = _run_torchscript(tmp_model, example)
             runtime = f"torch {torch.__version__} (torch.jit.load)"
         elif fmt == "pt2":
             _export_pt2(model, example, tmp_model)
+            log.info(checking, time.perf_counter() - t0)
             got = _run_pt2(tmp_model, example)
             runtime = f"torch {torch.__version__} (torch.export.load)"
         else:
             _export_onnx(model, example, tmp_model)
-            got = _run_onnx(tmp_model, example) if onnxruntime_available() else None
+            got = None
+            if onnxruntime_available():
+                log.info(checking.replace("PyTorch", "PyTorch (onnxruntime)"), time.perf_counter() - t0)
+                got = _run_onnx(tmp_model, example)
             runtime = None if got is None else f"onnxruntime {_onnxruntime_version()} (CPU, default graph optimisations)"
         diff = None if got is None else float((got - expected).abs().max())
         info: dict[str, Any] = {

@@ -199,6 +199,10 @@ class VMUNetCLI(LightningCLI):
                 remove_stale_temp_checkpoints(run_dir)
             kwargs["logger"] = run_loggers(run_dir, version, resume_step if resumed else None)
             if resumed:
+                # writing into the run's own checkpoints/ is the point of resuming: not worth Lightning's
+                # "Checkpoint directory ... exists and is not empty" warning
+                warnings.filterwarnings("ignore", message=rf"Checkpoint directory {re.escape(str(run_dir))}\S* "
+                                        "exists and is not empty")
                 # the run's first config stays config.yaml; each resume records its own next to it
                 self.save_config_kwargs["config_filename"] = f"config.resumed-epoch{resume_epoch:03d}.yaml"
                 log.info("resuming the run in %s (from epoch %d, step %d)", run_dir, resume_epoch, resume_step)
