@@ -194,8 +194,8 @@ def format_summary(s: ModelSummary) -> str:
         ("  matmul (linear, x/dt proj)", f"{s.macs_matmul / 1e9:.3f}"),
         ("  convolution", f"{s.macs_conv / 1e9:.3f}"),
         ("GFLOPs (2 x MACs)", f"{2 * s.macs_total / 1e9:.3f}"),
-        ("peak memory, inference (CPU RSS)", mib(s.peak_inference_bytes)),
-        ("peak memory, train step (CPU RSS)", mib(s.peak_train_bytes)),
+        ("peak RSS growth, one forward", mib(s.peak_inference_bytes)),  # above the weights already loaded
+        ("peak RSS growth, one train step", mib(s.peak_train_bytes)),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'quantity'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
