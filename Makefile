@@ -17,10 +17,13 @@ setup: $(STAMP)
 
 # Torch first (from TORCH_INDEX when given), then the package; constraints.txt pins torch so no
 # later install swaps the chosen build for another.
+# torch without --quiet: its download (large for the CUDA build) shows pip's progress
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch $(TORCH_INDEX_OPT) -c constraints.txt
+	@echo "make setup: installing torch ($(if $(strip $(TORCH_INDEX)),from $(TORCH_INDEX),pip's default index: the CUDA build on Linux x86-64; TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build))"
+	$(PIP) install torch $(TORCH_INDEX_OPT) -c constraints.txt
+	@echo "make setup: installing vmunet and its dependencies (pip install -e .[dev], quiet) ..."
 	$(PIP) install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
