@@ -171,7 +171,7 @@ def synth_synapse(out: str | Path, cases: int = 8, size: int = 64, slices: int =
     summary = {"out": str(out), "train_cases": [SF.case_name(c) for c in train_ids],
                "test_cases": [SF.case_name(c) for c in test_ids], "size": size, "slices": slices,
                "raw": raw}
-    log.info("synthetic Synapse data: %s", summary)
+    log.debug("synthetic Synapse data: %s", summary)  # `vmunet synth` prints it; callers get it back
     return summary
 
 
@@ -264,7 +264,7 @@ def synth_isic(out: str | Path, cases: int = 20, size: int = 64, seed: int = 0,
             (out / gt_dir / "LICENSE.txt").write_text("CC-0\n")
     summary = {"out": str(out), "layout": layout, "year": year,
                "splits": {k: len(v) for k, v in splits.items()}, "size": size}
-    log.info("synthetic ISIC data: %s", summary)
+    log.debug("synthetic ISIC data: %s", summary)
     return summary
 
 
@@ -329,5 +329,5 @@ def synth_nifti(out: str | Path, cases: int = 6, size: int = 48, slices: int = 1
                 "numTraining": cases, "numTest": test_cases, **entries}
     write_json(out / "dataset.json", spec)
     summary = {"out": str(out), "layout": layout, "modality": modality, "train": cases, "test": test_cases}
-    log.info("synthetic NIfTI data: %s", summary)
+    log.debug("synthetic NIfTI data: %s", summary)
     return summary
