@@ -62,12 +62,18 @@ def trained(tmp_path_factory) -> Path:
     return root / "version_0" / "checkpoints" / "last.ckpt"
 
 
-def test_last_ckpt_is_written_every_epoch_when_validation_is_not(tmp_path):
+def test_last_ckpt_is_written_every_epoch_when_validation_is_not(tmp_path, caplog):
     # check_val_every_n_epoch 10 (the Synapse recipe): Lightning's default would save last.ckpt
     # only after a validation, so a 2-epoch run (or a crash before epoch 10) left no checkpoint
+    import logging
+
+    caplog.set_level(logging.INFO, logger="vmunet.training.progress")
     run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
                        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
-                       "--trainer.check_val_every_n_epoch", "10", *FAST])
+                       "--trainer.check_val_every_n_epoch", "10", *FAST, "--trainer.enable_progress_bar", "true"])
+    # a progress bar drawn into a non-terminal (pytest's capture, a log file) shows nothing per epoch: lines do
+    lines = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
     folder = tmp_path / "version_0" / "checkpoints"
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no validation: no best-*.ckpt
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1  # the end of the 2nd epoch

@@ -19,8 +19,8 @@ instantiated data module into the model, so a config states them once. Always ad
   (and ``config.test.yaml``) into that run, with no loggers and no new ``version_N`` folder;
   Lightning's own results table is off (``verbose`` false): ``vmunet test`` prints the project's
   one table on stdout (:func:`run_lightning_cli`);
-* with ``trainer.enable_progress_bar: false``, one log line per epoch with the training loss
-  and validation Dice (:class:`~vmunet.training.progress.EpochLine`).
+* with ``trainer.enable_progress_bar: false``, or stderr not a terminal (a log file), one log
+  line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`).
 
 A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -216,7 +217,8 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
-        if self.subcommand == "fit" and cfg.get("enable_progress_bar") is False:
+        if self.subcommand == "fit" and (cfg.get("enable_progress_bar") is False or not sys.stderr.isatty()):
+            # no bar, or one drawn into a log file (where Rich shows only its final state): a line per epoch
             callbacks.append(EpochLine())
         kwargs.setdefault("callbacks", callbacks)
         plugins = cfg.get("plugins") or []
