@@ -133,7 +133,7 @@ class VMUNetCLI(LightningCLI):
         # Seeding stays where LightningCLI puts it (before the model's initial weights are drawn), but
         # its "Seed set to 42", like the Trainer's "GPU available ...", is shown once model, data and
         # trainer are built (after_instantiate_classes): a config error is then the only line printed.
-        self._held = HeldNotices((SEED_LOGGER, *RANK_ZERO_LOGGERS, "vmunet.training.runs"))
+        self._held = HeldNotices((SEED_LOGGER, *RANK_ZERO_LOGGERS, "vmunet.training.runs", __name__))
         try:
             super()._set_seed()
         except ValueError as err:  # Lightning's seed_everything: out of NumPy's range
