@@ -1,0 +1,195 @@
+"""Running the original third-party code inside the tests.
+
+Where it lives (ignored by git, never committed; ``make third-party`` puts it there):
+
+* ``third_party/VM-UNet``: JCruan519/VM-UNet at commit :data:`VMUNET_COMMIT` (``COMMIT`` holds it).
+* ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
+  ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
+
+Without them the tests that execute this code skip with the reason; every such test also checks a
+small output frozen from the original code (literals in the test, with the commit), so a fresh
+clone still checks the numbers.
+
+Only what a comparison needs is executed: top-level functions and classes are taken out of the
+original files with :mod:`ast` and run in a namespace holding the modules they use, so
+``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed. The
+model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
+identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
+``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+THIRD_PARTY = Path(os.environ.get("VMUNET_THIRD_PARTY", REPO / "third_party"))
+VMUNET_DIR = THIRD_PARTY / "VM-UNet"
+MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
+VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
+MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
+
+
+def vmunet_dir() -> Path:
+    """``third_party/VM-UNet`` at the pinned commit, or skip the test saying how to get it."""
+    if not (VMUNET_DIR / "utils.py").is_file() or not (VMUNET_DIR / "models" / "vmunet" / "vmamba.py").is_file():
+        pytest.skip(f"original VM-UNet code not in {VMUNET_DIR} (`make third-party`, or clone "
+                    f"github.com/JCruan519/VM-UNet at {VMUNET_COMMIT[:7]} there); the frozen outputs are still checked")
+    commit_file = VMUNET_DIR / "COMMIT"
+    commit = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
+    if commit != VMUNET_COMMIT:
+        pytest.skip(f"{VMUNET_DIR} is at commit {commit} (COMMIT file), the tests pin {VMUNET_COMMIT[:7]}")
+    return VMUNET_DIR
+
+
+def mamba_scan_file() -> Path:
+    path = MAMBA_DIR / MAMBA_SCAN_FILE
+    if not path.is_file():
+        pytest.skip(f"mamba-ssm source not in {MAMBA_DIR} (`make third-party`: the 2.3.2.post1 sdist "
+                    "unpacked there); the frozen outputs are still checked")
+    return path
+
+
+def load_definitions(path: Path, names: list[str], namespace: dict[str, Any]) -> dict[str, Any]:
+    """Execute the top-level ``def``/``class`` statements ``names`` of ``path`` (nothing else of
+    the file) in ``namespace`` and return it. Tracebacks point into the original file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = {node.name: node for node in tree.body
+             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise AssertionError(f"{path}: no top-level definition of {missing}")
+    module = ast.Module(body=[found[n] for n in names], type_ignores=[])
+    exec(compile(module, str(path), "exec"), namespace)  # noqa: S102 - the pinned original code
+    return namespace
+
+
+def definition_source(path: Path, name: str) -> str:
+    """The source text of the top-level definition ``name`` of ``path``."""
+    text = path.read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            return ast.get_source_segment(text, node)
+    raise AssertionError(f"{path}: no top-level definition of {name}")
+
+
+def mamba_selective_scan_ref():
+    """mamba-ssm's ``selective_scan_ref`` (executed from its source)."""
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange, repeat
+
+    ns = load_definitions(mamba_scan_file(), ["selective_scan_ref"],
+                          {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat})
+    return ns["selective_scan_ref"]
+
+
+def _timm_stand_in() -> dict[str, types.ModuleType]:
+    """``timm.models.layers`` as VM-UNet uses it (timm 0.4.12): DropPath, to_2tuple, trunc_normal_."""
+    import torch
+    from torch import nn
+
+    class DropPath(nn.Module):
+        """timm's stochastic depth: identity in eval mode (the only mode these tests run)."""
+
+        def __init__(self, drop_prob=None):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            if not self.drop_prob or not self.training:
+                return x
+            keep = 1 - self.drop_prob
+            mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype)).floor_()
+            return x.div(keep) * mask
+
+    def to_2tuple(x):
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+    def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+        return nn.init.trunc_normal_(tensor, mean, std, a, b)
+
+    layers = types.ModuleType("timm.models.layers")
+    layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = DropPath, to_2tuple, trunc_normal_
+    models = types.ModuleType("timm.models")
+    models.layers = layers
+    timm = types.ModuleType("timm")
+    timm.models = models
+    return {"timm": timm, "timm.models": models, "timm.models.layers": layers}
+
+
+_PACKAGE = "vmunet_original_models"  # not "vmunet": that is this project's package
+
+
+def original_vmunet_package() -> types.ModuleType:
+    """The original ``models/vmunet`` package (``vmamba.VSSM``, ``vmunet.VMUNet``), imported once;
+    its ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``."""
+    if _PACKAGE in sys.modules:
+        return sys.modules[_PACKAGE]
+    root = vmunet_dir() / "models" / "vmunet"
+    scan_ref = mamba_selective_scan_ref()
+    interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    interface.selective_scan_fn = interface.selective_scan_ref = scan_ref
+    stand_ins = {**_timm_stand_in(), "mamba_ssm": types.ModuleType("mamba_ssm"),
+                 "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
+                 "mamba_ssm.ops.selective_scan_interface": interface}
+    saved = {name: sys.modules.get(name) for name in stand_ins}
+    sys.modules.update(stand_ins)
+    try:
+        spec = importlib.util.spec_from_file_location(_PACKAGE, root / "__init__.py",
+                                                      submodule_search_locations=[str(root)])
+        package = importlib.util.module_from_spec(spec)  # models/vmunet has no __init__.py: empty package
+        sys.modules[_PACKAGE] = package
+        for sub in ("vmamba", "vmunet"):
+            sub_spec = importlib.util.spec_from_file_location(f"{_PACKAGE}.{sub}", root / f"{sub}.py")
+            module = importlib.util.module_from_spec(sub_spec)
+            sys.modules[sub_spec.name] = module
+            sub_spec.loader.exec_module(module)
+            setattr(package, sub, module)
+    except BaseException:
+        for name in (_PACKAGE, f"{_PACKAGE}.vmamba", f"{_PACKAGE}.vmunet"):
+            sys.modules.pop(name, None)
+        raise
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return package
+
+
+def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Weights from a closed formula (no random generator, so frozen outputs do not depend on a
+    library's random stream): tensor ``i`` (keys sorted) is ``s * sin(0.37 n + 1.3 i)`` over its
+    flat index ``n``, ``s`` = 1/sqrt(fan-in) for matrices and kernels, 0.1 for vectors; norm
+    weights and ``Ds`` get 1 added."""
+    import torch
+
+    out = {}
+    for i, key in enumerate(sorted(shapes)):
+        shape = tuple(shapes[key])
+        n = math.prod(shape)
+        flat = torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + 1.3 * i)
+        scale = 1.0 / math.sqrt(n // shape[0]) if len(shape) >= 2 else 0.1
+        t = (flat * scale).reshape(shape)
+        if key.endswith(("norm.weight", "ln_1.weight", ".Ds")):
+            t = t + 1.0
+        out[key] = t.float()
+    return out
+
+
+def deterministic_input(shape: tuple[int, ...]):
+    """An input from a closed formula: ``cos(0.11 n)`` over the flat index ``n``."""
+    import torch
+
+    return torch.cos(torch.arange(math.prod(shape), dtype=torch.float64) * 0.11).reshape(shape).float()
