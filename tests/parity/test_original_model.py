@@ -111,6 +111,24 @@ def test_tiny_model_logits_equal_the_original_vssm():
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
 
 
+def test_tiny_gray_input_equals_the_original_vmunet_forward():
+    """1-channel input: the original VMUNet.forward (repeat to 3 channels, VSSM, no sigmoid for
+    2 classes) around the tiny VSSM, against ours with in_chans=1 and the RGB kernel summed."""
+    package = original_vmunet_package()
+    _, weights, x = _tiny_case()
+    original = package.vmamba.VSSM(in_chans=3, num_classes=2, **TINY).eval()
+    original.load_state_dict(weights)
+    wrapper = package.vmunet.VMUNet.__new__(package.vmunet.VMUNet)  # its __init__ builds the paper size
+    torch.nn.Module.__init__(wrapper)
+    wrapper.vmunet, wrapper.num_classes = original, 2
+    ours = create_model("vmunet_test", num_classes=2, in_chans=1, scan_backend="torch").eval()
+    report = load_weights(ours, {"vmunet." + k: v for k, v in weights.items()})
+    assert report.adapted == [("patch_embed.proj.weight", "summed 3 input channels into 1")]
+    gray = x[:, :1]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(gray), wrapper.eval()(gray), rtol=0, atol=1e-4)
+
+
 def test_paper_model_keys_shapes_and_parameter_count_are_the_originals(ours_paper):
     ours = ours_paper.state_dict()
     assert len(ours) == FROZEN_PAPER_TENSORS
