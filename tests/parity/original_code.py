@@ -1,6 +1,7 @@
 """Running the original third-party code inside the tests.
 
-Where it lives (ignored by git, never committed; ``make third-party`` puts it there):
+Where it lives (ignored by git, never committed; ``make third-party`` puts it there; the
+environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 
 * ``third_party/VM-UNet``: JCruan519/VM-UNet at commit :data:`VMUNET_COMMIT` (``COMMIT`` holds it).
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
@@ -26,6 +27,7 @@ import math
 import os
 import sys
 import types
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -170,19 +172,25 @@ def original_vmunet_package() -> types.ModuleType:
 
 def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
     """Weights from a closed formula (no random generator, so frozen outputs do not depend on a
-    library's random stream): tensor ``i`` (keys sorted) is ``s * sin(0.37 n + 1.3 i)`` over its
-    flat index ``n``, ``s`` = 1/sqrt(fan-in) for matrices and kernels, 0.1 for vectors; norm
-    weights and ``Ds`` get 1 added."""
+    library's random stream, nor on which other keys are present): tensor ``key`` is
+    ``s * sin(0.37 n + p)`` over its flat index ``n``, ``p = crc32(key) / 2**32 * 2 pi``,
+    ``s`` = 2/sqrt(fan-in) for matrices and kernels (large enough that a wrong scan order moves
+    the tiny model's logits by 1e-1, float32 noise being 1e-5), 0.1 for vectors; norm weights, ``Ds`` and
+    BatchNorm running variances get 1 added; ``num_batches_tracked`` is 0."""
     import torch
 
     out = {}
-    for i, key in enumerate(sorted(shapes)):
-        shape = tuple(shapes[key])
+    for key, shape in shapes.items():
+        shape = tuple(shape)
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
         n = math.prod(shape)
-        flat = torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + 1.3 * i)
-        scale = 1.0 / math.sqrt(n // shape[0]) if len(shape) >= 2 else 0.1
+        phase = zlib.crc32(key.encode()) / 2**32 * 2 * math.pi
+        flat = torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + phase)
+        scale = 2.0 / math.sqrt(n // shape[0]) if len(shape) >= 2 else 0.1
         t = (flat * scale).reshape(shape)
-        if key.endswith(("norm.weight", "ln_1.weight", ".Ds")):
+        if key.endswith(("norm.weight", "ln_1.weight", ".Ds", "bn.weight", "running_var")):
             t = t + 1.0
         out[key] = t.float()
     return out

@@ -28,21 +28,21 @@ PAPER = dict(depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], drop_path_rate=0.
 # input deterministic_input((1, 3, 32, 64)): logits[0, c, 1::7, 3::13] and the sum of each class map.
 FROZEN_TINY_LOGITS = [
     [
-        [-0.349243, -0.294141, -0.191489, -0.295218, -0.334230],
-        [0.014295, -0.087863, 0.014660, -0.023172, -0.326987],
-        [-0.022710, -0.316201, -0.340313, 0.024483, -0.011376],
-        [-0.006929, -0.325796, -0.249539, 0.002505, 0.036030],
-        [-0.087579, -0.294315, -0.315769, -0.001013, -0.183037],
+        [0.634614, -0.106342, -0.148281, 0.569331, 0.652744],
+        [0.649072, -0.114531, 0.415519, 0.591051, 0.158417],
+        [0.593373, -0.046747, 0.653574, -0.156413, 0.573473],
+        [0.594535, 0.012385, 0.095814, 0.401577, 0.182596],
+        [0.646155, -0.097648, -0.051884, -0.141853, 0.617930],
     ],
     [
-        [-0.559428, -0.671232, -0.246210, -0.672398, -0.276481],
-        [0.821153, 0.713242, 0.820971, 0.804390, -0.625718],
-        [0.816463, -0.675224, -0.634408, 0.805669, 0.824223],
-        [0.825726, -0.667229, -0.616676, 0.827138, 0.763783],
-        [0.712199, -0.671592, -0.675437, 0.827283, 0.447848],
+        [-1.428684, 1.471442, 0.602646, -1.518272, -1.331848],
+        [-1.357639, 1.466860, -1.381896, -1.508089, 1.141261],
+        [-1.506190, 1.461684, -1.319243, 1.397175, -1.516999],
+        [-1.504901, 1.401799, 1.268561, -1.355639, -0.831233],
+        [-1.377559, 1.474264, 1.464364, 1.434035, -1.472378],
     ],
 ]
-FROZEN_TINY_SUMS = [-309.396, 165.3599]
+FROZEN_TINY_SUMS = [474.8372, -58.4486]
 # The original VMUNet(num_classes=1, input_channels=3, **PAPER).vmunet.state_dict(): tensor count,
 # parameter count, and sha256 of its sorted "key:shape" lines.
 FROZEN_PAPER_TENSORS = 222
@@ -89,12 +89,13 @@ def _tiny_case():
 
 def test_tiny_model_logits_equal_the_frozen_original_logits():
     """A wrong scan order, merge, direction-to-weights pairing or transposition changes these by
-    1e-3 to 1e-2 (measured by permuting the four directions); float32 noise is below 3e-5."""
+    8e-2 to 1.5e-1, the sums by 1.8 to 6 (measured by permuting the four directions); float32
+    noise is below 1e-5 and 1e-4."""
     _, weights, x = _tiny_case()
     with torch.no_grad():
         ours = _tiny_ours(weights)(x)
     torch.testing.assert_close(ours[0, :, 1::7, 3::13], torch.tensor(FROZEN_TINY_LOGITS), rtol=0, atol=2e-4)
-    torch.testing.assert_close(ours.sum((0, 2, 3)), torch.tensor(FROZEN_TINY_SUMS), rtol=0, atol=2e-3)
+    torch.testing.assert_close(ours.sum((0, 2, 3)), torch.tensor(FROZEN_TINY_SUMS), rtol=0, atol=5e-3)
 
 
 def test_tiny_model_logits_equal_the_original_vssm():

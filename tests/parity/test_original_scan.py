@@ -41,8 +41,8 @@ def _inputs(batch=1, dim=4, L=3, N=2, groups=2, scale=1.0):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_scan_equals_frozen_mamba_selective_scan_ref(backend):
     out, last = selective_scan(**_inputs(), delta_softplus=True, return_last_state=True, backend=backend)
-    torch.testing.assert_close(out, torch.tensor(FROZEN_OUT), rtol=0, atol=2e-6)
-    torch.testing.assert_close(last, torch.tensor(FROZEN_LAST_STATE), rtol=0, atol=2e-6)
+    torch.testing.assert_close(out, torch.tensor(FROZEN_OUT), rtol=0, atol=1e-5)
+    torch.testing.assert_close(last, torch.tensor(FROZEN_LAST_STATE), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("groups", [0, 2])
