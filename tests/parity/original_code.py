@@ -4,6 +4,7 @@ Where it lives (ignored by git, never committed; ``make third-party`` puts it th
 environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 
 * ``third_party/VM-UNet``: JCruan519/VM-UNet at commit :data:`VMUNET_COMMIT` (``COMMIT`` holds it).
+* ``third_party/VM-UNetV2``: nobodyplayer1/VM-UNetV2 at commit :data:`VMUNET_V2_COMMIT`.
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
 
@@ -36,8 +37,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 THIRD_PARTY = Path(os.environ.get("VMUNET_THIRD_PARTY", REPO / "third_party"))
 VMUNET_DIR = THIRD_PARTY / "VM-UNet"
+VMUNET_V2_DIR = THIRD_PARTY / "VM-UNetV2"
 MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
 VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
+VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
 
 
@@ -51,6 +54,18 @@ def vmunet_dir() -> Path:
     if commit != VMUNET_COMMIT:
         pytest.skip(f"{VMUNET_DIR} is at commit {commit} (COMMIT file), the tests pin {VMUNET_COMMIT[:7]}")
     return VMUNET_DIR
+
+
+def vmunet_v2_dir() -> Path:
+    """``third_party/VM-UNetV2`` at the pinned commit, or skip the test saying how to get it."""
+    if not (VMUNET_V2_DIR / "models" / "vmunet" / "vmunet_v2.py").is_file():
+        pytest.skip(f"original VM-UNet-V2 code not in {VMUNET_V2_DIR} (`make third-party`, or clone "
+                    f"github.com/nobodyplayer1/VM-UNetV2 at {VMUNET_V2_COMMIT[:7]} there); the frozen outputs are still checked")
+    commit_file = VMUNET_V2_DIR / "COMMIT"
+    commit = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
+    if commit != VMUNET_V2_COMMIT:
+        pytest.skip(f"{VMUNET_V2_DIR} is at commit {commit} (COMMIT file), the tests pin {VMUNET_V2_COMMIT[:7]}")
+    return VMUNET_V2_DIR
 
 
 def mamba_scan_file() -> Path:
@@ -129,45 +144,52 @@ def _timm_stand_in() -> dict[str, types.ModuleType]:
     return {"timm": timm, "timm.models": models, "timm.models.layers": layers}
 
 
-_PACKAGE = "vmunet_original_models"  # not "vmunet": that is this project's package
-
-
-def original_vmunet_package() -> types.ModuleType:
-    """The original ``models/vmunet`` package (``vmamba.VSSM``, ``vmunet.VMUNet``), imported once;
-    its ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``."""
-    if _PACKAGE in sys.modules:
-        return sys.modules[_PACKAGE]
-    root = vmunet_dir() / "models" / "vmunet"
+def _import_package(root: Path, name: str, modules: list[str]) -> types.ModuleType:
+    """Import ``root``'s ``modules`` (files of one folder that import each other relatively) as the
+    package ``name``, once; ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``."""
+    if name in sys.modules:
+        return sys.modules[name]
     scan_ref = mamba_selective_scan_ref()
     interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
     interface.selective_scan_fn = interface.selective_scan_ref = scan_ref
     stand_ins = {**_timm_stand_in(), "mamba_ssm": types.ModuleType("mamba_ssm"),
                  "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
                  "mamba_ssm.ops.selective_scan_interface": interface}
-    saved = {name: sys.modules.get(name) for name in stand_ins}
+    saved = {key: sys.modules.get(key) for key in stand_ins}
     sys.modules.update(stand_ins)
     try:
-        spec = importlib.util.spec_from_file_location(_PACKAGE, root / "__init__.py",
-                                                      submodule_search_locations=[str(root)])
-        package = importlib.util.module_from_spec(spec)  # models/vmunet has no __init__.py: empty package
-        sys.modules[_PACKAGE] = package
-        for sub in ("vmamba", "vmunet"):
-            sub_spec = importlib.util.spec_from_file_location(f"{_PACKAGE}.{sub}", root / f"{sub}.py")
+        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+        package = importlib.util.module_from_spec(spec)  # the folder's __init__.py is not run (VM-UNet has none)
+        sys.modules[name] = package
+        for sub in modules:
+            sub_spec = importlib.util.spec_from_file_location(f"{name}.{sub}", root / f"{sub}.py")
             module = importlib.util.module_from_spec(sub_spec)
             sys.modules[sub_spec.name] = module
             sub_spec.loader.exec_module(module)
             setattr(package, sub, module)
     except BaseException:
-        for name in (_PACKAGE, f"{_PACKAGE}.vmamba", f"{_PACKAGE}.vmunet"):
-            sys.modules.pop(name, None)
+        for key in [name, *(f"{name}.{sub}" for sub in modules)]:
+            sys.modules.pop(key, None)
         raise
     finally:
-        for name, module in saved.items():
+        for key, module in saved.items():
             if module is None:
-                sys.modules.pop(name, None)
+                sys.modules.pop(key, None)
             else:
-                sys.modules[name] = module
+                sys.modules[key] = module
     return package
+
+
+def original_vmunet_package() -> types.ModuleType:
+    """The original VM-UNet ``models/vmunet`` package: ``vmamba.VSSM``, ``vmunet.VMUNet``."""
+    return _import_package(vmunet_dir() / "models" / "vmunet", "vmunet_original_models", ["vmamba", "vmunet"])
+
+
+def original_vmunet_v2_package() -> types.ModuleType:
+    """The original VM-UNet-V2 ``models/vmunet`` package: ``vmamba.VSSM`` (encoder features),
+    ``vmunet_v2.VMUNetV2``."""
+    return _import_package(vmunet_v2_dir() / "models" / "vmunet", "vmunet_v2_original_models",
+                           ["vmamba", "vmunet_v2"])
 
 
 def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
