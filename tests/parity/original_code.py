@@ -5,6 +5,7 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 
 * ``third_party/VM-UNet``: JCruan519/VM-UNet at commit :data:`VMUNET_COMMIT` (``COMMIT`` holds it).
 * ``third_party/VM-UNetV2``: nobodyplayer1/VM-UNetV2 at commit :data:`VMUNET_V2_COMMIT`.
+* ``third_party/Mamba-UNet``: ziyangwang007/Mamba-UNet at commit :data:`MAMBA_UNET_COMMIT`.
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
 
@@ -38,34 +39,40 @@ REPO = Path(__file__).resolve().parents[2]
 THIRD_PARTY = Path(os.environ.get("VMUNET_THIRD_PARTY", REPO / "third_party"))
 VMUNET_DIR = THIRD_PARTY / "VM-UNet"
 VMUNET_V2_DIR = THIRD_PARTY / "VM-UNetV2"
+MAMBA_UNET_DIR = THIRD_PARTY / "Mamba-UNet"
 MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
 VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
 VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
+MAMBA_UNET_COMMIT = "dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a"  # ziyangwang007/Mamba-UNet ("13sep")
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
 
 
+def _pinned(folder: Path, marker: str, url: str, commit: str) -> Path:
+    """``folder`` holding ``marker`` at ``commit`` (its COMMIT file), or skip saying how to get it."""
+    if not (folder / marker).is_file():
+        pytest.skip(f"original code not in {folder} (`make third-party`, or clone {url} at {commit[:7]} there); "
+                    "the frozen outputs are still checked")
+    commit_file = folder / "COMMIT"
+    found = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
+    if found != commit:
+        pytest.skip(f"{folder} is at commit {found} (COMMIT file), the tests pin {commit[:7]}")
+    return folder
+
+
 def vmunet_dir() -> Path:
-    """``third_party/VM-UNet`` at the pinned commit, or skip the test saying how to get it."""
-    if not (VMUNET_DIR / "utils.py").is_file() or not (VMUNET_DIR / "models" / "vmunet" / "vmamba.py").is_file():
-        pytest.skip(f"original VM-UNet code not in {VMUNET_DIR} (`make third-party`, or clone "
-                    f"github.com/JCruan519/VM-UNet at {VMUNET_COMMIT[:7]} there); the frozen outputs are still checked")
-    commit_file = VMUNET_DIR / "COMMIT"
-    commit = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
-    if commit != VMUNET_COMMIT:
-        pytest.skip(f"{VMUNET_DIR} is at commit {commit} (COMMIT file), the tests pin {VMUNET_COMMIT[:7]}")
-    return VMUNET_DIR
+    """``third_party/VM-UNet`` (the whole repository: models, utils.py, engine*.py, configs)."""
+    _pinned(VMUNET_DIR, "models/vmunet/vmamba.py", "github.com/JCruan519/VM-UNet", VMUNET_COMMIT)
+    return _pinned(VMUNET_DIR, "utils.py", "github.com/JCruan519/VM-UNet", VMUNET_COMMIT)
 
 
 def vmunet_v2_dir() -> Path:
-    """``third_party/VM-UNetV2`` at the pinned commit, or skip the test saying how to get it."""
-    if not (VMUNET_V2_DIR / "models" / "vmunet" / "vmunet_v2.py").is_file():
-        pytest.skip(f"original VM-UNet-V2 code not in {VMUNET_V2_DIR} (`make third-party`, or clone "
-                    f"github.com/nobodyplayer1/VM-UNetV2 at {VMUNET_V2_COMMIT[:7]} there); the frozen outputs are still checked")
-    commit_file = VMUNET_V2_DIR / "COMMIT"
-    commit = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
-    if commit != VMUNET_V2_COMMIT:
-        pytest.skip(f"{VMUNET_V2_DIR} is at commit {commit} (COMMIT file), the tests pin {VMUNET_V2_COMMIT[:7]}")
-    return VMUNET_V2_DIR
+    return _pinned(VMUNET_V2_DIR, "models/vmunet/vmunet_v2.py", "github.com/nobodyplayer1/VM-UNetV2",
+                   VMUNET_V2_COMMIT)
+
+
+def mamba_unet_dir() -> Path:
+    return _pinned(MAMBA_UNET_DIR, "code/networks/mamba_sys.py", "github.com/ziyangwang007/Mamba-UNet",
+                   MAMBA_UNET_COMMIT)
 
 
 def mamba_scan_file() -> Path:
@@ -144,9 +151,11 @@ def _timm_stand_in() -> dict[str, types.ModuleType]:
     return {"timm": timm, "timm.models": models, "timm.models.layers": layers}
 
 
-def _import_package(root: Path, name: str, modules: list[str]) -> types.ModuleType:
+def _import_package(root: Path, name: str, modules: list[str],
+                    extra: dict[str, types.ModuleType] | None = None) -> types.ModuleType:
     """Import ``root``'s ``modules`` (files of one folder that import each other relatively) as the
-    package ``name``, once; ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``."""
+    package ``name``, once; ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``; ``extra``:
+    more stand-in modules for the import."""
     if name in sys.modules:
         return sys.modules[name]
     scan_ref = mamba_selective_scan_ref()
@@ -154,7 +163,7 @@ def _import_package(root: Path, name: str, modules: list[str]) -> types.ModuleTy
     interface.selective_scan_fn = interface.selective_scan_ref = scan_ref
     stand_ins = {**_timm_stand_in(), "mamba_ssm": types.ModuleType("mamba_ssm"),
                  "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
-                 "mamba_ssm.ops.selective_scan_interface": interface}
+                 "mamba_ssm.ops.selective_scan_interface": interface, **(extra or {})}
     saved = {key: sys.modules.get(key) for key in stand_ins}
     sys.modules.update(stand_ins)
     try:
@@ -190,6 +199,18 @@ def original_vmunet_v2_package() -> types.ModuleType:
     ``vmunet_v2.VMUNetV2``."""
     return _import_package(vmunet_v2_dir() / "models" / "vmunet", "vmunet_v2_original_models",
                            ["vmamba", "vmunet_v2"])
+
+
+def original_mamba_unet_package() -> types.ModuleType:
+    """Mamba-UNet's ``code/networks`` (``mamba_sys.VSSM``, ``vision_mamba.MambaUnet``). ``fvcore``,
+    imported for FLOP counting only, is a stand-in without functions."""
+    fvcore_nn = types.ModuleType("fvcore.nn")
+    for fn in ("FlopCountAnalysis", "flop_count_str", "flop_count", "parameter_count"):
+        setattr(fvcore_nn, fn, None)
+    fvcore = types.ModuleType("fvcore")
+    fvcore.nn = fvcore_nn
+    return _import_package(mamba_unet_dir() / "code" / "networks", "mamba_unet_original_networks",
+                           ["mamba_sys", "vision_mamba"], {"fvcore": fvcore, "fvcore.nn": fvcore_nn})
 
 
 def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
