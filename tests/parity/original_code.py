@@ -50,7 +50,8 @@ MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2
 def _pinned(folder: Path, marker: str, url: str, commit: str) -> Path:
     """``folder`` holding ``marker`` at ``commit`` (its COMMIT file), or skip saying how to get it."""
     if not (folder / marker).is_file():
-        pytest.skip(f"original code not in {folder} (`make third-party`, or clone {url} at {commit[:7]} there); "
+        where = f"{folder} has no {marker}" if folder.is_dir() else f"original code not in {folder}"
+        pytest.skip(f"{where} (`make third-party`, or clone {url} at {commit[:7]} there); "
                     "the frozen outputs are still checked")
     commit_file = folder / "COMMIT"
     found = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
@@ -59,10 +60,10 @@ def _pinned(folder: Path, marker: str, url: str, commit: str) -> Path:
     return folder
 
 
-def vmunet_dir() -> Path:
-    """``third_party/VM-UNet`` (the whole repository: models, utils.py, engine*.py, configs)."""
-    _pinned(VMUNET_DIR, "models/vmunet/vmamba.py", "github.com/JCruan519/VM-UNet", VMUNET_COMMIT)
-    return _pinned(VMUNET_DIR, "utils.py", "github.com/JCruan519/VM-UNet", VMUNET_COMMIT)
+def vmunet_dir(marker: str = "utils.py") -> Path:
+    """``third_party/VM-UNet`` holding ``marker`` (default: the whole repository, utils.py,
+    engine*.py, configs; the model tests need only ``models/vmunet``)."""
+    return _pinned(VMUNET_DIR, marker, "github.com/JCruan519/VM-UNet", VMUNET_COMMIT)
 
 
 def vmunet_v2_dir() -> Path:
@@ -191,7 +192,8 @@ def _import_package(root: Path, name: str, modules: list[str],
 
 def original_vmunet_package() -> types.ModuleType:
     """The original VM-UNet ``models/vmunet`` package: ``vmamba.VSSM``, ``vmunet.VMUNet``."""
-    return _import_package(vmunet_dir() / "models" / "vmunet", "vmunet_original_models", ["vmamba", "vmunet"])
+    root = vmunet_dir("models/vmunet/vmamba.py") / "models" / "vmunet"
+    return _import_package(root, "vmunet_original_models", ["vmamba", "vmunet"])
 
 
 def original_vmunet_v2_package() -> types.ModuleType:
