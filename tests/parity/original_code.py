@@ -6,6 +6,7 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 * ``third_party/VM-UNet``: JCruan519/VM-UNet at commit :data:`VMUNET_COMMIT` (``COMMIT`` holds it).
 * ``third_party/VM-UNetV2``: nobodyplayer1/VM-UNetV2 at commit :data:`VMUNET_V2_COMMIT`.
 * ``third_party/Mamba-UNet``: ziyangwang007/Mamba-UNet at commit :data:`MAMBA_UNET_COMMIT`.
+* ``third_party/RS-Mamba``: walking-shadow/Official_Remote_Sensing_Mamba at :data:`RS_MAMBA_COMMIT`.
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
 
@@ -40,10 +41,12 @@ THIRD_PARTY = Path(os.environ.get("VMUNET_THIRD_PARTY", REPO / "third_party"))
 VMUNET_DIR = THIRD_PARTY / "VM-UNet"
 VMUNET_V2_DIR = THIRD_PARTY / "VM-UNetV2"
 MAMBA_UNET_DIR = THIRD_PARTY / "Mamba-UNet"
+RS_MAMBA_DIR = THIRD_PARTY / "RS-Mamba"
 MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
 VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
 VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
 MAMBA_UNET_COMMIT = "dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a"  # ziyangwang007/Mamba-UNet ("13sep")
+RS_MAMBA_COMMIT = "aa6494e7752efc9fafd507b24f3d9c8d7098e491"  # walking-shadow/Official_Remote_Sensing_Mamba
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
 
 
@@ -74,6 +77,13 @@ def vmunet_v2_dir() -> Path:
 def mamba_unet_dir() -> Path:
     return _pinned(MAMBA_UNET_DIR, "code/networks/mamba_sys.py", "github.com/ziyangwang007/Mamba-UNet",
                    MAMBA_UNET_COMMIT)
+
+
+def rs_mamba_file() -> Path:
+    """RS-Mamba's ``semantic_segmentation_mamba/rs_mamba_ss.py`` (its 8-direction cross-scan)."""
+    marker = "semantic_segmentation_mamba/rs_mamba_ss.py"
+    return _pinned(RS_MAMBA_DIR, marker, "github.com/walking-shadow/Official_Remote_Sensing_Mamba",
+                   RS_MAMBA_COMMIT) / marker
 
 
 def mamba_scan_file() -> Path:
