@@ -7,6 +7,7 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 * ``third_party/VM-UNetV2``: nobodyplayer1/VM-UNetV2 at commit :data:`VMUNET_V2_COMMIT`.
 * ``third_party/Mamba-UNet``: ziyangwang007/Mamba-UNet at commit :data:`MAMBA_UNET_COMMIT`.
 * ``third_party/RS-Mamba``: walking-shadow/Official_Remote_Sensing_Mamba at :data:`RS_MAMBA_COMMIT`.
+* ``third_party/VMamba``: MzeroMiko/VMamba at :data:`VMAMBA_COMMIT` (its one-file ``vmamba.py``).
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
 
@@ -42,11 +43,13 @@ VMUNET_DIR = THIRD_PARTY / "VM-UNet"
 VMUNET_V2_DIR = THIRD_PARTY / "VM-UNetV2"
 MAMBA_UNET_DIR = THIRD_PARTY / "Mamba-UNet"
 RS_MAMBA_DIR = THIRD_PARTY / "RS-Mamba"
+VMAMBA_DIR = THIRD_PARTY / "VMamba"
 MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
 VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
 VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
 MAMBA_UNET_COMMIT = "dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a"  # ziyangwang007/Mamba-UNet ("13sep")
 RS_MAMBA_COMMIT = "aa6494e7752efc9fafd507b24f3d9c8d7098e491"  # walking-shadow/Official_Remote_Sensing_Mamba
+VMAMBA_COMMIT = "2ed52ead062a51a64521ed3871d52914bf532876"  # MzeroMiko/VMamba ("Update vmamba.py", 2025-03-07)
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
 
 
@@ -84,6 +87,30 @@ def rs_mamba_file() -> Path:
     marker = "semantic_segmentation_mamba/rs_mamba_ss.py"
     return _pinned(RS_MAMBA_DIR, marker, "github.com/walking-shadow/Official_Remote_Sensing_Mamba",
                    RS_MAMBA_COMMIT) / marker
+
+
+def vmamba_renamer():
+    """VMamba's ``VSSM._load_from_state_dict`` (one-file ``vmamba.py``), which renames v0 checkpoint
+    keys to its later module names, as a function ``state_dict -> renamed state_dict``. The method
+    is executed in a bare ``nn.Module`` subclass, so its ``super()`` call has nothing to load."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    path = _pinned(VMAMBA_DIR, "vmamba.py", "github.com/MzeroMiko/VMamba", VMAMBA_COMMIT) / "vmamba.py"
+    text = path.read_text()
+    vssm = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "VSSM")
+    method = next(n for n in vssm.body if isinstance(n, ast.FunctionDef) and n.name == "_load_from_state_dict")
+    stub = ast.ClassDef(name="VSSMRenamer", bases=[ast.Name("Module", ast.Load())], keywords=[], body=[method],
+                        decorator_list=[], type_params=[])
+    ns: dict[str, Any] = {"Module": nn.Module, "F": F, "torch": __import__("torch")}
+    exec(compile(ast.fix_missing_locations(ast.Module(body=[stub], type_ignores=[])), str(path), "exec"), ns)  # noqa: S102
+
+    def rename(state_dict: dict) -> dict:
+        out = dict(state_dict)
+        ns["VSSMRenamer"]()._load_from_state_dict(out, "", {}, True, [], [], [])
+        return out
+
+    return rename
 
 
 def mamba_scan_file() -> Path:
