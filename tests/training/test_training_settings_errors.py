@@ -128,6 +128,21 @@ def test_trainer_refusals_name_the_key(kwargs, message):
     assert trainer_error_line("CUDA out of memory", settings) is None  # names no setting: not a config error
 
 
+def test_gpu_accelerator_without_a_gpu_names_what_this_machine_has():
+    import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch import Trainer
+
+    from vmunet.training.parse_errors import trainer_error_line
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has a GPU: accelerator gpu is valid here")
+    with pytest.raises(MisconfigurationException) as err:
+        Trainer(accelerator="gpu", logger=False, enable_checkpointing=False)
+    assert trainer_error_line(str(err.value), {"accelerator": "gpu"}) == (
+        "trainer.accelerator: expected an accelerator this machine has (here: auto, cpu), got gpu")
+
+
 @pytest.mark.parametrize(("subtypes", "words"), [
     # jsonargparse's "Subtypes: [...]" of Trainer keys, as the parser reports them
     ("<class 'bool'>, typing.Literal['warn'], <class 'NoneType'>", "one of true, false, warn or null"),

@@ -268,7 +268,13 @@ def _trainer_keys() -> list[str]:
 
 
 def _show(value: object) -> str:
-    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+    """The value as the user wrote it: text as is, lists / numbers in YAML flow style, objects by repr."""
+    if isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+    except yaml.YAMLError:  # an object given from Python (an Accelerator instance, ...)
+        return repr(value)
 
 
 def trainer_error_line(message: str, config: dict[str, object]) -> str | None:
@@ -294,9 +300,11 @@ def trainer_error_line(message: str, config: dict[str, object]) -> str | None:
     if key == "accelerator":
         from lightning.pytorch.accelerators import AcceleratorRegistry
 
-        what = what.format(accelerators=", ".join(sorted(AcceleratorRegistry.available_accelerators())))
+        names = sorted(AcceleratorRegistry.available_accelerators())
+        what = what.format(accelerators=", ".join(names))
         if message.startswith("No supported gpu backend found"):
-            what = "an accelerator this machine has: " + what.removeprefix("one of ")
+            here = [n for n in names if AcceleratorRegistry[n]["accelerator"].is_available()]
+            what = f"an accelerator this machine has (here: auto, {', '.join(here)})"
     elif key == "max_time":
         what = what.format()
     elif key == "devices" and re.search(r"CPUAccelerator|cpu accelerator", message):
