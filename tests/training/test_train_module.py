@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -141,7 +142,12 @@ def test_cli_fit_then_test_writes_checkpoints_previews_and_exact_reports(tmp_pat
     before = sorted(p.name for p in run.iterdir())
     capsys.readouterr()
     recwarn.clear()
+    caplog.clear()
     run_lightning_cli(["test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    # no progress bar: one line per evaluated case
+    lines = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
+    assert [re.sub(r" \([0-9.]+ s\)$", "", line) for line in lines] == [
+        "test 1/3: case0000", "test 2/3: case0001", "test 3/3: case0002"], lines
     # the reports land in the evaluated checkpoint's run: no new version_N, its config and logs untouched
     assert sorted(p.name for p in root.iterdir()) == [run.name]
     assert sorted(p.name for p in run.iterdir()) == sorted([*before, "config.test.yaml", "test_cases.csv",

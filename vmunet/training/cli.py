@@ -20,7 +20,8 @@ instantiated data module into the model, so a config states them once. Always ad
   Lightning's own results table is off (``verbose`` false): ``vmunet test`` prints the project's
   one table on stdout (:func:`run_lightning_cli`);
 * with ``trainer.enable_progress_bar: false``, or stderr not a terminal (a log file), one log
-  line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`).
+  line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`),
+  for ``test`` / ``validate`` one per evaluated case (:class:`~vmunet.training.progress.EvalCaseLine`).
 
 A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
@@ -61,7 +62,7 @@ from vmunet.training.noise import (
     silence_lightning_notices,
 )
 from vmunet.training.parse_errors import parse_error_line, trainer_error_line
-from vmunet.training.progress import EpochLine
+from vmunet.training.progress import EpochLine, EvalCaseLine
 from vmunet.training.runs import (
     RunLock,
     discard_unused_run,
@@ -217,9 +218,10 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
-        if self.subcommand == "fit" and (cfg.get("enable_progress_bar") is False or not sys.stderr.isatty()):
-            # no bar, or one drawn into a log file (where Rich shows only its final state): a line per epoch
-            callbacks.append(EpochLine())
+        if cfg.get("enable_progress_bar") is False or not sys.stderr.isatty():
+            # no bar, or one drawn into a log file (where Rich shows only its final state): a line per
+            # epoch (fit) or per evaluated case (test, validate)
+            callbacks.append(EpochLine() if self.subcommand == "fit" else EvalCaseLine())
         kwargs.setdefault("callbacks", callbacks)
         plugins = cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]

@@ -1,4 +1,5 @@
-"""One line per epoch for runs without a progress bar (``make demo``, logs of batch jobs)."""
+"""Progress as log lines for runs without a visible progress bar (``make demo``, logs of batch
+jobs): one line per training epoch (``fit``), one per evaluated case (``test``, ``validate``)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,36 @@ def format_epoch_line(epoch: int, max_epochs: int | None, metrics: dict[str, Any
                 break
     total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
     return f"epoch {epoch + 1}{total}: {', '.join(parts) or 'no metrics logged'} ({seconds:.1f} s)"
+
+
+class EvalCaseLine(Callback):
+    """Logs ``test 3/12: case0003 (29.8 s)`` after each test / validate batch (one volume in
+    volume-wise evaluation), for ``vmunet test|validate`` whose progress bar is off or drawn into
+    a log file: a long evaluation otherwise shows nothing until its table."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def _start(self, *args: Any, **kwargs: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    on_test_batch_start = on_validation_batch_start = _start
+
+    def _end(self, stage: str, trainer: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        totals = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
+        total = totals[dataloader_idx] if dataloader_idx < len(totals) else None
+        cases = batch.get("case") if isinstance(batch, dict) else None
+        what = str(cases[0]) if cases is not None and len(cases) == 1 else f"batch {batch_idx + 1}"
+        of = f"/{int(total)}" if isinstance(total, (int, float)) and math.isfinite(total) else ""
+        log.info("%s %d%s: %s (%.1f s)", stage, batch_idx + 1, of, what, time.perf_counter() - self._t0)
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        self._end("test", trainer, batch, batch_idx, dataloader_idx)
+
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if trainer.state.fn == "validate":  # `vmunet validate`; fit's validations get EpochLine's summary
+            self._end("validate", trainer, batch, batch_idx, dataloader_idx)
