@@ -38,7 +38,10 @@ def test_demo_end_to_end_tiny_and_its_dice_gate(tmp_path, monkeypatch, capsys, c
     printed = capsys.readouterr().out
     assert len(runs) == 2  # fit, then test
     # one progress line per epoch (loss, val Dice); the results table printed once, on stdout
-    epoch_lines = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
+    epoch_lines = [line for line in progress if line.startswith("epoch ")]
+    # and one per test volume (2 cases)
+    assert [line.split(":")[0] for line in progress if line.startswith("test ")] == ["test 1/2", "test 2/2"], progress
     assert len(epoch_lines) == 1 and re.fullmatch(r"epoch 1/1: loss \S+, val loss \S+, val Dice \S+ \(\S+ s\)|"
                                                   r"epoch 1/1: loss \S+, val Dice \S+ \(\S+ s\)", epoch_lines[0])
     assert printed.count("test: 2 cases, mean over cases, then classes") == 1
