@@ -27,7 +27,7 @@ TORCH_WHEEL=${TORCH_WHEEL:-.gpu/wheels/torch-2.11.0-cp312-cp312-manylinux_2_28_x
 # the device image's versions (its `pip list` as sessions saw it), and the newest releases where
 # the image's version is unknown (numba/llvmlite, scipy, einops, ...: pip picks those that fit)
 PINS=(numpy==2.5.2 triton==3.6.0 lightning==2.6.6 pytorch-lightning==2.6.6 torchmetrics==1.9.0
-      torchvision==0.26.0 onnx==1.23.1 onnxruntime==1.30.0 safetensors==0.8.0)
+      torchvision==0.26.0 onnx==1.23.1 onnxruntime==1.30.0 safetensors==0.8.0 huggingface_hub==1.33.0)
 UNPINNED=(einops scipy h5py numba llvmlite matplotlib pyyaml tqdm rich pillow tensorboard packaging
           psutil pytest pytest-timeout pytest-xdist hypothesis scikit-image scikit-learn pandas
           tifffile imageio opencv-python-headless)

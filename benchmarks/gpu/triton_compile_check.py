@@ -134,12 +134,14 @@ class Compiler:
         torch.autograd.backward([out, state] if last else [out],
                                 [torch.ones_like(out), torch.ones_like(state)] if last else [torch.ones_like(out)])
         if inference:
+            self.case = f"{case}, inference"
             with torch.no_grad():
                 scan_triton._TritonScan.apply(*args, False)
 
     def cross(self, case: str, C: int, hw: int, dtype: torch.dtype) -> None:
-        self.case = case
+        self.case = f"{case}, scan"
         y = cross_scan_triton.scan4_triton(torch.zeros(1, C, hw, hw, dtype=dtype))
+        self.case = f"{case}, merge"
         cross_scan_triton.merge4_triton(y, hw, hw)
 
 
@@ -155,7 +157,7 @@ def run(arch: int, quick: bool) -> list[dict]:
             c.scan("no options float32 L=49", 64, 49, torch.float32, D=False, bias=False, softplus=False)
         for dt in ([torch.float32] if quick else [torch.float32, torch.bfloat16]):
             for ch, hw in stages:
-                c.cross(f"cross-scan C={2 * ch} H=W={hw} {str(dt)[6:]}", 2 * ch, hw, dt)
+                c.cross(f"cross C={2 * ch} H=W={hw} {str(dt)[6:]}", 2 * ch, hw, dt)
         return c.rows
 
 
