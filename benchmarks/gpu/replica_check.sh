@@ -6,8 +6,8 @@
 # .gpu/wheels, else PyPI) with its nvidia-* CUDA libraries (they must be there for torch to
 # import), and the image's versions of what the GPU path imports (pip list in the device docs);
 # NOT nibabel, SimpleITK, jsonargparse, pydicom, monai (absent there: monai comes from the carried
-# wheel, as on the device). First run: ~3 GB of wheels (torch 0.5 GB), 5.7 GB in .venv312; the README's GPU
-# section has the times measured.
+# wheel, as on the device). A first run downloads ~3 GB of wheels (torch 0.5 GB) into 5.7 GB of
+# .venv312; the README's GPU section has the times measured.
 # Checks, in order; any failure exits non-zero with a one-line reason:
 #   1. device_check.sh itself with GPU_CHECK_ARGS=--smoke: the carried wheels installed with
 #      --target, gpu_check.py with the device's flags (--so, --sdist, --original, --budget-s) on the
