@@ -11,7 +11,7 @@ DEMO_DIR ?= runs/demo
 TORCH_INDEX ?=
 TORCH_INDEX_OPT := $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX),)
 
-.PHONY: setup test test-slow test-real fetch-examples demo bench lint clean gpu-so gpu-carry
+.PHONY: setup test test-slow test-real fetch-examples demo bench lint clean gpu-so gpu-carry third-party
 
 setup: $(STAMP)
 
@@ -55,6 +55,40 @@ gpu-so: setup
 
 gpu-carry: setup
 	PY=$(PY) bash benchmarks/gpu/make_carry.sh
+
+# The original code tests/parity runs when it is there (ignored by git, never committed): VM-UNet,
+# VM-UNet-V2, Mamba-UNet, RS-Mamba and VMamba at the commits its frozen outputs come from, and
+# mamba-ssm's source for selective_scan_ref. Needs
+# network access to GitHub and PyPI; without it the parity tests check the frozen outputs only.
+VMUNET_COMMIT := 43c495bfd0cb2bd58fd0147687c60c9c624c4840
+V2_COMMIT     := b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb
+MAMBA_UNET_COMMIT := dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a
+RS_MAMBA_COMMIT := aa6494e7752efc9fafd507b24f3d9c8d7098e491
+VMAMBA_COMMIT := 2ed52ead062a51a64521ed3871d52914bf532876
+MAMBA_SDIST   := .gpu/wheels/mamba_ssm-2.3.2.post1.tar.gz
+third-party: setup
+	@if [ ! -f third_party/VM-UNet/utils.py ]; then \
+	  if [ -e third_party/VM-UNet ]; then echo "third_party/VM-UNet is incomplete (no utils.py): remove it and rerun" >&2; exit 1; fi; \
+	  git clone -q https://github.com/JCruan519/VM-UNet third_party/VM-UNet && \
+	  git -C third_party/VM-UNet checkout -q $(VMUNET_COMMIT) && echo $(VMUNET_COMMIT) > third_party/VM-UNet/COMMIT; fi
+	@if [ ! -f third_party/VM-UNetV2/models/vmunet/vmunet_v2.py ]; then \
+	  git clone -q https://github.com/nobodyplayer1/VM-UNetV2 third_party/VM-UNetV2 && \
+	  git -C third_party/VM-UNetV2 checkout -q $(V2_COMMIT) && echo $(V2_COMMIT) > third_party/VM-UNetV2/COMMIT; fi
+	@if [ ! -f third_party/Mamba-UNet/code/networks/mamba_sys.py ]; then \
+	  git clone -q https://github.com/ziyangwang007/Mamba-UNet third_party/Mamba-UNet && \
+	  git -C third_party/Mamba-UNet checkout -q $(MAMBA_UNET_COMMIT) && echo $(MAMBA_UNET_COMMIT) > third_party/Mamba-UNet/COMMIT; fi
+	@if [ ! -f third_party/RS-Mamba/semantic_segmentation_mamba/rs_mamba_ss.py ]; then \
+	  git clone -q https://github.com/walking-shadow/Official_Remote_Sensing_Mamba third_party/RS-Mamba && \
+	  git -C third_party/RS-Mamba checkout -q $(RS_MAMBA_COMMIT) && echo $(RS_MAMBA_COMMIT) > third_party/RS-Mamba/COMMIT; fi
+	@if [ ! -f third_party/VMamba/vmamba.py ]; then \
+	  git clone -q https://github.com/MzeroMiko/VMamba third_party/VMamba && \
+	  git -C third_party/VMamba checkout -q $(VMAMBA_COMMIT) && echo $(VMAMBA_COMMIT) > third_party/VMamba/COMMIT; fi
+	@if [ ! -f third_party/mamba-ssm/mamba_ssm/ops/selective_scan_interface.py ]; then \
+	  mkdir -p third_party/mamba-ssm .gpu/wheels && \
+	  { [ -f $(MAMBA_SDIST) ] || MAMBA_SKIP_CUDA_BUILD=TRUE $(PIP) download -q --no-deps --no-binary :all: \
+	      --no-build-isolation mamba-ssm==2.3.2.post1 -d .gpu/wheels; } && \
+	  tar -xzf $(MAMBA_SDIST) -C third_party/mamba-ssm --strip-components=1; fi
+	@echo "third_party/: VM-UNet at $$(cat third_party/VM-UNet/COMMIT), VM-UNetV2 at $$(cat third_party/VM-UNetV2/COMMIT), Mamba-UNet at $$(cat third_party/Mamba-UNet/COMMIT), RS-Mamba at $$(cat third_party/RS-Mamba/COMMIT), VMamba at $$(cat third_party/VMamba/COMMIT), mamba-ssm $$(ls third_party/mamba-ssm/PKG-INFO >/dev/null && sed -n 's/^Version: //p' third_party/mamba-ssm/PKG-INFO)"
 
 lint: setup
 	$(VENV)/bin/ruff check vmunet tests benchmarks

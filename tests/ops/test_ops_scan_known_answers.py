@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 
-from vmunet.ops import BACKENDS, cuda_available, selective_scan
+from vmunet.ops import BACKENDS, cuda_available, scan_cuda, selective_scan
 
 LN2 = math.log(2.0)
 
@@ -126,7 +126,11 @@ PARAMS = [pytest.param(b, dt, id=f"{b}-{str(dt).removeprefix('torch.')}")
 def _run_or_skip(backend):
     device = backend_device(backend)
     if device is None:
-        pytest.skip(f"backend {backend!r} cannot run in this session (no GPU / not installed)")
+        why = "no GPU / not installed"
+        if backend == "cuda" and torch.cuda.is_available():
+            # on a GPU a skip here means the kernel did not load: say why (the device check's log)
+            why = f"selective_scan_cuda does not load: {scan_cuda.load_error() or 'not found'}"
+        pytest.skip(f"backend {backend!r} cannot run in this session ({why})")
     return device
 
 

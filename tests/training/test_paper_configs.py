@@ -18,7 +18,8 @@ PAPER = Path(__file__).resolve().parents[2] / "experiments" / "paper"
 
 COMMON = {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 1e-2, "scheduler": "cosine", "eta_min": 1e-5,
           "lambda_ce": 1.0, "lambda_dice": 1.0, "weights": "pretrained/vmamba_small_e238_ema.pth",
-          "model_name": "vmunet", "hd95": "pooled", "metric_conventions": ["paper", "strict"]}
+          "model_name": "vmunet", "hd95": "pooled", "metric_conventions": ["paper", "strict"],
+          "weights_entry": "model"}
 LOSS = {
     "synapse": {"dice_squared_pred": True, "dice_smooth_nr": 1e-5, "dice_smooth_dr": 1e-5, "batch_dice": True,
                 "dice_include_background": True, "t_max": 100},

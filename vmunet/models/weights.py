@@ -122,8 +122,10 @@ def _vmamba_targets(key: str, model_keys: set[str], n_stages: int,
         name, why = rename(key)
         if name is None:
             return [], why
-    elif key.startswith(("head.", "norm.", "classifier.")):
+    elif key.startswith(("head.", "classifier.")) or (key.startswith("norm.") and key not in model_keys):
         return [], "ImageNet classifier part (norm/head), unused by VM-UNet"
+    # a model with an encoder-end LayerNorm `norm` (Mamba-UNet) gets VMamba's final norm, as the
+    # original MambaUnet.load_from does (it loads every name-and-shape match)
     else:
         name = key
     targets = [name] if name in model_keys else []

@@ -1,0 +1,285 @@
+"""Running the original third-party code inside the tests.
+
+Where it lives (ignored by git, never committed; ``make third-party`` puts it there; the
+environment variable ``VMUNET_THIRD_PARTY`` names another folder):
+
+* ``third_party/VM-UNet``: JCruan519/VM-UNet at commit :data:`VMUNET_COMMIT` (``COMMIT`` holds it).
+* ``third_party/VM-UNetV2``: nobodyplayer1/VM-UNetV2 at commit :data:`VMUNET_V2_COMMIT`.
+* ``third_party/Mamba-UNet``: ziyangwang007/Mamba-UNet at commit :data:`MAMBA_UNET_COMMIT`.
+* ``third_party/RS-Mamba``: walking-shadow/Official_Remote_Sensing_Mamba at :data:`RS_MAMBA_COMMIT`.
+* ``third_party/VMamba``: MzeroMiko/VMamba at :data:`VMAMBA_COMMIT` (its one-file ``vmamba.py``).
+* ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
+  ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
+
+Without them the tests that execute this code skip with the reason; every such test also checks a
+small output frozen from the original code (literals in the test, with the commit), so a fresh
+clone still checks the numbers.
+
+Only what a comparison needs is executed: top-level functions and classes are taken out of the
+original files with :mod:`ast` and run in a namespace holding the modules they use, so
+``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed. The
+model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
+identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
+``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import os
+import sys
+import types
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+THIRD_PARTY = Path(os.environ.get("VMUNET_THIRD_PARTY", REPO / "third_party"))
+VMUNET_DIR = THIRD_PARTY / "VM-UNet"
+VMUNET_V2_DIR = THIRD_PARTY / "VM-UNetV2"
+MAMBA_UNET_DIR = THIRD_PARTY / "Mamba-UNet"
+RS_MAMBA_DIR = THIRD_PARTY / "RS-Mamba"
+VMAMBA_DIR = THIRD_PARTY / "VMamba"
+MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
+VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
+VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
+MAMBA_UNET_COMMIT = "dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a"  # ziyangwang007/Mamba-UNet ("13sep")
+RS_MAMBA_COMMIT = "aa6494e7752efc9fafd507b24f3d9c8d7098e491"  # walking-shadow/Official_Remote_Sensing_Mamba
+VMAMBA_COMMIT = "2ed52ead062a51a64521ed3871d52914bf532876"  # MzeroMiko/VMamba ("Update vmamba.py", 2025-03-07)
+MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
+
+
+def _pinned(folder: Path, marker: str, url: str, commit: str) -> Path:
+    """``folder`` holding ``marker`` at ``commit`` (its COMMIT file), or skip saying how to get it."""
+    if not (folder / marker).is_file():
+        where = f"{folder} has no {marker}" if folder.is_dir() else f"original code not in {folder}"
+        pytest.skip(f"{where} (`make third-party`, or clone {url} at {commit[:7]} there); "
+                    "the frozen outputs are still checked")
+    commit_file = folder / "COMMIT"
+    found = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
+    if found != commit:
+        pytest.skip(f"{folder} is at commit {found} (COMMIT file), the tests pin {commit[:7]}")
+    return folder
+
+
+def vmunet_dir(marker: str = "utils.py") -> Path:
+    """``third_party/VM-UNet`` holding ``marker`` (default: the whole repository, utils.py,
+    engine*.py, configs; the model tests need only ``models/vmunet``)."""
+    return _pinned(VMUNET_DIR, marker, "github.com/JCruan519/VM-UNet", VMUNET_COMMIT)
+
+
+def vmunet_v2_dir() -> Path:
+    return _pinned(VMUNET_V2_DIR, "models/vmunet/vmunet_v2.py", "github.com/nobodyplayer1/VM-UNetV2",
+                   VMUNET_V2_COMMIT)
+
+
+def mamba_unet_dir() -> Path:
+    return _pinned(MAMBA_UNET_DIR, "code/networks/mamba_sys.py", "github.com/ziyangwang007/Mamba-UNet",
+                   MAMBA_UNET_COMMIT)
+
+
+def rs_mamba_file() -> Path:
+    """RS-Mamba's ``semantic_segmentation_mamba/rs_mamba_ss.py`` (its 8-direction cross-scan)."""
+    marker = "semantic_segmentation_mamba/rs_mamba_ss.py"
+    return _pinned(RS_MAMBA_DIR, marker, "github.com/walking-shadow/Official_Remote_Sensing_Mamba",
+                   RS_MAMBA_COMMIT) / marker
+
+
+def vmamba_renamer():
+    """VMamba's ``VSSM._load_from_state_dict`` (one-file ``vmamba.py``), which renames v0 checkpoint
+    keys to its later module names, as a function ``state_dict -> renamed state_dict``. The method
+    is executed in a bare ``nn.Module`` subclass, so its ``super()`` call has nothing to load."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    path = _pinned(VMAMBA_DIR, "vmamba.py", "github.com/MzeroMiko/VMamba", VMAMBA_COMMIT) / "vmamba.py"
+    text = path.read_text()
+    vssm = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "VSSM")
+    method = next(n for n in vssm.body if isinstance(n, ast.FunctionDef) and n.name == "_load_from_state_dict")
+    stub = ast.ClassDef(name="VSSMRenamer", bases=[ast.Name("Module", ast.Load())], keywords=[], body=[method],
+                        decorator_list=[], type_params=[])
+    ns: dict[str, Any] = {"Module": nn.Module, "F": F, "torch": __import__("torch")}
+    exec(compile(ast.fix_missing_locations(ast.Module(body=[stub], type_ignores=[])), str(path), "exec"), ns)  # noqa: S102
+
+    def rename(state_dict: dict) -> dict:
+        out = dict(state_dict)
+        ns["VSSMRenamer"]()._load_from_state_dict(out, "", {}, True, [], [], [])
+        return out
+
+    return rename
+
+
+def mamba_scan_file() -> Path:
+    path = MAMBA_DIR / MAMBA_SCAN_FILE
+    if not path.is_file():
+        pytest.skip(f"mamba-ssm source not in {MAMBA_DIR} (`make third-party`: the 2.3.2.post1 sdist "
+                    "unpacked there); the frozen outputs are still checked")
+    return path
+
+
+def load_definitions(path: Path, names: list[str], namespace: dict[str, Any]) -> dict[str, Any]:
+    """Execute the top-level ``def``/``class`` statements ``names`` of ``path`` (nothing else of
+    the file) in ``namespace`` and return it. Tracebacks point into the original file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = {node.name: node for node in tree.body
+             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise AssertionError(f"{path}: no top-level definition of {missing}")
+    module = ast.Module(body=[found[n] for n in names], type_ignores=[])
+    exec(compile(module, str(path), "exec"), namespace)  # noqa: S102 - the pinned original code
+    return namespace
+
+
+def definition_source(path: Path, name: str) -> str:
+    """The source text of the top-level definition ``name`` of ``path``."""
+    text = path.read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            return ast.get_source_segment(text, node)
+    raise AssertionError(f"{path}: no top-level definition of {name}")
+
+
+def mamba_selective_scan_ref():
+    """mamba-ssm's ``selective_scan_ref`` (executed from its source)."""
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange, repeat
+
+    ns = load_definitions(mamba_scan_file(), ["selective_scan_ref"],
+                          {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat})
+    return ns["selective_scan_ref"]
+
+
+def _timm_stand_in() -> dict[str, types.ModuleType]:
+    """``timm.models.layers`` as VM-UNet uses it (timm 0.4.12): DropPath, to_2tuple, trunc_normal_."""
+    import torch
+    from torch import nn
+
+    class DropPath(nn.Module):
+        """timm's stochastic depth: identity in eval mode (the only mode these tests run)."""
+
+        def __init__(self, drop_prob=None):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            if not self.drop_prob or not self.training:
+                return x
+            keep = 1 - self.drop_prob
+            mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype)).floor_()
+            return x.div(keep) * mask
+
+    def to_2tuple(x):
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+    def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+        return nn.init.trunc_normal_(tensor, mean, std, a, b)
+
+    layers = types.ModuleType("timm.models.layers")
+    layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = DropPath, to_2tuple, trunc_normal_
+    models = types.ModuleType("timm.models")
+    models.layers = layers
+    timm = types.ModuleType("timm")
+    timm.models = models
+    return {"timm": timm, "timm.models": models, "timm.models.layers": layers}
+
+
+def _import_package(root: Path, name: str, modules: list[str],
+                    extra: dict[str, types.ModuleType] | None = None) -> types.ModuleType:
+    """Import ``root``'s ``modules`` (files of one folder that import each other relatively) as the
+    package ``name``, once; ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``; ``extra``:
+    more stand-in modules for the import."""
+    if name in sys.modules:
+        return sys.modules[name]
+    scan_ref = mamba_selective_scan_ref()
+    interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    interface.selective_scan_fn = interface.selective_scan_ref = scan_ref
+    stand_ins = {**_timm_stand_in(), "mamba_ssm": types.ModuleType("mamba_ssm"),
+                 "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
+                 "mamba_ssm.ops.selective_scan_interface": interface, **(extra or {})}
+    saved = {key: sys.modules.get(key) for key in stand_ins}
+    sys.modules.update(stand_ins)
+    try:
+        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+        package = importlib.util.module_from_spec(spec)  # the folder's __init__.py is not run (VM-UNet has none)
+        sys.modules[name] = package
+        for sub in modules:
+            sub_spec = importlib.util.spec_from_file_location(f"{name}.{sub}", root / f"{sub}.py")
+            module = importlib.util.module_from_spec(sub_spec)
+            sys.modules[sub_spec.name] = module
+            sub_spec.loader.exec_module(module)
+            setattr(package, sub, module)
+    except BaseException:
+        for key in [name, *(f"{name}.{sub}" for sub in modules)]:
+            sys.modules.pop(key, None)
+        raise
+    finally:
+        for key, module in saved.items():
+            if module is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = module
+    return package
+
+
+def original_vmunet_package() -> types.ModuleType:
+    """The original VM-UNet ``models/vmunet`` package: ``vmamba.VSSM``, ``vmunet.VMUNet``."""
+    root = vmunet_dir("models/vmunet/vmamba.py") / "models" / "vmunet"
+    return _import_package(root, "vmunet_original_models", ["vmamba", "vmunet"])
+
+
+def original_vmunet_v2_package() -> types.ModuleType:
+    """The original VM-UNet-V2 ``models/vmunet`` package: ``vmamba.VSSM`` (encoder features),
+    ``vmunet_v2.VMUNetV2``."""
+    return _import_package(vmunet_v2_dir() / "models" / "vmunet", "vmunet_v2_original_models",
+                           ["vmamba", "vmunet_v2"])
+
+
+def original_mamba_unet_package() -> types.ModuleType:
+    """Mamba-UNet's ``code/networks`` (``mamba_sys.VSSM``, ``vision_mamba.MambaUnet``). ``fvcore``,
+    imported for FLOP counting only, is a stand-in without functions."""
+    fvcore_nn = types.ModuleType("fvcore.nn")
+    for fn in ("FlopCountAnalysis", "flop_count_str", "flop_count", "parameter_count"):
+        setattr(fvcore_nn, fn, None)
+    fvcore = types.ModuleType("fvcore")
+    fvcore.nn = fvcore_nn
+    return _import_package(mamba_unet_dir() / "code" / "networks", "mamba_unet_original_networks",
+                           ["mamba_sys", "vision_mamba"], {"fvcore": fvcore, "fvcore.nn": fvcore_nn})
+
+
+def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Weights from a closed formula (no random generator, so frozen outputs do not depend on a
+    library's random stream, nor on which other keys are present): tensor ``key`` is
+    ``s * sin(0.37 n + p)`` over its flat index ``n``, ``p = crc32(key) / 2**32 * 2 pi``,
+    ``s`` = 2/sqrt(fan-in) for matrices and kernels (large enough that a wrong scan order moves
+    the tiny model's logits by 1e-1, float32 noise being 1e-5), 0.1 for vectors; norm weights, ``Ds`` and
+    BatchNorm running variances get 1 added; ``num_batches_tracked`` is 0."""
+    import torch
+
+    out = {}
+    for key, shape in shapes.items():
+        shape = tuple(shape)
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        n = math.prod(shape)
+        phase = zlib.crc32(key.encode()) / 2**32 * 2 * math.pi
+        flat = torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + phase)
+        scale = 2.0 / math.sqrt(n // shape[0]) if len(shape) >= 2 else 0.1
+        t = (flat * scale).reshape(shape)
+        if key.endswith(("norm.weight", "ln_1.weight", ".Ds", "bn.weight", "running_var")):
+            t = t + 1.0
+        out[key] = t.float()
+    return out
+
+
+def deterministic_input(shape: tuple[int, ...]):
+    """An input from a closed formula: ``cos(0.11 n)`` over the flat index ``n``."""
+    import torch
+
+    return torch.cos(torch.arange(math.prod(shape), dtype=torch.float64) * 0.11).reshape(shape).float()
