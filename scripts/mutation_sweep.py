@@ -314,7 +314,7 @@ MUTANTS: list[Mutant] = [
     M("ops", REF, "dBu = (dt_t * u_t)[:, :, None] * B_t", "dBu = u_t[:, :, None] * B_t", "drop term"),
     M("ops", REF, "h = dA * h + dBu", "h = h + dBu", "drop term"),
     M("ops", REF, "ys.append((h * C_t).sum(-1))", "ys.append((h * C_t).mean(-1))", "sum -> mean",
-      "N = 1 in the hand-worked answers, but the original-SS2D check (N = 16) kills it"),
+      "killed by test_known_answer_two_states_sum_over_n (N = 2, hand-worked) and the original-SS2D check"),
     M("ops", COMMON, "return X.repeat_interleave(dim // G, dim=1) if G > 1 else X",
       "return X.repeat(1, dim // G, 1) if G > 1 else X", "interleave -> tile"),
     M("ops", COMMON, "y = y + u.to(y.dtype) * D.to(y.dtype)[:, None]",
