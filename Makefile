@@ -94,7 +94,7 @@ third-party: setup
 	@echo "third_party/: VM-UNet at $$(cat third_party/VM-UNet/COMMIT), VM-UNetV2 at $$(cat third_party/VM-UNetV2/COMMIT), Mamba-UNet at $$(cat third_party/Mamba-UNet/COMMIT), RS-Mamba at $$(cat third_party/RS-Mamba/COMMIT), VMamba at $$(cat third_party/VMamba/COMMIT), mamba-ssm $$(ls third_party/mamba-ssm/PKG-INFO >/dev/null && sed -n 's/^Version: //p' third_party/mamba-ssm/PKG-INFO)"
 
 lint: setup
-	$(VENV)/bin/ruff check vmunet tests benchmarks
+	$(VENV)/bin/ruff check vmunet tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,6 +8,9 @@ set -u
 CARRY=${CARRY:-.gpu-carry}
 OUT=${OUT:-/tmp/gpu_check_out}
 BUDGET_S=${BUDGET_S:-360}   # + 60 s grace + 100 s tests + install < the call's 570 s
+# extra gpu_check.py flags: empty on the device; benchmarks/gpu/replica_check.sh passes --smoke to
+# dry-run this very script on a CPU replica of the device's Python
+GPU_CHECK_ARGS=${GPU_CHECK_ARGS:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 {
@@ -25,7 +28,7 @@ ORIG=()
 [ -d "$CARRY/VM-UNet" ] && ORIG=(--original "$CARRY/VM-UNet")
 SDIST=$(ls "$CARRY"/mamba_ssm-*.tar.gz 2>/dev/null | head -1)
 timeout $((BUDGET_S + 60)) python3 benchmarks/gpu_check.py --out "$OUT" --so "$CARRY/prebuilt" \
-  ${SDIST:+--sdist "$SDIST"} --budget-s "$BUDGET_S" "${ORIG[@]}" 2>&1 | tee "$OUT/gpu_check.log"
+  ${SDIST:+--sdist "$SDIST"} --budget-s "$BUDGET_S" "${ORIG[@]}" $GPU_CHECK_ARGS 2>&1 | tee "$OUT/gpu_check.log"
 rc=${PIPESTATUS[0]}
 # the kernel that gpu_check loaded (or built), for the CUDA tests
 EXT_DIR=$(python3 -c "import json; print(json.load(open('$OUT/gpu_check.json'))['sections']['extension'].get('file') or '')" 2>/dev/null)

@@ -31,6 +31,24 @@ def test_zscore_case_hand_computed():
     np.testing.assert_array_equal(apply_intensity(np.full((2, 2, 2), 7.0), {"mode": "zscore_case"}), 0.0)
 
 
+def test_zscore_and_minmax_modes_hand_computed():
+    # zscore with the record's (data-set) statistics; per channel along channel_axis
+    x = np.array([[10.0, 20.0], [30.0, 50.0]])
+    out = apply_intensity(x, {"mode": "zscore", "mean": 20.0, "std": 5.0})
+    np.testing.assert_allclose(out, [[-2.0, 0.0], [2.0, 6.0]], rtol=1e-6)
+    rgb = np.array([[[1.0, 10.0, 100.0]]])  # (H=1, W=1, C=3)
+    out = apply_intensity(rgb, {"mode": "zscore", "mean": [0.0, 4.0, 50.0], "std": [1.0, 2.0, 25.0]}, channel_axis=-1)
+    np.testing.assert_allclose(out, [[[1.0, 3.0, 2.0]]], rtol=1e-6)
+    # minmax: the array's own min and max land on `range` (VM-UNet's ISIC myNormalize: 0..255)
+    x = np.array([2.0, 4.0, 7.0, 12.0])
+    np.testing.assert_allclose(apply_intensity(x, {"mode": "minmax", "range": [-1.0, 1.0]}), [-1.0, -0.6, 0.0, 1.0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(apply_intensity(x, {"mode": "minmax", "range": [0.0, 255.0]}),
+                               [0.0, 51.0, 127.5, 255.0], rtol=1e-6)
+    # a constant image maps to the low end of the range
+    np.testing.assert_array_equal(apply_intensity(np.full(3, 9.0), {"mode": "minmax", "range": [-1.0, 1.0]}), -1.0)
+
+
 def _hollow_block() -> np.ndarray:
     """5^3 zeros; the inner 3^3 block is 3 except its centre, 0 (a hole the mask fills)."""
     x = np.zeros((5, 5, 5))

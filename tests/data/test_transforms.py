@@ -186,3 +186,23 @@ def test_isic_paper_pipeline_resizes_the_mask_bilinearly_after_augmentation():
                                           align_corners=False)[0].numpy()
     np.testing.assert_allclose(out, ref, atol=1e-6)
     assert ((out > 0) & (out < 1)).any()  # soft edges, as the original's TF.resize of the mask
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_isic_flips_cover_both_axes(paper):
+    # the VM-UNet ISIC recipe flips horizontally and vertically (p 0.5 each): over 60 draws all
+    # four outcomes occur, and nothing else (rotation off, sizes unchanged)
+    mask = np.zeros((1, 6, 8), np.float32)
+    mask[0, 0, :3] = 1.0  # top-left corner, asymmetric in both axes
+    mask[0, 1, 0] = 1.0
+    img = np.repeat(mask * 100.0 + 1.0, 3, axis=0)
+    tr = Compose(isic_transforms((6, 8), [0.0] * 3, [1.0] * 3, augment=True, rotation=False, paper=paper))
+    tr.set_random_state(seed=1)
+    outcomes = {"none": mask[0], "left-right": mask[0, :, ::-1], "up-down": mask[0, ::-1, :], "both": mask[0, ::-1, ::-1]}
+    seen = set()
+    for _ in range(60):
+        label = np.asarray(tr({"image": img.copy(), "label": mask.copy()})["label"])[0]
+        name = [k for k, v in outcomes.items() if np.array_equal(label >= 0.5, v >= 0.5)]
+        assert len(name) == 1, label
+        seen.add(name[0])
+    assert seen == set(outcomes)

@@ -25,6 +25,7 @@ from vmunet.evaluation.metrics import (
     hausdorff95,
     pair_metrics,
     summarize_cases,
+    surface_distances,
 )
 
 
@@ -279,3 +280,106 @@ def test_binary_confusion_matches_numpy_counts():
     assert merged.pooled() == pooled and merged.per_image() == strict
     with pytest.raises(ValueError, match="image ids"):
         conf.update(prob[:2], gt[:2], ["only-one"])
+
+
+# ------------------------------------------------------------------------------ gaps found by scripts/mutation_sweep.py
+def nested_touching_border() -> tuple[np.ndarray, np.ndarray]:
+    """A small blob deep inside a large one that touches index 0 of both axes: the small blob's
+    surface is far from the large one's real surface, which lies outside the small blob's box."""
+    big = np.zeros((30, 34), bool)
+    big[0:26, 0:30] = True
+    small = np.zeros_like(big)
+    small[11:14, 15:19] = True
+    return small, big
+
+
+@pytest.mark.parametrize("spacing", [None, (0.8, 1.7)])
+def test_surface_distances_equal_bruteforce_for_nested_masks_at_the_array_border(spacing):
+    # every directed distance, in the order of np.argwhere: a crop that cuts either mask, or moves
+    # the array border, turns cut voxels into surface and changes these
+    small, big = nested_touching_border()
+    for a, b in ((small, big), (big, small)):
+        np.testing.assert_allclose(surface_distances(a, b, spacing), bf_directed(a, b, spacing), rtol=1e-12)
+    assert surface_distances(small, big).min() == 11.0  # rows 11..13 to the surface rows 0 and 25: 11, 12
+
+
+def test_case_rows_give_hd95_in_voxels_and_in_mm_each_with_its_own_spacing():
+    a, b = ellipsoids_3d()  # differ along every axis, so the anisotropic spacing changes HD95
+    spacing = (2.5, 0.7, 0.9)
+    row = case_metrics(a.astype(np.int64), b.astype(np.int64), ["background", "organ"], spacing=spacing)[0]
+    assert row["hd95"] == pytest.approx(medpy_metric.binary.hd95(a, b), rel=1e-12)
+    assert row["hd95_mm"] == pytest.approx(medpy_metric.binary.hd95(a, b, voxelspacing=spacing), rel=1e-12)
+    assert abs(row["hd95"] - row["hd95_mm"]) > 0.1
+
+
+def test_zero_or_negative_spacing_is_refused():
+    gt = np.zeros((8, 8), bool)
+    gt[2:5, 2:5] = True
+    for bad in ((0.0, 1.0), (1.0, -0.5)):
+        with pytest.raises(ValueError, match="one positive voxel size per array axis"):
+            hausdorff95(gt, gt, spacing=bad)
+        with pytest.raises(ValueError, match="one positive voxel size per array axis"):
+            pair_metrics(gt, gt, spacing=bad)
+
+
+def original_isic_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """VM-UNet ``engine.py`` ``test_one_epoch``: its thresholds and formulas written out, with the
+    confusion counted by hand instead of ``sklearn.metrics.confusion_matrix``."""
+    y_pre = np.where(prob.reshape(-1) >= threshold, 1, 0)
+    y_true = np.where(gt.reshape(-1) >= 0.5, 1, 0)
+    TN = int(np.sum((y_true == 0) & (y_pre == 0)))
+    FP = int(np.sum((y_true == 0) & (y_pre == 1)))
+    FN = int(np.sum((y_true == 1) & (y_pre == 0)))
+    TP = int(np.sum((y_true == 1) & (y_pre == 1)))
+    total = TN + FP + FN + TP
+    return {
+        "accuracy": float(TN + TP) / float(total) if float(total) != 0 else 0,
+        "sensitivity": float(TP) / float(TP + FN) if float(TP + FN) != 0 else 0,
+        "specificity": float(TN) / float(TN + FP) if float(TN + FP) != 0 else 0,
+        "dice": float(2 * TP) / float(2 * TP + FP + FN) if float(2 * TP + FP + FN) != 0 else 0,
+        "iou": float(TP) / float(TP + FP + FN) if float(TP + FP + FN) != 0 else 0,
+    }
+
+
+def test_soft_isic_mask_at_exactly_half_is_foreground():
+    # the paper ISIC pipeline resizes masks bilinearly: soft values, 0.5 among them
+    gt = np.array([0.0, 0.25, 0.5, 0.5, 0.75, 1.0, 0.5, 0.0], np.float32).reshape(2, 1, 2, 2)
+    prob = np.array([0.9, 0.1, 0.2, 0.6, 0.4, 0.5, 0.5, 0.3], np.float32).reshape(2, 1, 2, 2)
+    conf = BinaryConfusion()
+    conf.update(prob, gt, ["a", "b"])
+    assert (conf.tp, conf.fp, conf.fn, conf.tn) == (3, 1, 2, 2)  # counted by hand
+    assert conf.pooled() == pytest.approx(original_isic_metrics(prob, gt))
+
+
+def test_pooled_metrics_are_zero_where_the_original_divides_by_zero():
+    conf = BinaryConfusion()  # a test set without lesions, nothing predicted: TP = FP = FN = 0
+    conf.update(np.full((2, 1, 3, 3), 0.2, np.float32), np.zeros((2, 1, 3, 3), np.float32), ["a", "b"])
+    expected = original_isic_metrics(np.full(18, 0.2), np.zeros(18))
+    assert expected == {"accuracy": 1.0, "sensitivity": 0, "specificity": 1.0, "dice": 0, "iou": 0}
+    assert conf.pooled() == expected
+    assert BinaryConfusion().pooled() == {k: 0.0 for k in expected}  # no pixels at all
+
+
+def test_per_image_dice_and_iou_are_the_plain_per_image_ratios():
+    rng = np.random.default_rng(5)
+    prob = rng.random((6, 1, 10, 10)).astype(np.float32)
+    gt = (rng.random((6, 1, 10, 10)) > 0.55).astype(np.float32)
+    gt[3] = gt[5] = 0  # empty truth, something predicted (two of them: the paper rule is not symmetric)
+    gt[4], prob[4] = 0, 0.1  # empty truth, nothing predicted
+    conf = BinaryConfusion()
+    conf.update(prob, gt, [f"i{i}" for i in range(6)])
+    strict, paper = {"dice": [], "iou": []}, {"dice": [], "iou": []}
+    for i in range(6):
+        p, g = (prob[i] >= 0.5).ravel(), (gt[i] >= 0.5).ravel()
+        inter, union, total = int(np.sum(p & g)), int(np.sum(p | g)), int(p.sum() + g.sum())
+        if g.any():
+            for out in (strict, paper):
+                out["dice"].append(2 * inter / total)
+                out["iou"].append(inter / union)
+        else:  # calculate_metric_percase: a false positive scores 1, both empty 0
+            paper["dice"].append(1.0 if p.any() else 0.0)
+            paper["iou"].append(1.0 if p.any() else 0.0)
+    for convention, expected in (("strict", strict), ("paper", paper)):
+        got = conf.per_image(convention)
+        for key in ("dice", "iou"):
+            assert got[key] == pytest.approx(np.mean(expected[key]), abs=1e-12), (convention, key)

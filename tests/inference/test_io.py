@@ -277,3 +277,34 @@ def test_input_hash_covers_every_file_of_a_case_in_blocks(tmp_path):
 
     assert io.input_sha256(mhd) == expected(mhd, raw)
     assert io.input_sha256([mhd, other]) == expected(mhd, raw, other)
+
+
+def test_label_dtype_boundary_and_label_256_survives_the_write(tmp_path):
+    # uint8 holds the 256 values 0..255; a label map whose largest value is 256 needs uint16
+    assert io.label_dtype(256) == np.uint8 and io.label_dtype(257) == np.uint16
+    src = write_nifti(tmp_path / "in.nii.gz", np.zeros((4, 3, 2), np.float32), GEOMETRIES["lps_axis_aligned"])
+    scan = io.read_scan(src)
+    for top, dtype in ((255, np.uint8), (256, np.uint16)):
+        labels = np.zeros(scan.array.shape, np.int64)
+        labels[0, 0, 0], labels[1, 0, 0], labels[-1, -1, -1] = 1, top - 1, top
+        out = io.write_label_map(scan, labels, tmp_path / f"out{top}.nii.gz")
+        assert nib.load(str(out)).get_data_dtype() == dtype
+        np.testing.assert_array_equal(io.read_scan(out).array, labels)
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_probability_file_has_the_original_affine_and_layout(tmp_path, name):
+    # "negative_strides_permuted" permutes the axes by a 3-cycle, the one kind of reorientation
+    # whose inverse differs from itself
+    affine = GEOMETRIES[name]
+    data = np.random.default_rng(6).normal(size=(7, 5, 4)).astype(np.float32)
+    src = write_nifti(tmp_path / "in.nii.gz", data, affine)
+    scan = io.read_scan(src)
+    np.testing.assert_allclose(io.original_affine(scan), nib.load(str(src)).affine, atol=1e-6)
+    # class 1 holds the file's own voxel values, so the file layout is easy to recognise
+    probs = np.stack([np.zeros_like(scan.array), scan.array / 10.0])
+    out = io.write_probabilities(scan, probs, ["background", "organ"], tmp_path / "p.npz")
+    with np.load(out) as npz:
+        np.testing.assert_allclose(npz["affine"], nib.load(str(src)).affine, atol=1e-6)
+        np.testing.assert_allclose(npz["probabilities"][1], (data / 10.0).astype(np.float16))
+        assert npz["class_names"].tolist() == ["background", "organ"]

@@ -184,3 +184,21 @@ def test_probabilities_mode_labels_equal_the_batch_resize_then_decide(classes):
     np.testing.assert_array_equal(out.labels, expected)
     np.testing.assert_array_equal(kept.labels, expected)
     assert out.probabilities is None and kept.probabilities.shape == (max(2, classes), 5, 16, 12)
+
+
+def test_tta_averages_the_four_in_plane_flips():
+    # a fixed 3x3 convolution without symmetry: each of the four flips gives other probabilities,
+    # so leaving one out or repeating one changes the average (a model symmetric under a flip, such
+    # as a ramp along one axis, cannot tell a flip of the other axis from none)
+    conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(3, 1, 3, 3, generator=torch.Generator().manual_seed(0)))
+        x = torch.randn(2, 1, 6, 5, generator=torch.Generator().manual_seed(1))
+        got = SliceInferer(image_size=(6, 5), tta=True).probabilities(conv, x).numpy()
+        terms = []
+        for flip in (lambda a: a, lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: a[..., ::-1, ::-1]):
+            logits = conv(torch.from_numpy(flip(x.numpy()).copy())).numpy()
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            terms.append(flip(e / e.sum(1, keepdims=True)))  # every flip here is its own inverse
+    np.testing.assert_allclose(got, np.mean(terms, axis=0), rtol=1e-5, atol=1e-6)
+    assert min(np.abs(a - b).max() for i, a in enumerate(terms) for b in terms[i + 1:]) > 0.01

@@ -59,6 +59,9 @@ def test_ss2d_parameter_layout_and_shapes():
     assert shapes["A_logs"] == (K * di, 8) and shapes["Ds"] == (K * di,)
     assert shapes["in_proj.weight"] == (2 * di, 40) and shapes["conv2d.weight"] == (di, 1, 3, 3)
     assert m(torch.randn(2, 5, 7, 40)).shape == (2, 5, 7, 40)
+    # VMamba's S4D-real initialisation: A = -(1, 2, ..., N) for every channel, D = 1
+    torch.testing.assert_close(m.A_logs.exp(), torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8]]).expand(K * di, 8))
+    assert torch.equal(m.Ds, torch.ones(K * di))
 
 
 def test_ss2d_calls_the_scan_once_with_all_directions_stacked():

@@ -1,4 +1,4 @@
-"""Selective scan against answers worked out by hand (L = 2, N = 1), for EVERY backend, "ref" too.
+"""Selective scan against answers worked out by hand (L = 2, N = 1 and N = 2), for EVERY backend, "ref" too.
 
 The other scan tests compare backends with "ref", which shares the delta set-up and finishing
 helpers (scan_common) with them; a bug there (the D term's sign, softplus before the bias) would
@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 
-from vmunet.ops import BACKENDS, cuda_available, selective_scan
+from vmunet.ops import BACKENDS, cuda_available, scan_cuda, selective_scan
 
 LN2 = math.log(2.0)
 
@@ -126,7 +126,11 @@ PARAMS = [pytest.param(b, dt, id=f"{b}-{str(dt).removeprefix('torch.')}")
 def _run_or_skip(backend):
     device = backend_device(backend)
     if device is None:
-        pytest.skip(f"backend {backend!r} cannot run in this session (no GPU / not installed)")
+        why = "no GPU / not installed"
+        if backend == "cuda" and torch.cuda.is_available():
+            # on a GPU a skip here means the kernel did not load: say why (the device check's log)
+            why = f"selective_scan_cuda does not load: {scan_cuda.load_error() or 'not found'}"
+        pytest.skip(f"backend {backend!r} cannot run in this session ({why})")
     return device
 
 
@@ -167,3 +171,25 @@ def test_known_gradients(backend, dtype):
         exp = torch.tensor(expected, dtype=torch.float64)
         got = leaves[name].grad.cpu().double().reshape(exp.shape)
         torch.testing.assert_close(got, exp, **_tol(dtype), msg=f"d(sum out)/d{name}")
+
+
+# N = 2 states per channel, each decaying at its own rate, read out by C as a SUM over the states
+# (a mean, or reading one state, gives another answer; the N = 1 cases above cannot tell):
+#   state 0: A = -ln 2, B = (1, 3):  h_1 = 1, h_2 = 2**-2 * 1 + 2*3*2 = 12.25
+#   state 1: A = -2 ln 2, B = (1, 1): h_1 = 1, h_2 = 4**-2 * 1 + 2*1*2 = 4.0625
+#   C_1 = (2, 1): y_1 = 2*1 + 1*1 = 3;  C_2 = (1, 2): y_2 = 12.25 + 2*4.0625 = 20.375
+TWO_STATES = dict(
+    u=[[[1.0, 2.0]]], delta=[[[1.0, 2.0]]], A=[[-LN2, -2 * LN2]],
+    B=[[[1.0, 3.0], [1.0, 1.0]]], C=[[[2.0, 1.0], [1.0, 2.0]]],  # (batch, N, L)
+)
+
+
+@pytest.mark.parametrize("backend,dtype", PARAMS)
+def test_known_answer_two_states_sum_over_n(backend, dtype):
+    device = _run_or_skip(backend)
+    args = {k: torch.tensor(v, dtype=dtype, device=device) for k, v in TWO_STATES.items()}
+    out, last = selective_scan(**args, return_last_state=True, backend=backend)
+    torch.testing.assert_close(out.cpu().double(), torch.tensor([[[3.0, 20.375]]], dtype=torch.float64),
+                               **_tol(dtype))
+    torch.testing.assert_close(last.cpu().double(), torch.tensor([[[12.25, 4.0625]]], dtype=torch.float64),
+                               **_tol(dtype))

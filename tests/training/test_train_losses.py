@@ -173,3 +173,18 @@ def test_module_builds_the_loss_from_its_hyperparameters():
                                                              abs=1e-6)
     with pytest.raises(ValueError, match="smoothing terms must be >= 0"):
         DiceCELoss(2, smooth_nr=-1.0)
+
+
+def test_unequal_smoothing_terms_equal_monai():
+    # smooth_nr goes to the numerator and smooth_dr to the denominator (the papers' settings have
+    # them equal, so only unequal terms tell them apart)
+    from monai.losses import DiceCELoss as MonaiDiceCELoss
+
+    g = torch.Generator().manual_seed(4)
+    logits = 2 * torch.randn(2, 3, 8, 7, generator=g)
+    target = torch.randint(0, 2, (2, 1, 8, 7), generator=g)  # class 2 absent: smoothing decides its term
+    ours = DiceCELoss(3, smooth_nr=0.0, smooth_dr=1.0, batch_dice=False)(logits, target)
+    ref = MonaiDiceCELoss(softmax=True, to_onehot_y=True, smooth_nr=0.0, smooth_dr=1.0, batch=False)(logits, target)
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-6)
+    swapped = DiceCELoss(3, smooth_nr=1.0, smooth_dr=0.0, batch_dice=False)(logits, target)
+    assert abs(swapped.item() - ours.item()) > 1e-2
