@@ -116,3 +116,92 @@ def test_binary_image_summaries_give_the_pooled_dice_as_one_class():
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
         "| m__a | m | `h,v` | 1,234,567 | 1.2 | 0.5 | 0.8125 | 0.8125 | - |",
     ]
+
+
+def _variant_argv(variant, config, out, monkeypatch):
+    """The exact LightningCLI argv that ``run_variant`` gives ``vmunet fit`` for ``variant``."""
+    import vmunet.training.cli as cli_module
+    from vmunet.training.ablation import run_variant
+
+    class Captured(Exception):
+        pass
+
+    seen = []
+
+    def capture(argv, print_results=True):
+        seen.append(list(argv))
+        raise Captured
+
+    monkeypatch.setattr(cli_module, "run_lightning_cli", capture)
+    with pytest.raises(Captured):
+        run_variant(variant, config, out, 42, {"d_state": 2}, [])
+    assert seen[0][0] == "fit"
+    return seen[0][1:]
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # run_lightning_cli ignores it too
+def test_each_variant_builds_a_model_with_its_own_scan_orders(tiny_config, tmp_path, monkeypatch):
+    """The ablate path (plan_variants -> run_variant's argv -> LightningCLI) builds models whose SS2D
+    blocks scan in the variant's orders, stage by stage, and whose logits differ from the same
+    weights: a direction set that did not reach the model would make the ablation a silent no-op."""
+    import torch
+    from lightning.pytorch import LightningDataModule
+
+    from vmunet.layers.ss2d import SS2D
+    from vmunet.training.ablation import plan_variants
+    from vmunet.training.cli import VMUNetCLI
+    from vmunet.training.module import SegmentationModule
+
+    per_stage = [["h", "v"], ["hilbert", "snake_h"], ["d", "ad"], ["local2", "h"],  # encoder, shallow to deep
+                 ["v", "h_flip"], ["cyc_d", "cyc_ad"], ["snake_v", "h"], ["hilbert_t", "v"]]  # decoder, deepest first
+    sets = ["vmamba=h,v,h_flip,v_flip", "hilbert=hilbert,hilbert_t,hilbert_flip,hilbert_t_flip",
+            "mixed=" + "/".join(",".join(s) for s in per_stage)]
+    expected = {"vmamba": [("h", "v", "h_flip", "v_flip")] * 8,
+                "hilbert": [("hilbert", "hilbert_t", "hilbert_flip", "hilbert_t_flip")] * 8,
+                "mixed": [tuple(s) for s in per_stage]}
+    cfg = yaml.safe_load(tiny_config.read_text())
+    modules = {}
+    for variant in plan_variants(cfg, None, sets):
+        argv = _variant_argv(variant, tiny_config, tmp_path, monkeypatch)
+        cli = VMUNetCLI(SegmentationModule, LightningDataModule, subclass_mode_data=True, run=False,
+                        args=[*argv, "--trainer.logger", "false"], auto_configure_optimizers=False)
+        net = cli.model.model
+        stages = [*net.layers, *net.layers_up]
+        got = [{b.directions for b in stage.modules() if isinstance(b, SS2D)} for stage in stages]
+        assert got == [{d} for d in expected[variant.label]], variant.label
+        assert {b.d_state for b in net.modules() if isinstance(b, SS2D)} == {2}  # the config's kwarg is kept
+        modules[variant.label] = cli.model
+    a, b = modules["vmamba"].model.eval(), modules["hilbert"].model.eval()
+    weights = a.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in b.state_dict().items())  # same seed, same shapes
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        la, lb, again = a(x), b(x), a(x)
+    # same weights, same input: only the scan orders differ (identical orders give bitwise-equal logits)
+    assert torch.equal(again, la)
+    assert (la - lb).abs().max().item() > 1e-5
+
+
+def test_variants_with_identical_dice_are_flagged(tmp_path, caplog):
+    """Variants with the same per-class Dice (e.g. all predicting one class everywhere) are named in a
+    warning in results.md and results.json; variants that differ in one class are not."""
+    from vmunet.training.ablation import identical_dice_groups, write_results
+
+    def row(name, stomach, aorta=0.0):
+        return {"variant": name, "model": "m", "directions": "h", "params": 10, "fit_s": 1.0, "test_s": 1.0,
+                "dice_aorta": aorta, "dice_stomach": stomach, "mean_dice": (aorta + stomach) / 2,
+                "mean_hd95": None, "convention": "strict", "hd95_definition": "pooled"}
+
+    rows = [row("m__a", 0.0358), row("m__b", 0.0358), row("m__c", 0.0358, aorta=0.5),
+            row("m__d", float("nan")), row("m__e", float("nan"))]
+    assert identical_dice_groups(rows) == [["m__a", "m__b"], ["m__d", "m__e"]]
+    assert identical_dice_groups(rows[1:4]) == []
+    write_results(tmp_path, rows, {}, "test")
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("**Warning**: variants ") == 2
+    assert "variants m__a, m__b gave identical per-class test Dice" in md
+    assert "variants m__d, m__e gave identical" in md
+    assert json.loads((tmp_path / "results.json").read_text())["warnings"][0].startswith("variants m__a, m__b ")
+    write_results(tmp_path, rows[1:4], {}, "test")
+    assert "Warning" not in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["warnings"] == []

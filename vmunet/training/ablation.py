@@ -14,6 +14,11 @@ keeps the rows it finished; the Markdown header says "partial" until the last on
 * ``results.json`` -- all of it plus the run folders and checkpoints;
 * ``dice.png`` -- per-class test Dice (and the mean) as grouped bars, one bar per variant.
 
+Variants whose per-class test Dice are all identical (typically models trained too briefly to
+predict anything but one class everywhere: every direction set then scores that constant map's
+Dice) get a warning in the log, under the Markdown table and in ``results.json`` (``warnings``):
+such a table compares nothing.
+
 Direction sets are written ``[LABEL=]NAMES``: ``NAMES`` is a comma-separated list of scan orders
 (``h,v,h_flip,v_flip``) used by every stage, or ``/``-separated lists, one per stage (encoder
 stages, then decoder stages deepest first; see :func:`vmunet.models.common.stage_directions`).
@@ -207,8 +212,31 @@ def run_variant(variant: Variant, config: Path, out: Path, seed: int, base_kwarg
     }
 
 
+def identical_dice_groups(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Names of the variants, in groups of two or more, whose per-class test Dice are all equal
+    (exactly: the same test decisions give the same floats); one group per distinct Dice vector."""
+    groups: dict[tuple[tuple[str, Any], ...], list[str]] = {}
+    for r in rows:
+        key = tuple(sorted((k, None if _missing(r[k]) else r[k]) for k in r if k.startswith("dice_")))
+        groups.setdefault(key, []).append(r["variant"])
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def identical_dice_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One sentence per group of :func:`identical_dice_groups`, saying why the table cannot rank them."""
+    return [f"variants {', '.join(names)} gave identical per-class test Dice: the table cannot tell them apart. "
+            "Different scan orders give different logits, so this usually means models too untrained to "
+            "predict anything but one class everywhere (see misses and false_positives in each run's "
+            "test_per_class.csv); train longer (-- --trainer.max_epochs N) before comparing"
+            for names in identical_dice_groups(rows)]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
@@ -286,6 +314,8 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
         result = write_results(out, rows, {"config": str(config), "seed": seed, "overrides": list(overrides)},
                                conditions + ("" if len(rows) == len(variants) else
                                              f"; partial: {len(rows)} of {len(variants)} variants"))
+    for warning in identical_dice_warnings(rows):
+        log.warning("ablation: %s", warning)
     log.info("ablation results: %s", ", ".join(str(p) for p in result.files.values()))
     return result
 
@@ -301,12 +331,14 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]
     conventions = {(r["convention"], r["hd95_definition"]) for r in rows}
     metric_line = "; ".join(describe(c, h) for c, h in sorted(conventions, key=str))
     fields = [*LEADING_FIELDS, *[f"dice_{c}" for c in class_names], *TRAILING_FIELDS]
+    warnings = identical_dice_warnings(rows)
+    table = markdown_table(rows, class_names, f"Test metrics: {metric_line}. Conditions: {conditions}.")
     files = {
         "csv": write_csv(out / "results.csv", rows, fields),
-        "markdown": write_text(out / "results.md", markdown_table(
-            rows, class_names, f"Test metrics: {metric_line}. Conditions: {conditions}.")),
+        "markdown": write_text(out / "results.md", table + "".join(f"\n**Warning**: {w}.\n" for w in warnings)),
         "json": write_json(out / "results.json", {**meta, "metrics": metric_line, "conditions": conditions,
-                                                  "class_names": class_names, "rows": rows}),
+                                                  "class_names": class_names, "rows": rows,
+                                                  "warnings": warnings}),
         "plot": plot_dice(rows, class_names, out / "dice.png", "per-class test Dice, mean over cases; " + "; ".join(
             f"convention {c}, HD95 {h or 'not computed'}" for c, h in sorted(conventions, key=str))),
     }
