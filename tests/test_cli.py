@@ -112,3 +112,23 @@ def test_a_prefix_of_an_option_is_refused_not_taken_for_it(argv, tmp_path, capsy
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"vmunet: error: unrecognized arguments: {' '.join(argv[2:])}"
     assert not (tmp_path / "out").exists()
+
+
+# `-v` on a cheap command, then a real third-party import that logs at DEBUG when allowed to
+# (matplotlib: "matplotlib data path ...", "CONFIGDIR=...")
+VERBOSE_RUN = """
+import sys
+from vmunet.cli import main
+assert main([*sys.argv[2:], "synth", "isic", "--out", sys.argv[1], "--cases", "2", "--size", "16"]) == 0
+import matplotlib.pyplot
+"""
+
+
+@pytest.mark.parametrize("flag", [["-v"], []])
+def test_verbose_shows_vmunet_debug_lines_only(flag, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", VERBOSE_RUN, str(tmp_path / "isic"), *flag], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=300, cwd=ROOT,
+                          env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")})
+    assert proc.returncode == 0, proc.stderr
+    debug = [line.split()[3] for line in proc.stderr.splitlines() if line.split()[2:3] == ["DEBUG"]]
+    assert debug == (["vmunet.data.synth:"] if flag else []), proc.stderr

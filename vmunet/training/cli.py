@@ -46,6 +46,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from vmunet.errors import ConfigError, VmunetError
+from vmunet.runtime import LOG_FORMAT
 from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
@@ -313,7 +314,7 @@ def run_lightning_cli(argv: Sequence[str], print_results: bool = True) -> VMUNet
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     silence_lightning_notices()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False
