@@ -76,7 +76,6 @@ def test_a_tiny_fit_prints_no_third_party_adverts_or_deprecations(tmp_path):
            "--model.model_name", "vmunet_test", "--trainer.max_epochs", "1",
            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
            "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
-           "--trainer.enable_model_summary", "false",
            "--trainer.default_root_dir", str(tmp_path / "runs")]
     # the child writes UTF-8 (Rich tables); decode it so whatever the locale (CI may have none)
     proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
@@ -89,7 +88,10 @@ def test_a_tiny_fit_prints_no_third_party_adverts_or_deprecations(tmp_path):
     lines = output.splitlines()
     assert lines.count("Seed set to 42") == 1 and lines.index("Seed set to 42") < lines.index(
         "GPU available: False, used: False"), output
-    for noise in ("litlogger", "💡", "DeprecationWarning", "FutureWarning", "deprecated"):
+    # the model summary once, without Lightning's "Total FLOPs: 0" (it counts none without an example input)
+    assert output.count("Total params") == 1, output
+    for noise in ("litlogger", "💡", "DeprecationWarning", "FutureWarning", "deprecated", "FLOPs: 0", "Total Flops",
+                  "already configured with model summary"):
         assert noise not in output, f"{noise!r} in:\n{output}"
 
 
@@ -112,3 +114,23 @@ def test_a_prefix_of_an_option_is_refused_not_taken_for_it(argv, tmp_path, capsy
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"vmunet: error: unrecognized arguments: {' '.join(argv[2:])}"
     assert not (tmp_path / "out").exists()
+
+
+# `-v` on a cheap command, then a real third-party import that logs at DEBUG when allowed to
+# (matplotlib: "matplotlib data path ...", "CONFIGDIR=...")
+VERBOSE_RUN = """
+import sys
+from vmunet.cli import main
+assert main([*sys.argv[2:], "synth", "isic", "--out", sys.argv[1], "--cases", "2", "--size", "16"]) == 0
+import matplotlib.pyplot
+"""
+
+
+@pytest.mark.parametrize("flag", [["-v"], []])
+def test_verbose_shows_vmunet_debug_lines_only(flag, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", VERBOSE_RUN, str(tmp_path / "isic"), *flag], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=300, cwd=ROOT,
+                          env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")})
+    assert proc.returncode == 0, proc.stderr
+    debug = [line.split()[3] for line in proc.stderr.splitlines() if line.split()[2:3] == ["DEBUG"]]
+    assert debug == (["vmunet.data.synth:"] if flag else []), proc.stderr

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
-from vmunet.runtime import apply_process_defaults
+from vmunet.runtime import apply_process_defaults, configure_logging
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 COMMAND_MODULES = (
@@ -112,10 +111,7 @@ def _dispatch(argv: list[str]) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -81,12 +81,11 @@ def predict_one(ckpt: Path, out: Path, size: int, slices: int, seed: int) -> dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vmunet.runtime import apply_process_defaults
+    from vmunet.runtime import apply_process_defaults, configure_logging
 
     apply_process_defaults()  # before torch loads (see there)
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(args.verbose)
     config = Path(args.config)
     if not config.is_file():
         log.error("config %s not found (run from the repository root or pass --config)", config)

@@ -1,5 +1,5 @@
 """Process-wide settings the command-line tools apply before torch loads: how idle OpenMP threads
-wait, and how torch backs its large CPU tensors.
+wait, and how torch backs its large CPU tensors; and their logging (:func:`configure_logging`).
 
 Both are choices about the *process*, not the model, so the Python API leaves them to the
 environment; the ``vmunet`` CLI and the demo apply them unless the user already chose (an
@@ -8,7 +8,11 @@ environment variable that is set, to any value, is never changed).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def quiet_openmp_waits() -> None:
@@ -42,3 +46,13 @@ def apply_process_defaults() -> None:
     """What the CLI and the demo run first, before torch is imported (see the functions above)."""
     quiet_openmp_waits()
     huge_pages_for_large_tensors()
+
+
+def configure_logging(verbose: bool) -> None:
+    """INFO lines on stderr; ``verbose`` (``-v``) adds DEBUG for ``vmunet``'s own loggers only.
+
+    The root logger stays at INFO either way: at DEBUG it would also let through every library's
+    debug output (matplotlib's font search, h5py, PIL, numba), dozens of lines that bury ours.
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("vmunet").setLevel(logging.DEBUG if verbose else logging.NOTSET)

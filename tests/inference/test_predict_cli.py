@@ -179,7 +179,11 @@ def test_reference_metrics_csv(tmp_path, scans, tiny_checkpoint, capsys):
         assert spleen["status"] in ("false_positive", "absent") and spleen["convention"] == "strict"
         assert spleen["dice"] == "" and spleen["hd95"] == ""
     printed = capsys.readouterr().out
-    assert "mean" in printed and "dice" in printed and "convention strict" in printed and "HD95 pooled" in printed
+    assert "mean" in printed and "convention strict" in printed and "HD95 pooled" in printed
+    # vmunet test's table: its title and columns
+    assert "predict: 2 cases, mean over cases, then classes" in printed
+    assert any(line.split() == ["┃", "class", "┃", "Dice", "┃", "HD95", "(vox)", "┃", "HD95", "(mm)", "┃", "misses",
+                                "┃", "false", "pos.", "┃"] for line in printed.splitlines()), printed
     assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--reference", refs,
                 "--metric-convention", "paper", "--hd95", "monai"]) == 0
     with open(out / "metrics.csv") as f:

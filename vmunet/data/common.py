@@ -122,11 +122,16 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_caps_logged: set[tuple[int, int]] = set()  # (requested, used) pairs already logged by this process
+
+
 def effective_workers(num_workers: int) -> int:
     """``num_workers`` capped at the available cores: more loader processes than cores only
-    compete with the training threads (a paper config asks for 8 workers; this machine has 2)."""
+    compete with the training threads (a paper config asks for 8 workers; this machine has 2).
+    The cap is logged once per process: a fit builds a training and a validation loader."""
     n = min(int(num_workers), available_cores())
-    if n < num_workers:
+    if n < num_workers and (num_workers, n) not in _caps_logged:
+        _caps_logged.add((num_workers, n))
         logger.info("DataLoader: %d workers requested, %d cores available: using %d", num_workers,
                     available_cores(), n)
     return n

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -194,22 +193,14 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ..
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], class_names: list[str], convention: str = "strict") -> str:
-    """Write the per-case CSV (``vmunet test`` columns, ``convention`` applied) and return a summary table."""
+    """Write the per-case CSV (``vmunet test`` columns, ``convention`` applied) and return the summary
+    table, ``vmunet test``'s table (:func:`~vmunet.training.reports.format_table`)."""
     from vmunet.data.fileio import write_csv
-    from vmunet.evaluation.metrics import CASE_FIELDS, convention_rows, describe, summarize_cases
+    from vmunet.evaluation.metrics import CASE_FIELDS, convention_rows, summarize_cases
+    from vmunet.training.reports import format_table
 
     write_csv(path, convention_rows(rows, convention), CASE_FIELDS)
-    summary = summarize_cases(rows, class_names, convention)
-
-    def num(value: Any, digits: int) -> str:
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-    lines = [describe(convention, summary["hd95_definition"]),
-             f"{'class':<16} {'dice':>7} {'hd95':>8} {'hd95_mm':>8} {'misses':>6} {'fp':>4}"]
-    for name, vals in [*summary["per_class"].items(), ("mean", summary["mean"])]:
-        lines.append(f"{name:<16} {num(vals['dice'], 4):>7} {num(vals['hd95'], 2):>8} {num(vals['hd95_mm'], 2):>8} "
-                     f"{vals['misses']:>6} {vals['false_positives']:>4}")
-    return "\n".join(lines)
+    return format_table({**summarize_cases(rows, class_names, convention), "stage": "predict"}).rstrip()
 
 
 def _label(case: CaseFiles) -> str:

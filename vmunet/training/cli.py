@@ -41,11 +41,12 @@ from typing import Any
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from vmunet.errors import ConfigError, VmunetError
+from vmunet.runtime import LOG_FORMAT
 from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
@@ -62,7 +63,7 @@ from vmunet.training.noise import (
     silence_lightning_notices,
 )
 from vmunet.training.parse_errors import parse_error_line, trainer_error_line
-from vmunet.training.progress import EpochLine, EvalCaseLine
+from vmunet.training.progress import EpochLine, EvalCaseLine, ParameterSummary
 from vmunet.training.runs import (
     RunLock,
     discard_unused_run,
@@ -218,6 +219,12 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
+        if cfg.get("enable_model_summary") is not False and not cfg.get("barebones") and not any(
+                isinstance(c, ModelSummary) for c in callbacks):
+            # in place of Lightning's default summary, whose "Total FLOPs: 0" is false; with the flag off
+            # Lightning adds no second one (nor its "already configured with model summary" notice)
+            callbacks.append(ParameterSummary())
+            kwargs["enable_model_summary"] = False
         if cfg.get("enable_progress_bar") is False or not sys.stderr.isatty():
             # no bar, or one drawn into a log file (where Rich shows only its final state): a line per
             # epoch (fit) or per evaluated case (test, validate)
@@ -313,7 +320,7 @@ def run_lightning_cli(argv: Sequence[str], print_results: bool = True) -> VMUNet
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     silence_lightning_notices()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         if logging.getLogger(name).handlers:  # Lightning's own console handler: don't print twice
             logging.getLogger(name).propagate = False

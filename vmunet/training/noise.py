@@ -80,7 +80,10 @@ class HeldNotices(logging.Filter):
             logger = logging.getLogger(record.name)
             if demote:
                 record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            if logger.isEnabledFor(record.levelno):  # handle() itself does not check the level
+            # handle() itself does not check the level; demoted ones show with vmunet's debug output
+            # (``-v`` turns DEBUG on for vmunet's loggers only, not for Lightning's)
+            shown = logging.getLogger("vmunet") if demote else logger
+            if shown.isEnabledFor(record.levelno):
                 logger.handle(record)
 
     def release(self) -> None:

@@ -1,5 +1,7 @@
 """Progress as log lines for runs without a visible progress bar (``make demo``, logs of batch
-jobs): one line per training epoch (``fit``), one per evaluated case (``test``, ``validate``)."""
+jobs): one line per training epoch (``fit``), one per evaluated case (``test``, ``validate``);
+and the model summary ``fit`` logs at its start, without Lightning's false "Total FLOPs: 0"
+(:class:`ParameterSummary`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,11 @@ import time
 from typing import Any
 
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.utilities.model_summary import (
+    get_formatted_model_size,
+    get_human_readable_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +85,30 @@ class EvalCaseLine(Callback):
                                 dataloader_idx: int = 0) -> None:
         if trainer.state.fn == "validate":  # `vmunet validate`; fit's validations get EpochLine's summary
             self._end("validate", trainer, batch, batch_idx, dataloader_idx)
+
+
+class ParameterSummary(ModelSummary):
+    """Lightning's model summary (layers, parameters, size, modes) without its FLOPs column and
+    "Total FLOPs" row, logged as plain text. Lightning 2.6 counts FLOPs only for a module with an
+    ``example_input_array`` and prints 0 for the others (ours has none: the input size is the
+    data's), and torch's FLOP counter would not see the selective scan anyway; ``vmunet info``
+    reports the real numbers. ``vmunet fit`` uses it in place of Lightning's default summary."""
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int,
+                  **summarize_kwargs: Any) -> None:
+        cols = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        widths = [max([len(name), *map(len, values)]) for name, values in cols]
+        header = " | ".join(name.ljust(w) for (name, _), w in zip(cols, widths, strict=True))
+        rows = [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+                for row in zip(*(v for _, v in cols), strict=True)]
+        totals = [(get_human_readable_count(trainable_parameters), "Trainable params"),
+                  (get_human_readable_count(total_parameters - trainable_parameters), "Non-trainable params"),
+                  (get_human_readable_count(total_parameters), "Total params"),
+                  (get_formatted_model_size(model_size), "Total estimated model params size (MB)"),
+                  (str(total_training_modes["train"]), "Modules in train mode"),
+                  (str(total_training_modes["eval"]), "Modules in eval mode")]
+        rule = "-" * len(header)
+        lines = [header, rule, *rows, rule, *(f"{value:<10}{label}" for value, label in totals)]
+        log.info("model summary (FLOPs and memory: `vmunet info MODEL`)\n%s", "\n".join(line.rstrip() for line in lines))
