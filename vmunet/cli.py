@@ -123,9 +123,11 @@ def _dispatch(argv: list[str]) -> int:
     lightning = lightning_argv(argv)
     if lightning is not None:
         verbose, lightning_args = lightning
-        configure_logging(verbose)
         from vmunet.training.cli import run_lightning_cli
 
+        # after Lightning is imported: it gives its loggers their own bare console handlers only while
+        # the root logger has none ("Seed set to 42", not "INFO: Seed set to 42" through "lightning"'s)
+        configure_logging(verbose)
         run_lightning_cli(lightning_args)
         return 0
     parser = build_parser()
