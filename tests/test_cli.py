@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -134,3 +136,45 @@ def test_verbose_shows_vmunet_debug_lines_only(flag, tmp_path):
     assert proc.returncode == 0, proc.stderr
     debug = [line.split()[3] for line in proc.stderr.splitlines() if line.split()[2:3] == ["DEBUG"]]
     assert debug == (["vmunet.data.synth:"] if flag else []), proc.stderr
+
+
+@contextlib.contextmanager
+def fresh_logging():
+    """The process's logging as a fresh `vmunet` process has it (no handlers: configure_logging's
+    basicConfig installs its stderr handler; pytest's capture handlers are put back afterwards, as
+    are the levels, for the other tests). Entered in the test body: pytest adds its handlers per phase."""
+    root, ours = logging.getLogger(), logging.getLogger("vmunet")
+    saved = root.handlers[:], root.level, ours.level
+    root.handlers.clear()
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
+
+
+@pytest.mark.parametrize("flag", [["-v"], ["--verbose"], []])
+def test_verbose_before_a_lightning_command_shows_the_held_notices(flag, tmp_path, capfd):
+    # argparse refused `vmunet -v fit --config ...` (the fit options are LightningCLI's); a missing data
+    # folder fails after seeding, so "Seed set to 42" is held, then dropped to DEBUG: shown with -v only
+    missing = tmp_path / "no_data"
+    argv = [*flag, "fit", "--config", str(ROOT / "experiments" / "demo.yaml"), "--data.init_args.root", str(missing),
+            "--trainer.default_root_dir", str(tmp_path / "runs")]
+    with fresh_logging():
+        assert main(argv) == 2
+    captured = capfd.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and lines[-1].startswith(f"vmunet fit: error: {missing}: Synapse data folder does "
+                                                       "not exist"), captured.err
+    debug = [line.split(maxsplit=4)[3:] for line in lines if line.split()[2:3] == ["DEBUG"]]
+    assert debug == ([["lightning.fabric.utilities.seed:", "Seed set to 42"]] if flag else []), captured.err
+    assert len(lines) == 1 + len(debug), captured.err  # nothing else: no library's debug output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_verbose_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["-v", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: vmunet [-h] [-v] COMMAND ...")

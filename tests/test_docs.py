@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from vmunet.cli import LIGHTNING_COMMANDS, build_parser
+from vmunet.cli import LIGHTNING_COMMANDS, build_parser, lightning_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -168,6 +168,9 @@ def _flags(text: str) -> list[str]:
 
 @pytest.mark.parametrize("argv", BLOCK_COMMANDS)
 def test_every_command_in_a_code_block_parses(argv):
+    lightning = lightning_argv(argv)  # `vmunet -v fit ...`: the global -v is vmunet's, the rest LightningCLI's
+    if lightning is not None:
+        argv = lightning[1]
     if _is_template(argv):  # a usage line: its option names must exist
         check_options(argv[0], argv, " ".join(argv))
         return

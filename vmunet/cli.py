@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from vmunet.runtime import apply_process_defaults, configure_logging
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
+VERBOSE_FLAGS = ("-v", "--verbose")  # the one global option besides --help (build_parser)
 COMMAND_MODULES = (
     "vmunet.inference.commands",
     "vmunet.inference.export",
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vmunet",
         description="Vision-Mamba U-Nets for 2D medical image segmentation. "
-        f"Training: vmunet {{{','.join(LIGHTNING_COMMANDS)}}} --config experiments/<name>.yaml "
+        f"Training: vmunet [-v] {{{','.join(LIGHTNING_COMMANDS)}}} --config experiments/<name>.yaml "
         "(LightningCLI; `vmunet fit --help` for all options).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -103,11 +104,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def lightning_argv(argv: Sequence[str]) -> tuple[bool, list[str]] | None:
+    """``(verbose, LightningCLI's arguments)`` when ``argv`` runs ``fit|validate|test``, else None.
+
+    What follows a Lightning subcommand is LightningCLI's (``--config``, ``--trainer.*``), which
+    argparse would refuse, so the global options before it (``vmunet -v fit ...``) are taken here;
+    ``-v`` after the subcommand is, as for every other subcommand, not an option of it.
+    """
+    n = 0
+    while n < len(argv) and argv[n] in VERBOSE_FLAGS:
+        n += 1
+    if n < len(argv) and argv[n] in LIGHTNING_COMMANDS:
+        return n > 0, list(argv[n:])
+    return None
+
+
 def _dispatch(argv: list[str]) -> int:
-    if argv and argv[0] in LIGHTNING_COMMANDS:
+    lightning = lightning_argv(argv)
+    if lightning is not None:
+        verbose, lightning_args = lightning
         from vmunet.training.cli import run_lightning_cli
 
-        run_lightning_cli(argv)
+        # after Lightning is imported: it gives its loggers their own bare console handlers only while
+        # the root logger has none ("Seed set to 42", not "INFO: Seed set to 42" through "lightning"'s)
+        configure_logging(verbose)
+        run_lightning_cli(lightning_args)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)

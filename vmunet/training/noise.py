@@ -80,11 +80,12 @@ class HeldNotices(logging.Filter):
             logger = logging.getLogger(record.name)
             if demote:
                 record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            # handle() itself does not check the level; demoted ones show with vmunet's debug output
-            # (``-v`` turns DEBUG on for vmunet's loggers only, not for Lightning's)
+            # handle() itself does not check the level. Demoted ones show with vmunet's debug output
+            # (``-v`` turns DEBUG on for vmunet's loggers only, not for Lightning's), through vmunet's
+            # handlers: Lightning's own console handler (on "lightning", not propagating) drops DEBUG
             shown = logging.getLogger("vmunet") if demote else logger
             if shown.isEnabledFor(record.levelno):
-                logger.handle(record)
+                shown.handle(record)
 
     def release(self) -> None:
         self._end(demote=False)
