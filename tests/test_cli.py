@@ -178,3 +178,22 @@ def test_verbose_help_still_prints_the_usage(capsys):
         main(["-v", "--help"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("usage: vmunet [-h] [-v] COMMAND ...")
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["synth", "isic", "--out", "OUT", "-v"],
+     "vmunet: error: unrecognized arguments: -v (-v/--verbose goes before the command: vmunet -v COMMAND ...)"),
+    (["fit", "--config", "experiments/demo.yaml", "--verbose"],
+     "vmunet fit: error: unrecognized arguments: --verbose (-v/--verbose goes before the command: vmunet -v fit ...)"),
+])
+def test_verbose_after_the_command_says_where_it_goes(argv, line, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # experiments/demo.yaml
+    argv = [str(tmp_path / "synth") if a == "OUT" else a for a in argv]
+    try:  # argparse exits; the LightningCLI path returns the status
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == line
+    assert not (tmp_path / "synth").exists()

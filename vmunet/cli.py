@@ -26,11 +26,16 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from vmunet.runtime import apply_process_defaults, configure_logging
+from vmunet.runtime import (
+    VERBOSE_FLAGS,
+    apply_process_defaults,
+    configure_logging,
+    misplaced_verbose_hint,
+)
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
-VERBOSE_FLAGS = ("-v", "--verbose")  # the one global option besides --help (build_parser)
 COMMAND_MODULES = (
     "vmunet.inference.commands",
     "vmunet.inference.export",
@@ -49,6 +54,11 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (argparse's own signature)
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            message += misplaced_verbose_hint(message.partition(":")[2])
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:

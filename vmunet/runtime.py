@@ -56,3 +56,14 @@ def configure_logging(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("vmunet").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+
+
+VERBOSE_FLAGS = ("-v", "--verbose")  # the one global option besides --help
+
+
+def misplaced_verbose_hint(unrecognized: str, command: str = "COMMAND") -> str:
+    """What to add to an "unrecognized arguments" error whose arguments hold ``-v``: the flag is
+    global, so ``vmunet fit -v`` must be written ``vmunet -v fit`` (else an empty string)."""
+    if not set(unrecognized.split()) & set(VERBOSE_FLAGS):
+        return ""
+    return f" (-v/--verbose goes before the command: vmunet -v {command} ...)"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from vmunet.runtime import misplaced_verbose_hint
+
 _KEY = re.compile(r'^Parser key "([^"]+)":\s*(.*)$', re.S)
 _EXPECTED_GOT = re.compile(r"^Expected an? (.+?)\. Got value: (.*)$", re.S)
 _CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)':\n")
@@ -226,6 +228,9 @@ def parse_error_line(message: str, argv: Sequence[str], keys: Sequence[str] = ()
     if unknown:
         return _unknown(unknown.group(1), keys, command)
     unrecognized = _UNRECOGNIZED.match(message)
+    if unrecognized and misplaced_verbose_hint(unrecognized.group(1)):
+        return f"unrecognized arguments: {unrecognized.group(1).strip()}" + misplaced_verbose_hint(
+            unrecognized.group(1), command)
     if unrecognized:
         options = [a for a in unrecognized.group(1).split() if a.startswith("--")]
         if len(options) == 1:
