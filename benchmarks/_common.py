@@ -1,5 +1,6 @@
 """Report helpers shared by the benchmark scripts (bench_*.py, gpu_check.py, gpu_triton_check.py):
-one way to write a markdown table and one way to end a run (print the report, write the rows).
+one way to write a markdown table and one way to end a run (print the report, write the rows);
+and the paper model's scan shapes the GPU checks measure (:data:`PAPER_STAGES_224`).
 
 The scripts import it as ``_common`` after putting this folder on ``sys.path`` (not as
 ``benchmarks._common``: on the GPU image another installed package named ``benchmarks`` could
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+#: (C, H = W of the token map) per encoder stage of the paper model at 224x224
+PAPER_STAGES_224 = [(96, 56), (192, 28), (384, 14), (768, 7)]
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None) -> list[str]:

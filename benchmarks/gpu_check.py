@@ -64,7 +64,7 @@ if "--smoke" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch.nn.functional as F  # noqa: E402
-from _common import md_table  # noqa: E402  (benchmarks/_common.py)
+from _common import PAPER_STAGES_224, md_table  # noqa: E402  (benchmarks/_common.py)
 from _timing import rel, scan_ms, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
 
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
@@ -76,8 +76,7 @@ from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
 logger = logging.getLogger("gpu_check")
 STANDIN_DIR = ROOT / "benchmarks" / "gpu" / "standin"
 MODEL, NUM_CLASSES = "vmunet", 9
-#: (C, H = W) per encoder stage of the paper model at 224x224
-STAGES = [(96, 56), (192, 28), (384, 14), (768, 7)]
+STAGES = PAPER_STAGES_224
 D_STATE, K = 16, 4
 TOL = {"float32": 2e-4, "bfloat16": 2e-2}
 AGREE_TOL = {"logits": 1e-3, "grads": 1e-2}

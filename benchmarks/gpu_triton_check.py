@@ -47,7 +47,7 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by file path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu"))
-from _common import md_table  # noqa: E402  (benchmarks/_common.py)
+from _common import PAPER_STAGES_224, md_table  # noqa: E402  (benchmarks/_common.py)
 from _timing import rel, scan_ms, sync  # noqa: E402  (benchmarks/gpu/_timing.py)
 
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
@@ -56,8 +56,7 @@ from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
 from vmunet.ops.scan_triton import fast_interpreter_scan  # noqa: E402
 
 logger = logging.getLogger("gpu_triton_check")
-#: (C, H = W of the token map) per encoder stage of the paper model at 224x224
-STAGES = [(96, 56), (192, 28), (384, 14), (768, 7)]
+STAGES = PAPER_STAGES_224
 SMOKE_STAGES = [(1, 3)]  # dim 8, L 9
 D_STATE, K, MODEL, NUM_CLASSES = 16, 4, "vmunet", 9
 TOL = {"float32": 2e-4, "bfloat16": 2e-2}

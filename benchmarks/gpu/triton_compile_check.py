@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from _common import md_table  # noqa: E402  (benchmarks/_common.py)
+from _common import PAPER_STAGES_224, md_table  # noqa: E402  (benchmarks/_common.py)
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime import driver  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
@@ -50,8 +50,7 @@ from vmunet.data.fileio import write_json  # noqa: E402
 from vmunet.ops import cross_scan_triton, scan_triton  # noqa: E402
 
 logger = logging.getLogger("triton_compile_check")
-#: (C, H = W) per encoder stage of the paper model at 224x224 (as benchmarks/gpu_check.py)
-STAGES = [(96, 56), (192, 28), (384, 14), (768, 7)]
+STAGES = PAPER_STAGES_224
 D_STATE, K = 16, 4
 #: largest shared memory one block may use (opt-in), bytes, per compute capability major.minor
 SHARED_LIMIT = {"80": 166912, "86": 101376, "89": 101376, "90": 232448}
