@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Training: vmunet [-v] {{{','.join(LIGHTNING_COMMANDS)}}} --config experiments/<name>.yaml "
         "(LightningCLI; `vmunet fit --help` for all options).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"{name} through LightningCLI (see `vmunet {name} --help`)", add_help=False)

@@ -76,11 +76,13 @@ class Variant:
 
 @dataclass
 class AblationResult:
-    """What :func:`run_ablation` produced: the table rows and the files written."""
+    """What :func:`run_ablation` produced: the table rows, the files written and the warnings
+    they carry (:func:`identical_dice_warnings`)."""
 
     rows: list[dict[str, Any]]
     class_names: list[str]
     files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def parse_direction_set(text: str) -> tuple[str, list[str] | list[list[str]]]:
@@ -314,7 +316,7 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
         result = write_results(out, rows, {"config": str(config), "seed": seed, "overrides": list(overrides)},
                                conditions + ("" if len(rows) == len(variants) else
                                              f"; partial: {len(rows)} of {len(variants)} variants"))
-    for warning in identical_dice_warnings(rows):
+    for warning in result.warnings:
         log.warning("ablation: %s", warning)
     log.info("ablation results: %s", ", ".join(str(p) for p in result.files.values()))
     return result
@@ -342,4 +344,4 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]
         "plot": plot_dice(rows, class_names, out / "dice.png", "per-class test Dice, mean over cases; " + "; ".join(
             f"convention {c}, HD95 {h or 'not computed'}" for c, h in sorted(conventions, key=str))),
     }
-    return AblationResult(rows, class_names, files)
+    return AblationResult(rows, class_names, files, warnings)

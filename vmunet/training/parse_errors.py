@@ -228,10 +228,10 @@ def parse_error_line(message: str, argv: Sequence[str], keys: Sequence[str] = ()
     if unknown:
         return _unknown(unknown.group(1), keys, command)
     unrecognized = _UNRECOGNIZED.match(message)
-    if unrecognized and misplaced_verbose_hint(unrecognized.group(1)):
-        return f"unrecognized arguments: {unrecognized.group(1).strip()}" + misplaced_verbose_hint(
-            unrecognized.group(1), command)
     if unrecognized:
+        hint = misplaced_verbose_hint(unrecognized.group(1), command)
+        if hint:
+            return f"unrecognized arguments: {unrecognized.group(1).strip()}{hint}"
         options = [a for a in unrecognized.group(1).split() if a.startswith("--")]
         if len(options) == 1:
             name = options[0][2:].split("=", 1)[0]
@@ -251,7 +251,7 @@ _TRAINER_EXPECTED = {
     "accelerator": "one of auto, {accelerators} (or an Accelerator)",
     "devices": "a positive integer, auto, -1 (all) or a list of GPU indices",
     "strategy": "a strategy name such as auto, ddp, ddp_spawn, fsdp (or a Strategy)",
-    "max_time": "a duration DD:HH:MM:SS (e.g. 00:12:00:00) or a mapping such as {{hours: 12}}",
+    "max_time": "a duration DD:HH:MM:SS (e.g. 00:12:00:00) or a mapping such as {hours: 12}",
     "val_check_interval": "an integer (batches), a fraction of the epoch in [0, 1] or a time DD:HH:MM:SS",
     "limit_train_batches": "an integer (batches) or a fraction in [0, 1]",
     "limit_val_batches": "an integer (batches) or a fraction in [0, 1]",
@@ -310,8 +310,6 @@ def trainer_error_line(message: str, config: dict[str, object]) -> str | None:
         if message.startswith("No supported gpu backend found"):
             here = [n for n in names if AcceleratorRegistry[n]["accelerator"].is_available()]
             what = f"an accelerator this machine has (here: auto, {', '.join(here)})"
-    elif key == "max_time":
-        what = what.format()
     elif key == "devices" and re.search(r"CPUAccelerator|cpu accelerator", message):
         what = "a positive integer (processes) or auto on the cpu accelerator"
     return f"trainer.{key}: expected {what}, got {_show(config.get(key))}"
