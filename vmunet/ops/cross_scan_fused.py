@@ -17,12 +17,20 @@ Implementations (``impl``):
   order), gradients equal up to the order of the four additions.
 * ``"triton"``: :mod:`vmunet.ops.cross_scan_triton`, for CUDA tensors (CPU tensors only under
   ``TRITON_INTERPRET=1``); where it cannot run, ``"function"`` is used instead.
-* ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"function"``.
+* ``"numba"``: :mod:`vmunet.ops.cross_scan_numba`, compiled CPU kernels (float32/float64); the
+  same values as ``"torch"`` bit for bit in the forward; where they cannot run (no numba, a CUDA
+  tensor, another dtype), ``"function"`` is used instead.
+* ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, ``"numba"`` for CPU tensors when
+  numba imports, else ``"function"``.
 
 Chosen per process: the environment variable ``VMUNET_CROSS_SCAN`` (read on first use), or
-:func:`set_cross_scan_impl` / :func:`use_cross_scan_impl`. The default stays ``"torch"`` until a
-GPU measurement (benchmarks/gpu_check.py, section ``cross_scan``) shows the fused path is faster.
-Any other set of scan orders always takes ``"torch"``.
+:func:`set_cross_scan_impl` / :func:`use_cross_scan_impl`. Unset (``"default"``): ``"numba"`` for
+CPU tensors while gradients are off (inference, validation: forward values are identical, and it
+measured ~10 % faster on the paper model, docs/performance.md "Volume prediction"), ``"torch"``
+otherwise: training keeps the default code (its gradients add the four orders in autograd's
+order) and GPUs keep it until a GPU measurement (benchmarks/gpu_check.py, section
+``cross_scan``) shows the fused path is faster. Any other set of scan orders always takes
+``"torch"``.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from torch import Tensor
 
 from vmunet.ops._availability import module_imports
 
-IMPLS: tuple[str, ...] = ("torch", "function", "triton", "auto")
+IMPLS: tuple[str, ...] = ("default", "torch", "function", "triton", "numba", "auto")
 ENV = "VMUNET_CROSS_SCAN"
 #: the only orders the fused path knows (VMamba's, in VMamba's order)
 FUSED_DIRECTIONS: tuple[str, ...] = ("h", "v", "h_flip", "v_flip")
@@ -50,10 +58,10 @@ def _check_impl(name: str, where: str) -> str:
 
 
 def cross_scan_impl() -> str:
-    """The implementation chosen for this process (``VMUNET_CROSS_SCAN``, default ``"torch"``)."""
+    """The implementation chosen for this process (``VMUNET_CROSS_SCAN``, default ``"default"``)."""
     global _selected
     if _selected is None:
-        _selected = _check_impl(os.environ.get(ENV, "torch") or "torch", ENV)
+        _selected = _check_impl(os.environ.get(ENV, "default") or "default", ENV)
     return _selected
 
 
@@ -88,14 +96,29 @@ def _triton_runs_on(t: Tensor) -> bool:
     return runs_on(t)
 
 
+def numba_available() -> bool:
+    """True when the compiled CPU cross-scan kernels (numba) import (they compile on first use)."""
+    return module_imports("vmunet.ops.cross_scan_numba")
+
+
+def _numba_runs_on(t: Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and numba_available()
+
+
 def resolve_impl(t: Tensor, directions: Sequence[str]) -> str:
     """The implementation that actually runs for tensor ``t`` and these scan orders."""
     impl = cross_scan_impl()
+    if impl == "default":
+        impl = "numba" if not torch.is_grad_enabled() and _numba_runs_on(t) else "torch"
     if impl == "torch" or tuple(directions) != FUSED_DIRECTIONS:
         return "torch"
     if impl == "auto":
-        return "triton" if t.is_cuda and _triton_runs_on(t) else "function"
+        if t.is_cuda and _triton_runs_on(t):
+            return "triton"
+        return "numba" if _numba_runs_on(t) else "function"
     if impl == "triton" and not _triton_runs_on(t):
+        return "function"
+    if impl == "numba" and not _numba_runs_on(t):
         return "function"
     return impl
 
@@ -172,23 +195,32 @@ CrossScanFn, CrossMergeFn = autograd_pair(scan4, merge4, "CrossScanFn", "CrossMe
 
 
 def cross_scan_fused(x: Tensor, impl: str) -> Tensor:
-    """Cross-scan of ``x`` (B, C, H, W) in the four VMamba orders with ``impl`` ("function" or
-    "triton"): (B, 4, C, H*W)."""
+    """Cross-scan of ``x`` (B, C, H, W) in the four VMamba orders with ``impl`` ("function",
+    "triton" or "numba"): (B, 4, C, H*W)."""
     if impl == "triton":
         from vmunet.ops.cross_scan_triton import CrossScanTritonFn
 
         return CrossScanTritonFn.apply(x)
+    if impl == "numba":
+        from vmunet.ops.cross_scan_numba import CrossScanNumbaFn
+
+        return CrossScanNumbaFn.apply(x)
     if impl == "function":
         return CrossScanFn.apply(x)
-    raise ValueError(f"cross_scan_fused: impl must be 'function' or 'triton', got {impl!r}")
+    raise ValueError(f"cross_scan_fused: impl must be 'function', 'triton' or 'numba', got {impl!r}")
 
 
 def cross_merge_fused(y: Tensor, H: int, W: int, impl: str) -> Tensor:
-    """Cross-merge of ``y`` (B, 4, C, H*W) with ``impl`` ("function" or "triton"): (B, C, H*W)."""
+    """Cross-merge of ``y`` (B, 4, C, H*W) with ``impl`` ("function", "triton" or "numba"):
+    (B, C, H*W)."""
     if impl == "triton":
         from vmunet.ops.cross_scan_triton import CrossMergeTritonFn
 
         return CrossMergeTritonFn.apply(y, H, W)
+    if impl == "numba":
+        from vmunet.ops.cross_scan_numba import CrossMergeNumbaFn
+
+        return CrossMergeNumbaFn.apply(y, H, W)
     if impl == "function":
         return CrossMergeFn.apply(y, H, W)
-    raise ValueError(f"cross_merge_fused: impl must be 'function' or 'triton', got {impl!r}")
+    raise ValueError(f"cross_merge_fused: impl must be 'function', 'triton' or 'numba', got {impl!r}")

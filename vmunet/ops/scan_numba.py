@@ -480,7 +480,7 @@ def _backward_kernel(u, dt, sg, D, softplus, A, Bt, Ct, gy, glast, ckpt, every,
             dD_p[w, di] += dD
 
 
-def _match_torch_threads() -> None:
+def match_torch_threads() -> None:
     """Use as many numba threads as torch does, so ``torch.set_num_threads`` governs both."""
     n = torch.get_num_threads()
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
@@ -510,7 +510,7 @@ class _NumbaScan(torch.autograd.Function):
         ckpt = u.new_empty(batch, dim, n_ck, N)
         dt_s = u.new_empty(batch, dim, L if need_grad else 0)
         sg_s = u.new_empty(batch, dim, L if need_grad and softplus else 0)
-        _match_torch_threads()
+        match_torch_threads()
         _forward_kernel(_np(u), _np(delta), _np(bias), _np(D), softplus, _np(A), Bt.numpy(),
                         Ct.numpy(), y.numpy(), last.numpy(), ckpt.numpy(), CKPT, dt_s.numpy(),
                         sg_s.numpy())
@@ -525,7 +525,7 @@ class _NumbaScan(torch.autograd.Function):
         u, dt_s, sg_s, A, Bt, Ct, D, ckpt = ctx.saved_tensors
         batch, dim, L = u.shape
         G, N = Bt.shape[1], A.shape[1]
-        _match_torch_threads()
+        match_torch_threads()
         P = max(1, min(numba.get_num_threads(), batch * dim))
         gy = torch.zeros_like(u) if gy is None else gy.to(u.dtype)
         glast = u.new_zeros(batch, dim, N) if glast is None else glast.to(u.dtype)
