@@ -13,6 +13,16 @@ to 100 (the table says so).
     python benchmarks/bench_predict.py              # CPU, 100 slices
     python benchmarks/bench_predict.py --quick      # CPU, 8 slices (4 with TTA), extrapolated
     python benchmarks/bench_predict.py --device cuda
+    python benchmarks/bench_predict.py --compare --slices 16 --repeats 3 --no-tta
+
+``--compare`` times the same volume through the code before the CPU prediction round and now,
+interleaved (before, now, before, now, ...), ``--repeats`` times each, and prints min / median
+wall and CPU time per 100 slices, their ratios (now / before, measured in the same run), and
+whether the two label maps are identical: "before" is the PyTorch cross-scan/merge
+(``VMUNET_CROSS_SCAN=torch``) at ``--before-batch-size`` (default 8), "now" the default
+cross-scan (numba kernels under inference) at ``--batch-size``. The load average of the machine
+at the start and the end goes into the header (the machine is shared: ratios are the figures
+to trust).
 """
 
 from __future__ import annotations
@@ -101,21 +111,20 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=9, help="output classes (Synapse: 9)")
     parser.add_argument("--no-tta", action="store_true", help="skip the TTA rows")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--compare", action="store_true",
+                        help="before (PyTorch cross-scan, --before-batch-size) vs now, interleaved, same volume")
+    parser.add_argument("--repeats", type=int, default=3, help="--compare: timed runs of each side (default 3)")
+    parser.add_argument("--before-batch-size", type=int, default=8, help="--compare: batch of the 'before' side")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare:
+        compare(args)
+        return
 
-    from vmunet.data.preprocessing import SYNAPSE_CLASSES, SYNAPSE_HU_WINDOW, make_preprocessing
     from vmunet.inference import Predictor
-    from vmunet.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model(args.model, num_classes=args.classes, in_chans=1)
-    names = list(SYNAPSE_CLASSES[: args.classes]) if args.classes <= len(SYNAPSE_CLASSES) else [
-        f"class{i}" for i in range(args.classes)]
-    rec = make_preprocessing("synapse", in_chans=1, image_size=[args.image_size] * 2, class_names=names,
-                             num_classes=args.classes, intensity={"mode": "window", "window": list(SYNAPSE_HU_WINDOW)},
-                             orientation="RAS", slice_axis=2)
+    model, rec = _setup(args)
     model_cpu = ModelCPUTime(model)
     rows = []
     for tta in (False,) if args.no_tta else (False, True):
@@ -158,6 +167,79 @@ def main() -> None:
         print(f"| {r['device']:<6} | {r['tta']:<7} | {r['timed']:>12} | {r['per_slice']:>9.2f} | {r['per_100']:>20.1f} "
               f"| {r['cpu_per_100']:>18.1f} | {r['model_cpu']:>19.3f} | {r['outside_cpu']:>21.3f} "
               f"| {r['rss']:>12.0f} | {gpu:>12} | {r['note']:<16} |")
+
+
+def _setup(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """The timed model (random weights, seed 0) and its preprocessing record."""
+    from vmunet.data.preprocessing import SYNAPSE_CLASSES, SYNAPSE_HU_WINDOW, make_preprocessing
+    from vmunet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=args.classes, in_chans=1)
+    names = list(SYNAPSE_CLASSES[: args.classes]) if args.classes <= len(SYNAPSE_CLASSES) else [
+        f"class{i}" for i in range(args.classes)]
+    rec = make_preprocessing("synapse", in_chans=1, image_size=[args.image_size] * 2, class_names=names,
+                             num_classes=args.classes, intensity={"mode": "window", "window": list(SYNAPSE_HU_WINDOW)},
+                             orientation="RAS", slice_axis=2)
+    return model, rec
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Before / now on one volume, interleaved; see the module docstring."""
+    from vmunet.inference import Predictor
+    from vmunet.ops.cross_scan_fused import use_cross_scan_impl
+
+    model, rec = _setup(args)
+    model_cpu = ModelCPUTime(model)
+    sides = {"before": ("torch", args.before_batch_size), "now": ("default", args.batch_size)}
+    predictors = {name: Predictor(model, rec, device=args.device, batch_size=bs, tta=not args.no_tta)
+                  for name, (_, bs) in sides.items()}
+    load0 = os.getloadavg()
+    vol = synthetic_ct(args.slices)
+    labels: dict[str, np.ndarray] = {}
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+    for name, (impl, _) in sides.items():  # warm-up: compiled kernels, first allocations
+        with use_cross_scan_impl(impl):
+            predictors[name].predict_volume(synthetic_ct(min(args.slices, 8)))
+    for _ in range(args.repeats):
+        for name, (impl, _) in sides.items():
+            model_cpu.seconds = 0.0
+            with use_cross_scan_impl(impl):
+                t0, c0 = time.perf_counter(), time.process_time()
+                pred = predictors[name].predict_volume(vol)
+                times[name].append((time.perf_counter() - t0, time.process_time() - c0, model_cpu.seconds))
+            if name in labels and not np.array_equal(labels[name], pred.labels):
+                raise AssertionError(f"{name}: the label map changed between repeats")
+            labels[name] = pred.labels
+    load1 = os.getloadavg()
+    identical = np.array_equal(labels["before"], labels["now"])
+    scale = 100.0 / args.slices
+    stats = {}
+    for name, rows in times.items():
+        wall = sorted(r[0] for r in rows)
+        cpu = sorted(r[1] for r in rows)
+        stats[name] = {"wall_min": wall[0] * scale, "wall_med": float(np.median(wall)) * scale,
+                       "cpu_min": cpu[0] * scale, "cpu_med": float(np.median(cpu)) * scale,
+                       "model_cpu": min(r[2] for r in rows) / args.slices}
+    print(f"\nbench_predict --compare: {args.model} at {args.image_size}x{args.image_size}, {args.slices} slices of "
+          f"512x512, TTA {'no' if args.no_tta else '4 flips'}, {args.repeats} runs each (interleaved), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"load average {load0[0]:.1f} -> {load1[0]:.1f}")
+    print("| side | cross-scan | batch | wall s / 100 slices (min / median) | CPU s / 100 slices (min / median) "
+          "| model CPU s / slice (min) |")
+    print("|---|---|---|---|---|---|")
+    for name, (impl, bs) in sides.items():
+        st = stats[name]
+        print(f"| {name} | {impl} | {bs} | {st['wall_min']:.1f} / {st['wall_med']:.1f} | "
+              f"{st['cpu_min']:.1f} / {st['cpu_med']:.1f} | {st['model_cpu']:.3f} |")
+    b, n = stats["before"], stats["now"]
+    print(f"| now / before | | | {n['wall_min'] / b['wall_min']:.3f} / {n['wall_med'] / b['wall_med']:.3f} | "
+          f"{n['cpu_min'] / b['cpu_min']:.3f} / {n['cpu_med'] / b['cpu_med']:.3f} | "
+          f"{n['model_cpu'] / b['model_cpu']:.3f} |")
+    print(f"label maps identical (before vs now, {labels['now'].size} voxels): {identical}")
+    if not identical:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Fused cross-scan / cross-merge (vmunet.ops.cross_scan_fused, ..._triton): the autograd Function
-and the Triton kernels (CPU: Triton's interpreter, set up by tests/conftest.py) give the values of
-plain loops written here and of the default cross_scan/cross_merge, forward and backward, float32
-and float64; the selection falls back where the fused path does not apply."""
+"""Fused cross-scan / cross-merge (vmunet.ops.cross_scan_fused, ..._triton, ..._numba): the autograd
+Function, the Triton kernels (CPU: Triton's interpreter, set up by tests/conftest.py) and the numba
+kernels give the values of plain loops written here and of the default cross_scan/cross_merge,
+forward and backward, float32 and float64; the selection falls back where the fused path does not
+apply."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from vmunet.ops import cross_scan_triton as cst
 from vmunet.ops.cross_scan_triton import interpreted
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-IMPLS = ["function", "triton"]
+IMPLS = ["function", "triton", "numba"]  # numba: CPU kernels (on a GPU run it falls back to "function")
 DTYPES = [torch.float32, torch.float64]
 B, C, H, W = 2, 3, 5, 7  # non-square: h and v orders differ visibly; L = 35 is not a tile multiple
 
@@ -70,7 +71,7 @@ def tiles(request, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_scan_and_merge_match_loops_and_default_exactly(impl, dtype, tiles):
-    if impl == "function" and tiles == "small tiles":
+    if impl != "triton" and tiles == "small tiles":
         pytest.skip("tiles are a Triton setting")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, C, H, W, generator=g, dtype=dtype)
@@ -93,7 +94,7 @@ def test_backward_is_the_adjoint(impl, dtype, tiles):
     y = torch.randn(B, 4, C, H * W, generator=g, dtype=dtype)
     gy = torch.randn(B, 4, C, H * W, generator=g, dtype=dtype)
     gx = torch.randn(B, C, H * W, generator=g, dtype=dtype)
-    if impl == "function" and tiles == "small tiles":
+    if impl != "triton" and tiles == "small tiles":
         pytest.skip("tiles are a Triton setting")
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-6}
 
@@ -124,11 +125,45 @@ def test_non_contiguous_input_and_gradient(impl):
     assert torch.equal(dx.cpu(), loop_merge(gy.contiguous(), H, W).view(B, C, H, W))
 
 
-def test_function_passes_gradcheck():
+@pytest.mark.parametrize("impl", ["function", "numba"])
+def test_function_passes_gradcheck(impl):
+    if impl == "numba":
+        from vmunet.ops.cross_scan_numba import CrossMergeNumbaFn as merge_fn
+        from vmunet.ops.cross_scan_numba import CrossScanNumbaFn as scan_fn
+    else:
+        scan_fn, merge_fn = csf.CrossScanFn, csf.CrossMergeFn
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 4, 2, 12, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(csf.CrossScanFn.apply, (x,))
-    assert torch.autograd.gradcheck(lambda t: csf.CrossMergeFn.apply(t, 3, 4), (y,))
+    assert torch.autograd.gradcheck(scan_fn.apply, (x,))
+    assert torch.autograd.gradcheck(lambda t: merge_fn.apply(t, 3, 4), (y,))
+
+
+def test_numba_merge_is_channels_last_and_tiles_channels():
+    """The numba merge stores its sum channels-last (SS2D's transpose back to (B, H, W, C) is then
+    a view), with more channels than one merge tile (16) and a partial last tile."""
+    from vmunet.ops.cross_scan_numba import MERGE_TILE, merge4_numba
+
+    c = 2 * MERGE_TILE + 3
+    y = torch.randn(2, 4, c, H * W, generator=torch.Generator().manual_seed(3))
+    out = merge4_numba(y, H, W)
+    assert out.shape == (2, c, H * W) and out.stride() == (c * H * W, 1, c)
+    assert torch.equal(out, loop_merge(y, H, W))
+    back = out.transpose(1, 2).reshape(2, H, W, c)
+    assert back.data_ptr() == out.data_ptr() and back.is_contiguous()
+
+
+def test_default_takes_numba_for_inference_with_the_same_model_output():
+    """Unset, the selection runs the numba kernels on CPU with gradients off; an SS2D layer (float32,
+    numba scan) then gives the default code's output bit for bit."""
+    torch.manual_seed(0)
+    layer = SS2D(d_model=8, d_state=4, scan_backend="numba").eval()
+    x = torch.randn(2, H, W, 8)
+    with torch.inference_mode():
+        with csf.use_cross_scan_impl("default"):
+            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "numba"
+            out = layer(x)
+        ref = layer(x)  # the autouse fixture's "torch"
+    assert torch.equal(out, ref)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -154,21 +189,36 @@ def test_ss2d_layer_same_output_and_gradients(impl):
 
 def test_selection_and_fallbacks(monkeypatch):
     x = torch.zeros(1, 1, 2, 2, device=DEV)
-    assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"  # the default
+    with csf.use_cross_scan_impl("default"):
+        assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"  # gradients on: the default code
+        with torch.no_grad():  # inference: numba on CPU
+            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("torch" if x.is_cuda else "numba")
+            monkeypatch.setattr(csf, "numba_available", lambda: False)
+            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"
+            monkeypatch.undo()
+        with torch.no_grad():
+            assert csf.resolve_impl(x.double(), ("h", "v")) == "torch"
+            assert csf.resolve_impl(x.half(), csf.FUSED_DIRECTIONS) == "torch"  # a dtype numba does not take
     with csf.use_cross_scan_impl("function"):
         assert csf.resolve_impl(x, ("h", "v", "h_flip", "v_flip")) == "function"
         assert csf.resolve_impl(x, ("h", "v")) == "torch"  # other orders: the default code
         assert csf.resolve_impl(x, ("v", "h", "h_flip", "v_flip")) == "torch"
     with csf.use_cross_scan_impl("auto"):
-        assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("triton" if x.is_cuda else "function")
+        assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("triton" if x.is_cuda else "numba")
     with csf.use_cross_scan_impl("triton"):
         assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "triton"  # interpreter (or GPU)
         monkeypatch.setattr(csf, "_triton_runs_on", lambda t: False)  # CPU without the interpreter
         assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "function"
+    with csf.use_cross_scan_impl("numba"):
+        assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("function" if x.is_cuda else "numba")
+        assert csf.resolve_impl(x.half(), csf.FUSED_DIRECTIONS) == "function"
     assert csf.cross_scan_impl() == "torch"  # the context manager restored it
 
 
 def test_environment_variable_and_bad_names(monkeypatch):
+    monkeypatch.setattr(csf, "_selected", None)
+    monkeypatch.delenv(csf.ENV, raising=False)
+    assert csf.cross_scan_impl() == "default"
     monkeypatch.setattr(csf, "_selected", None)
     monkeypatch.setenv(csf.ENV, "function")
     assert csf.cross_scan_impl() == "function"
