@@ -6,10 +6,16 @@ saves it as a training checkpoint with a Synapse-style preprocessing record, exp
 onnxruntime on CPU when installed) on seeded N(0, 1) batches of 1 and 4. Parity is the largest
 absolute logit difference against the PyTorch model with the ``torch`` scan backend (what was
 traced) and with the default CPU backend (``auto``: numba, what ``vmunet predict`` runs), and the
-share of pixels whose argmax class agrees with the latter.
+share of pixels whose argmax class agrees with the latter. Per format it also reports the peak
+resident memory of this process during the export (sampled; the model and inputs are already
+built) and the inference time per slice of one batch of ``--speed-batch`` (default 4) through the
+exported file (onnxruntime on CPU / ``torch.jit.load``) and through the eager model with the
+default CPU backend (numba) and with the ``torch`` backend, best of ``--repeats`` after one warm-up
+call.
 
     python benchmarks/bench_export.py                                  # vmunet_test, 64x64, 9 classes
     python benchmarks/bench_export.py --model vmunet --size 224        # the paper model
+    python benchmarks/bench_export.py --model vmunet --size 224 --formats onnx
 """
 
 from __future__ import annotations
@@ -17,12 +23,28 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_predict import PeakRSS  # noqa: E402  (benchmarks/bench_predict.py)
+
+
+def best_ms_per_slice(run: Callable[[], object], slices: int, repeats: int) -> float:
+    """Wall ms per slice of ``run()`` (one batch of ``slices``), best of ``repeats`` after a warm-up."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000.0 / slices
 
 
 def main() -> None:
@@ -32,7 +54,12 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=9)
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--formats", nargs="+", default=["torchscript", "onnx"])
+    ap.add_argument("--speed-batch", type=int, default=4, help="slices of the timed inference batch (default 4)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed inference calls, best taken (default 3)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from vmunet.data.preprocessing import make_preprocessing
     from vmunet.inference.export import export_checkpoint, onnxruntime_available
@@ -53,39 +80,53 @@ def main() -> None:
                            "version": "bench"}}, ckpt)
     g = torch.Generator().manual_seed(1)
     inputs = [torch.randn(b, args.in_chans, args.size, args.size, generator=g) for b in (1, 4)]
+    xs = torch.randn(args.speed_batch, args.in_chans, args.size, args.size, generator=g)
+    eager_ms = {}
     with torch.no_grad():
         ref_auto = [model(x) for x in inputs]
+        eager_ms["default"] = best_ms_per_slice(lambda: model(xs), args.speed_batch, args.repeats)
         model.set_scan_backend("torch")
         ref_torch = [model(x) for x in inputs]
+        eager_ms["torch"] = best_ms_per_slice(lambda: model(xs), args.speed_batch, args.repeats)
 
     print(f"# {args.model} {args.size}x{args.size}, {args.classes} classes, {args.in_chans} channel(s), "
           f"random weights; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
-    print("| format | export s | file MB | max abs diff vs torch backend | vs default backend | argmax agreement |")
-    print("|---|---|---|---|---|---|")
+          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print("| format | export s | export peak RSS MiB | file MB | max abs diff vs torch backend | vs default backend "
+          "| argmax agreement | ms / slice (exported file) |")
+    print("|---|---|---|---|---|---|---|---|")
     for fmt in args.formats:
         out = work / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
-        t0 = time.perf_counter()
-        export_checkpoint(ckpt, out, fmt)
-        seconds = time.perf_counter() - t0
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            export_checkpoint(ckpt, out, fmt)
+            seconds = time.perf_counter() - t0
         if fmt == "torchscript":
             loaded = torch.jit.load(str(out))
             with torch.no_grad():
                 got = [loaded(x) for x in inputs]
+                ms = best_ms_per_slice(lambda f=loaded: f(xs), args.speed_batch, args.repeats)
         elif onnxruntime_available():
             import onnxruntime
 
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
             got = [torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0]) for x in inputs]
+            ms = best_ms_per_slice(lambda s=session: s.run(["logits"], {"image": xs.numpy()}), args.speed_batch,
+                                   args.repeats)
         else:
-            print(f"| {fmt} | {seconds:.1f} | {out.stat().st_size / 2**20:.1f} | (onnxruntime not installed) | | |")
+            print(f"| {fmt} | {seconds:.1f} | {mem.peak:.0f} | {out.stat().st_size / 2**20:.1f} | "
+                  "(onnxruntime not installed) | | | |")
             continue
         d_torch = max(float((a - b).abs().max()) for a, b in zip(got, ref_torch, strict=True))
         d_auto = max(float((a - b).abs().max()) for a, b in zip(got, ref_auto, strict=True))
         agree = np.mean([float((a.argmax(1) == b.argmax(1)).float().mean()) for a, b in zip(got, ref_auto, strict=True)])
-        print(f"| {fmt} | {seconds:.1f} | {out.stat().st_size / 2**20:.1f} | {d_torch:.2e} | {d_auto:.2e} | {agree:.5f} |")
+        print(f"| {fmt} | {seconds:.1f} | {mem.peak:.0f} | {out.stat().st_size / 2**20:.1f} | {d_torch:.2e} | "
+              f"{d_auto:.2e} | {agree:.5f} | {ms:.1f} |")
     scale = max(float(r.abs().max()) for r in ref_auto)
     print(f"\nlogit scale: max |logit| = {scale:.3g}; batches of 1 and 4 (the export traced a batch of 2)")
+    print(f"eager model, batch {args.speed_batch}, ms / slice (best of {args.repeats}): default CPU backend "
+          f"{eager_ms['default']:.1f}, torch backend {eager_ms['torch']:.1f}; load average now "
+          f"{os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,8 @@ def main() -> None:
     print(f"\nbench_predict: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params), "
           f"input 512x512 slices -> {args.image_size}x{args.image_size}, {args.classes} classes, "
           f"batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs ({cpu})")
+          f"{os.cpu_count()} CPUs ({cpu}), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     header = (f"| {'device':<6} | {'TTA':<7} | {'slices timed':>12} | {'s / slice':>9} | {'s / 100-slice volume':>20} "
               f"| {'CPU s / 100 slices':>18} | {'model CPU s / slice':>19} | {'outside CPU s / slice':>21} "
               f"| {'peak RSS MiB':>12} | {'peak GPU MiB':>12} | {'100-slice figure':<16} |")

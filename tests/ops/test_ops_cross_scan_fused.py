@@ -196,6 +196,9 @@ def test_selection_and_fallbacks(monkeypatch):
             monkeypatch.setattr(csf, "numba_available", lambda: False)
             assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"
             monkeypatch.undo()
+            monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)  # a tracer sees no numba code
+            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"
+            monkeypatch.undo()
         with torch.no_grad():
             assert csf.resolve_impl(x.double(), ("h", "v")) == "torch"
             assert csf.resolve_impl(x.half(), csf.FUSED_DIRECTIONS) == "torch"  # a dtype numba does not take

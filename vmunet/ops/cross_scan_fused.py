@@ -25,10 +25,11 @@ Implementations (``impl``):
 
 Chosen per process: the environment variable ``VMUNET_CROSS_SCAN`` (read on first use), or
 :func:`set_cross_scan_impl` / :func:`use_cross_scan_impl`. Unset (``"default"``): ``"numba"`` for
-CPU tensors while gradients are off (inference, validation: forward values are identical, and it
-measured ~10 % faster on the paper model, docs/performance.md "Volume prediction"), ``"torch"``
-otherwise: training keeps the default code (its gradients add the four orders in autograd's
-order) and GPUs keep it until a GPU measurement (benchmarks/gpu_check.py, section
+CPU tensors while gradients are off and nothing traces or exports the model (inference and
+validation: the forward values are identical; a batch-8 forward of the paper model took 1.5-13 %
+less CPU time, docs/performance.md "Volume prediction"), ``"torch"`` otherwise: training keeps
+the default code (its gradients add the four orders in autograd's order), tracers and exporters
+record it, and GPUs keep it until a GPU measurement (benchmarks/gpu_check.py, section
 ``cross_scan``) shows the fused path is faster. Any other set of scan orders always takes
 ``"torch"``.
 """
@@ -101,8 +102,16 @@ def numba_available() -> bool:
     return module_imports("vmunet.ops.cross_scan_numba")
 
 
+def _recording() -> bool:
+    """True while a tracer or compiler records the graph (``torch.jit.trace``, the ONNX exporter,
+    ``torch.export``, ``torch.compile``): compiled numba code is invisible to them."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def _numba_runs_on(t: Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and numba_available()
+    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not _recording()
+            and numba_available())
 
 
 def resolve_impl(t: Tensor, directions: Sequence[str]) -> str:
