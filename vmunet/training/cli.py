@@ -7,8 +7,12 @@ instantiated data module into the model, so a config states them once. Always ad
 * ``checkpoint`` -- a stock ``ModelCheckpoint``: best by ``val/dice`` (max); with ``save_last``
   a second stock one keeps ``last.ckpt`` after every epoch (:func:`~vmunet.training.callbacks.last_checkpoint`);
 * ``image_grid`` -- :class:`~vmunet.training.callbacks.ValidationImageGrid`;
-* :class:`~vmunet.training.callbacks.EpochSeed` (exact resume) and
+* :class:`~vmunet.training.callbacks.EpochSeed` (exact resume),
+  :class:`~vmunet.training.callbacks.FinalEpochValidation` (the last epoch is always validated) and
   :class:`~vmunet.training.checkpoints.AtomicCheckpointIO` (checkpoints: temp file + fsync + rename);
+* the model summary without FLOPs (:class:`~vmunet.training.progress.ParameterSummary`), also in
+  place of a ``ModelSummary`` / ``RichModelSummary`` of the config;
+* ``seed_everything: true``: a random seed, logged and stored in the run's config (:func:`random_run_seed`);
 * unless ``trainer.logger`` is given: TensorBoard + CSV loggers sharing one run folder
   ``<trainer.default_root_dir>/version_N``, claimed atomically, or the checkpoint's own run
   folder when ``fit --ckpt_path`` resumes (:mod:`vmunet.training.runs`); checkpoints, config and
