@@ -14,8 +14,8 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
 
 Without them the tests that execute this code skip with the reason; every such test also checks a
-small output frozen from the original code (literals in the test, with the commit), so a fresh
-clone still checks the numbers.
+small output frozen from the original code (literals in the test, with the commit, or a file under
+``frozen/`` written by a committed script, ``freeze_*.py``), so a fresh clone still checks the numbers.
 
 Only what a comparison needs is executed: top-level functions and classes are taken out of the
 original files with :mod:`ast` and run in a namespace holding the modules they use, so
@@ -23,6 +23,7 @@ original files with :mod:`ast` and run in a namespace holding the modules they u
 model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
+Swin-UMamba's model file also imports two nnU-Net classes, for type hints only: empty stand-ins.
 """
 
 from __future__ import annotations

@@ -49,10 +49,11 @@ from vmunet.models.weights import load_weights
 
 FROZEN = json.loads(FROZEN_FILE.read_text())
 HEADS = ("out_layers.1.", "out_layers.2.", "out_layers.3.")  # the original's deep-supervision heads
-# Tolerances. The logits are O(1..10) (class sums of 4e3 over 2048 pixels): float32 noise between
-# the two implementations is ~1e-5, and swapping two scan directions in ours moves them by > 1e-1
-# (measured when this file was written). float64: both sides compute in float64 throughout.
-ATOL32 = 2e-4
+# Tolerances, for logits up to 17 in size: in float32 ours and the original differ by up to 9e-5
+# (the original's own float32 and float64 runs by 6e-5), while running ours with two scan directions
+# swapped moves them by 3e-1 to 6e-1 (the frozen sample by 1e-1 and more). In float64 (both compute
+# in float64 throughout) they agree to 2e-13. Measured 2026-11-26, torch 2.13 CPU.
+ATOL32 = 5e-4
 RTOL64 = 1e-10
 
 
@@ -90,8 +91,8 @@ def _our_logits(dtype: torch.dtype) -> torch.Tensor:
 def _assert_summary(logits: torch.Tensor, frozen: dict, dtype: torch.dtype) -> None:
     tol = dict(rtol=0, atol=ATOL32) if dtype == torch.float32 else dict(rtol=RTOL64, atol=RTOL64)
     torch.testing.assert_close(logits[SAMPLE], torch.tensor(frozen["sample"], dtype=dtype), **tol)
-    # sums over 2048 pixels: float32 rounding of the sum itself is ~1e-3
-    sum_tol = dict(rtol=2e-6, atol=0) if dtype == torch.float32 else dict(rtol=RTOL64, atol=0)
+    # sums over 2048 pixels (up to 5e3; squares 6e4): float32 rounding of the sums themselves is ~1e-3
+    sum_tol = dict(rtol=1e-5, atol=0) if dtype == torch.float32 else dict(rtol=RTOL64, atol=0)
     torch.testing.assert_close(logits.sum((0, 2, 3)), torch.tensor(frozen["class_sums"], dtype=dtype), **sum_tol)
     torch.testing.assert_close(logits.square().sum((0, 2, 3)),
                                torch.tensor(frozen["class_sums_of_squares"], dtype=dtype), **sum_tol)
@@ -227,14 +228,18 @@ def test_frozen_paper_record_is_what_the_original_gives(tmp_path):
 
 
 @pytest.mark.slow
-def test_paper_model_logits_equal_the_original(paper_model):
-    original = build_original(original_swin_umamba_module(), small=False)
+def test_paper_model_logits_equal_the_original_float64(paper_model):
+    """Paper size (VMamba-T encoder, 14 classes, 1 channel), float64: equal to 1e-10 relative
+    (measured 7e-13 absolute, logits up to 2.4). In float32 the two differ by up to 2e-4 at this
+    depth from rounding alone, so float64 is the sharper check."""
+    original = build_original(original_swin_umamba_module(float64=True), small=False)
     weights = deterministic_tensors(shapes(original))
     original.load_state_dict(weights)
     model = paper_model.eval()
     _load_original_names(model, weights)
-    x = deterministic_input((1, PAPER_IN, 64, 96))
+    original, model = original.double(), model.double()
+    x = deterministic_input((1, PAPER_IN, 64, 96)).double()
     with torch.no_grad():
         ref = original(x)
         logits = model(x)
-    torch.testing.assert_close(logits, ref, rtol=0, atol=ATOL32 * max(1.0, ref.abs().max().item() / 10))
+    torch.testing.assert_close(logits, ref, rtol=RTOL64, atol=RTOL64 * ref.abs().max().item())
