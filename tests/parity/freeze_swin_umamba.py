@@ -195,7 +195,7 @@ def main() -> int:
     try:
         data = record()
     except pytest.skip.Exception as why:  # the original code is not in third_party/
-        sys.stderr.write(f"freeze_swin_umamba: {why}\n")
+        sys.stderr.write(f"freeze_swin_umamba: cannot run the original: {why}\n")
         return 2
     FROZEN_FILE.parent.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=FROZEN_FILE.parent, suffix=".tmp")
