@@ -20,7 +20,8 @@ clone still checks the numbers.
 
 Only what a comparison needs is executed: top-level functions and classes are taken out of the
 original files with :mod:`ast` and run in a namespace holding the modules they use, so
-``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed. The
+``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed (its
+ISIC transforms are given torchvision 0.14.0's ``functional`` from :func:`torchvision_0_14`). The
 model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
