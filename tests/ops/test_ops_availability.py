@@ -1,5 +1,5 @@
 """vmunet.ops._availability.module_imports: the one cached "does this optional backend import"
-check behind numba_available, triton_available and cross_scan_fused.triton_available."""
+check behind numba_available, triton_available and cross_scan_fused.triton_available / numba_available."""
 
 from __future__ import annotations
 
@@ -34,3 +34,4 @@ def test_public_checks_answer_for_their_own_modules():
     assert numba_available() is module_imports("vmunet.ops.scan_numba")
     assert triton_available() is module_imports("vmunet.ops.scan_triton")
     assert cross_scan_fused.triton_available() is module_imports("vmunet.ops.cross_scan_triton")
+    assert cross_scan_fused.numba_available() is module_imports("vmunet.ops.cross_scan_numba")
