@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -62,7 +63,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from vmunet.data.preprocessing import make_preprocessing
-    from vmunet.inference.export import export_checkpoint, onnxruntime_available
     from vmunet.models import create_model
 
     torch.manual_seed(0)
@@ -74,6 +74,16 @@ def main() -> None:
                                 intensity={"mode": "window", "window": [-125.0, 275.0]},
                                 orientation="RAS", slice_axis=2)
     work = Path(tempfile.mkdtemp(prefix="vmunet-bench-export-"))
+    try:
+        run(args, model, kwargs, record, work)
+    finally:  # the checkpoint and the exported files (the paper model's ONNX file is ~110 MB)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, model: torch.nn.Module, kwargs: dict, record: dict, work: Path) -> None:
+    """Save the checkpoint in ``work``, export it in each format there, and print the table."""
+    from vmunet.inference.export import export_checkpoint, onnxruntime_available
+
     ckpt = work / "model.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "vmunet": {"model_name": args.model, "model_kwargs": kwargs, "preprocessing": record,
