@@ -177,12 +177,21 @@ def check_pair(path: str | Path, image: np.ndarray, label: np.ndarray, num_label
                         f"label {tuple(label.shape)}")
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise DataError(f"{path}: image contains NaN or infinite values")
+    return check_labels(path, label, num_labels)
+
+
+def check_labels(path: str | Path, label: np.ndarray, num_labels: int) -> np.ndarray:
+    """A label map's values as int64 class ids, checked: finite, integral, inside
+    ``[0, num_labels)`` -- never rounded or wrapped into range (a 0.5 or a 5 of a 3-class model is an
+    error naming ``path``, not a silently different class)."""
     lab = np.asarray(label)
     if np.issubdtype(lab.dtype, np.floating):
         if not np.isfinite(lab).all():
             raise DataError(f"{path}: label contains NaN or infinite values")
         if not np.array_equal(lab, np.round(lab)):
             raise DataError(f"{path}: label has non-integer values; expected class ids 0..{num_labels - 1}")
+    elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):
+        raise DataError(f"{path}: label has dtype {lab.dtype}; expected integer class ids 0..{num_labels - 1}")
     lab = lab.astype(np.int64)
     bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])
     if bad.size:

@@ -26,7 +26,7 @@ from vmunet.data import synapse_format as SF
 from vmunet.data.errors import DataError, LayoutError, check_paired, describe_folder, short_list
 from vmunet.data.fileio import atomic_path, write_json
 from vmunet.data.manifest import prepared_folder
-from vmunet.data.volumes import load_volume
+from vmunet.data.volumes import load_volume, same_geometry
 from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _write_synapse(cases: dict[int, tuple[Path, Path]], out: Path, test_ids: lis
         image, affine = load_volume(img_path)
         label, laff = load_volume(lab_path)
         where = f"{lab_path} (image {img_path.name})"
-        if label.shape == image.shape and not np.allclose(affine, laff, atol=1e-3, rtol=1e-4):
+        if label.shape == image.shape and not same_geometry(affine, laff):
             raise DataError(f"{where}: label geometry (affine) differs from the image's")
         img, lab, geom = SF.convert_case(image, label, affine, img_path.name, where)
         name = SF.case_name(cid)

@@ -304,6 +304,10 @@ def _read_h5(p: Path, *, label: bool) -> Scan:
         shape = tuple(int(s) for s in meta["shape"])
     except (KeyError, ValueError, TypeError) as err:
         raise ScanReadError(f"{side}: expected 'affine' (4x4) and 'shape' [X, Y, Z], got {err!r}") from None
+    try:
+        volumes.check_affine(side, affine)
+    except DataError as err:
+        raise ScanReadError(str(err)) from None
     ornt = nib.orientations.io_orientation(affine)
     expected = tuple(int(shape[int(a)]) for a in np.argsort(ornt[:, 0]))
     if ras.shape != expected:
