@@ -64,7 +64,7 @@ def main() -> None:
     print("| format | export s | file MB | max abs diff vs torch backend | vs default backend | argmax agreement |")
     print("|---|---|---|---|---|---|")
     for fmt in args.formats:
-        out = work / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+        out = work / f"model.{ {'onnx': 'onnx', 'pt2': 'pt2'}.get(fmt, 'pt') }"
         t0 = time.perf_counter()
         export_checkpoint(ckpt, out, fmt)
         seconds = time.perf_counter() - t0

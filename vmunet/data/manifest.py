@@ -50,12 +50,17 @@ def _remove_previous(out: Path) -> int:
     if not meta.get("complete") and not files and _files(out):
         raise DataError(f"{manifest}: the prepare that wrote {out} was killed before it could list its files; "
                         "nothing is removed -- delete the folder yourself or choose another")
-    removed = 0
     root = out.resolve()
     for rel in files:
         target = (out / rel).resolve()
         if root not in target.parents:  # a hand-edited manifest must not reach outside the folder
             raise DataError(f"{manifest}: lists {rel!r}, which is outside {out}; not removing anything")
+    return _remove_listed(out, files)
+
+
+def _remove_listed(out: Path, files: list[str]) -> int:
+    """Delete ``files`` (relative to ``out``), the folders that leaves empty and the manifest."""
+    removed = 0
     for rel in files:
         target = out / rel
         if target.is_file() or target.is_symlink():
@@ -64,7 +69,8 @@ def _remove_previous(out: Path) -> int:
     for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()  # only empty folders go
-    manifest.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (out / MANIFEST).unlink()
     return removed
 
 
@@ -92,8 +98,12 @@ def prepared_folder(out: str | Path, *, overwrite: bool, command: str, source: s
     try:
         yield out
     except BaseException:
-        write_json(out / MANIFEST, {**record, "files": _files(out)})
-        removed = _remove_previous(out)
+        written = _files(out)  # the folder was claimed empty: all of it is this run's
+        try:  # listed first, so a removal cut short (Ctrl-C again) leaves a manifest --overwrite can use
+            write_json(out / MANIFEST, {**record, "files": written})
+        except OSError:  # a full disk cannot take the list: remove the files all the same
+            pass
+        removed = _remove_listed(out, written)
         log.info("%s failed: removed the %d file(s) it had written to %s", command, removed, out)
         raise
     write_json(out / MANIFEST, {**record, "complete": True, "files": _files(out)})

@@ -196,6 +196,8 @@ def prepare_isic(raw: str | Path, out: str | Path, *, split: float | None = None
     """
     raw, out = Path(raw), Path(out)
     _check_out(raw, out)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # PIL's resize failed with a traceback
+        raise ConfigError(f"--size: expected a positive number of pixels, got {size!r}")
     year, pairs = _official_split_pairs(raw, year)
     if split is not None or "val" not in pairs:
         frac = 0.7 if split is None else float(split)

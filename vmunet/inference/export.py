@@ -93,6 +93,14 @@ def _check_paths(checkpoint: Path, output: Path, fmt: str, overwrite: bool) -> N
         raise ConfigError(f"--output {output}: is a folder, expected a file name (e.g. model.{_ext(fmt)})")
     if output.resolve() == checkpoint.resolve():
         raise ConfigError(f"--output {output}: is the checkpoint itself; inputs are never overwritten")
+    if sidecar_path(output).resolve() == checkpoint.resolve():  # FILE.json would replace the checkpoint
+        raise ConfigError(f"--output {output}: its record {sidecar_path(output).name} would overwrite the checkpoint "
+                          f"{checkpoint}; inputs are never overwritten -- choose another --output")
+    other = {f".{_ext(f)}": f for f in FORMATS if f != fmt and _ext(f) != _ext(fmt)}
+    if output.suffix.lower() in other:  # an ONNX file named .pt fails later, in whoever loads it
+        raise ConfigError(f"--output {output}: the extension {output.suffix} is {other[output.suffix.lower()]}'s, "
+                          f"but --format {fmt} writes {fmt}; expected {output.with_suffix('.' + _ext(fmt)).name} "
+                          f"(or --format {other[output.suffix.lower()]})")
     for path in (output, sidecar_path(output)):
         if path.exists() and not overwrite:
             raise ConfigError(f"--output: {path} exists; pass --overwrite to replace it")

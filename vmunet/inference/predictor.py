@@ -289,6 +289,8 @@ class Predictor:
             norm = channels.astype(np.float32) if scan.normalized else normalize_channels(channels, pp["intensity"])
             return np.moveaxis(volume_to_slices(norm, pp["slice_axis"]), 0, 1), pp["slice_axis"], filled
         arr = scan.array
+        if arr.ndim == 2 and pp["in_chans"] == 3:  # as training reads a grayscale image: R = G = B
+            arr = np.repeat(arr[..., None], 3, axis=-1)
         chans = 1 if arr.ndim == 2 else arr.shape[-1]
         if pp["slice_axis"] is not None:
             raise io.ScanReadError(f"{where}: this model segments 3D volumes (slice_axis {pp['slice_axis']}), got a 2D image")

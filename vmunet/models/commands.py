@@ -78,6 +78,19 @@ def run_info(args: argparse.Namespace) -> int:
                              scan_backend=args.backend)
     except (ValueError, TypeError) as err:  # the model refuses a setting (e.g. an unknown backend)
         raise ConfigError(f"model {args.model!r}: {err}") from None
+    # checked here, not by the forward pass of the count (a ValueError traceback before)
+    import torch
+
+    from vmunet.errors import first_line
+    from vmunet.inference.slicewise import check_model_input_size
+    from vmunet.ops.selective_scan import resolve_backend
+
+    check_model_input_size(model, (H, W), "--size")
+    if not args.no_memory:
+        try:
+            resolve_backend(args.backend, torch.device("cpu"))
+        except (ValueError, RuntimeError) as err:
+            raise ConfigError(f"--backend {args.backend}: {first_line(err)}") from None
     summary = summarize(model, (args.batch, args.in_chans, H, W), name=args.model,
                         measure_memory=not args.no_memory)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else format_summary(summary))
