@@ -11,6 +11,7 @@ from unittest import mock
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from inference_helpers import structure_volume, volume_record, write_nifti
 
 
@@ -184,3 +185,33 @@ def test_probabilities_of_another_checkpoint_are_not_reused(tmp_path, predicted,
     caplog.clear()
     assert run([*common, "-m", other, "--save-probabilities"]) == 0
     assert "is up to date (same checkpoint, preprocessing, options and input), reused" in caplog.text
+
+
+def test_isic_predict_reads_images_as_training_does(tmp_path, caplog):
+    """Grayscale: training converts it to RGB (R = G = B), predict refused it; 16 bits: refused by both."""
+    from inference_helpers import save_checkpoint
+    from PIL import Image
+
+    from vmunet.cli import main
+    from vmunet.data.preprocessing import make_preprocessing
+    from vmunet.models import create_model
+
+    record = make_preprocessing("isic", in_chans=3, image_size=(32, 32), class_names=["background", "lesion"],
+                                num_classes=1, intensity={"mode": "zscore", "mean": [120.0] * 3, "std": [40.0] * 3})
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 1, "in_chans": 3}
+    ckpt = save_checkpoint(tmp_path / "isic.ckpt", create_model("vmunet_test", **kwargs), "vmunet_test", kwargs, record)
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (40, 48), dtype=np.uint8)
+    gray[10:30, 12:36] //= 3  # a dark lesion
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(gray).save(scans / "gray.png")
+    Image.fromarray(np.repeat(gray[..., None], 3, axis=-1)).save(scans / "rgb.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(scans / "wide.png")
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "out"
+    assert main(["predict", "-i", str(scans), "-o", str(out), "-m", str(ckpt), "--device", "cpu"]) == 1
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "gray.png")), np.asarray(Image.open(out / "rgb.png")))
+    assert f"wide.png: failed: {scans / 'wide.png'}: 16-bit image (PIL mode I;16); expected an 8-bit" in caplog.text
+    assert not (out / "wide.png").exists()
