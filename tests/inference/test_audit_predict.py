@@ -125,7 +125,7 @@ def test_reference_labels_are_checked_like_training_labels_and_on_the_scans_grid
         caplog.clear()
         assert run(["-i", scans, "-o", out, "-m", tiny_checkpoint, "--device", "cpu", "--reference", ref]) == 1, name
         assert f"ct.nii.gz: failed: --reference {ref / 'ct.nii.gz'}{message}" in caplog.text, name
-        assert not (out / "metrics.csv").exists()
+        assert (out / "metrics.csv").read_text() == "case,class,status,dice,hd95,hd95_mm,convention,hd95_definition\n"
 
     # the same ground truth stored flipped (another voxel order, the same grid in space) is scored
     flipped = tmp_path / "ref_flipped"
@@ -215,3 +215,29 @@ def test_isic_predict_reads_images_as_training_does(tmp_path, caplog):
     np.testing.assert_array_equal(np.asarray(Image.open(out / "gray.png")), np.asarray(Image.open(out / "rgb.png")))
     assert f"wide.png: failed: {scans / 'wide.png'}: 16-bit image (PIL mode I;16); expected an 8-bit" in caplog.text
     assert not (out / "wide.png").exists()
+
+
+def test_metrics_csv_always_describes_the_run_that_wrote_it(tmp_path, predicted, tiny_checkpoint, make_checkpoint,
+                                                           caplog):
+    """A --reference run whose cases all failed kept the earlier run's metrics.csv beside outputs it
+    no longer described; a run without --reference that recomputed the cases did so silently."""
+    scans, out, lab = predicted
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    write_nifti(good / "ct.nii.gz", lab, np.eye(4))
+    write_nifti(bad / "ct.nii.gz", np.where(lab, 7, 0).astype(np.uint8), np.eye(4))
+    common = ["-i", scans, "-o", out, "--device", "cpu"]
+    assert run([*common, "-m", tiny_checkpoint, "--reference", good]) == 0
+    assert "ct,liver," in (out / "metrics.csv").read_text()
+    caplog.set_level(logging.WARNING)
+    assert run([*common, "-m", tiny_checkpoint, "--reference", bad]) == 1
+    assert (out / "metrics.csv").read_text().splitlines() == ["case,class,status,dice,hd95,hd95_mm,convention,hd95_definition"]
+    assert f"--reference {bad}: no case was scored; {out / 'metrics.csv'} holds only its header" in caplog.text
+    assert run([*common, "-m", tiny_checkpoint, "--reference", good]) == 0
+    other = make_checkpoint("other.ckpt", volume_record(class_names=["background", "liver", "spleen"], num_classes=3),
+                            num_classes=3, in_chans=1, seed=1)
+    caplog.clear()
+    assert run([*common, "-m", other]) == 0
+    assert (f"{out / 'metrics.csv'} is from an earlier run with --reference: it does not describe the 1 case(s) "
+            "computed now") in caplog.text

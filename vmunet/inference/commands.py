@@ -351,9 +351,18 @@ def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: fl
     rate = tally.slices / seconds if seconds > 0 else 0.0
     print(f"predicted {tally.done} case(s), {tally.slices} slices in {seconds:.1f} s ({rate:.2f} slices/s); "
           f"reused {tally.skipped} up to date; recomputed {tally.stale} stale; failed {len(tally.failed)}")
+    metrics = args.output / "metrics.csv"
     if tally.metric_rows:
-        print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names,
-                             args.metric_convention))
+        print(_write_metrics(metrics, tally.metric_rows, predictor.class_names, args.metric_convention))
+    elif args.reference is not None:  # an earlier run's table must not stand for this one
+        from vmunet.data.fileio import write_csv
+        from vmunet.evaluation.metrics import CASE_FIELDS
+
+        write_csv(metrics, [], CASE_FIELDS)
+        log.warning("--reference %s: no case was scored; %s holds only its header", args.reference, metrics)
+    elif metrics.is_file() and tally.done:
+        log.warning("%s is from an earlier run with --reference: it does not describe the %d case(s) computed now",
+                    metrics, tally.done)
     if tally.failed:
         log.error("%d case(s) failed: %s", len(tally.failed), ", ".join(tally.failed))
         return EXIT_CASE_FAILED
