@@ -127,7 +127,9 @@ def _stale_reason(sidecar: Path, key: dict[str, Any], out: Path, probabilities: 
             return f"{field_name} was {then!r}, now {now!r}"
     from vmunet.data.fileio import file_sha256
 
-    if meta.get("output_sha256") != file_sha256(out):
+    if "output_sha256" not in meta:
+        return f"its sidecar {sidecar.name} does not record 'output_sha256' (written by an older vmunet)"
+    if meta["output_sha256"] != file_sha256(out):
         return f"{out.name} is not the label map its sidecar {sidecar.name} describes (sha256 differs)"
     if probabilities is not None:
         if not probabilities.exists():
