@@ -12,6 +12,9 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
   ``swin_umamba/nnunetv2/nets/SwinUMamba.py`` and ``SwinUMambaD.py``).
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
+* ``third_party/torchvision-0.14.0``: the torchvision 0.14.0 wheel (PyPI) unpacked, the version
+  VM-UNet's README pins, for the tensor transforms its ISIC pipeline calls (``TF.resize``,
+  ``hflip``, ``vflip``, ``rotate``; see :func:`torchvision_0_14`).
 
 Without them the tests that execute this code skip with the reason; every such test also checks a
 small output frozen from the original code (literals in the test, with the commit, or a file under
@@ -19,7 +22,8 @@ small output frozen from the original code (literals in the test, with the commi
 
 Only what a comparison needs is executed: top-level functions and classes are taken out of the
 original files with :mod:`ast` and run in a namespace holding the modules they use, so
-``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed. The
+``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed (its
+ISIC transforms are given torchvision 0.14.0's ``functional`` from :func:`torchvision_0_14`). The
 model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
@@ -30,9 +34,12 @@ Swin-UMamba's model files also import two nnU-Net classes, for type hints only: 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.machinery
 import importlib.util
 import math
 import os
+import re
 import sys
 import types
 import zlib
@@ -59,6 +66,8 @@ VMAMBA_COMMIT = "2ed52ead062a51a64521ed3871d52914bf532876"  # MzeroMiko/VMamba (
 SWIN_UMAMBA_COMMIT = "2c1f72e1975cef6621f239117efdc954237c6952"  # JiarunLiu/Swin-UMamba ("support updated vssm ckpt", 2024-03-19)
 SWIN_UMAMBA_NETS = "swin_umamba/nnunetv2/nets"
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
+TORCHVISION_DIR = THIRD_PARTY / "torchvision-0.14.0"
+TORCHVISION_VERSION = "0.14.0"  # VM-UNet's README: pip install torch==1.13.0 torchvision==0.14.0
 
 
 def _pinned(folder: Path, marker: str, url: str, commit: str) -> Path:
@@ -127,6 +136,42 @@ def mamba_scan_file() -> Path:
         pytest.skip(f"mamba-ssm source not in {MAMBA_DIR} (`make third-party`: the 2.3.2.post1 sdist "
                     "unpacked there); the frozen outputs are still checked")
     return path
+
+
+def torchvision_0_14() -> types.ModuleType:
+    """torchvision 0.14.0's ``torchvision.transforms`` package, pure Python, from the unpacked wheel.
+
+    torchvision cannot be installed here (its wheels pin their own torch build). Its package
+    ``__init__.py`` is the only file not executed: it loads the compiled extension (``_C``, image
+    and video I/O) and imports ``datasets``, ``io``, ``models`` and ``ops``, none of which the
+    transforms use. In its place a bare package object is registered under a private name
+    (``_torchvision_0_14_0``, so MONAI or Lightning looking for an installed ``torchvision`` find
+    nothing), whose path is the wheel's folder; ``transforms/`` (``functional.py``,
+    ``functional_tensor.py``, ``functional_pil.py``, ``transforms.py``, ...) and ``utils.py`` are
+    then imported unchanged (they import each other relatively, and otherwise only torch, numpy
+    and PIL). Nothing else is stubbed.
+    """
+    name = "_torchvision_0_14_0"
+    if f"{name}.transforms" in sys.modules:
+        return sys.modules[f"{name}.transforms"]
+    root = TORCHVISION_DIR / "torchvision"
+    if not (root / "transforms" / "functional_tensor.py").is_file():
+        pytest.skip(f"torchvision {TORCHVISION_VERSION} not in {TORCHVISION_DIR} (`make third-party`: its "
+                    "wheel from PyPI unpacked there); the frozen outputs are still checked")
+    version_py = (root / "version.py").read_text()
+    match = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", version_py, re.MULTILINE)
+    found = match.group(1) if match else "unknown"
+    if found != TORCHVISION_VERSION:
+        pytest.skip(f"{root} is torchvision {found} (version.py), the tests pin {TORCHVISION_VERSION}")
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(root)]
+    sys.modules[name] = importlib.util.module_from_spec(spec)  # torchvision/__init__.py not run
+    try:
+        return importlib.import_module(f"{name}.transforms")
+    except BaseException:
+        for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
+            sys.modules.pop(key)
+        raise
 
 
 def load_definitions(path: Path, names: list[str], namespace: dict[str, Any],
