@@ -310,8 +310,9 @@ class SwinUMambaD(VSSModel):
     def vmamba_targets(self, key: str) -> tuple[str | None, str]:
         """A VMamba v0 key -> our key as Swin-UMamba†'s ``load_pretrained_ckpt`` maps it, or
         (None, why). It skips the whole patch embedding when the file's input channels differ from
-        the model's; VMamba's ImageNet files are RGB, so here: unless ``in_chans`` is 3 (a file of
-        other channels into a 3-channel model is a shape error, as in the original's assert)."""
+        the model's; VMamba's ImageNet files are all RGB, so here: unless ``in_chans`` is 3. (A
+        non-RGB VMamba file, none published, differs: the original decides by its channels; here
+        it is a shape error for a 3-channel model and skipped for the others.)"""
         if key.startswith(("head.", "norm.")):
             return None, "ImageNet classifier part (norm/head), unused by Swin-UMamba†"
         if key.startswith("patch_embed.") and self.in_chans != 3:
