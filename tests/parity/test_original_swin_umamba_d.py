@@ -160,6 +160,7 @@ def test_paper_vmamba_t_file_loads_like_the_frozen_load_pretrained_ckpt(tmp_path
 # ----- against the original code (skip without third_party/) -----------------------------------
 
 
+@pytest.mark.slow  # re-runs all of the freeze script's small record; the tests below compare ours with both
 def test_frozen_small_record_is_what_the_original_gives(tmp_path):
     original_swin_umamba_d_module()  # skips without third_party/
     live = small_record(tmp_path)
