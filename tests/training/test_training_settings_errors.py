@@ -184,6 +184,10 @@ PARSE = [  # (argv, a YAML config file's text or None, the whole stderr line aft
     ([*DEMO, "--data.batch_size", "abc"], None, "data.batch_size: expected an integer, got abc"),
     ([*DEMO, "--data.batch_sise", "8"], None, "data.batch_sise: unknown key; did you mean data.batch_size? "
      "(`vmunet fit --help` lists the accepted keys)"),
+    # the section's own keys are compared by their last part: not "did you mean model.weights?"
+    ([*DEMO, "--model.learning_rate", "0.1"], None, "model.learning_rate: unknown key; did you mean model.lr? "
+     "(`vmunet fit --help` lists the accepted keys)"),
+    ([*DEMO, "--model.colour", "red"], None, "model.colour: unknown key (`vmunet fit --help` lists the accepted keys)"),
     ([*DEMO, "--trainer.max_epoch", "3"], None, "trainer.max_epoch: unknown key; did you mean trainer.max_epochs? "
      "(`vmunet fit --help` lists the accepted keys)"),
     ([*DEMO, "--config", "{missing}"], None, "config: expected an existing YAML file, got {missing} (no such file)"),
