@@ -31,6 +31,7 @@ and invalid values found while building the model / data / trainer are :class:`~
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 import warnings
@@ -48,9 +49,11 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.runtime import LOG_FORMAT
 from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
+from vmunet.training.ckpt_settings import reconcile
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
     check_checkpoint,
+    check_no_later_checkpoints,
     is_file_path,
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
@@ -78,6 +81,9 @@ log = logging.getLogger(__name__)
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LINKED_KEYS = ("num_classes", "in_chans")  # model.<key> <- data.<key>, so a config states them once
+#: Trainer precisions whose weights are not float32: the models' float32 parts (the selective scan,
+#: the evaluation's slice inferer) then meet weights of another dtype and fail mid-run
+UNSUPPORTED_PRECISIONS = ("64", "64-true", "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/dice",
     "checkpoint.mode": "max",
@@ -108,6 +114,7 @@ class VMUNetCLI(LightningCLI):
     _run_lock: RunLock | None = None
 
     _held: HeldNotices | None = None
+    _given_model: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -127,6 +134,11 @@ class VMUNetCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except MisconfigurationException as err:
+            # a setting Lightning can judge only once the loaders exist (limit_train_batches 0.01 of
+            # 3 batches): its message names the key; one line, not a traceback
+            self._discard_fresh_run()
+            raise ConfigError(f"invalid configuration: {' '.join(str(err).split())}") from err
         except BaseException:
             self._discard_fresh_run()
             raise
@@ -149,11 +161,29 @@ class VMUNetCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as exc:  # jsonargparse's indented tree -> our one line
             raise ConfigError(_parse_error_line(exc, list(args or []), self._subcommand_parsers)) from None
+        # the model settings the config files and command line state (not defaults): _parse_ckpt_path
+        # compares them with a checkpoint's
+        explicit = parser.parse_args(args, defaults=False)
+        sub = explicit.get("subcommand")
+        model = explicit.get(sub, {}).get("model") if sub else None
+        self._given_model = dict(model) if model is not None else {}
         # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
         if is_file_path(ckpt_path):
             read_training_checkpoint(ckpt_path)
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI puts the checkpoint's hyper-parameters over every model.* setting of the
+        # config; reconcile() says which of the user's settings win, and refuses conflicts
+        super()._parse_ckpt_path()
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
+        if not is_file_path(ckpt_path) or self._given_model is None:
+            return
+        saved = self.config[sub]["model"]
+        for key, value in reconcile(self._given_model, dict(saved), subcommand=sub, ckpt_path=str(ckpt_path)).items():
+            saved[key] = value
 
     def instantiate_classes(self) -> None:
         try:
@@ -196,6 +226,8 @@ class VMUNetCLI(LightningCLI):
                                                        ckpt_path if self.subcommand == "fit" else None)
             if is_rank_zero():  # DDP: rank 0 holds the lock for the processes it launched
                 self._run_lock = lock_run_dir(run_dir)  # before anything is written into the folder
+            if resumed:  # (under the lock: no process is writing the folder's checkpoints now)
+                check_no_later_checkpoints(ckpt_path, resume_step, resume_epoch)
             if not resumed:
                 self._fresh_run = run_dir  # given back if the run fails before producing anything
             elif is_rank_zero():
@@ -264,6 +296,21 @@ class VMUNetCLI(LightningCLI):
             raise ConfigError(f"trainer.max_epochs: expected >= 1 (or -1: no limit), got {max_epochs}")
         if self.subcommand == "fit" and max_epochs == 0 and not cfg.get("fast_dev_run"):
             raise ConfigError("trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing")
+        limit = cfg.get("limit_train_batches")
+        if self.subcommand == "fit" and isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == 0:
+            # Lightning skips training without a word (and exits 0)
+            raise ConfigError(f"trainer.limit_train_batches: expected > 0 (batches, or a fraction of the epoch), "
+                              f"got {limit}; fit would train nothing")
+        clip = cfg.get("gradient_clip_val")
+        if isinstance(clip, (int, float)) and not isinstance(clip, bool) and not (clip >= 0 and math.isfinite(clip)):
+            # Lightning clips only when the value is > 0: a negative one was silently no clipping at all
+            raise ConfigError(f"trainer.gradient_clip_val: expected a finite number > 0 (or 0 / null: no clipping), "
+                              f"got {clip}")
+        precision = str(cfg.get("precision"))
+        if precision in UNSUPPORTED_PRECISIONS:
+            # the models' layers mix float32 with the weights' dtype (the scan, the evaluation's slice inferer)
+            raise ConfigError(f"trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), got {precision}; "
+                              "the models need float32 weights (mixed precision casts the computation instead)")
         if not isinstance(self.model, SegmentationModule):
             return
         rec = getattr(self.datamodule, "preprocessing", None)

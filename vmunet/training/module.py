@@ -79,6 +79,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(state), gauss))
 
 
+class TrainingDivergedError(VmunetError, FloatingPointError):
+    """The training loss became NaN or infinite: a setting (learning rate, precision) the run cannot
+    train with; ``vmunet fit`` says so in one line (exit 2) instead of a traceback."""
+
+
 class CaseLoss:
     """The model as the slice inferer calls it, adding up the training loss of one case on the way.
 
@@ -343,7 +348,11 @@ class SegmentationModule(pl.LightningModule):
         logits = self(batch["image"])
         loss = self.loss_fn(logits, self._target(batch["label"]))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+            raise TrainingDivergedError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} (step "
+                f"{self.global_step}): the training diverged; lower model.lr, clip gradients "
+                "(trainer.gradient_clip_val) or train in 32-bit precision; the checkpoints of finished epochs are kept"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
