@@ -49,7 +49,6 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.runtime import LOG_FORMAT
 from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
-from vmunet.training.ckpt_settings import reconcile
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
     check_checkpoint,
@@ -58,6 +57,7 @@ from vmunet.training.checkpoints import (
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
 )
+from vmunet.training.ckpt_settings import reconcile
 from vmunet.training.module import SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
