@@ -143,3 +143,34 @@ def test_a_batch_limit_leaving_no_batch_is_one_line(tmp_path, capfd):
         "vmunet fit: error: invalid configuration: You requested to check 0.1 of the `train_dataloader` but 0.1 * 4 "
         "< 1. Please increase the `limit_train_batches` argument. Try at least `limit_train_batches=0.25`")
     assert not list(tmp_path.glob("version_*"))  # the failed start's folder is given back
+
+
+def test_evaluating_or_resuming_on_otherwise_prepared_data_is_refused(run_folder, capfd):
+    last = run_folder / "checkpoints" / "last.ckpt"
+    before = sorted(p.name for p in run_folder.iterdir())
+    for sub, why in [("test", "the model would be scored on inputs prepared otherwise than in its training"),
+                     ("fit", "a resumed run would go on training on inputs prepared otherwise (to train on from its "
+                      f"weights with this data, start a new run with --model.weights {last})")]:
+        # trained at 32 x 32; before the check, test scored the model on 64 x 64 inputs without a word
+        line = _one_error_line([sub, *BASE, "--data.size", "64", "--trainer.max_epochs", "3", "--ckpt_path",
+                                str(last)], capfd)
+        assert line == (f"vmunet {sub}: error: {last}: the data module prepares its data differently from the data "
+                        "the checkpoint was trained on: preprocessing image_size=[64, 64] (checkpoint: [32, 32]); "
+                        f"{why}; use the data settings of the training run")
+    assert sorted(p.name for p in run_folder.iterdir()) == before
+
+
+def test_changed_data_settings_of_a_resume_are_named_in_a_warning(caplog):
+    from vmunet.training.ckpt_settings import warn_changed_data_settings
+
+    saved = {"_class_path": "vmunet.data.synapse.SynapseDataModule", "_instantiator": "x", "root": "data/s",
+             "batch_size": 4, "seed": 42, "num_workers": 0, "cache": False}
+    caplog.set_level(logging.WARNING, logger="vmunet.training.ckpt_settings")
+    # loading-only settings (workers, caching) and the instantiator's bookkeeping: nothing to say
+    assert warn_changed_data_settings(saved, {**saved, "num_workers": 2, "cache": True, "_instantiator": "y"}) == []
+    assert not caplog.records
+    diffs = warn_changed_data_settings(saved, {**saved, "batch_size": 2, "seed": 7})
+    assert diffs == ["data.batch_size=2 (checkpoint: 4)", "data.seed=7 (checkpoint: 42)"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming with data settings other than the checkpoint's run: data.batch_size=2 (checkpoint: 4), data.seed=7 "
+        "(checkpoint: 42); they apply from here on, so the resumed run does not repeat an uninterrupted one"]

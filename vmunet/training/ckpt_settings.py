@@ -22,6 +22,7 @@ the checkpoint's:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,3 +111,60 @@ def reconcile(given: Mapping[str, Any], saved: Mapping[str, Any], *, subcommand:
         log.info("%s: training settings not used (the checkpoint's model is evaluated): %s", subcommand,
                  ", ".join(unused))
     return out
+
+
+#: Fields the module adds to the data's preprocessing record (evaluation settings, see above)
+DECISION_KEYS = ("threshold", "resample")
+#: Data settings that change how fast data is loaded, not what a run sees
+LOADING_ONLY = ("num_workers", "pin_memory", "cache", "cache_dir", "check_files", "eval_batch_size")
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Equal plain data, floats to a relative 1e-6 (statistics computed again from the same files)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def check_same_preprocessing(ckpt_path: str, saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None,
+                             subcommand: str) -> None:
+    """:class:`ConfigError` when the data module prepares its data otherwise than the data the checkpoint
+    was trained on (its preprocessing record: image size, intensity scheme, classes, ...): ``test`` /
+    ``validate`` would score the model on inputs it never saw the like of, a resumed ``fit`` would go on
+    training on them. (``vmunet predict`` always prepares scans as the checkpoint records.)"""
+    if saved is None or current is None:
+        return
+    diffs = [f"{key}={_plain(current.get(key))!r} (checkpoint: {_plain(saved.get(key))!r})"
+             for key in sorted(set(saved) | set(current))
+             if key not in DECISION_KEYS and not _close(_plain(current.get(key)), _plain(saved.get(key)))]
+    if not diffs:
+        return
+    why = (f"a resumed run would go on training on inputs prepared otherwise (to train on from its weights with "
+           f"this data, start a new run with --model.weights {ckpt_path})" if subcommand == "fit" else
+           "the model would be scored on inputs prepared otherwise than in its training")
+    raise ConfigError(f"{ckpt_path}: the data module prepares its data differently from the data the checkpoint was "
+                      f"trained on: preprocessing {', '.join(diffs)}; {why}; use the data settings of the training run")
+
+
+def warn_changed_data_settings(saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
+    """Log one warning naming the data settings (other than :data:`LOADING_ONLY`) a resumed ``fit`` gives
+    otherwise than the checkpoint's run (batch size, seed, augmentation, root ...): they take effect, so
+    the resumed run no longer repeats an uninterrupted one. Returns the differences."""
+    if not saved or current is None:
+        return []
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if key in LOADING_ONLY or (key.startswith("_") and key != "_class_path"):
+            continue
+        a, b = _plain(current.get(key)), _plain(saved.get(key))
+        if not _close(a, b):
+            name = "class_path" if key == "_class_path" else key
+            diffs.append(f"data.{name}={a!r} (checkpoint: {b!r})")
+    if diffs:
+        log.warning("resuming with data settings other than the checkpoint's run: %s; they apply from here on, so "
+                    "the resumed run does not repeat an uninterrupted one", ", ".join(diffs))
+    return diffs

@@ -57,7 +57,7 @@ from vmunet.training.checkpoints import (
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
 )
-from vmunet.training.ckpt_settings import reconcile
+from vmunet.training.ckpt_settings import check_same_preprocessing, reconcile, warn_changed_data_settings
 from vmunet.training.module import SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
@@ -211,6 +211,11 @@ class VMUNetCLI(LightningCLI):
         resume_step = resume_epoch = None
         if is_file_path(ckpt_path):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
+            check_same_preprocessing(str(ckpt_path), (ckpt.get("vmunet") or {}).get("preprocessing"),
+                                     getattr(self.datamodule, "preprocessing", None), self.subcommand)
+            if self.subcommand == "fit":
+                warn_changed_data_settings(ckpt.get("datamodule_hyper_parameters"),
+                                           getattr(self.datamodule, "hparams", None))
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt
         self._check_before_trainer(cfg)
