@@ -57,7 +57,11 @@ from vmunet.training.checkpoints import (
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
 )
-from vmunet.training.ckpt_settings import check_same_preprocessing, reconcile, warn_changed_data_settings
+from vmunet.training.ckpt_settings import (
+    check_same_preprocessing,
+    reconcile,
+    warn_changed_data_settings,
+)
 from vmunet.training.module import SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
