@@ -174,3 +174,20 @@ def test_changed_data_settings_of_a_resume_are_named_in_a_warning(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "resuming with data settings other than the checkpoint's run: data.batch_size=2 (checkpoint: 4), data.seed=7 "
         "(checkpoint: 42); they apply from here on, so the resumed run does not repeat an uninterrupted one"]
+
+
+def test_max_time_stops_at_an_epoch_end_so_the_resume_is_exact(tmp_path, monkeypatch):
+    """Lightning's own max_time stopped after the batch in which the time ran out, validated, and saved
+    last.ckpt as if the epoch were done: resuming skipped the rest of that epoch (fewer steps, other
+    weights). Checked at epoch ends, the run stops after a whole epoch."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import timer
+
+    clock = iter(range(0, 10**6, 100))  # every reading of the Timer's clock is 100 s later: the 1 s runs out at once
+    monkeypatch.setattr(timer, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    run_lightning_cli(["fit", *BASE, "--trainer.limit_train_batches", "3", "--trainer.max_epochs", "3",
+                       "--trainer.max_time", "00:00:00:01", "--trainer.default_root_dir", str(tmp_path)])
+    ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    done = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+    assert (ckpt["epoch"], ckpt["global_step"], done) == (0, 3, 3)  # one whole epoch of 3 batches, then stopped

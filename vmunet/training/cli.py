@@ -42,7 +42,7 @@ from typing import Any
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -260,6 +260,13 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
+        max_time = cfg.get("max_time")
+        if self.subcommand == "fit" and max_time is not None and not any(isinstance(c, Timer) for c in callbacks):
+            # Lightning's max_time stops mid-epoch, validates and saves last.ckpt as if the epoch were
+            # done: a resume then skipped the rest of that epoch (fewer steps, other weights, no word).
+            # Checked at epoch ends instead, every checkpoint is at an epoch's end and a resume is exact.
+            callbacks.append(_epoch_timer(max_time, cfg))
+            kwargs["max_time"] = None
         if cfg.get("enable_model_summary") is not False and not cfg.get("barebones") and not any(
                 isinstance(c, ModelSummary) for c in callbacks):
             # in place of Lightning's default summary, whose "Total FLOPs: 0" is false; with the flag off
@@ -327,6 +334,15 @@ class VMUNetCLI(LightningCLI):
             self.model.check_data(rec)
         if self.subcommand == "fit" and not cfg.get("fast_dev_run") and isinstance(max_epochs, int):
             self.model.check_schedule(max_epochs)
+
+
+def _epoch_timer(max_time: Any, cfg: Mapping[str, Any]) -> Timer:
+    """``Timer(max_time)`` checked at the end of each training epoch; a duration Lightning refuses is
+    the one-line ``trainer.max_time: expected ...`` error."""
+    try:
+        return Timer(duration=max_time, interval="epoch")
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(trainer_error_line(str(err), dict(cfg)) or f"trainer.max_time: {err}") from err
 
 
 def _find_vmunet_error(err: BaseException) -> VmunetError | None:
