@@ -27,9 +27,16 @@ BASE = [*TOY, "--model.lr", "0.003", *FAST]
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
-    """A finished 1-epoch run (trained with lr 0.003, metric_conventions unset: strict)."""
+    """A finished 1-epoch run (trained with lr 0.003, metric_conventions unset: strict) started from
+    an initialization file (``--model.weights``) that is deleted afterwards."""
+    from vmunet.models import create_model
+
     root = tmp_path_factory.mktemp("resume_settings")
-    run_lightning_cli(["fit", *BASE, "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1"])
+    init = root / "init.pth"
+    torch.save(create_model("vmunet_test", num_classes=3, in_chans=1).state_dict(), init)
+    run_lightning_cli(["fit", *BASE, "--model.weights", str(init), "--trainer.default_root_dir", str(root),
+                       "--trainer.max_epochs", "1"])
+    init.unlink()  # moved or deleted: the checkpoint holds every weight a test or resume needs
     return root / "version_0"
 
 
@@ -119,10 +126,6 @@ def test_resume_from_a_checkpoint_the_run_has_gone_past_is_refused(run_folder, t
         f"and metrics: resume from {ckpts / 'last.ckpt'}, or copy this checkpoint out of {ckpts} to start a new "
         "run from it")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files  # nothing written
-    # a copy outside the run's checkpoints/ starts a new run from it, as documented
-    shutil.copy(early, tmp_path / "early.ckpt")
-    run_lightning_cli([*argv[:-1], str(tmp_path / "early.ckpt"), "--trainer.max_epochs", str(epoch + 2)])
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["version_0", "version_1"]
 
 
 def test_a_diverging_loss_is_one_line_naming_the_step(tmp_path, capfd):
@@ -191,3 +194,15 @@ def test_max_time_stops_at_an_epoch_end_so_the_resume_is_exact(tmp_path, monkeyp
     ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     done = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
     assert (ckpt["epoch"], ckpt["global_step"], done) == (0, 3, 3)  # one whole epoch of 3 batches, then stopped
+
+
+def test_a_run_started_from_a_weights_file_is_tested_and_resumed_without_it(run_folder, tmp_path):
+    # before: "weights file .../init.pth does not exist" (the module loaded the initial weights, then
+    # Lightning replaced them with the checkpoint's); `test` of this run: test_given_settings_...
+    run = tmp_path / "runs" / "version_0"
+    shutil.copytree(run_folder, run)
+    last = run / "checkpoints" / "last.ckpt"
+    run_lightning_cli(["fit", *BASE, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "runs"),
+                       "--ckpt_path", str(last)])
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["hyper_parameters"]["weights"] == str(run_folder.parent / "init.pth")

@@ -62,7 +62,7 @@ from vmunet.training.ckpt_settings import (
     reconcile,
     warn_changed_data_settings,
 )
-from vmunet.training.module import SegmentationModule
+from vmunet.training.module import CHECKPOINT_REPLACES_WEIGHTS, SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
     SEED_LOGGER,
@@ -190,6 +190,9 @@ class VMUNetCLI(LightningCLI):
             saved[key] = value
 
     def instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        from_checkpoint = is_file_path(self.config.get(sub, {}).get("ckpt_path") if sub else None)
+        token = CHECKPOINT_REPLACES_WEIGHTS.set(from_checkpoint)  # model.weights: not read, not needed
         try:
             super().instantiate_classes()
         except VmunetError:
@@ -203,6 +206,8 @@ class VMUNetCLI(LightningCLI):
             # message that names its key (``model.lr: ...``) needs no preface
             named = re.match(r"^(model|data|trainer)[.:]", str(err))
             raise ConfigError(str(err) if named else f"invalid configuration: {err}") from err
+        finally:
+            CHECKPOINT_REPLACES_WEIGHTS.reset(token)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
