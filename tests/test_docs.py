@@ -381,3 +381,46 @@ def test_every_option_of_a_command_is_documented(command, doc):
         if names and "--help" not in names:
             assert any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in names), \
                 f"{doc} does not mention {'/'.join(names)} of `vmunet {' '.join(command)}`"
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    """The cells of the first markdown table after ``heading`` (header and separator dropped)."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_parity_totals_count_the_parity_table():
+    # the totals line is written by hand beside a table others add rows to: it went stale once
+    text = (ROOT / "docs" / "reproducing.md").read_text(encoding="utf-8")
+    rows = _table_rows(text, "## Parity with the original code")
+    grades = {col: [row[col][0] for row in rows] for col in (2, 3)}  # "before", "now": A/B/C first
+    totals = re.search(r"Totals \((\d+) claims\): before A (\d+), B (\d+), C (\d+); now A (\d+), B (\d+), C (\d+)\.",
+                       text)
+    assert totals, "reproducing.md: no 'Totals (N claims): before A a, B b, C c; now A a, B b, C c.' line"
+    claimed = [int(n) for n in totals.groups()]
+    counted = [len(rows)] + [grades[col].count(g) for col in (2, 3) for g in "ABC"]
+    assert claimed == counted, f"reproducing.md totals say {claimed}, the table has {counted}"
+
+
+def test_the_model_zoo_parameter_counts_are_the_models():
+    import torch
+
+    from vmunet.models import count_parameters, create_model
+
+    rows = _table_rows((ROOT / "docs" / "models.md").read_text(encoding="utf-8"), "## Model zoo")
+    checked = 0
+    for row in rows:
+        name, count = row[0].strip("`"), re.match(r"^([\d,]+)", row[6])
+        if count is None:  # "see `vmunet info`", "tiny, ..."
+            continue
+        with torch.device("meta"):  # no memory, no init: shapes are all a count needs
+            model = create_model(name, num_classes=1, in_chans=3)  # the column's "1 class, 3 ch"
+        assert count_parameters(model) == int(count.group(1).replace(",", "")), f"models.md zoo row {name}"
+        checked += 1
+    assert checked >= 4

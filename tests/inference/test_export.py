@@ -3,6 +3,7 @@ atomic writes, no silent overwrite, one-line errors."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 
@@ -137,6 +138,24 @@ def test_a_failed_export_keeps_the_old_file_and_leaves_no_temporary(tiny_checkpo
         export_checkpoint(tiny_checkpoint, out, "torchscript", overwrite=True)
     assert out.read_bytes() == b"old" and not sidecar_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_the_record_hashes_the_checkpoint_that_was_exported(tiny_checkpoint, tmp_path, monkeypatch):
+    # a checkpoint replaced while the export runs (training still writing last.ckpt): the record
+    # names the bytes whose weights were exported, not the new file's
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(tiny_checkpoint.read_bytes())
+    exported_sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    real_trace = export_mod._trace
+
+    def trace_while_training_writes(model, example):
+        ckpt.write_bytes(b"a newer checkpoint")
+        return real_trace(model, example)
+
+    monkeypatch.setattr(export_mod, "_trace", trace_while_training_writes)
+    info = export_checkpoint(ckpt, tmp_path / "model.pt", "torchscript")
+    assert info["checkpoint_sha256"] == exported_sha
+    assert json.loads(sidecar_path(tmp_path / "model.pt").read_text())["checkpoint_sha256"] == exported_sha
 
 
 @pytest.mark.slow  # torch.export of the tiny model: ~40 s to export and ~20 s to load on the 2-core VM

@@ -282,3 +282,33 @@ def test_rebuild_from_lightning_hyper_parameters_when_there_is_no_record(tmp_pat
     with pytest.raises(CheckpointError, match=r"old\.ckpt: cannot rebuild model 'vmunet_test': .*A_logs: shape"):
         model_from_checkpoint({"state_dict": state, "hyper_parameters": {**hparams, "model_kwargs": {}}},
                               where="old.ckpt")
+
+
+class _Reduces:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def test_numpy_scalars_load_and_numpy_arrays_and_object_scalars_are_refused(tmp_path):
+    """nnU-Net checkpoints (Swin-UMamba's) log numpy scalars next to the weights: they load as the
+    numpy values they were; arrays and object-dtype scalars (which could hold anything) do not."""
+    import numpy as np
+
+    scalar = type(np.float64(0)).__reduce__(np.float64(0))[0]  # numpy's multiarray.scalar
+    path = tmp_path / "nnunet.pth"
+    logged = {"_best_ema": np.float64(0.7125), "logging": {"train_losses": [np.float32(-0.25)],
+                                                           "epochs": [np.int64(3)], "ok": [np.bool_(True)]}}
+    torch.save({"network_weights": {"w": torch.ones(2)}, **logged}, path)
+    ckpt = read_checkpoint(path)
+    assert ckpt["_best_ema"] == 0.7125 and type(ckpt["_best_ema"]) is np.float64
+    assert ckpt["logging"] == logged["logging"]
+    assert [type(v[0]) for v in ckpt["logging"].values()] == [np.float32, np.int64, np.bool_]
+    torch.save({"w": torch.ones(2), "x": np.arange(3.0)}, tmp_path / "array.pth")
+    with pytest.raises(UnsafeCheckpointError, match=r"array\.pth refused: its pickle needs .*_reconstruct"):
+        read_checkpoint(tmp_path / "array.pth")
+    torch.save({"w": torch.ones(2), "x": _Reduces(scalar, np.dtype(object), [1, 2])}, tmp_path / "object.pth")
+    with pytest.raises(WeightsError, match=r"object\.pth: .*but got <class 'numpy\.dtypes\.ObjectDType'>"):
+        read_checkpoint(tmp_path / "object.pth")

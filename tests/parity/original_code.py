@@ -8,30 +8,41 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 * ``third_party/Mamba-UNet``: ziyangwang007/Mamba-UNet at commit :data:`MAMBA_UNET_COMMIT`.
 * ``third_party/RS-Mamba``: walking-shadow/Official_Remote_Sensing_Mamba at :data:`RS_MAMBA_COMMIT`.
 * ``third_party/VMamba``: MzeroMiko/VMamba at :data:`VMAMBA_COMMIT` (its one-file ``vmamba.py``).
+* ``third_party/Swin-UMamba``: JiarunLiu/Swin-UMamba at :data:`SWIN_UMAMBA_COMMIT` (its model file
+  ``swin_umamba/nnunetv2/nets/SwinUMamba.py``).
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
+* ``third_party/torchvision-0.14.0``: the torchvision 0.14.0 wheel (PyPI) unpacked, the version
+  VM-UNet's README pins, for the tensor transforms its ISIC pipeline calls (``TF.resize``,
+  ``hflip``, ``vflip``, ``rotate``; see :func:`torchvision_0_14`).
 
 Without them the tests that execute this code skip with the reason; every such test also checks a
-small output frozen from the original code (literals in the test, with the commit), so a fresh
-clone still checks the numbers.
+small output frozen from the original code (literals in the test, with the commit, or a file under
+``frozen/`` written by a committed script, ``freeze_*.py``), so a fresh clone still checks the numbers.
 
 Only what a comparison needs is executed: top-level functions and classes are taken out of the
 original files with :mod:`ast` and run in a namespace holding the modules they use, so
-``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed. The
+``utils.py``'s unrelated imports (torchvision, thop, matplotlib, SimpleITK) are not needed (its
+ISIC transforms are given torchvision 0.14.0's ``functional`` from :func:`torchvision_0_14`). The
 model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
+Swin-UMamba's model file also imports two nnU-Net classes, for type hints only: empty stand-ins.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.machinery
 import importlib.util
 import math
 import os
+import re
 import sys
 import types
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +55,18 @@ VMUNET_V2_DIR = THIRD_PARTY / "VM-UNetV2"
 MAMBA_UNET_DIR = THIRD_PARTY / "Mamba-UNet"
 RS_MAMBA_DIR = THIRD_PARTY / "RS-Mamba"
 VMAMBA_DIR = THIRD_PARTY / "VMamba"
+SWIN_UMAMBA_DIR = THIRD_PARTY / "Swin-UMamba"
 MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
 VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
 VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
 MAMBA_UNET_COMMIT = "dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a"  # ziyangwang007/Mamba-UNet ("13sep")
 RS_MAMBA_COMMIT = "aa6494e7752efc9fafd507b24f3d9c8d7098e491"  # walking-shadow/Official_Remote_Sensing_Mamba
 VMAMBA_COMMIT = "2ed52ead062a51a64521ed3871d52914bf532876"  # MzeroMiko/VMamba ("Update vmamba.py", 2025-03-07)
+SWIN_UMAMBA_COMMIT = "2c1f72e1975cef6621f239117efdc954237c6952"  # JiarunLiu/Swin-UMamba ("support updated vssm ckpt", 2024-03-19)
+SWIN_UMAMBA_NETS = "swin_umamba/nnunetv2/nets"
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
+TORCHVISION_DIR = THIRD_PARTY / "torchvision-0.14.0"
+TORCHVISION_VERSION = "0.14.0"  # VM-UNet's README: pip install torch==1.13.0 torchvision==0.14.0
 
 
 def _pinned(folder: Path, marker: str, url: str, commit: str) -> Path:
@@ -121,10 +137,49 @@ def mamba_scan_file() -> Path:
     return path
 
 
-def load_definitions(path: Path, names: list[str], namespace: dict[str, Any]) -> dict[str, Any]:
+def torchvision_0_14() -> types.ModuleType:
+    """torchvision 0.14.0's ``torchvision.transforms`` package, pure Python, from the unpacked wheel.
+
+    torchvision cannot be installed here (its wheels pin their own torch build). Its package
+    ``__init__.py`` is the only file not executed: it loads the compiled extension (``_C``, image
+    and video I/O) and imports ``datasets``, ``io``, ``models`` and ``ops``, none of which the
+    transforms use. In its place a bare package object is registered under a private name
+    (``_torchvision_0_14_0``, so MONAI or Lightning looking for an installed ``torchvision`` find
+    nothing), whose path is the wheel's folder; ``transforms/`` (``functional.py``,
+    ``functional_tensor.py``, ``functional_pil.py``, ``transforms.py``, ...) and ``utils.py`` are
+    then imported unchanged (they import each other relatively, and otherwise only torch, numpy
+    and PIL). Nothing else is stubbed.
+    """
+    name = "_torchvision_0_14_0"
+    if f"{name}.transforms" in sys.modules:
+        return sys.modules[f"{name}.transforms"]
+    root = TORCHVISION_DIR / "torchvision"
+    if not (root / "transforms" / "functional_tensor.py").is_file():
+        pytest.skip(f"torchvision {TORCHVISION_VERSION} not in {TORCHVISION_DIR} (`make third-party`: its "
+                    "wheel from PyPI unpacked there); the frozen outputs are still checked")
+    version_py = (root / "version.py").read_text()
+    match = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", version_py, re.MULTILINE)
+    found = match.group(1) if match else "unknown"
+    if found != TORCHVISION_VERSION:
+        pytest.skip(f"{root} is torchvision {found} (version.py), the tests pin {TORCHVISION_VERSION}")
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(root)]
+    sys.modules[name] = importlib.util.module_from_spec(spec)  # torchvision/__init__.py not run
+    try:
+        return importlib.import_module(f"{name}.transforms")
+    except BaseException:
+        for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
+            sys.modules.pop(key)
+        raise
+
+
+def load_definitions(path: Path, names: list[str], namespace: dict[str, Any],
+                     rewrite: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Execute the top-level ``def``/``class`` statements ``names`` of ``path`` (nothing else of
-    the file) in ``namespace`` and return it. Tracebacks point into the original file."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    the file) in ``namespace`` and return it; ``rewrite`` edits the source first. Tracebacks point
+    into the original file."""
+    text = path.read_text()
+    tree = ast.parse(rewrite(text) if rewrite else text, filename=str(path))
     found = {node.name: node for node in tree.body
              if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names}
     missing = [n for n in names if n not in found]
@@ -144,14 +199,33 @@ def definition_source(path: Path, name: str) -> str:
     raise AssertionError(f"{path}: no top-level definition of {name}")
 
 
-def mamba_selective_scan_ref():
-    """mamba-ssm's ``selective_scan_ref`` (executed from its source)."""
+def replace_exactly(text: str, where: str, edits: list[tuple[str, str, int]]) -> str:
+    """``text`` with each ``(old, new, count)`` applied, after checking ``old`` occurs exactly
+    ``count`` times (so an edited original fails loudly instead of running unedited)."""
+    for old, new, count in edits:
+        found = text.count(old)
+        if found != count:
+            raise AssertionError(f"{where}: expected {count} occurrences of {old!r} to rewrite, found {found}")
+        text = text.replace(old, new)
+    return text
+
+
+def _scan_ref_float64(text: str) -> str:
+    # selective_scan_ref computes in float32 whatever its inputs (`.float()` on u, delta, delta_bias,
+    # B, C, and B, C again in the complex-A branch: the file's only 7); the float64 run keeps float64
+    return replace_exactly(text, MAMBA_SCAN_FILE, [(".float()", ".double()", 7)])
+
+
+def mamba_selective_scan_ref(float64: bool = False):
+    """mamba-ssm's ``selective_scan_ref`` (executed from its source); ``float64``: with its float32
+    casts rewritten to float64 (for float64 comparisons; nothing else changes)."""
     import torch
     import torch.nn.functional as F
     from einops import rearrange, repeat
 
     ns = load_definitions(mamba_scan_file(), ["selective_scan_ref"],
-                          {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat})
+                          {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat},
+                          _scan_ref_float64 if float64 else None)
     return ns["selective_scan_ref"]
 
 
@@ -190,13 +264,15 @@ def _timm_stand_in() -> dict[str, types.ModuleType]:
 
 
 def _import_package(root: Path, name: str, modules: list[str],
-                    extra: dict[str, types.ModuleType] | None = None) -> types.ModuleType:
+                    extra: dict[str, types.ModuleType] | None = None,
+                    rewrite: Callable[[str], str] | None = None, float64_scan: bool = False) -> types.ModuleType:
     """Import ``root``'s ``modules`` (files of one folder that import each other relatively) as the
-    package ``name``, once; ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref``; ``extra``:
-    more stand-in modules for the import."""
+    package ``name``, once; ``selective_scan_fn`` is mamba-ssm's ``selective_scan_ref`` (its float64
+    rewrite with ``float64_scan``); ``extra``: more stand-in modules for the import; ``rewrite``
+    edits each module's source before it runs."""
     if name in sys.modules:
         return sys.modules[name]
-    scan_ref = mamba_selective_scan_ref()
+    scan_ref = mamba_selective_scan_ref(float64_scan)
     interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
     interface.selective_scan_fn = interface.selective_scan_ref = scan_ref
     stand_ins = {**_timm_stand_in(), "mamba_ssm": types.ModuleType("mamba_ssm"),
@@ -212,7 +288,11 @@ def _import_package(root: Path, name: str, modules: list[str],
             sub_spec = importlib.util.spec_from_file_location(f"{name}.{sub}", root / f"{sub}.py")
             module = importlib.util.module_from_spec(sub_spec)
             sys.modules[sub_spec.name] = module
-            sub_spec.loader.exec_module(module)
+            if rewrite is None:
+                sub_spec.loader.exec_module(module)
+            else:
+                path = root / f"{sub}.py"
+                exec(compile(rewrite(path.read_text()), str(path), "exec"), module.__dict__)  # noqa: S102
             setattr(package, sub, module)
     except BaseException:
         for key in [name, *(f"{name}.{sub}" for sub in modules)]:
@@ -250,6 +330,43 @@ def original_mamba_unet_package() -> types.ModuleType:
     fvcore.nn = fvcore_nn
     return _import_package(mamba_unet_dir() / "code" / "networks", "mamba_unet_original_networks",
                            ["mamba_sys", "vision_mamba"], {"fvcore": fvcore, "fvcore.nn": fvcore_nn})
+
+
+def swin_umamba_file() -> Path:
+    """Swin-UMamba's model file ``swin_umamba/nnunetv2/nets/SwinUMamba.py``."""
+    marker = f"{SWIN_UMAMBA_NETS}/SwinUMamba.py"
+    return _pinned(SWIN_UMAMBA_DIR, marker, "github.com/JiarunLiu/Swin-UMamba", SWIN_UMAMBA_COMMIT) / marker
+
+
+def _swin_umamba_float64(text: str) -> str:
+    # SS2D.forward_core casts the scan's inputs to float32 (`.float()` x7) and asserts float32
+    # outputs; the float64 run keeps float64 (the only edit)
+    return replace_exactly(text, SWIN_UMAMBA_NETS + "/SwinUMamba.py", [
+        (".float()", ".double()", 7),
+        ("assert out_y.dtype == torch.float\n", "assert out_y.dtype == torch.float64\n", 1),
+        ("assert y1.dtype == torch.float32", "assert y1.dtype == torch.float64", 1)])
+
+
+def original_swin_umamba_module(float64: bool = False) -> types.ModuleType:
+    """Swin-UMamba's ``nnunetv2/nets/SwinUMamba.py`` as a module (``SwinUMamba``, ``VSSMEncoder``,
+    ``load_pretrained_ckpt``); ``float64``: its float32 casts of the scan (and the scan's own)
+    rewritten to float64, a separate module.
+
+    It imports ``PlansManager``/``ConfigurationManager`` from nnU-Net for the type hints of
+    ``get_swin_umamba_from_plans`` only (never called here): empty stand-in classes. MONAI's UNETR
+    blocks are the installed MONAI's (the original pins 1.3.0; its ``dynunet_block.py`` and
+    ``unetr_block.py`` equal 1.6.1's but for one blank line)."""
+    path = swin_umamba_file()
+    plans = types.ModuleType("nnunetv2.utilities.plans_handling.plans_handler")
+    plans.ConfigurationManager = type("ConfigurationManager", (), {"__doc__": "stand-in (type hint only)"})
+    plans.PlansManager = type("PlansManager", (), {"__doc__": "stand-in (type hint only)"})
+    nnunet = {name: types.ModuleType(name) for name in
+              ("nnunetv2", "nnunetv2.utilities", "nnunetv2.utilities.plans_handling")}
+    nnunet[plans.__name__] = plans
+    package = _import_package(path.parent, "swin_umamba_original_nets" + ("_float64" if float64 else ""),
+                              ["SwinUMamba"], nnunet, _swin_umamba_float64 if float64 else None,
+                              float64_scan=float64)
+    return package.SwinUMamba
 
 
 def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:

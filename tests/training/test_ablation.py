@@ -83,11 +83,12 @@ def test_ablate_writes_the_table_and_the_plot(tiny_config, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--directions", "h,spiral"], "vmunet ablate: error: --directions 'h,spiral': unknown scan direction(s) ['spiral']"),
-    (["--directions", "h/v"], "vmunet ablate: error: --directions 'h.v': 2 per-stage lists, but 'vmunet_test' has "
+    # the set as typed, not the label derived from it ('h.v')
+    (["--directions", "h/v"], "vmunet ablate: error: --directions 'h/v': 2 per-stage lists, but 'vmunet_test' has "
                               "4 encoder + 4 decoder stages (8 lists)"),
     # the count is the model's own: Swin-UMamba's UNETR decoder has no VSS stages
     (["--models", "swin_umamba", "--directions", "h/v/h/v/h/v/h/v"],
-     "vmunet ablate: error: --directions 'h.v.h.v.h.v.h.v': 8 per-stage lists, but 'swin_umamba' has "
+     "vmunet ablate: error: --directions 'h/v/h/v/h/v/h/v': 8 per-stage lists, but 'swin_umamba' has "
      "4 encoder + 0 decoder stages (4 lists)"),
     (["--models", "vmunet_test", "nope"], "vmunet ablate: error: --models: unknown model(s) ['nope']; available:"),
     (["--directions", "a=h", "--directions", "a=v"], "vmunet ablate: error: ablation variants must differ"),

@@ -68,14 +68,20 @@ def test_last_ckpt_is_written_every_epoch_when_validation_is_not(tmp_path, caplo
     import logging
 
     caplog.set_level(logging.INFO, logger="vmunet.training.progress")
-    run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
-                       "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
-                       "--trainer.check_val_every_n_epoch", "10", *FAST, "--trainer.enable_progress_bar", "true"])
+    cli = run_lightning_cli(["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+                             "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
+                             "--trainer.check_val_every_n_epoch", "10", *FAST, "--trainer.enable_progress_bar",
+                             "true", "--trainer.callbacks+=train_toy.CheckpointFiles"])
     # a progress bar drawn into a non-terminal (pytest's capture, a log file) shows nothing per epoch: lines do
     lines = [r.getMessage() for r in caplog.records if r.name == "vmunet.training.progress"]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
+    # the 1st epoch, not validated, left last.ckpt (and no best-*.ckpt)
+    (spy,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CheckpointFiles"]
+    assert spy.seen[1] == (["last.ckpt"], 0)
     folder = tmp_path / "version_0" / "checkpoints"
-    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no validation: no best-*.ckpt
+    # the 2nd and last epoch is validated (FinalEpochValidation): a best-*.ckpt too
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 2 and names[0].startswith("best-epoch001-dice") and names[1] == "last.ckpt", names
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1  # the end of the 2nd epoch
 
 

@@ -73,7 +73,8 @@ FIT = ["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet
 CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: error: ")
     (["--model.num_classes", "5"], "model.num_classes is set from the data module (data.num_classes: what the data "
      "set declares); remove model.num_classes from the config and command line"),
-    (["--seed_everything", "-1"], "seed_everything: expected an integer in [0, 2**32) or false (no seeding), got -1"),
+    (["--seed_everything", "-1"], "seed_everything: expected an integer in [0, 2**32), true (a random seed) or false "
+     "(no seeding), got -1"),
     (["--trainer.max_epochs", "0"], "trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing"),
     (["--trainer.max_epochs", "-2"], "trainer.max_epochs: expected >= 1 (or -1: no limit), got -2"),
     (["--data.size", "48"], "data.image_size=[48, 48]: VMUNet needs height and width multiples of 32; expected e.g. "
@@ -193,6 +194,10 @@ PARSE = [  # (argv, a YAML config file's text or None, the whole stderr line aft
     ([*DEMO, "--data.batch_size", "abc"], None, "data.batch_size: expected an integer, got abc"),
     ([*DEMO, "--data.batch_sise", "8"], None, "data.batch_sise: unknown key; did you mean data.batch_size? "
      "(`vmunet fit --help` lists the accepted keys)"),
+    # the section's own keys are compared by their last part: not "did you mean model.weights?"
+    ([*DEMO, "--model.learning_rate", "0.1"], None, "model.learning_rate: unknown key; did you mean model.lr? "
+     "(`vmunet fit --help` lists the accepted keys)"),
+    ([*DEMO, "--model.colour", "red"], None, "model.colour: unknown key (`vmunet fit --help` lists the accepted keys)"),
     ([*DEMO, "--trainer.max_epoch", "3"], None, "trainer.max_epoch: unknown key; did you mean trainer.max_epochs? "
      "(`vmunet fit --help` lists the accepted keys)"),
     ([*DEMO, "--config", "{missing}"], None, "config: expected an existing YAML file, got {missing} (no such file)"),

@@ -149,3 +149,20 @@ class WeightRecorder(pl.Callback):
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == 0 and not trainer.sanity_checking:
             self.validated.append(self._params(pl_module))
+
+
+class CheckpointFiles(pl.Callback):
+    """The files in the best checkpoint's folder and the epoch stored in its ``last.ckpt`` when each
+    training epoch starts (``seen[epoch] = (names, last_epoch or None)``): what an epoch before it left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[int, tuple[list[str], int | None]] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        from pathlib import Path
+
+        folder = Path(trainer.checkpoint_callback.dirpath)
+        names = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        last = torch.load(folder / "last.ckpt", weights_only=True)["epoch"] if "last.ckpt" in names else None
+        self.seen[trainer.current_epoch] = (names, last)

@@ -144,7 +144,8 @@ def isic_transforms(image_size: Sequence[int], mean: Sequence[float], std: Seque
     ``paper=True``, VM-UNet's ``train_transformer`` order: per-image min-max to 0..255 (``mean``
     and ``std`` unused: the original's data-set z-score cancels in its min-max), h/v flips, rotation
     with nearest neighbour for image and mask, then resize of image *and mask* bilinearly (the
-    mask becomes soft at edges, as the original's ``TF.resize``; metrics threshold it at 0.5).
+    mask becomes soft at edges, as the original's ``TF.resize``; metrics threshold it at 0.5);
+    computed in float64 as the original (its numpy/torch tensors are float64), cast to float32.
     """
     from monai.transforms import (
         NormalizeIntensityd,
@@ -156,7 +157,9 @@ def isic_transforms(image_size: Sequence[int], mean: Sequence[float], std: Seque
 
     keys = list(KEYS)
     if paper:
-        norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=255.0)]
+        # float64 until the final cast, as the original's numpy/torch float64 chain (engine.py casts
+        # to float32 for the model): its float32 resize differed by up to 1e-6 of the value range
+        norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=255.0, dtype=np.float64)]
     else:
         norm = [NormalizeIntensityd(keys="image", subtrahend=np.asarray(mean, dtype=np.float32),
                                     divisor=np.asarray(std, dtype=np.float32), channel_wise=True),
@@ -165,10 +168,14 @@ def isic_transforms(image_size: Sequence[int], mean: Sequence[float], std: Seque
     if augment and flips:
         aug += [RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=0)]
     if augment and rotation:
+        # paper: the sampling grid in float64, as the original's: MONAI's default float32 grid
+        # picks the neighbouring pixel where a sample falls within float32 rounding of halfway
+        # between two (tests/parity/test_original_isic_transforms.py). RandRotated returns float32.
+        # A MONAI angle x is torchvision's -x; over [0, 2 pi) both draws have the same distribution.
         aug.append(RandRotated(keys=keys, range_x=(0.0, 2 * math.pi), prob=0.5, keep_size=True,
                                mode=("nearest", "nearest") if paper else ("bilinear", "nearest"),
-                               padding_mode="zeros"))
+                               padding_mode="zeros", dtype=np.float64 if paper else np.float32))
     if not paper:
         return [*norm, *aug, *_finish(binary=True)]
-    resize = [Resized(keys=keys, spatial_size=tuple(image_size), mode=("bilinear", "bilinear"))]
+    resize = [Resized(keys=keys, spatial_size=tuple(image_size), mode=("bilinear", "bilinear"), dtype=np.float64)]
     return [*norm, *aug, *resize, *_finish(binary=True)]

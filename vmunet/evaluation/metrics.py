@@ -84,12 +84,17 @@ def check_convention(name: str) -> str:
     return name
 
 
-def describe(convention: str | None, hd95_definition: str | None) -> str:
-    """One line naming the empty-mask convention and HD95 definition of a table."""
+def describe_parts(convention: str | None, hd95_definition: str | None) -> list[str]:
+    """The empty-mask convention and the HD95 definition of a table, each named with its meaning."""
     conv = f"convention {convention} ({CONVENTIONS[convention]})" if convention in CONVENTIONS else ""
     hd = f"HD95 {hd95_definition} ({HD95_DEFINITIONS[hd95_definition]})" if hd95_definition in HD95_DEFINITIONS \
         else "HD95 not computed"
-    return "; ".join(p for p in (conv, hd) if p)
+    return [p for p in (conv, hd) if p]
+
+
+def describe(convention: str | None, hd95_definition: str | None) -> str:
+    """One line naming the empty-mask convention and HD95 definition of a table."""
+    return "; ".join(describe_parts(convention, hd95_definition))
 
 
 def dice_coefficient(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -133,6 +133,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
 
     checkpoint, output = Path(checkpoint), Path(output)
     _check_paths(checkpoint, output, fmt, overwrite)
+    # hashed as it is read, not after the export's minutes: a checkpoint replaced meanwhile (a
+    # training run still writing last.ckpt) must not lend its hash to the weights exported
+    checkpoint_sha256 = file_sha256(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     record = checkpoint_record(ckpt, str(checkpoint))
     if record.get("preprocessing") is None:
@@ -196,7 +199,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
             "model_name": record["model_name"],
             "model_kwargs": {**dict(record["model_kwargs"]), "scan_backend": "torch"},
             "checkpoint": str(checkpoint.resolve()),
-            "checkpoint_sha256": file_sha256(checkpoint),
+            "checkpoint_sha256": checkpoint_sha256,
             "parity": {"max_abs_diff": diff, "runtime": runtime,
                        "reference": "the PyTorch model (torch scan backend) in float32 on CPU",
                        "input": f"seeded N(0, 1) batch of {EXAMPLE_BATCH} at the input size",

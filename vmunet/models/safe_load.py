@@ -7,6 +7,9 @@ We keep torch's restricted unpickler and register *stand-ins* under the names of
 of configuration classes (:data:`CONFIG_CLASSES`); they come back as plain dicts, and yacs need not
 be installed. Before unpickling, the file's pickle is disassembled (statically: nothing runs) and
 any other class or function it names is refused by name. ``weights_only=False`` is never used.
+numpy *scalars* (and their dtypes) are allowed too: nnU-Net's checkpoints (Swin-UMamba's) log
+``np.float64`` values next to the weights; a scalar is rebuilt from a numeric dtype and its raw
+bytes (object dtypes refused), while numpy arrays stay refused.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]
 
         return StandIn
 
-    allow = [(stand_in(how), name) for name, how in CONFIG_CLASSES.items()]
+    allow = [(stand_in(how), name) for name, how in CONFIG_CLASSES.items()] + _numpy_scalar_globals()
     with torch.serialization.safe_globals(allow):
         unsafe = _unsafe_globals(path)
         if unsafe:
@@ -88,6 +91,26 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]
     if not isinstance(ckpt, Mapping):
         raise WeightsError(f"weights file {path} holds a {type(ckpt).__name__}, expected a dict")
     return ckpt
+
+
+def _numpy_scalar_globals() -> list[tuple[Any, str]]:
+    """What unpickling numpy scalars (``np.float64(0.7)``) names, for ``safe_globals``: numpy's
+    ``scalar(dtype, raw bytes)`` under its numpy 1 and 2 module names, ``numpy.dtype``, and the
+    numeric/bool/string dtype classes that the pickle's BUILD step sets state on (numpy >= 1.25).
+    Their arguments are themselves unpickled under the same restrictions, and the object dtype's
+    class is not allowed, so no scalar can wrap anything else; arrays (``_reconstruct``) stay
+    refused."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy 2
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import scalar
+
+    classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGSU"} - {np.dtype}
+    return ([(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+             (np.dtype, "numpy.dtype")]
+            + [(cls, f"numpy.dtypes.{cls.__name__}") for cls in sorted(classes, key=lambda c: c.__name__)])
 
 
 def _load_failure(err: Exception) -> str:

@@ -134,7 +134,8 @@ def plan_variants(config: Mapping[str, Any], models: Sequence[str] | None,
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise ConfigError(f"--models: unknown model(s) {unknown}; available: {', '.join(list_models())}")
-    sets = [parse_direction_set(t) for t in direction_sets or []]
+    # (what was typed, label, directions): errors quote the user's text, not the derived label
+    sets = [(t, *parse_direction_set(t)) for t in direction_sets or []]
     base_kwargs = dict(model_cfg.get("model_kwargs") or {})
     variants = []
     for model in models:
@@ -145,13 +146,13 @@ def plan_variants(config: Mapping[str, Any], models: Sequence[str] | None,
         if "directions" not in inspect.signature(spec.builder.__init__).parameters:
             raise ConfigError(f"--models: {model!r} has no scan directions to vary (drop --directions or the model)")
         depths = base_kwargs.get("depths", spec.defaults.get("depths"))
-        for label, directions in sets:
+        for text, label, directions in sets:
             per_stage = bool(directions) and isinstance(directions[0], list)
             if per_stage and depths is not None:
                 encoder, decoder, _ = spec.builder.vss_stage_counts(len(depths))  # the model's own count
                 if len(directions) != encoder + decoder:
                     raise ConfigError(
-                        f"--directions {label!r}: {len(directions)} per-stage lists, but {model!r} has "
+                        f"--directions {text!r}: {len(directions)} per-stage lists, but {model!r} has "
                         f"{encoder} encoder + {decoder} decoder stages ({encoder + decoder} lists)")
             variants.append(Variant(model, label, tuple(directions)))
     names = [v.name for v in variants]

@@ -1,4 +1,5 @@
-"""Callbacks: ``last.ckpt`` every epoch, per-epoch reseeding, the validation preview (PNG + TensorBoard)."""
+"""Callbacks: ``last.ckpt`` every epoch, per-epoch reseeding, validation of the final epoch, the
+validation preview (PNG + TensorBoard)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,48 @@ class EpochSeed(pl.Callback):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class FinalEpochValidation(pl.Callback):
+    """Validate the last epoch of ``trainer.max_epochs`` even when ``check_val_every_n_epoch`` would skip it.
+
+    Lightning validates epoch ``e`` (0-based) only when ``(e + 1) % check_val_every_n_epoch == 0``,
+    so a run with ``max_epochs: 7`` and ``check_val_every_n_epoch: 5`` never scored its last two
+    epochs, and one shorter than the interval never validated at all: no best checkpoint, and the
+    final weights never competed for it. In the final epoch this callback sets the Trainer's public
+    ``check_val_every_n_epoch`` attribute, which the training loop reads afresh at every batch
+    (there is no hook that asks for one extra validation), to 1, and restores it when training ends.
+    With 1, ``ModelCheckpoint`` (``save_on_train_epoch_end`` unset) saves at the end of the training
+    epoch instead of the validation's end: after that validation either way, so the final epoch's
+    ``val/dice`` is scored. Runs ended by ``max_steps``, ``max_time`` or early stopping before
+    ``max_epochs`` are not covered (their last epoch is not known in advance); neither is
+    ``check_val_every_n_epoch: null`` (validation every N batches, Lightning's rule).
+    """
+
+    def __init__(self) -> None:
+        self._every: int | None = None  # the configured interval while the final epoch overrides it
+
+    def _final_epoch(self, trainer: pl.Trainer) -> None:
+        every, max_epochs = trainer.check_val_every_n_epoch, trainer.max_epochs
+        if (isinstance(every, int) and every > 1 and isinstance(max_epochs, int) and max_epochs > 0
+                and trainer.current_epoch == max_epochs - 1 and max_epochs % every != 0):
+            self._every = every
+            trainer.check_val_every_n_epoch = 1
+            log.debug("epoch %d is the last (max_epochs): validating it although check_val_every_n_epoch is %d",
+                      max_epochs, every)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._final_epoch(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run resumed in the middle of its final epoch gets no on_train_epoch_start for it
+        self._final_epoch(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # not on_train_epoch_end: ModelCheckpoint's own on_train_epoch_end runs after ours and must
+        # still see 1 there, or it would save neither there nor at the validation's end
+        if self._every is not None:
+            trainer.check_val_every_n_epoch, self._every = self._every, None
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -7,8 +7,12 @@ instantiated data module into the model, so a config states them once. Always ad
 * ``checkpoint`` -- a stock ``ModelCheckpoint``: best by ``val/dice`` (max); with ``save_last``
   a second stock one keeps ``last.ckpt`` after every epoch (:func:`~vmunet.training.callbacks.last_checkpoint`);
 * ``image_grid`` -- :class:`~vmunet.training.callbacks.ValidationImageGrid`;
-* :class:`~vmunet.training.callbacks.EpochSeed` (exact resume) and
+* :class:`~vmunet.training.callbacks.EpochSeed` (exact resume),
+  :class:`~vmunet.training.callbacks.FinalEpochValidation` (the last epoch is always validated) and
   :class:`~vmunet.training.checkpoints.AtomicCheckpointIO` (checkpoints: temp file + fsync + rename);
+* the model summary without FLOPs (:class:`~vmunet.training.progress.ParameterSummary`), also in
+  place of a ``ModelSummary`` / ``RichModelSummary`` of the config;
+* ``seed_everything: true``: a random seed, logged and stored in the run's config (:func:`random_run_seed`);
 * unless ``trainer.logger`` is given: TensorBoard + CSV loggers sharing one run folder
   ``<trainer.default_root_dir>/version_N``, claimed atomically, or the checkpoint's own run
   folder when ``fit --ckpt_path`` resumes (:mod:`vmunet.training.runs`); checkpoints, config and
@@ -32,7 +36,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import secrets
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -41,6 +47,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -48,7 +55,12 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.runtime import LOG_FORMAT
-from vmunet.training.callbacks import EpochSeed, ValidationImageGrid, last_checkpoint
+from vmunet.training.callbacks import (
+    EpochSeed,
+    FinalEpochValidation,
+    ValidationImageGrid,
+    last_checkpoint,
+)
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
     check_checkpoint,
@@ -70,7 +82,7 @@ from vmunet.training.noise import (
     silence_lightning_notices,
 )
 from vmunet.training.parse_errors import parse_error_line, trainer_error_line
-from vmunet.training.progress import EpochLine, EvalCaseLine, ParameterSummary
+from vmunet.training.progress import EpochLine, EvalCaseLine, ParameterSummary, without_flops
 from vmunet.training.runs import (
     RunLock,
     discard_unused_run,
@@ -152,13 +164,22 @@ class VMUNetCLI(LightningCLI):
         # its "Seed set to 42", like the Trainer's "GPU available ...", is shown once model, data and
         # trainer are built (after_instantiate_classes): a config error is then the only line printed.
         self._held = HeldNotices((SEED_LOGGER, *RANK_ZERO_LOGGERS, "vmunet.training.runs", __name__))
+        node = self.config[self.subcommand] if self.subcommand else self.config
+        if node.get("seed_everything") is True:
+            # Lightning 2.6 seeds `true` with $PL_GLOBAL_SEED, else 0 (its docs: "a random seed"): draw
+            # one, and store it where Lightning stores an integer seed, so config.yaml repeats the run
+            seed = node["seed_everything"] = random_run_seed()
+            seed_everything(seed, workers=True, verbose=False)  # what Lightning does with an integer
+            if is_rank_zero():
+                log.info("seed_everything: true: random seed %d (saved in the run's config; "
+                         "--seed_everything %d repeats the run)", seed, seed)
+            return
         try:
             super()._set_seed()
         except ValueError as err:  # Lightning's seed_everything: out of NumPy's range
             seed = self._get(self.config, "seed_everything")
-            # (not "true: a random seed": Lightning 2.6 seeds true with $PL_GLOBAL_SEED, else 0)
-            raise ConfigError(f"seed_everything: expected an integer in [0, 2**32) or false (no seeding), "
-                              f"got {seed!r}") from err
+            raise ConfigError(f"seed_everything: expected an integer in [0, 2**32), true (a random seed) or "
+                              f"false (no seeding), got {seed!r}") from err
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         try:
@@ -272,11 +293,15 @@ class VMUNetCLI(LightningCLI):
             # Checked at epoch ends instead, every checkpoint is at an epoch's end and a resume is exact.
             callbacks.append(_epoch_timer(max_time, cfg))
             kwargs["max_time"] = None
-        if cfg.get("enable_model_summary") is not False and not cfg.get("barebones") and not any(
-                isinstance(c, ModelSummary) for c in callbacks):
-            # in place of Lightning's default summary, whose "Total FLOPs: 0" is false; with the flag off
-            # Lightning adds no second one (nor its "already configured with model summary" notice)
-            callbacks.append(ParameterSummary())
+        callbacks.append(FinalEpochValidation())  # (its hooks run in fit only)
+        # a stock ModelSummary / RichModelSummary of the config would print Lightning's FLOPs, 0 or too few
+        # for our models: the same summary without them (ParameterSummary)
+        callbacks = [without_flops(c) for c in callbacks]
+        if cfg.get("enable_model_summary") is not False and not cfg.get("barebones"):
+            if not any(isinstance(c, ModelSummary) for c in callbacks):
+                callbacks.append(ParameterSummary())  # in place of Lightning's default summary
+            # with the flag off Lightning adds no second one (nor its "already configured with model
+            # summary" notice)
             kwargs["enable_model_summary"] = False
         if cfg.get("enable_progress_bar") is False or not sys.stderr.isatty():
             # no bar, or one drawn into a log file (where Rich shows only its final state): a line per
@@ -348,6 +373,23 @@ def _epoch_timer(max_time: Any, cfg: Mapping[str, Any]) -> Timer:
         return Timer(duration=max_time, interval="epoch")
     except (MisconfigurationException, ValueError, TypeError) as err:
         raise ConfigError(trainer_error_line(str(err), dict(cfg)) or f"trainer.max_time: {err}") from err
+
+
+def random_run_seed() -> int:
+    """The seed of ``seed_everything: true``: random (the OS's entropy), in NumPy's range [0, 2**32).
+
+    A process that Lightning's DDP launcher started (``LOCAL_RANK`` > 0) re-runs the command line
+    and takes the seed the first process drew, which it inherits as ``$PL_GLOBAL_SEED``: all ranks
+    must agree (the training order and augmentation derive from it). A non-first process of another
+    launcher (torchrun, SLURM) has no such seed: refused, as its ranks would each draw their own.
+    """
+    if not is_rank_zero():
+        inherited = os.environ.get("PL_GLOBAL_SEED")
+        if inherited is None:
+            raise ConfigError("seed_everything: true draws a random seed in each process, so the processes of "
+                              "this multi-process launch would not share it; set an integer seed")
+        return int(inherited)
+    return secrets.randbelow(2**32)
 
 
 def _find_vmunet_error(err: BaseException) -> VmunetError | None:

@@ -133,8 +133,23 @@ def _block_after(text: str, start: int) -> str:
     return "\n".join(block).strip()
 
 
+# keys other libraries name differently, which no spelling distance finds (learning_rate -> lr)
+_SYNONYMS = {"learning_rate": "lr"}
+
+
 def _closest(name: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    """The accepted key nearest to ``name``: among the keys of the same section (``model.``) by the
+    last part alone, since the shared prefix made ``model.learning_rate`` look like ``model.weights``;
+    by the whole name when the section itself is unknown."""
+    candidates = list(candidates)
+    parent, _, leaf = name.rpartition(".")
+    siblings = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == parent}
+    if siblings:
+        synonym = _SYNONYMS.get(leaf)
+        near = [synonym] if synonym in siblings else difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+        match = [siblings[n] for n in near]
+    else:
+        match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {match[0]}?" if match else ""
 
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
 from lightning.pytorch.utilities.model_summary import (
     get_formatted_model_size,
     get_human_readable_count,
@@ -112,3 +112,13 @@ class ParameterSummary(ModelSummary):
         rule = "-" * len(header)
         lines = [header, rule, *rows, rule, *(f"{value:<10}{label}" for value, label in totals)]
         log.info("model summary (FLOPs and memory: `vmunet info MODEL`)\n%s", "\n".join(line.rstrip() for line in lines))
+
+
+def without_flops(callback: Any) -> Any:
+    """A stock ``ModelSummary`` or ``RichModelSummary`` (``--trainer.callbacks+=ModelSummary``) ->
+    :class:`ParameterSummary` of the same ``max_depth``; any other callback as it is. Their FLOPs
+    would be false for our models (see :class:`ParameterSummary`). Lightning keeps ``max_depth``
+    only in the private ``_max_depth`` (no accessor); the rich variant's style settings are dropped."""
+    if type(callback) in (ModelSummary, RichModelSummary):
+        return ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
+    return callback

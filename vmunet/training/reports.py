@@ -19,11 +19,13 @@ import io
 import logging
 import math
 import os
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from vmunet.data.fileio import write_csv, write_json
-from vmunet.evaluation.metrics import CASE_FIELDS, CONVENTIONS, convention_rows, describe
+from vmunet.evaluation.metrics import CASE_FIELDS, CONVENTIONS, convention_rows, describe_parts
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +60,57 @@ def per_class_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """Render the evaluation summary as a plain-text table (rich, no colours)."""
+#: Widest table text: a wider terminal still gets 100 columns (files and pipes too, unless $COLUMNS).
+MAX_WIDTH = 100
+
+
+def format_table(summary: dict[str, Any], width: int | None = None) -> str:
+    """Render the evaluation summary as plain text: per table, its heading lines (what was averaged,
+    the empty-mask convention and HD95 definition, each in words), then the table (rich, no colours).
+
+    ``width``: the columns to fit, default the terminal's (``$COLUMNS``), at most :data:`MAX_WIDTH`.
+    The headings are wrapped at words with a hanging indent (not as a rich title, which wraps at the
+    table's own narrower width, mid-phrase), so no line is wider than ``width`` and no text is cut.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    parts: list[Table] = []
+    width = min(MAX_WIDTH, shutil.get_terminal_size((MAX_WIDTH, 24)).columns) if width is None else width
+    parts: list[tuple[list[str], Table]] = []
     stage = summary.get("stage", "test")
     for cases in _case_summaries(summary):
-        table = Table(title=f"{stage}: {cases['num_cases']} cases, mean over cases, then classes\n"
-                      + describe(cases.get("convention"), cases.get("hd95_definition")))
+        heading = [f"{stage}: {cases['num_cases']} cases, mean over cases, then classes",
+                   *describe_parts(cases.get("convention"), cases.get("hd95_definition"))]
+        table = Table()
         for col in ("class", "Dice", "HD95 (vox)", "HD95 (mm)", "misses", "false pos."):
             table.add_column(col, justify="left" if col == "class" else "right")
         for name, r in [*cases["per_class"].items(), ("mean", cases["mean"])]:
             table.add_row(name, _fmt(r["dice"]), _fmt(r["hd95"], 2), _fmt(r["hd95_mm"], 2),
                           _fmt(r.get("misses")), _fmt(r.get("false_positives")))
-        parts.append(table)
+        parts.append((heading, table))
     if "pooled" in summary:
         by = summary.get("by_convention") or {}
         convs = [c for c in summary.get("conventions", []) if "per_image" in by.get(c, {})]
-        table = Table(title=f"{stage}: {summary['num_images']} images, threshold 0.5; per-image means under "
-                      + ", ".join(f"convention {c} ({CONVENTIONS[c]})" for c in convs))
+        heading = [f"{stage}: {summary['num_images']} images, threshold 0.5; pooled: one confusion matrix over all "
+                   "pixels (the papers')",
+                   "per-image: the mean over images, under",
+                   *(f"convention {c} ({CONVENTIONS[c]})" for c in convs)]
+        table = Table()
         table.add_column("metric")
-        table.add_column("pooled (paper)", justify="right")
+        table.add_column("pooled", justify="right")
         for conv in convs:
-            table.add_column(f"per-image mean ({conv})", justify="right")
+            table.add_column(f"per-image ({conv})", justify="right")
         for key in ("dice", "iou", "accuracy", "sensitivity", "specificity"):
             table.add_row(key, _fmt(summary["pooled"][key]), *[_fmt(by[c]["per_image"].get(key)) for c in convs])
-        parts.append(table)
+        parts.append((heading, table))
     buf = io.StringIO()
-    console = Console(file=buf, width=100, no_color=True, force_terminal=False)
-    for table in parts:
+    console = Console(file=buf, width=width, no_color=True, force_terminal=False)
+    for i, (heading, table) in enumerate(parts):
+        if i:
+            buf.write("\n")
+        for line in heading:
+            buf.write(textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False,
+                                    break_on_hyphens=False) + "\n")
         console.print(table)
     return buf.getvalue()
 
