@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -196,13 +197,60 @@ def test_max_time_stops_at_an_epoch_end_so_the_resume_is_exact(tmp_path, monkeyp
     assert (ckpt["epoch"], ckpt["global_step"], done) == (0, 3, 3)  # one whole epoch of 3 batches, then stopped
 
 
-def test_a_run_started_from_a_weights_file_is_tested_and_resumed_without_it(run_folder, tmp_path):
+def test_a_run_started_from_a_weights_file_is_tested_and_resumed_without_it(run_folder, tmp_path, caplog):
     # before: "weights file .../init.pth does not exist" (the module loaded the initial weights, then
     # Lightning replaced them with the checkpoint's); `test` of this run: test_given_settings_...
     run = tmp_path / "runs" / "version_0"
     shutil.copytree(run_folder, run)
     last = run / "checkpoints" / "last.ckpt"
+    caplog.set_level(logging.WARNING, logger="vmunet.training.ckpt_settings")
     run_lightning_cli(["fit", *BASE, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "runs"),
                        "--ckpt_path", str(last)])
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["hyper_parameters"]["weights"] == str(run_folder.parent / "init.pth")
+    # the run was started with max_epochs 1: its (cosine) schedule does not depend on it, said in a warning
+    assert [r.getMessage() for r in caplog.records if r.name == "vmunet.training.ckpt_settings"] == [
+        "resuming with trainer.max_epochs=2 (the checkpoint's run: 1): the cosine schedule has its own period "
+        "(model.t_max=100, not max_epochs): the rate follows it as in an uninterrupted run of 2 epochs"]
+    assert ckpt["lr_schedulers"][0]["_last_lr"] == [pytest.approx(1e-5 + (0.003 - 1e-5) * (1 + math.cos(math.pi * 2 / 100)) / 2)]
+
+
+def test_resuming_a_poly_schedule_for_another_max_epochs_is_refused(tmp_path, capfd):
+    """The poly schedule's length is the run's max_epochs, and a resume restores it: the rate stayed at
+    eta_min after the first run's end (before, without a word), or the schedule was cut short."""
+    runs = tmp_path / "runs"
+    run_lightning_cli(["fit", *BASE, "--model.scheduler", "poly", "--trainer.max_epochs", "1",
+                       "--trainer.default_root_dir", str(runs)])
+    last = runs / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    line = _one_error_line(["fit", *BASE, "--model.scheduler", "poly", "--trainer.max_epochs", "3",
+                            "--trainer.default_root_dir", str(runs), "--ckpt_path", str(last)], capfd)
+    assert line == (
+        f"vmunet fit: error: {last}: trainer.max_epochs=3, but the checkpoint's run has max_epochs=1, the length of "
+        "its poly learning-rate schedule, which a resume keeps (the rate would stay at eta_min after epoch 1); "
+        "resume with --trainer.max_epochs 1, or start a new run with a poly schedule over 3 epochs from its weights "
+        f"with --model.weights {last}")
+    assert last.read_bytes() == before
+
+
+def test_schedule_length_of_a_resume_is_refused_or_named(caplog):
+    from vmunet.training.ckpt_settings import check_schedule_length
+
+    poly = {"name": "poly", "total": 10, "t_max": 100}
+    caplog.set_level(logging.WARNING, logger="vmunet.training.ckpt_settings")
+    check_schedule_length(poly, 10, "c.ckpt")  # the same length: nothing to say
+    check_schedule_length(None, 5, "c.ckpt")  # no schedule of ours (an old or foreign checkpoint)
+    assert not caplog.records
+    with pytest.raises(ConfigError) as err:
+        check_schedule_length(poly, 4, "c.ckpt")
+    assert str(err.value) == (
+        "c.ckpt: trainer.max_epochs=4, but the checkpoint's run has max_epochs=10, the length of its poly "
+        "learning-rate schedule, which a resume keeps (the schedule would be cut at epoch 4, before the rate reaches "
+        "eta_min); resume with --trainer.max_epochs 10, or start a new run with a poly schedule over 4 epochs from its "
+        "weights with --model.weights c.ckpt")
+    with pytest.raises(ConfigError, match=r"max_epochs=-1 \(no limit\), but .* stay at eta_min after epoch 10"):
+        check_schedule_length(poly, -1, "c.ckpt")
+    check_schedule_length({"name": "constant", "total": None}, 7, "c.ckpt")
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming with trainer.max_epochs=7 (the checkpoint's run: -1 (no limit)): the constant schedule does not "
+        "depend on max_epochs: the rate goes on unchanged"]

@@ -168,3 +168,49 @@ def warn_changed_data_settings(saved: Mapping[str, Any] | None, current: Mapping
         log.warning("resuming with data settings other than the checkpoint's run: %s; they apply from here on, so "
                     "the resumed run does not repeat an uninterrupted one", ", ".join(diffs))
     return diffs
+
+
+def saved_schedule(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's learning-rate schedule (the :class:`~vmunet.training.schedulers.LRSchedule`
+    fields its ``LambdaLR`` state holds), or None when it holds no such schedule."""
+    try:
+        state = ckpt["lr_schedulers"][0]["lr_lambdas"][0]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return dict(state) if isinstance(state, Mapping) and "name" in state and "total" in state else None
+
+
+def _epochs(total: int | None) -> str:
+    return "-1 (no limit)" if total is None else str(total)
+
+
+def check_schedule_length(schedule: Mapping[str, Any] | None, max_epochs: int, ckpt_path: str) -> None:
+    """Refuse or warn when a resumed ``fit`` runs for another ``trainer.max_epochs`` than the checkpoint's run.
+
+    A resume restores the schedule's whole state, its length included (``LambdaLR`` keeps the
+    schedule's fields): the ``poly`` schedule, whose length *is* the run's ``max_epochs``, would keep
+    the old one -- the rate stuck at ``eta_min`` after the old end, or never reaching it -- so that is
+    refused, naming both values and the two ways on. ``cosine`` (period ``t_max``) and ``constant`` do
+    not depend on ``max_epochs``: the resumed run follows the schedule an uninterrupted run of the new
+    length would, said in one warning.
+    """
+    if schedule is None:
+        return
+    old = schedule.get("total")
+    new = max_epochs if max_epochs > 0 else None
+    if old == new:
+        return
+    if schedule.get("name") == "poly":
+        effect = (f"the rate would stay at eta_min after epoch {old}" if new is None or (old is not None and new > old)
+                  else f"the schedule would be cut at epoch {new}, before the rate reaches eta_min")
+        raise ConfigError(
+            f"{ckpt_path}: trainer.max_epochs={_epochs(new)}, but the checkpoint's run has max_epochs={_epochs(old)}, "
+            f"the length of its poly learning-rate schedule, which a resume keeps ({effect}); resume with "
+            f"--trainer.max_epochs {-1 if old is None else old}, or start a new run with a poly schedule over "
+            f"{_epochs(new)} epochs from its weights with --model.weights {ckpt_path}")
+    if schedule.get("name") == "cosine":
+        what = (f"the cosine schedule has its own period (model.t_max={schedule.get('t_max')}, not max_epochs): "
+                f"the rate follows it as in an uninterrupted run of {_epochs(new)} epochs")
+    else:
+        what = f"the {schedule.get('name')} schedule does not depend on max_epochs: the rate goes on unchanged"
+    log.warning("resuming with trainer.max_epochs=%s (the checkpoint's run: %s): %s", _epochs(new), _epochs(old), what)
