@@ -97,6 +97,10 @@ CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: er
      "got bf16-true; the models need float32 weights (mixed precision casts the computation instead)"),
     (["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches: expected > 0 (batches, or a fraction of "
      "the epoch), got 0; fit would train nothing"),
+    (["--trainer.max_time", "00:00:00:00"], "trainer.max_time: expected a duration > 0 (DD:HH:MM:SS, e.g. "
+     "00:12:00:00), got 00:00:00:00; fit would train nothing"),
+    (["--trainer.max_time", "{hours: 0}"], "trainer.max_time: expected a duration > 0 (DD:HH:MM:SS, e.g. "
+     "00:12:00:00), got {'hours': 0}; fit would train nothing"),
     (["--trainer.gradient_clip_val", "-1.0"], "trainer.gradient_clip_val: expected a finite number > 0 (or 0 / null: "
      "no clipping), got -1.0"),
     # refused by the parser: the Union's subtypes read as one list

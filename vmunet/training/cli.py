@@ -353,6 +353,11 @@ class VMUNetCLI(LightningCLI):
             # Lightning skips training without a word (and exits 0)
             raise ConfigError(f"trainer.limit_train_batches: expected > 0 (batches, or a fraction of the epoch), "
                               f"got {limit}; fit would train nothing")
+        max_time = cfg.get("max_time")
+        if self.subcommand == "fit" and max_time is not None and _epoch_timer(max_time, cfg).time_remaining() <= 0:
+            # Lightning's Timer accepts a zero duration: the run stopped at once (exit 0, nothing learnt)
+            raise ConfigError(f"trainer.max_time: expected a duration > 0 (DD:HH:MM:SS, e.g. 00:12:00:00), got "
+                              f"{max_time}; fit would train nothing")
         clip = cfg.get("gradient_clip_val")
         if isinstance(clip, (int, float)) and not isinstance(clip, bool) and not (clip >= 0 and math.isfinite(clip)):
             # Lightning clips only when the value is > 0: a negative one was silently no clipping at all
