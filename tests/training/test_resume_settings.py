@@ -87,13 +87,18 @@ def test_reconcile_decides_per_key(caplog):
             "or give the checkpoint's values")
 
 
-def test_given_settings_are_used_or_refused_not_replaced_by_the_checkpoints(run_folder, tmp_path, capfd):
+def test_given_settings_are_used_or_refused_not_replaced_by_the_checkpoints(run_folder, tmp_path, capfd, caplog):
     last = run_folder / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
     # test: the requested convention is reported (LightningCLI alone reported the checkpoint's: strict)
+    caplog.set_level(logging.INFO)
     run_lightning_cli(["test", *BASE, "--model.metric_conventions", "[paper]", "--ckpt_path", str(last)],
                       print_results=False)
     assert json.loads((run_folder / "test_metrics.json").read_text())["conventions"] == ["paper"]
+    # said once the configuration is built, with the other start-up lines (after "Seed set to 42", not before)
+    shown = [r.getMessage() for r in caplog.records]
+    used = "test: using the given model.metric_conventions=['paper'] (checkpoint: None)"
+    assert shown.count(used) == 1 and shown.index("Seed set to 42") < shown.index(used), shown
     # another model: one line (LightningCLI alone tested the checkpoint's vmunet_test)
     line = _one_error_line(["test", *BASE, "--model.model_name", "vmunet", "--ckpt_path", str(last)], capfd)
     assert line == (f"vmunet test: error: {last}: the config describes another model than the checkpoint holds: "

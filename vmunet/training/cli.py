@@ -132,14 +132,16 @@ class VMUNetCLI(LightningCLI):
     _run_lock: RunLock | None = None
 
     _held: HeldNotices | None = None
+    _held_ckpt: HeldNotices | None = None
     _given_model: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().__init__(*args, **kwargs)
         finally:
-            if self._held is not None and self._held.active:  # the configuration failed to build
-                self._held.drop()
+            for held in (self._held, self._held_ckpt):
+                if held is not None and held.active:  # the configuration failed to build
+                    held.drop()
             # the subcommand ran (or failed): the next run in this process may use the folder again.
             # (Without a subcommand, run=False, the caller trains later: the lock stays until exit.)
             if self._run_lock is not None and getattr(self, "subcommand", None) is not None:
@@ -202,7 +204,10 @@ class VMUNetCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI puts the checkpoint's hyper-parameters over every model.* setting of the
-        # config; reconcile() says which of the user's settings win, and refuses conflicts
+        # config; reconcile() says which of the user's settings win, and refuses conflicts. What the
+        # checkpoint checks say (here and in instantiate_trainer, warnings too) is held until the
+        # configuration is built, then shown after the other start-up lines ("Seed set to 42", ...)
+        self._held_ckpt = HeldNotices(("vmunet.training.ckpt_settings",), upto=logging.WARNING)
         super()._parse_ckpt_path()
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
@@ -234,8 +239,9 @@ class VMUNetCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
-        if self._held is not None:
-            self._held.release()
+        for held in (self._held, self._held_ckpt):
+            if held is not None:
+                held.release()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
