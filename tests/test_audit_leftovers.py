@@ -88,8 +88,9 @@ def test_export_of_a_checkpoint_deleted_or_unreadable_meanwhile_is_one_line(tmp_
 
 
 def test_predict_names_the_output_file_a_full_disk_refused(tmp_path, caplog, monkeypatch):
-    import vmunet.inference.io as io
     from inference_helpers import structure_volume, write_nifti
+
+    import vmunet.inference.io as io
 
     scans = tmp_path / "scans"
     scans.mkdir()
