@@ -89,6 +89,16 @@ CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: er
      "accelerator, got abc"),
     (["--trainer.accelerator", "3"], "trainer.accelerator: expected one of auto, cpu, cuda, mps, tpu (or an "
      "Accelerator), got 3"),
+    # accepted by Lightning, then failing mid-run (float64 / half weights meet the models' float32
+    # parts), training nothing, or silently not clipping
+    (["--trainer.precision", "64-true"], "trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), got "
+     "64-true; the models need float32 weights (mixed precision casts the computation instead)"),
+    (["--trainer.precision", "bf16-true"], "trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), "
+     "got bf16-true; the models need float32 weights (mixed precision casts the computation instead)"),
+    (["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches: expected > 0 (batches, or a fraction of "
+     "the epoch), got 0; fit would train nothing"),
+    (["--trainer.gradient_clip_val", "-1.0"], "trainer.gradient_clip_val: expected a finite number > 0 (or 0 / null: "
+     "no clipping), got -1.0"),
     # refused by the parser: the Union's subtypes read as one list
     (["--trainer.precision", "xyz"], "trainer.precision: expected one of 64, 32, 16, transformer-engine, "
      "transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, 32-true, 64-true, bf16 or null, got xyz"),

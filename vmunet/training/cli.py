@@ -35,6 +35,7 @@ and invalid values found while building the model / data / trainer are :class:`~
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -48,7 +49,7 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -63,11 +64,17 @@ from vmunet.training.callbacks import (
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
     check_checkpoint,
+    check_no_later_checkpoints,
     is_file_path,
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
 )
-from vmunet.training.module import SegmentationModule
+from vmunet.training.ckpt_settings import (
+    check_same_preprocessing,
+    reconcile,
+    warn_changed_data_settings,
+)
+from vmunet.training.module import CHECKPOINT_REPLACES_WEIGHTS, SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
     SEED_LOGGER,
@@ -90,6 +97,9 @@ log = logging.getLogger(__name__)
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LINKED_KEYS = ("num_classes", "in_chans")  # model.<key> <- data.<key>, so a config states them once
+#: Trainer precisions whose weights are not float32: the models' float32 parts (the selective scan,
+#: the evaluation's slice inferer) then meet weights of another dtype and fail mid-run
+UNSUPPORTED_PRECISIONS = ("64", "64-true", "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/dice",
     "checkpoint.mode": "max",
@@ -120,6 +130,7 @@ class VMUNetCLI(LightningCLI):
     _run_lock: RunLock | None = None
 
     _held: HeldNotices | None = None
+    _given_model: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -139,6 +150,11 @@ class VMUNetCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except MisconfigurationException as err:
+            # a setting Lightning can judge only once the loaders exist (limit_train_batches 0.01 of
+            # 3 batches): its message names the key; one line, not a traceback
+            self._discard_fresh_run()
+            raise ConfigError(f"invalid configuration: {' '.join(str(err).split())}") from err
         except BaseException:
             self._discard_fresh_run()
             raise
@@ -170,13 +186,34 @@ class VMUNetCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as exc:  # jsonargparse's indented tree -> our one line
             raise ConfigError(_parse_error_line(exc, list(args or []), self._subcommand_parsers)) from None
+        # the model settings the config files and command line state (not defaults): _parse_ckpt_path
+        # compares them with a checkpoint's
+        explicit = parser.parse_args(args, defaults=False)
+        sub = explicit.get("subcommand")
+        model = explicit.get(sub, {}).get("model") if sub else None
+        self._given_model = dict(model) if model is not None else {}
         # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
         if is_file_path(ckpt_path):
             read_training_checkpoint(ckpt_path)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI puts the checkpoint's hyper-parameters over every model.* setting of the
+        # config; reconcile() says which of the user's settings win, and refuses conflicts
+        super()._parse_ckpt_path()
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
+        if not is_file_path(ckpt_path) or self._given_model is None:
+            return
+        saved = self.config[sub]["model"]
+        for key, value in reconcile(self._given_model, dict(saved), subcommand=sub, ckpt_path=str(ckpt_path)).items():
+            saved[key] = value
+
     def instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        from_checkpoint = is_file_path(self.config.get(sub, {}).get("ckpt_path") if sub else None)
+        token = CHECKPOINT_REPLACES_WEIGHTS.set(from_checkpoint)  # model.weights: not read, not needed
         try:
             super().instantiate_classes()
         except VmunetError:
@@ -190,6 +227,8 @@ class VMUNetCLI(LightningCLI):
             # message that names its key (``model.lr: ...``) needs no preface
             named = re.match(r"^(model|data|trainer)[.:]", str(err))
             raise ConfigError(str(err) if named else f"invalid configuration: {err}") from err
+        finally:
+            CHECKPOINT_REPLACES_WEIGHTS.reset(token)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -202,6 +241,11 @@ class VMUNetCLI(LightningCLI):
         resume_step = resume_epoch = None
         if is_file_path(ckpt_path):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
+            check_same_preprocessing(str(ckpt_path), (ckpt.get("vmunet") or {}).get("preprocessing"),
+                                     getattr(self.datamodule, "preprocessing", None), self.subcommand)
+            if self.subcommand == "fit":
+                warn_changed_data_settings(ckpt.get("datamodule_hyper_parameters"),
+                                           getattr(self.datamodule, "hparams", None))
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt
         self._check_before_trainer(cfg)
@@ -217,6 +261,8 @@ class VMUNetCLI(LightningCLI):
                                                        ckpt_path if self.subcommand == "fit" else None)
             if is_rank_zero():  # DDP: rank 0 holds the lock for the processes it launched
                 self._run_lock = lock_run_dir(run_dir)  # before anything is written into the folder
+            if resumed:  # (under the lock: no process is writing the folder's checkpoints now)
+                check_no_later_checkpoints(ckpt_path, resume_step, resume_epoch)
             if not resumed:
                 self._fresh_run = run_dir  # given back if the run fails before producing anything
             elif is_rank_zero():
@@ -240,6 +286,13 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
+        max_time = cfg.get("max_time")
+        if self.subcommand == "fit" and max_time is not None and not any(isinstance(c, Timer) for c in callbacks):
+            # Lightning's max_time stops mid-epoch, validates and saves last.ckpt as if the epoch were
+            # done: a resume then skipped the rest of that epoch (fewer steps, other weights, no word).
+            # Checked at epoch ends instead, every checkpoint is at an epoch's end and a resume is exact.
+            callbacks.append(_epoch_timer(max_time, cfg))
+            kwargs["max_time"] = None
         callbacks.append(FinalEpochValidation())  # (its hooks run in fit only)
         # a stock ModelSummary / RichModelSummary of the config would print Lightning's FLOPs, 0 or too few
         # for our models: the same summary without them (ParameterSummary)
@@ -289,6 +342,21 @@ class VMUNetCLI(LightningCLI):
             raise ConfigError(f"trainer.max_epochs: expected >= 1 (or -1: no limit), got {max_epochs}")
         if self.subcommand == "fit" and max_epochs == 0 and not cfg.get("fast_dev_run"):
             raise ConfigError("trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing")
+        limit = cfg.get("limit_train_batches")
+        if self.subcommand == "fit" and isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == 0:
+            # Lightning skips training without a word (and exits 0)
+            raise ConfigError(f"trainer.limit_train_batches: expected > 0 (batches, or a fraction of the epoch), "
+                              f"got {limit}; fit would train nothing")
+        clip = cfg.get("gradient_clip_val")
+        if isinstance(clip, (int, float)) and not isinstance(clip, bool) and not (clip >= 0 and math.isfinite(clip)):
+            # Lightning clips only when the value is > 0: a negative one was silently no clipping at all
+            raise ConfigError(f"trainer.gradient_clip_val: expected a finite number > 0 (or 0 / null: no clipping), "
+                              f"got {clip}")
+        precision = str(cfg.get("precision"))
+        if precision in UNSUPPORTED_PRECISIONS:
+            # the models' layers mix float32 with the weights' dtype (the scan, the evaluation's slice inferer)
+            raise ConfigError(f"trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), got {precision}; "
+                              "the models need float32 weights (mixed precision casts the computation instead)")
         if not isinstance(self.model, SegmentationModule):
             return
         rec = getattr(self.datamodule, "preprocessing", None)
@@ -296,6 +364,15 @@ class VMUNetCLI(LightningCLI):
             self.model.check_data(rec)
         if self.subcommand == "fit" and not cfg.get("fast_dev_run") and isinstance(max_epochs, int):
             self.model.check_schedule(max_epochs)
+
+
+def _epoch_timer(max_time: Any, cfg: Mapping[str, Any]) -> Timer:
+    """``Timer(max_time)`` checked at the end of each training epoch; a duration Lightning refuses is
+    the one-line ``trainer.max_time: expected ...`` error."""
+    try:
+        return Timer(duration=max_time, interval="epoch")
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(trainer_error_line(str(err), dict(cfg)) or f"trainer.max_time: {err}") from err
 
 
 def random_run_seed() -> int:
