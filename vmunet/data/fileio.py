@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -56,9 +57,13 @@ def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | No
         os.replace(tmp, path)
         if fsync:
             _fsync(path.parent)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        # a full disk names the file being written, not its temporary name nor nothing at all
+        # ("[Errno 28] No space left on device" from a writer that does not know the path)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, tmp):
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
         raise
 
 
@@ -175,9 +180,15 @@ def check_pair(path: str | Path, image: np.ndarray, label: np.ndarray, num_label
     if tuple(label.shape) != expected:
         raise DataError(f"{path}: image/label shape mismatch: image {tuple(image.shape)}, "
                         f"label {tuple(label.shape)}")
+    check_image_finite(path, image)
+    return check_labels(path, label, num_labels)
+
+
+def check_image_finite(path: str | Path, image: np.ndarray) -> None:
+    """Refuse an image with NaN or infinite voxels, naming ``path`` (the image file, where the
+    caller has it apart from its label's)."""
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise DataError(f"{path}: image contains NaN or infinite values")
-    return check_labels(path, label, num_labels)
 
 
 def check_labels(path: str | Path, label: np.ndarray, num_labels: int) -> np.ndarray:

@@ -11,7 +11,7 @@ over another would leave a mix of both. :func:`prepared_folder` therefore
   listing every file in the folder: the folder was empty when claimed, so every file in it was
   written by this prepare;
 * on failure (bad data found half-way, Ctrl-C) removes what it wrote, so the folder is as empty as
-  it was and no partial data set is left to be mistaken for a whole one. Only a killed process
+  it was (and gone if this run created it) and no partial data set is left to be mistaken for a whole one. Only a killed process
   (SIGKILL, power loss) leaves a partial folder, whose manifest says ``complete: false`` with no
   file list; it is never cleaned up automatically.
 """
@@ -19,6 +19,7 @@ over another would leave a mix of both. :func:`prepared_folder` therefore
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,8 +77,26 @@ def _remove_listed(out: Path, files: list[str]) -> int:
 
 @contextlib.contextmanager
 def prepared_folder(out: str | Path, *, overwrite: bool, command: str, source: str) -> Iterator[Path]:
-    """Claim ``out`` for one prepare run (see the module docstring); yields the folder."""
+    """Claim ``out`` for one prepare run (see the module docstring); yields the folder. A failed run
+    also removes the folders it created (``out`` and missing parents) once they are empty -- never
+    one that existed before, nor one that holds anything (``rmdir`` refuses those)."""
     out = Path(out)
+    created = list(itertools.takewhile(lambda p: not p.exists(), (out, *out.parents)))  # deepest first
+    try:
+        with _claimed_folder(out, overwrite=overwrite, command=command, source=source) as claimed:
+            yield claimed
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (e.g. a killed run's manifest), or gone: the ones above stay too
+                break
+        raise
+
+
+@contextlib.contextmanager
+def _claimed_folder(out: Path, *, overwrite: bool, command: str, source: str) -> Iterator[Path]:
+    """:func:`prepared_folder` without the removal of the folders it created."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: is a regular file, expected a folder")
     if out.is_dir() and overwrite:

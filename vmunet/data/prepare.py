@@ -24,7 +24,7 @@ import numpy as np
 from vmunet.data import isic_format as IF
 from vmunet.data import synapse_format as SF
 from vmunet.data.errors import DataError, LayoutError, check_paired, describe_folder, short_list
-from vmunet.data.fileio import atomic_path, write_json
+from vmunet.data.fileio import atomic_path, check_image_finite, write_json
 from vmunet.data.manifest import prepared_folder
 from vmunet.data.volumes import load_volume, same_geometry
 from vmunet.errors import ConfigError
@@ -130,6 +130,7 @@ def _write_synapse(cases: dict[int, tuple[Path, Path]], out: Path, test_ids: lis
         img_path, lab_path = cases[cid]
         image, affine = load_volume(img_path)
         label, laff = load_volume(lab_path)
+        check_image_finite(img_path, image)  # the image file is the culprit, not the label named by `where`
         where = f"{lab_path} (image {img_path.name})"
         if label.shape == image.shape and not same_geometry(affine, laff):
             raise DataError(f"{where}: label geometry (affine) differs from the image's")

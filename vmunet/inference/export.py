@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vmunet.errors import ConfigError
+from vmunet.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
     _check_paths(checkpoint, output, fmt, overwrite)
     # hashed as it is read, not after the export's minutes: a checkpoint replaced meanwhile (a
     # training run still writing last.ckpt) must not lend its hash to the weights exported
-    checkpoint_sha256 = file_sha256(checkpoint)
-    ckpt = read_checkpoint(checkpoint)
+    try:
+        checkpoint_sha256 = file_sha256(checkpoint)
+        ckpt = read_checkpoint(checkpoint)
+    except OSError as err:  # deleted, moved or made unreadable since it was checked above
+        raise CheckpointError(f"--model {checkpoint}: cannot read the checkpoint: {err.strerror or first_line(err)} "
+                              f"(was it deleted or changed while exporting?)") from None
     record = checkpoint_record(ckpt, str(checkpoint))
     if record.get("preprocessing") is None:
         raise CheckpointError(f"checkpoint {checkpoint} has no preprocessing record (ckpt['vmunet']['preprocessing']); "

@@ -73,6 +73,12 @@ def run_info(args: argparse.Namespace) -> int:
         if value < 1:
             raise ConfigError(f"{opt} must be >= 1, got {value}")
     H, W = (args.size * 2)[:2]
+    from vmunet.ops.selective_scan import check_backend_name
+
+    try:
+        check_backend_name(args.backend, "--backend")  # named as the option, not as the model's scan_backend
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
                              scan_backend=args.backend)
@@ -85,7 +91,8 @@ def run_info(args: argparse.Namespace) -> int:
     from vmunet.inference.slicewise import check_model_input_size
     from vmunet.ops.selective_scan import resolve_backend
 
-    check_model_input_size(model, (H, W), "--size")
+    # no pad_to_multiple hint: info has no such option, it takes only the multiples named
+    check_model_input_size(model, (H, W), "--size", remedy="")
     if not args.no_memory:
         try:
             resolve_backend(args.backend, torch.device("cpu"))
