@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, model: torch.nn.Module, kwargs: dict, record: 
           "| argmax agreement | ms / slice (exported file) |")
     print("|---|---|---|---|---|---|---|---|")
     for fmt in args.formats:
-        out = work / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+        out = work / f"model.{ {'onnx': 'onnx', 'pt2': 'pt2'}.get(fmt, 'pt') }"
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             export_checkpoint(ckpt, out, fmt)

@@ -98,6 +98,22 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The "no space left" / "quota exceeded" OSError behind ``exc`` (itself or in its chain), else
+    None. Not a bug and not bad input, but a condition the user fixes: one line, not a traceback
+    (outputs are written to temporary files and renamed, so no half-written file is left)."""
+    import errno
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     apply_process_defaults()  # before torch loads: OpenMP reads its variables when it starts
@@ -107,10 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input (a data file or folder, a checkpoint, a setting) is the user's, not a bug: say
         # what is wrong in one line, no traceback. Anything else is a bug and keeps its traceback.
         found = _user_error(exc)
-        if found is None:
+        full = _disk_full(exc) if found is None else None
+        if found is None and full is None:
             raise
         command = next((a for a in argv if not a.startswith("-")), "")
-        print(f"vmunet {command}: error: {_one_line(found)}", file=sys.stderr)
+        if full is not None:
+            where = f" writing {full.filename}" if full.filename else ""
+            print(f"vmunet {command}: error: {full.strerror or 'no space left on device'}{where} "
+                  f"([Errno {full.errno}]); free some space and run it again", file=sys.stderr)
+        else:
+            print(f"vmunet {command}: error: {_one_line(found)}", file=sys.stderr)
         return 2
 
 

@@ -85,7 +85,8 @@ def test_reference_missing_for_a_case_is_a_warning_and_wrong_shape_fails_that_ca
     assert (f"case_a.nii.gz: failed: reference {refs / 'case_a.nii.gz'} has shape (12, 10, 4) after "
             "reorientation, prediction (12, 10, 3)") in caplog.text
     assert "failed 1" in capsys.readouterr().out
-    assert (out / "case_b.nii.gz").exists() and not (out / "metrics.csv").exists()
+    assert (out / "case_b.nii.gz").exists()
+    assert (out / "metrics.csv").read_text().count("\n") == 1  # header only: no case was scored
     # with a good reference for case_a, only case_a is scored
     write_nifti(refs / "case_a.nii.gz", np.ones((12, 10, 3), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]))
     assert run(["-i", two_scans, "-o", out, "-m", threshold_checkpoint, "--device", "cpu",
@@ -94,7 +95,7 @@ def test_reference_missing_for_a_case_is_a_warning_and_wrong_shape_fails_that_ca
         assert [(r["case"], r["class"]) for r in csv.DictReader(f)] == [("case_a", "organ")]
 
 
-def test_reference_mask_with_colour_channels_fails_that_image(tmp_path, caplog, make_checkpoint):
+def test_reference_mask_that_is_not_binary_fails_that_image(tmp_path, caplog, make_checkpoint):
     from PIL import Image
 
     from vmunet.data.preprocessing import make_preprocessing
@@ -106,7 +107,8 @@ def test_reference_mask_with_colour_channels_fails_that_image(tmp_path, caplog, 
     images.mkdir()
     masks.mkdir()
     Image.fromarray(np.zeros((12, 14, 3), np.uint8)).save(images / "ISIC_1.png")
-    Image.fromarray(np.zeros((12, 14, 3), np.uint8)).save(masks / "ISIC_1.png")  # RGB, not a mask
+    # an RGB photo, not a mask (read as training reads masks: RGB -> grayscale, then 0/1 or 0/255 only)
+    Image.fromarray(np.full((12, 14, 3), (30, 60, 90), np.uint8)).save(masks / "ISIC_1.png")
     assert run(["-i", images, "-o", tmp_path / "out", "-m", ckpt, "--device", "cpu", "--reference", masks]) == 1
-    assert (f"ISIC_1.png: failed: reference {masks / 'ISIC_1.png'}: expected a single-channel mask, "
-            "got shape (12, 14, 3)") in caplog.text
+    assert (f"ISIC_1.png: failed: {masks / 'ISIC_1.png'}: mask values [54] are not binary; expected 0/255 "
+            "(or 0/1)") in caplog.text

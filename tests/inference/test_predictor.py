@@ -145,9 +145,14 @@ def test_rgb_image_with_three_channel_model(tmp_path):
     got = np.asarray(Image.open(tmp_path / "out" / "lesion.png"))
     assert got.shape == (30, 40) and out.labels.shape == (30, 40)
     assert dice(got, img[..., 0] > 100) > 0.95
-    with pytest.raises(io.ScanReadError, match=r"gray\.png: this model takes 3-channel images, got 1 channel"):
-        Image.fromarray(img[..., 0]).save(tmp_path / "gray.png")
-        predictor.predict_file(tmp_path / "gray.png", tmp_path / "out" / "gray.png")
+    # a grayscale image is read as training reads it (PIL's RGB conversion: R = G = B)
+    Image.fromarray(img[..., 0]).save(tmp_path / "gray.png")
+    gray = predictor.predict_file(tmp_path / "gray.png", tmp_path / "out" / "gray.png")
+    Image.fromarray(np.repeat(img[..., :1], 3, axis=-1)).save(tmp_path / "gray_rgb.png")
+    np.testing.assert_array_equal(gray.labels, predictor.predict_volume(str(tmp_path / "gray_rgb.png")).labels)
+    one = Predictor(ThresholdModel(threshold=0.4, num_classes=1), {**rec, "in_chans": 1}, device="cpu")
+    with pytest.raises(io.ScanReadError, match=r"lesion\.png: this model takes 1-channel images, got 3 channel"):
+        one.predict_file(tmp_path / "lesion.png", tmp_path / "out" / "one.png")
 
 
 def test_from_checkpoint_matches_wrapped_model_and_records_hash(tmp_path, tiny_checkpoint):

@@ -10,7 +10,8 @@ from vmunet.models.registry import ModelSpec, model_config, model_description, m
 
 
 def test_list_models_has_the_contract_names():
-    assert {"vmunet", "vmunet_deep", "vmunet_test", "vmunet_v2", "mamba_unet", "swin_umamba"} <= set(list_models())
+    assert {"vmunet", "vmunet_deep", "vmunet_test", "vmunet_v2", "mamba_unet", "swin_umamba",
+            "swin_umamba_d"} <= set(list_models())
     assert list_models() == sorted(list_models())
 
 
@@ -43,7 +44,7 @@ def test_overrides_change_the_architecture():
 
 
 def test_unknown_model_and_option_are_clear_errors():
-    with pytest.raises(ValueError, match=r"unknown model 'nope'; available: mamba_unet, swin_umamba, vmunet, vmunet_deep"):
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; available: mamba_unet, swin_umamba, swin_umamba_d, vmunet, vmunet_deep"):
         create_model("nope", num_classes=1)
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['depth'\]"):
         create_model("vmunet_test", num_classes=1, depth=[1, 1, 1, 1])

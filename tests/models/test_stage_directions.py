@@ -84,9 +84,10 @@ FAMILY_STAGES = {
     "mamba_unet": lambda m: [*m.layers, *m.layers_up[1:]],         # layers_up.0: PatchExpand only
     "vmunet_v2": lambda m: list(m.layers),                        # 3 built stages, SDI decoder
     "swin_umamba": lambda m: list(m.vssm_encoder.layers),         # UNETR decoder
+    "swin_umamba_d": lambda m: [*m.vssm_encoder.layers, *m.decoder.stages],  # the x4 level: no blocks
 }
 FAMILY_SMALL = dict(dims=16, d_state=4, scan_backend="torch")
-FAMILY_COUNTS = {"vmunet": 8, "mamba_unet": 7, "vmunet_v2": 3, "swin_umamba": 4}
+FAMILY_COUNTS = {"vmunet": 8, "mamba_unet": 7, "vmunet_v2": 3, "swin_umamba": 4, "swin_umamba_d": 7}
 
 
 def _family(name, directions):
@@ -94,6 +95,8 @@ def _family(name, directions):
     kw = dict(FAMILY_SMALL, depths=[1, 2, 1, 1], directions=directions)
     if name == "vmunet":
         kw["depths_decoder"] = [1, 1, 2, 1]
+    if name == "swin_umamba_d":
+        kw["depths_decoder"] = [1, 2, 1]
     return create_model(name, num_classes=2, in_chans=1, **kw)
 
 
@@ -126,6 +129,9 @@ def test_one_list_is_every_stage_of_every_family(name):
                   "got 5 entries of which 5 are lists"),
     ("swin_umamba", "SwinUMamba: directions: expected one list of names for all stages or 4 lists (one per stage: "
                     "4 encoder; the UNETR decoder has no VSS blocks), got 5 entries of which 5 are lists"),
+    ("swin_umamba_d", "SwinUMambaD: directions: expected one list of names for all stages or 7 lists (one per "
+                      "stage: 4 encoder, then 3 decoder, deepest first; the last, x4, decoder level has no blocks), "
+                      "got 5 entries of which 5 are lists"),
 ])
 def test_wrong_per_stage_count_is_a_one_line_error(name, message):
     with pytest.raises(ValueError) as err:

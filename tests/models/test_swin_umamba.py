@@ -138,3 +138,69 @@ def test_strict_error_for_an_unexpected_key():
     tensors["decoder7.transp_conv.conv.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="unexpected key decoder7.transp_conv.conv.weight"):
         load_weights(create_model("swin_umamba", num_classes=2, in_chans=1, **SMALL), tensors)
+
+
+# ----- Swin-UMamba† (swin_umamba_d); its parity with the original: tests/parity/test_original_swin_umamba_d.py
+
+
+def _d(**kw):
+    torch.manual_seed(0)
+    kw.setdefault("num_classes", 2)
+    return create_model("swin_umamba_d", **SMALL, **kw)
+
+
+def test_swin_umamba_d_init_is_get_swin_umamba_d_from_plans():
+    """The encoder's Linears truncated normal (std 0.02, bias 0), then nnU-Net's
+    ``InitWeights_He(1e-2)`` on every Conv2d: N(0, 2 / ((1 + 0.01^2) fan_in)), bias 0; the
+    decoder's Linears keep PyTorch's default (uniform within 1/sqrt(fan_in), bias too)."""
+    model = _d(in_chans=3)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 + (1 + 1 + 2 + 1) + 2 * 3 + 1  # patch embedding, SS2D convs, the head
+    assert all(torch.equal(c.bias, torch.zeros_like(c.bias)) for c in convs)
+    # every kernel divided by its He std: one standard normal sample of 8,000+ values
+    # (PyTorch's default would give std 1/sqrt(6) = 0.41)
+    z = torch.cat([(c.weight * (c.weight[0].numel() * (1 + 1e-4) / 2) ** 0.5).flatten() for c in convs])
+    assert z.numel() > 8000 and abs(z.std().item() - 1) < 0.05 and abs(z.mean().item()) < 0.05
+    enc = [m for m in model.vssm_encoder.modules() if isinstance(m, torch.nn.Linear)]
+    w = torch.cat([m.weight.flatten() for m in enc])
+    assert abs(w.std().item() - 0.02) < 0.001 and all(m.bias is None or not m.bias.any() for m in enc)
+    for m in model.decoder.concat_back_dim:
+        bound = m.weight.shape[1] ** -0.5
+        assert m.weight.abs().max() <= bound and m.bias.abs().max() <= bound and m.bias.any()
+
+
+def test_swin_umamba_d_drop_path_is_the_originals():
+    model = create_model("swin_umamba_d", num_classes=1, dims=16, d_state=4)  # the registry's depths, narrow
+    enc = [b.drop_path.drop_prob for st in model.vssm_encoder.layers for b in st.blocks]
+    dec = [b.drop_path.drop_prob for st in model.decoder.stages for b in st.blocks]
+    assert enc == pytest.approx(torch.linspace(0, 0.2, 15).tolist())
+    # UNetResDecoder: dpr = linspace(drop_path_rate, 0, 6), level s takes dpr[2s:2s+2]
+    assert dec == pytest.approx([0.2, 0.16, 0.12, 0.08, 0.04, 0.0])
+
+
+def test_swin_umamba_d_vmamba_patch_embedding_loads_only_into_three_channels():
+    """load_pretrained_ckpt skips every patch_embed key when the file's channels (VMamba: 3) are
+    not the model's; a 1-channel model gets no summed kernel (what the other models get)."""
+    tensors = random_tensors(vmamba_v0_shapes([1, 1, 2, 1], SMALL["dims"]))
+    rgb, gray = _d(in_chans=3), _d(in_chans=1)
+    before = gray.state_dict()["vssm_encoder.patch_embed.proj.weight"].clone()
+    load_weights(rgb, {"model": tensors})
+    report = load_weights(gray, {"model": tensors})
+    for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight", "patch_embed.norm.bias"):
+        assert torch.equal(rgb.state_dict()["vssm_encoder." + k], tensors[k])
+        assert dict(report.skipped)[k] == ("skipped by Swin-UMamba†'s load_pretrained_ckpt (3-channel patch "
+                                           "embedding, the model has 1)")
+    assert torch.equal(gray.state_dict()["vssm_encoder.patch_embed.proj.weight"], before) and report.adapted == []
+    assert len(report.loaded) == (1 + 1 + 2 + 1) * 13 + 3 * 3
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(dims=[16, 32, 48, 96]), "SwinUMambaD: each dims entry must double the previous one, got [16, 32, 48, 96]"),
+    (dict(depths_decoder=[2, 2, 2, 2]), "SwinUMambaD: depths_decoder must have 3 entries (one per stage), "
+                                        "got [2, 2, 2, 2]"),
+    (dict(depths=[2]), "SwinUMambaD: depths must have at least 2 entries (a U-Net needs a skip), got [2]"),
+])
+def test_swin_umamba_d_bad_options_are_one_line_errors(kw, message):
+    with pytest.raises((ValueError, TypeError)) as err:
+        create_model("swin_umamba_d", num_classes=2, **{"depths": [1, 1, 1, 1], "dims": 16, **kw})
+    assert str(err.value) == message

@@ -189,23 +189,29 @@ def record() -> dict:
                 "commit": SWIN_UMAMBA_COMMIT, "small": small_record(Path(tmp)), "paper": paper_record(Path(tmp))}
 
 
-def main() -> int:
+def write_frozen(path: Path, make_record, script: str) -> int:
+    """Write ``make_record()`` to ``path`` as JSON, atomically; exit status 2 (saying why) when the
+    original code is not in third_party/."""
     import pytest
 
     try:
-        data = record()
+        data = make_record()
     except pytest.skip.Exception as why:  # the original code is not in third_party/
-        sys.stderr.write(f"freeze_swin_umamba: cannot run the original: {why}\n")
+        sys.stderr.write(f"{script}: cannot run the original: {why}\n")
         return 2
-    FROZEN_FILE.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=FROZEN_FILE.parent, suffix=".tmp")
+    path.parent.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
     os.chmod(tmp, 0o644)
-    os.replace(tmp, FROZEN_FILE)
-    sys.stderr.write(f"wrote {FROZEN_FILE}\n")
+    os.replace(tmp, path)
+    sys.stderr.write(f"wrote {path}\n")
     return 0
+
+
+def main() -> int:
+    return write_frozen(FROZEN_FILE, record, "freeze_swin_umamba")
 
 
 if __name__ == "__main__":

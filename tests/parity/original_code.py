@@ -8,8 +8,8 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 * ``third_party/Mamba-UNet``: ziyangwang007/Mamba-UNet at commit :data:`MAMBA_UNET_COMMIT`.
 * ``third_party/RS-Mamba``: walking-shadow/Official_Remote_Sensing_Mamba at :data:`RS_MAMBA_COMMIT`.
 * ``third_party/VMamba``: MzeroMiko/VMamba at :data:`VMAMBA_COMMIT` (its one-file ``vmamba.py``).
-* ``third_party/Swin-UMamba``: JiarunLiu/Swin-UMamba at :data:`SWIN_UMAMBA_COMMIT` (its model file
-  ``swin_umamba/nnunetv2/nets/SwinUMamba.py``).
+* ``third_party/Swin-UMamba``: JiarunLiu/Swin-UMamba at :data:`SWIN_UMAMBA_COMMIT` (its model files
+  ``swin_umamba/nnunetv2/nets/SwinUMamba.py`` and ``SwinUMambaD.py``).
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
   ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
 * ``third_party/torchvision-0.14.0``: the torchvision 0.14.0 wheel (PyPI) unpacked, the version
@@ -27,7 +27,8 @@ ISIC transforms are given torchvision 0.14.0's ``functional`` from :func:`torchv
 model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisation and drop path,
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
-Swin-UMamba's model file also imports two nnU-Net classes, for type hints only: empty stand-ins.
+Swin-UMamba's model files also import two nnU-Net classes, for type hints only: empty stand-ins
+(and ``SwinUMambaD.py`` two initialisers: stand-ins that do nothing).
 """
 
 from __future__ import annotations
@@ -332,19 +333,36 @@ def original_mamba_unet_package() -> types.ModuleType:
                            ["mamba_sys", "vision_mamba"], {"fvcore": fvcore, "fvcore.nn": fvcore_nn})
 
 
-def swin_umamba_file() -> Path:
-    """Swin-UMamba's model file ``swin_umamba/nnunetv2/nets/SwinUMamba.py``."""
-    marker = f"{SWIN_UMAMBA_NETS}/SwinUMamba.py"
+def swin_umamba_file(name: str = "SwinUMamba") -> Path:
+    """Swin-UMamba's model file ``swin_umamba/nnunetv2/nets/{name}.py`` (``SwinUMamba``, or
+    ``SwinUMambaD``: Swin-UMamba†)."""
+    marker = f"{SWIN_UMAMBA_NETS}/{name}.py"
     return _pinned(SWIN_UMAMBA_DIR, marker, "github.com/JiarunLiu/Swin-UMamba", SWIN_UMAMBA_COMMIT) / marker
 
 
-def _swin_umamba_float64(text: str) -> str:
+def _swin_umamba_float64(name: str) -> Callable[[str], str]:
     # SS2D.forward_core casts the scan's inputs to float32 (`.float()` x7) and asserts float32
-    # outputs; the float64 run keeps float64 (the only edit)
-    return replace_exactly(text, SWIN_UMAMBA_NETS + "/SwinUMamba.py", [
+    # outputs; the float64 run keeps float64 (the only edit; both model files hold the same SS2D)
+    return lambda text: replace_exactly(text, f"{SWIN_UMAMBA_NETS}/{name}.py", [
         (".float()", ".double()", 7),
         ("assert out_y.dtype == torch.float\n", "assert out_y.dtype == torch.float64\n", 1),
         ("assert y1.dtype == torch.float32", "assert y1.dtype == torch.float64", 1)])
+
+
+def _swin_umamba_nets(name: str, float64: bool, extra: dict[str, types.ModuleType]) -> types.ModuleType:
+    """``nnunetv2/nets/{name}.py`` imported with nnU-Net's plans classes (type hints of its
+    ``get_*_from_plans``) as empty stand-ins, plus ``extra``."""
+    path = swin_umamba_file(name)
+    plans = types.ModuleType("nnunetv2.utilities.plans_handling.plans_handler")
+    plans.ConfigurationManager = type("ConfigurationManager", (), {"__doc__": "stand-in (type hint only)"})
+    plans.PlansManager = type("PlansManager", (), {"__doc__": "stand-in (type hint only)"})
+    nnunet = {name: types.ModuleType(name) for name in
+              ("nnunetv2", "nnunetv2.utilities", "nnunetv2.utilities.plans_handling")}
+    nnunet[plans.__name__] = plans
+    package = _import_package(path.parent, f"{name.lower()}_original_nets" + ("_float64" if float64 else ""),
+                              [name], {**nnunet, **extra}, _swin_umamba_float64(name) if float64 else None,
+                              float64_scan=float64)
+    return getattr(package, name)
 
 
 def original_swin_umamba_module(float64: bool = False) -> types.ModuleType:
@@ -356,17 +374,25 @@ def original_swin_umamba_module(float64: bool = False) -> types.ModuleType:
     ``get_swin_umamba_from_plans`` only (never called here): empty stand-in classes. MONAI's UNETR
     blocks are the installed MONAI's (the original pins 1.3.0; its ``dynunet_block.py`` and
     ``unetr_block.py`` equal 1.6.1's but for one blank line)."""
-    path = swin_umamba_file()
-    plans = types.ModuleType("nnunetv2.utilities.plans_handling.plans_handler")
-    plans.ConfigurationManager = type("ConfigurationManager", (), {"__doc__": "stand-in (type hint only)"})
-    plans.PlansManager = type("PlansManager", (), {"__doc__": "stand-in (type hint only)"})
-    nnunet = {name: types.ModuleType(name) for name in
-              ("nnunetv2", "nnunetv2.utilities", "nnunetv2.utilities.plans_handling")}
-    nnunet[plans.__name__] = plans
-    package = _import_package(path.parent, "swin_umamba_original_nets" + ("_float64" if float64 else ""),
-                              ["SwinUMamba"], nnunet, _swin_umamba_float64 if float64 else None,
-                              float64_scan=float64)
-    return package.SwinUMamba
+    return _swin_umamba_nets("SwinUMamba", float64, {})
+
+
+def original_swin_umamba_d_module(float64: bool = False) -> types.ModuleType:
+    """Swin-UMamba†'s ``nnunetv2/nets/SwinUMambaD.py`` as a module (``SwinUMambaD``,
+    ``VSSMEncoder``, ``UNetResDecoder``, ``load_pretrained_ckpt``, ``get_swin_umamba_d_from_plans``);
+    ``float64`` as :func:`original_swin_umamba_module`.
+
+    Besides the plans classes it imports two initialisers, used by ``get_swin_umamba_d_from_plans``
+    only: nnU-Net's ``InitWeights_He`` and dynamic_network_architectures'
+    ``init_last_bn_before_add_to_0``. Their stand-ins change nothing (every test overwrites all
+    tensors; this project's He init is tested on its own)."""
+    init = types.ModuleType("nnunetv2.utilities.network_initialization")
+    init.InitWeights_He = lambda neg_slope=1e-2: (lambda module: None)
+    dna = {name: types.ModuleType(name) for name in
+           ("dynamic_network_architectures", "dynamic_network_architectures.initialization",
+            "dynamic_network_architectures.initialization.weight_init")}
+    dna["dynamic_network_architectures.initialization.weight_init"].init_last_bn_before_add_to_0 = lambda module: None
+    return _swin_umamba_nets("SwinUMambaD", float64, {init.__name__: init, **dna})
 
 
 def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:

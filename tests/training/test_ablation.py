@@ -206,3 +206,28 @@ def test_variants_with_identical_dice_are_flagged(tmp_path, caplog):
     write_results(tmp_path, rows[1:4], {}, "test")
     assert "Warning" not in (tmp_path / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["warnings"] == []
+
+
+def test_a_variant_without_a_best_checkpoint_tests_its_last_one(tmp_path, caplog):
+    """No validation split (val/dice never logged): the monitored callback has no best file. ablate used
+    to pass its empty best path on (``vmunet ablate: error: .: checkpoint file not found`` after the
+    whole fit); it tests the last checkpoint, saying so, and names the run when there is none."""
+    import logging
+    from types import SimpleNamespace
+
+    from vmunet.errors import ConfigError
+    from vmunet.training.ablation import tested_checkpoint
+
+    def cb(best="", last="", monitor=None):
+        return SimpleNamespace(best_model_path=best, last_model_path=last, monitor=monitor)
+
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    assert tested_checkpoint([cb("b.ckpt", monitor="val/dice"), cb(last, last)], tmp_path, "v") == Path("b.ckpt")
+    caplog.set_level(logging.WARNING, logger="vmunet.training.ablation")
+    assert tested_checkpoint([cb(monitor="val/dice"), cb(last, last)], tmp_path, "v") == Path(last)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ablation: v has no best checkpoint (val/dice was never logged): testing {last}"]
+    with pytest.raises(ConfigError) as err:
+        tested_checkpoint([cb(monitor="val/dice")], tmp_path, "v")
+    assert str(err.value) == (f"{tmp_path}: the fit of v wrote no checkpoint to test (checkpoint.monitor val/dice "
+                              "never logged and checkpoint.save_last false)")

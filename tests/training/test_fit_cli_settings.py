@@ -19,7 +19,8 @@ from vmunet.training.cli import random_run_seed, run_lightning_cli
 TOY = ["--data", "train_toy.ToyImageData", "--model.model_name", "vmunet_test",
        "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
        "--trainer.log_every_n_steps", "1"]
-NO_TRAINING = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0", "--trainer.limit_val_batches", "0"]
+# one batch, no validation: enough for the start-up (config.yaml, seeding, summary), little else
+NO_TRAINING = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"]
 
 
 def _run_dir(root: Path) -> Path:

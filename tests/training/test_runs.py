@@ -179,11 +179,14 @@ _HOLD_LOCK = ("import os, sys, time\nfrom vmunet.training.runs import lock_run_d
 def _lock_holder(run: Path):
     """A process holding ``run``'s training lock, with a forked child of its own: yields
     ``(holder Popen, child pid)`` once both run Python code; both are killed on exit."""
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     child = None
     try:
         lines = sorted(holder.stdout.readline().split() for _ in range(2))  # ["child"], ["locked", pid]
-        assert lines[0] == ["child"] and lines[1][0] == "locked"
+        if not (lines[0] == ["child"] and lines[1][:1] == ["locked"]):
+            holder.kill()
+            pytest.fail(f"the lock holder printed {lines}, exit code {holder.wait(30)}, stderr:\n{holder.stderr.read()}")
         child = int(lines[1][1])
         yield holder, child
     finally:

@@ -81,7 +81,7 @@ CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: er
      "[64, 64] (or model_kwargs pad_to_multiple: true)"),
     (["--model.scheduler", "poly", "--model.warmup_epochs", "3", "--trainer.max_epochs", "2"],
      "model: the poly schedule needs the total number of epochs (> warmup_epochs=3), got 2; set trainer.max_epochs"),
-    (["--model.model_name", "vmunet_tset"], "model.model_name: expected one of mamba_unet, swin_umamba, vmunet, "
+    (["--model.model_name", "vmunet_tset"], "model.model_name: expected one of mamba_unet, swin_umamba, swin_umamba_d, vmunet, "
      "vmunet_deep, vmunet_test, vmunet_v2, got vmunet_tset"),
     # Trainer settings whose Union type (with str) lets any text through parsing: refused by
     # Lightning's Trainer in words that name no key (the other keys: test_trainer_refusals_name_the_key)
@@ -89,6 +89,20 @@ CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: er
      "accelerator, got abc"),
     (["--trainer.accelerator", "3"], "trainer.accelerator: expected one of auto, cpu, cuda, mps, tpu (or an "
      "Accelerator), got 3"),
+    # accepted by Lightning, then failing mid-run (float64 / half weights meet the models' float32
+    # parts), training nothing, or silently not clipping
+    (["--trainer.precision", "64-true"], "trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), got "
+     "64-true; the models need float32 weights (mixed precision casts the computation instead)"),
+    (["--trainer.precision", "bf16-true"], "trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), "
+     "got bf16-true; the models need float32 weights (mixed precision casts the computation instead)"),
+    (["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches: expected > 0 (batches, or a fraction of "
+     "the epoch), got 0; fit would train nothing"),
+    (["--trainer.max_time", "00:00:00:00"], "trainer.max_time: expected a duration > 0 (DD:HH:MM:SS, e.g. "
+     "00:12:00:00), got 00:00:00:00; fit would train nothing"),
+    (["--trainer.max_time", "{hours: 0}"], "trainer.max_time: expected a duration > 0 (DD:HH:MM:SS, e.g. "
+     "00:12:00:00), got {'hours': 0}; fit would train nothing"),
+    (["--trainer.gradient_clip_val", "-1.0"], "trainer.gradient_clip_val: expected a finite number > 0 (or 0 / null: "
+     "no clipping), got -1.0"),
     # refused by the parser: the Union's subtypes read as one list
     (["--trainer.precision", "xyz"], "trainer.precision: expected one of 64, 32, 16, transformer-engine, "
      "transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, 32-true, 64-true, bf16 or null, got xyz"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -56,9 +57,13 @@ def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | No
         os.replace(tmp, path)
         if fsync:
             _fsync(path.parent)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        # a full disk names the file being written, not its temporary name nor nothing at all
+        # ("[Errno 28] No space left on device" from a writer that does not know the path)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, tmp):
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
         raise
 
 
@@ -175,14 +180,29 @@ def check_pair(path: str | Path, image: np.ndarray, label: np.ndarray, num_label
     if tuple(label.shape) != expected:
         raise DataError(f"{path}: image/label shape mismatch: image {tuple(image.shape)}, "
                         f"label {tuple(label.shape)}")
+    check_image_finite(path, image)
+    return check_labels(path, label, num_labels)
+
+
+def check_image_finite(path: str | Path, image: np.ndarray) -> None:
+    """Refuse an image with NaN or infinite voxels, naming ``path`` (the image file, where the
+    caller has it apart from its label's)."""
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise DataError(f"{path}: image contains NaN or infinite values")
+
+
+def check_labels(path: str | Path, label: np.ndarray, num_labels: int) -> np.ndarray:
+    """A label map's values as int64 class ids, checked: finite, integral, inside
+    ``[0, num_labels)`` -- never rounded or wrapped into range (a 0.5 or a 5 of a 3-class model is an
+    error naming ``path``, not a silently different class)."""
     lab = np.asarray(label)
     if np.issubdtype(lab.dtype, np.floating):
         if not np.isfinite(lab).all():
             raise DataError(f"{path}: label contains NaN or infinite values")
         if not np.array_equal(lab, np.round(lab)):
             raise DataError(f"{path}: label has non-integer values; expected class ids 0..{num_labels - 1}")
+    elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):
+        raise DataError(f"{path}: label has dtype {lab.dtype}; expected integer class ids 0..{num_labels - 1}")
     lab = lab.astype(np.int64)
     bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])
     if bad.size:

@@ -105,13 +105,28 @@ def official_folders(root: Path) -> dict[tuple[str, str], tuple[Path | None, Pat
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+def check_8bit(path: str | Path, mode: str) -> None:
+    """Refuse images of more than 8 bits per sample (PIL modes ``I;16*``, ``I``, ``F``): the ISIC
+    statistics and the models' normalisation are on the 0..255 scale, and PIL's ``convert("RGB")``
+    clips larger values at 255 -- a 16-bit dermoscopy image came out all white, silently. Training,
+    ``prepare isic`` and ``predict`` read images through this one rule."""
+    if mode == "F" or mode.startswith("I"):
+        depth = "32-bit float" if mode == "F" else "32-bit integer" if mode == "I" else "16-bit"
+        raise DataError(f"{path}: {depth} image (PIL mode {mode}); expected an 8-bit RGB or grayscale image "
+                        "(values 0..255) -- convert it to 8 bits first (scale its range to 0..255)")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """RGB image as uint8 (H, W, 3); unreadable files are a DataError naming the file."""
+    """RGB image as uint8 (H, W, 3) (grayscale, palette and alpha images converted by PIL);
+    unreadable files and images of more than 8 bits are a DataError naming the file."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            check_8bit(path, im.mode)
             arr = np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
     except Exception as err:
         raise DataError(f"{path}: unreadable or corrupt image ({type(err).__name__}: {err})") from None
     return arr

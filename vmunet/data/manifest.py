@@ -11,7 +11,7 @@ over another would leave a mix of both. :func:`prepared_folder` therefore
   listing every file in the folder: the folder was empty when claimed, so every file in it was
   written by this prepare;
 * on failure (bad data found half-way, Ctrl-C) removes what it wrote, so the folder is as empty as
-  it was and no partial data set is left to be mistaken for a whole one. Only a killed process
+  it was (and gone if this run created it) and no partial data set is left to be mistaken for a whole one. Only a killed process
   (SIGKILL, power loss) leaves a partial folder, whose manifest says ``complete: false`` with no
   file list; it is never cleaned up automatically.
 """
@@ -19,6 +19,7 @@ over another would leave a mix of both. :func:`prepared_folder` therefore
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,12 +51,17 @@ def _remove_previous(out: Path) -> int:
     if not meta.get("complete") and not files and _files(out):
         raise DataError(f"{manifest}: the prepare that wrote {out} was killed before it could list its files; "
                         "nothing is removed -- delete the folder yourself or choose another")
-    removed = 0
     root = out.resolve()
     for rel in files:
         target = (out / rel).resolve()
         if root not in target.parents:  # a hand-edited manifest must not reach outside the folder
             raise DataError(f"{manifest}: lists {rel!r}, which is outside {out}; not removing anything")
+    return _remove_listed(out, files)
+
+
+def _remove_listed(out: Path, files: list[str]) -> int:
+    """Delete ``files`` (relative to ``out``), the folders that leaves empty and the manifest."""
+    removed = 0
     for rel in files:
         target = out / rel
         if target.is_file() or target.is_symlink():
@@ -64,14 +70,33 @@ def _remove_previous(out: Path) -> int:
     for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()  # only empty folders go
-    manifest.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (out / MANIFEST).unlink()
     return removed
 
 
 @contextlib.contextmanager
 def prepared_folder(out: str | Path, *, overwrite: bool, command: str, source: str) -> Iterator[Path]:
-    """Claim ``out`` for one prepare run (see the module docstring); yields the folder."""
+    """Claim ``out`` for one prepare run (see the module docstring); yields the folder. A failed run
+    also removes the folders it created (``out`` and missing parents) once they are empty -- never
+    one that existed before, nor one that holds anything (``rmdir`` refuses those)."""
     out = Path(out)
+    created = list(itertools.takewhile(lambda p: not p.exists(), (out, *out.parents)))  # deepest first
+    try:
+        with _claimed_folder(out, overwrite=overwrite, command=command, source=source) as claimed:
+            yield claimed
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (e.g. a killed run's manifest), or gone: the ones above stay too
+                break
+        raise
+
+
+@contextlib.contextmanager
+def _claimed_folder(out: Path, *, overwrite: bool, command: str, source: str) -> Iterator[Path]:
+    """:func:`prepared_folder` without the removal of the folders it created."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: is a regular file, expected a folder")
     if out.is_dir() and overwrite:
@@ -92,8 +117,12 @@ def prepared_folder(out: str | Path, *, overwrite: bool, command: str, source: s
     try:
         yield out
     except BaseException:
-        write_json(out / MANIFEST, {**record, "files": _files(out)})
-        removed = _remove_previous(out)
+        written = _files(out)  # the folder was claimed empty: all of it is this run's
+        try:  # listed first, so a removal cut short (Ctrl-C again) leaves a manifest --overwrite can use
+            write_json(out / MANIFEST, {**record, "files": written})
+        except OSError:  # a full disk cannot take the list: remove the files all the same
+            pass
+        removed = _remove_listed(out, written)
         log.info("%s failed: removed the %d file(s) it had written to %s", command, removed, out)
         raise
     write_json(out / MANIFEST, {**record, "complete": True, "files": _files(out)})

@@ -41,7 +41,7 @@ from vmunet.data.preprocessing import (
     slicing_axes,
     volume_to_slices,
 )
-from vmunet.data.volumes import load_volume, read_channels, voxel_sizes
+from vmunet.data.volumes import load_volume, read_channels, same_geometry, voxel_sizes
 from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class LoadVolumed(Transform):
             lab, laff = load_volume(item["label"])
             where = f"{item['label']} (image {Path(item['images'][0]).name})"
             lab = check_pair(where, img[0], lab, self.num_labels)
-            if not np.allclose(aff, laff, atol=1e-3, rtol=1e-4):
+            if not same_geometry(aff, laff):
                 raise DataError(f"{where}: label geometry (affine) differs from the image's:\n"
                                 f"image {np.round(aff, 4).tolist()}\nlabel {np.round(laff, 4).tolist()}")
             out["label"] = MetaTensor(lab[None].astype(np.int16), affine=torch.as_tensor(aff))

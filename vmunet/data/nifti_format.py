@@ -18,6 +18,7 @@ case and its channels are nnU-Net v1's files ``<image stem>_0000<ext>``, ``_0001
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from vmunet.data.channels import channel_file_names, group_channels
 from vmunet.data.errors import DataError, LayoutError, describe_folder, short_list
 from vmunet.data.fileio import read_json
 from vmunet.data.volumes import has_suffix, strip_suffix
+
+log = logging.getLogger(__name__)
 
 EXPECTED = ("an nnU-Net raw folder (dataset.json with 'channel_names', 'labels', 'file_ending'; "
             "imagesTr/<case>_0000<ending>, labelsTr/<case><ending>) or a Decathlon datalist JSON "
@@ -68,14 +71,21 @@ def _class_names(path: Path, labels: Any, name_to_int: bool) -> list[str]:
     """``labels`` -> names indexed by value; values must be 0..K-1 without gaps."""
     if not isinstance(labels, dict) or not labels:
         raise DataError(f"{path}: 'labels' must be a non-empty mapping, got {labels!r}")
-    pairs = {}
+    pairs: dict[int, str] = {}
     for k, v in labels.items():
         name, value = (k, v) if name_to_int else (v, k)
+        if name_to_int and name == "ignore":  # nnU-Net v2's ignore label: not a class to learn
+            raise DataError(f"{path}: label 'ignore' (value {value!r}) is nnU-Net's ignore label (voxels left out "
+                            "of the loss); vmunet has no ignore label and would learn it as a class -- remove it "
+                            "from 'labels' and relabel those voxels")
         try:
             value = int(value)
         except (TypeError, ValueError):
             raise DataError(f"{path}: label {name!r} has value {value!r}; only integer labels are "
                             "supported (no nnU-Net region lists)") from None
+        if value in pairs:  # a second name for one value replaced the first one silently
+            raise DataError(f"{path}: labels {pairs[value]!r} and {str(name)!r} both have value {value}; "
+                            "expected one name per value")
         pairs[value] = str(name)
     if sorted(pairs) != list(range(len(pairs))):
         raise DataError(f"{path}: label values must be 0..K-1 without gaps, got {sorted(pairs)}")
@@ -125,6 +135,11 @@ def _nnunet(root: Path, spec: dict[str, Any], json_path: Path) -> NiftiIndex:
         return out
 
     train = cases("imagesTr", "labelsTr", True)
+    declared = spec.get("numTraining")
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != len(train):
+        # nnU-Net's dataset check refuses this; a half-copied imagesTr/labelsTr looks just like it
+        log.warning("%s: numTraining is %d, but %s holds %d training case(s); training on the %d found",
+                    json_path, declared, root / "imagesTr", len(train), len(train))
     test = [c for c in cases("imagesTs", "labelsTs", False) if c.label is not None]
     return NiftiIndex("nnunet", names, channels, json_path, train, [], test)
 

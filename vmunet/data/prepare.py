@@ -24,9 +24,9 @@ import numpy as np
 from vmunet.data import isic_format as IF
 from vmunet.data import synapse_format as SF
 from vmunet.data.errors import DataError, LayoutError, check_paired, describe_folder, short_list
-from vmunet.data.fileio import atomic_path, write_json
+from vmunet.data.fileio import atomic_path, check_image_finite, write_json
 from vmunet.data.manifest import prepared_folder
-from vmunet.data.volumes import load_volume
+from vmunet.data.volumes import load_volume, same_geometry
 from vmunet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,9 @@ def _write_synapse(cases: dict[int, tuple[Path, Path]], out: Path, test_ids: lis
         img_path, lab_path = cases[cid]
         image, affine = load_volume(img_path)
         label, laff = load_volume(lab_path)
+        check_image_finite(img_path, image)  # the image file is the culprit, not the label named by `where`
         where = f"{lab_path} (image {img_path.name})"
-        if label.shape == image.shape and not np.allclose(affine, laff, atol=1e-3, rtol=1e-4):
+        if label.shape == image.shape and not same_geometry(affine, laff):
             raise DataError(f"{where}: label geometry (affine) differs from the image's")
         img, lab, geom = SF.convert_case(image, label, affine, img_path.name, where)
         name = SF.case_name(cid)
@@ -196,6 +197,8 @@ def prepare_isic(raw: str | Path, out: str | Path, *, split: float | None = None
     """
     raw, out = Path(raw), Path(out)
     _check_out(raw, out)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # PIL's resize failed with a traceback
+        raise ConfigError(f"--size: expected a positive number of pixels, got {size!r}")
     year, pairs = _official_split_pairs(raw, year)
     if split is not None or "val" not in pairs:
         frac = 0.7 if split is None else float(split)

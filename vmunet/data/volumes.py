@@ -93,6 +93,30 @@ def _single_channel_3d(where: str | Path, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def check_affine(where: str | Path, affine: np.ndarray) -> np.ndarray:
+    """Refuse a voxel -> world affine that places no voxel: non-finite entries (a NaN origin or
+    direction) or a degenerate 3x3 part (a voxel size of 0, two axes along one direction). Such a
+    header cannot be reoriented (nibabel's ``io_orientation`` fails with "Unable to find out axis
+    ..."), and a prediction or prepared case written with it has no place in scanner space."""
+    affine = np.asarray(affine, dtype=np.float64)
+    rzs = affine[:3, :3]
+    problem = None
+    if not np.isfinite(affine).all():
+        problem = "has non-finite entries (NaN or infinite)"
+    else:
+        sizes = voxel_sizes(affine)
+        if (sizes <= 0).any():
+            problem = f"gives voxel size 0 along array axis {int(np.argmin(sizes))}"
+        elif abs(np.linalg.det(rzs)) <= 1e-6 * float(np.prod(sizes)):
+            problem = "has linearly dependent axes (a singular 3x3 part)"
+    if problem is not None:
+        rows = np.round(affine, 4).tolist()
+        raise DataError(f"{where}: voxel-to-world affine {problem}: {rows}; expected finite voxel sizes > 0 "
+                        "along three independent axes (check the header's pixdim and sform/qform, or the "
+                        "spacing/direction)")
+    return affine
+
+
 def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
     """Voxel index (i, j, k) -> RAS mm affine of a SimpleITK (LPS) geometry (first three axes)."""
     nd = len(spacing)
@@ -116,7 +140,7 @@ def from_sitk(img: Any, where: str | Path) -> VolumeFile:
     arr = _single_channel_3d(where, np.transpose(arr, tuple(range(nd - 1, -1, -1))))
     geometry = {"origin": img.GetOrigin()[:3], "spacing": img.GetSpacing()[:3],
                 "direction": tuple(np.asarray(img.GetDirection()).reshape(nd, nd)[:3, :3].ravel())}
-    affine = sitk_affine(geometry["origin"], geometry["spacing"], geometry["direction"])
+    affine = check_affine(where, sitk_affine(geometry["origin"], geometry["spacing"], geometry["direction"]))
     return VolumeFile(arr, affine, "sitk", geometry)
 
 
@@ -129,8 +153,9 @@ def _read_nifti(path: Path) -> VolumeFile:
         raise DataError(f"{path}: expected a single-channel volume, got {len(arr.dtype.names)}-component "
                         f"voxels ({arr.dtype})")
     arr = _single_channel_3d(path, arr)
+    affine = check_affine(path, img.affine)
     _warn_qform_sform(path, img.header)
-    return VolumeFile(arr, np.asarray(img.affine, dtype=np.float64), "nifti", img.header.copy())
+    return VolumeFile(arr, affine, "nifti", img.header.copy())
 
 
 def _warn_qform_sform(path: Path, header: Any) -> None:
@@ -180,7 +205,7 @@ def read_channels(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[Vol
         if vol.array.shape != first.array.shape:
             raise DataError(f"{p}: channel shape {tuple(vol.array.shape)} differs from {Path(paths[0]).name}'s "
                             f"{tuple(first.array.shape)}; every channel of a case must share one voxel grid")
-        if not np.allclose(vol.affine, first.affine, atol=1e-3, rtol=1e-4):
+        if not same_geometry(vol.affine, first.affine):
             raise DataError(f"{p}: channel geometry (affine) differs from {Path(paths[0]).name}'s:\n"
                             f"{np.round(first.affine, 4).tolist()}\n{np.round(vol.affine, 4).tolist()}")
         arrays.append(np.asarray(vol.array))
@@ -215,6 +240,16 @@ def from_ras(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
     back = ornt.ornt_transform(RAS_ORNT, transform)
     return np.ascontiguousarray(ornt.apply_orientation(array, back))
+
+
+#: Tolerances under which two voxel -> world affines are one grid (mm; image vs label, channel vs
+#: channel, prediction vs reference): float32 header rounding passes, a shifted or rescaled grid does not.
+GEOMETRY_ATOL, GEOMETRY_RTOL = 1e-3, 1e-4
+
+
+def same_geometry(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two voxel -> world affines describe the same grid (within the header rounding)."""
+    return bool(np.allclose(a, b, atol=GEOMETRY_ATOL, rtol=GEOMETRY_RTOL))
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:

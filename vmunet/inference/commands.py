@@ -99,8 +99,14 @@ def _input_field(case: CaseFiles) -> str | list[str]:
     return str(case.first) if len(case.files) == 1 else [str(f) for f in case.files]
 
 
-def _stale_reason(sidecar: Path, key: dict[str, Any], probabilities: Path | None) -> str | None:
-    """Why the output described by ``sidecar`` cannot be reused (None: it can)."""
+def _stale_reason(sidecar: Path, key: dict[str, Any], out: Path, probabilities: Path | None) -> str | None:
+    """Why the output described by ``sidecar`` cannot be reused (None: it can).
+
+    Besides what the output was made from, the sidecar records the sha256 of the label map and
+    probabilities it was written with, and both must still be those files: a run interrupted
+    between a new label map and its sidecar (or a disk that filled there) leaves the old sidecar
+    beside the new file, and ``--save-probabilities`` files left by an earlier run with another
+    checkpoint are not this prediction's."""
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, ValueError) as err:
@@ -119,17 +125,33 @@ def _stale_reason(sidecar: Path, key: dict[str, Any], probabilities: Path | None
                 changed = sorted(k for k in set(then or {}) | set(now or {}) if (then or {}).get(k) != (now or {}).get(k))
                 return f"the preprocessing record differs (fields {changed})"
             return f"{field_name} was {then!r}, now {now!r}"
-    if probabilities is not None and not probabilities.exists():
-        return f"--save-probabilities asks for {probabilities.name}, which is missing"
+    from vmunet.data.fileio import file_sha256
+
+    if "output_sha256" not in meta:
+        return f"its sidecar {sidecar.name} does not record 'output_sha256' (written by an older vmunet)"
+    if meta["output_sha256"] != file_sha256(out):
+        return f"{out.name} is not the label map its sidecar {sidecar.name} describes (sha256 differs)"
+    if probabilities is not None:
+        if not probabilities.exists():
+            return f"--save-probabilities asks for {probabilities.name}, which is missing"
+        if meta.get("probabilities_sha256") != file_sha256(probabilities):
+            return (f"{probabilities.name} is not the one its sidecar {sidecar.name} describes (written by "
+                    "another run, or not written with this label map)")
     return None
 
 
-def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, seconds: float, key: dict[str, Any]) -> dict[str, Any]:
+def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, probs: Path | None, seconds: float,
+             key: dict[str, Any]) -> dict[str, Any]:
+    from vmunet.data.fileio import file_sha256
+
     return {
         "kind": io.SIDECAR_KIND,
         **key,
         "input": _input_field(case),
         "output": out.name,
+        "output_sha256": file_sha256(out),
+        "probabilities": None if probs is None else probs.name,
+        "probabilities_sha256": None if probs is None else file_sha256(probs),
         "model": {k: predictor.info.get(k) for k in ("model_name", "model_kwargs", "vmunet_version")},
         "checkpoint": predictor.info.get("checkpoint"),
         "class_names": predictor.class_names,
@@ -169,26 +191,41 @@ def match_references(ref_dir: Path, names: list[str]) -> dict[str, Path]:
     return matched
 
 
-def _reference_labels(path: Path, predictor: Any) -> np.ndarray:
+def _reference_labels(path: Path, predictor: Any, affine: np.ndarray) -> np.ndarray:
+    """The ground truth of ``path`` laid out like the prediction (its orientation), checked as
+    training checks labels: integral class ids of this model's classes (a 0.5 is not rounded, a 5
+    of a 3-class model not ignored, a NaN not cast), on the prediction's voxel grid (``affine``,
+    voxel -> RAS mm): a reference shifted or rescaled against the scan would be scored voxel by
+    voxel all the same, silently. 2D binary masks are read as training reads ISIC masks (0/1 or
+    0/255, any colour mode; anything else refused)."""
+    from vmunet.data import isic_format
+    from vmunet.data.fileio import check_labels
     from vmunet.inference import io
 
+    where = f"--reference {path}"
+    num_labels = len(predictor.class_names)
     ref = io.read_scan(path, orientation=predictor.preprocessing["orientation"], label=True)
+    if not ref.is_volume and num_labels == 2:
+        return isic_format.read_mask(path).astype(np.int64)
+    if ref.is_volume and not io.volumes.same_geometry(ref.affine, affine):
+        raise io.ScanReadError(
+            f"{where}: voxel grid differs from the scan's (voxel -> RAS mm affines after reorientation: "
+            f"reference {np.round(ref.affine, 4).tolist()}, scan {np.round(affine, 4).tolist()}); expected the "
+            "ground truth of this very scan, on its grid")
     arr = np.asarray(ref.array)
-    if not ref.is_volume and len(predictor.class_names) == 2 and arr.max(initial=0) > 1:
-        arr = arr > 127  # binary masks stored as 0/255 (ISIC ground truth)
-    if arr.ndim == 3 and not ref.is_volume:
-        raise ValueError(f"reference {path}: expected a single-channel mask, got shape {arr.shape}")
-    return np.rint(arr).astype(np.int64)
+    if not ref.is_volume and arr.ndim == 3:
+        raise io.ScanReadError(f"{where}: expected a single-channel label map, got shape {arr.shape}")
+    return check_labels(f"{where} (classes {predictor.class_names})", arr, num_labels)
 
 
-def _metrics_rows(case: str, pred_oriented: np.ndarray, spacing: tuple[float, ...], ref_path: Path,
+def _metrics_rows(case: str, pred_oriented: np.ndarray, scan: Any, ref_path: Path,
                   predictor: Any, hd95: str = "pooled") -> list[dict[str, Any]]:
     from vmunet.evaluation.metrics import case_metrics
 
-    gt = _reference_labels(ref_path, predictor)
+    gt = _reference_labels(ref_path, predictor, scan.affine)
     if gt.shape != pred_oriented.shape:
         raise ValueError(f"reference {ref_path} has shape {gt.shape} after reorientation, prediction {pred_oriented.shape}")
-    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=spacing, hd95=hd95)
+    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=scan.spacing, hd95=hd95)
     return [{"case": case, **row} for row in rows]
 
 
@@ -288,13 +325,13 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref
     key = _reuse_key(predictor, io.input_sha256(case.files))
     # the sidecar is written last: a label map without it is from an interrupted run
     if out.exists() and sidecar.exists() and not args.overwrite:
-        reason = _stale_reason(sidecar, key, probs)
+        reason = _stale_reason(sidecar, key, out, probs)
         if reason is None:
             tally.skipped += 1
             log.info("%s: %s is up to date (same checkpoint, preprocessing, options and input), reused", label, out.name)
             if ref is not None:
                 existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
-                tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing.spacing, ref, predictor,
+                tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing, ref, predictor,
                                                    args.hd95)
             return
         tally.stale += 1
@@ -302,13 +339,13 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref
     t0 = time.perf_counter()
     source = case.first if len(case.files) == 1 else list(case.files)
     pred = predictor.predict_file(source, out, probabilities_path=probs, progress=bars, name=name)
-    write_json(sidecar, _sidecar(pred, predictor, case, out, time.perf_counter() - t0, key))
+    write_json(sidecar, _sidecar(pred, predictor, case, out, probs, time.perf_counter() - t0, key))
     if not bars:
         log.info("%s: %d slices in %.1f s -> %s", label, pred.num_slices, time.perf_counter() - t0, out)
     tally.done += 1
     tally.slices += pred.num_slices
     if ref is not None:
-        tally.metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan.spacing, ref, predictor, args.hd95)
+        tally.metric_rows += _metrics_rows(name, pred.labels_oriented, pred.scan, ref, predictor, args.hd95)
 
 
 def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: float) -> int:
@@ -316,9 +353,18 @@ def _finish(args: argparse.Namespace, predictor: Any, tally: _Tally, seconds: fl
     rate = tally.slices / seconds if seconds > 0 else 0.0
     print(f"predicted {tally.done} case(s), {tally.slices} slices in {seconds:.1f} s ({rate:.2f} slices/s); "
           f"reused {tally.skipped} up to date; recomputed {tally.stale} stale; failed {len(tally.failed)}")
+    metrics = args.output / "metrics.csv"
     if tally.metric_rows:
-        print(_write_metrics(args.output / "metrics.csv", tally.metric_rows, predictor.class_names,
-                             args.metric_convention))
+        print(_write_metrics(metrics, tally.metric_rows, predictor.class_names, args.metric_convention))
+    elif args.reference is not None:  # an earlier run's table must not stand for this one
+        from vmunet.data.fileio import write_csv
+        from vmunet.evaluation.metrics import CASE_FIELDS
+
+        write_csv(metrics, [], CASE_FIELDS)
+        log.warning("--reference %s: no case was scored; %s holds only its header", args.reference, metrics)
+    elif metrics.is_file() and tally.done:
+        log.warning("%s is from an earlier run with --reference: it does not describe the %d case(s) computed now",
+                    metrics, tally.done)
     if tally.failed:
         log.error("%d case(s) failed: %s", len(tally.failed), ", ".join(tally.failed))
         return EXIT_CASE_FAILED

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vmunet.errors import ConfigError
+from vmunet.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,14 @@ def _check_paths(checkpoint: Path, output: Path, fmt: str, overwrite: bool) -> N
         raise ConfigError(f"--output {output}: is a folder, expected a file name (e.g. model.{_ext(fmt)})")
     if output.resolve() == checkpoint.resolve():
         raise ConfigError(f"--output {output}: is the checkpoint itself; inputs are never overwritten")
+    if sidecar_path(output).resolve() == checkpoint.resolve():  # FILE.json would replace the checkpoint
+        raise ConfigError(f"--output {output}: its record {sidecar_path(output).name} would overwrite the checkpoint "
+                          f"{checkpoint}; inputs are never overwritten -- choose another --output")
+    other = {f".{_ext(f)}": f for f in FORMATS if f != fmt and _ext(f) != _ext(fmt)}
+    if output.suffix.lower() in other:  # an ONNX file named .pt fails later, in whoever loads it
+        raise ConfigError(f"--output {output}: the extension {output.suffix} is {other[output.suffix.lower()]}'s, "
+                          f"but --format {fmt} writes {fmt}; expected {output.with_suffix('.' + _ext(fmt)).name} "
+                          f"(or --format {other[output.suffix.lower()]})")
     for path in (output, sidecar_path(output)):
         if path.exists() and not overwrite:
             raise ConfigError(f"--output: {path} exists; pass --overwrite to replace it")
@@ -135,8 +143,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
     _check_paths(checkpoint, output, fmt, overwrite)
     # hashed as it is read, not after the export's minutes: a checkpoint replaced meanwhile (a
     # training run still writing last.ckpt) must not lend its hash to the weights exported
-    checkpoint_sha256 = file_sha256(checkpoint)
-    ckpt = read_checkpoint(checkpoint)
+    try:
+        checkpoint_sha256 = file_sha256(checkpoint)
+        ckpt = read_checkpoint(checkpoint)
+    except OSError as err:  # deleted, moved or made unreadable since it was checked above
+        raise CheckpointError(f"--model {checkpoint}: cannot read the checkpoint: {err.strerror or first_line(err)} "
+                              f"(was it deleted or changed while exporting?)") from None
     record = checkpoint_record(ckpt, str(checkpoint))
     if record.get("preprocessing") is None:
         raise CheckpointError(f"checkpoint {checkpoint} has no preprocessing record (ckpt['vmunet']['preprocessing']); "

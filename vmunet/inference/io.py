@@ -304,6 +304,10 @@ def _read_h5(p: Path, *, label: bool) -> Scan:
         shape = tuple(int(s) for s in meta["shape"])
     except (KeyError, ValueError, TypeError) as err:
         raise ScanReadError(f"{side}: expected 'affine' (4x4) and 'shape' [X, Y, Z], got {err!r}") from None
+    try:
+        volumes.check_affine(side, affine)
+    except DataError as err:
+        raise ScanReadError(str(err)) from None
     ornt = nib.orientations.io_orientation(affine)
     expected = tuple(int(shape[int(a)]) for a in np.argsort(ornt[:, 0]))
     if ras.shape != expected:
@@ -316,15 +320,16 @@ def _read_h5(p: Path, *, label: bool) -> Scan:
 
 
 def _read_image(p: Path) -> Scan:
+    """A 2D image as (H, W) grayscale or (H, W, 3) RGB uint8, converted as training reads images
+    (:func:`vmunet.data.isic_format.read_image`: PIL's conversions; bilevel -> 0/255; alpha and
+    palettes carry no signal); more than 8 bits per sample is refused, as in training."""
     from PIL import Image
 
+    from vmunet.data.isic_format import check_8bit
+
     with Image.open(p) as img:
-        mode = img.mode
-        if mode in ("RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
-            img = img.convert("RGB")  # alpha / palettes carry no signal for the model
-        elif mode == "LA":
-            img = img.convert("L")
-        arr = np.asarray(img)
+        check_8bit(p, img.mode)
+        arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "LA", "La") else "RGB"))
     return Scan(case_name(p), p, "image", arr, np.eye(4), None, arr.shape, None)
 
 

@@ -162,7 +162,13 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: str | torch.device = "auto", **kwargs: Any) -> Predictor:
         """Rebuild the model from a vmunet checkpoint (``ckpt["vmunet"]``) and load its weights."""
+        # hashed around the read: outputs are reused by this hash, so it must be of the bytes whose
+        # weights run (a last.ckpt replaced by a training run meanwhile would lend them its hash)
+        sha256 = file_sha256(path) if Path(path).is_file() else None
         ckpt = read_checkpoint(path)
+        if file_sha256(path) != sha256:
+            raise CheckpointError(f"checkpoint {path} changed while it was read (a training run still writing it?); "
+                                  "expected a complete checkpoint file -- run again once it is written")
         record = checkpoint_record(ckpt, str(path))
         if record.get("preprocessing") is None:
             raise CheckpointError(
@@ -179,7 +185,7 @@ class Predictor:
             "model_name": record["model_name"],
             "model_kwargs": model_kwargs,
             "checkpoint": str(Path(path).resolve()),
-            "checkpoint_sha256": file_sha256(path),
+            "checkpoint_sha256": sha256,
             "vmunet_version": record.get("version"),
         }
         return cls(model, record["preprocessing"], device=device, model_in_chans=model_kwargs.get("in_chans"),
@@ -289,6 +295,8 @@ class Predictor:
             norm = channels.astype(np.float32) if scan.normalized else normalize_channels(channels, pp["intensity"])
             return np.moveaxis(volume_to_slices(norm, pp["slice_axis"]), 0, 1), pp["slice_axis"], filled
         arr = scan.array
+        if arr.ndim == 2 and pp["in_chans"] == 3:  # as training reads a grayscale image: R = G = B
+            arr = np.repeat(arr[..., None], 3, axis=-1)
         chans = 1 if arr.ndim == 2 else arr.shape[-1]
         if pp["slice_axis"] is not None:
             raise io.ScanReadError(f"{where}: this model segments 3D volumes (slice_axis {pp['slice_axis']}), got a 2D image")

@@ -46,10 +46,12 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 DEFAULT_THRESHOLD = 0.5
 
 
-def check_model_input_size(model: nn.Module, image_size: tuple[int, int] | list[int], where: str) -> None:
+def check_model_input_size(model: nn.Module, image_size: tuple[int, int] | list[int], where: str,
+                           remedy: str = " (or model_kwargs pad_to_multiple: true)") -> None:
     """Refuse an input size the model cannot take, before anything runs: the U-Nets need height and
     width multiples of their ``size_multiple`` unless built with ``pad_to_multiple``. ``where``
-    starts the one-line :class:`~vmunet.errors.ConfigError` (``data.image_size``, a checkpoint)."""
+    starts the one-line :class:`~vmunet.errors.ConfigError` (``data.image_size``, a checkpoint);
+    ``remedy`` ends it (empty where the caller has no ``pad_to_multiple`` to set, e.g. ``vmunet info``)."""
     from vmunet.errors import ConfigError
 
     multiple = int(getattr(model, "size_multiple", 1) or 1)
@@ -57,7 +59,7 @@ def check_model_input_size(model: nn.Module, image_size: tuple[int, int] | list[
         return
     nearest = [max(multiple, round(int(s) / multiple) * multiple) for s in image_size]
     raise ConfigError(f"{where}={[int(s) for s in image_size]}: {type(model).__name__} needs height and width "
-                      f"multiples of {multiple}; expected e.g. {nearest} (or model_kwargs pad_to_multiple: true)")
+                      f"multiples of {multiple}; expected e.g. {nearest}{remedy}")
 
 
 def decide(probs: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:

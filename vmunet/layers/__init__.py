@@ -4,7 +4,7 @@ All blocks work on channels-last feature maps (B, H, W, C), as in VMamba, so tha
 per-pixel linear layers and LayerNorms need no transposes between blocks.
 """
 
-from vmunet.layers.init import init_vmunet_weights
+from vmunet.layers.init import init_he_conv, init_vmunet_weights
 from vmunet.layers.patch import FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging
 from vmunet.layers.ss2d import SS2D
 from vmunet.layers.stage import VSSStage, VSSStageUp, drop_path_rates, vmamba_encoder_stages
@@ -20,6 +20,7 @@ __all__ = [
     "VSSStage",
     "VSSStageUp",
     "drop_path_rates",
+    "init_he_conv",
     "init_vmunet_weights",
     "vmamba_encoder_stages",
 ]

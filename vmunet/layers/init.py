@@ -1,4 +1,4 @@
-"""Weight initialisation shared by the VM-UNet family (VMamba's ``_init_weights``)."""
+"""Weight initialisation shared by the VM-UNet family (VMamba's ``_init_weights``, nnU-Net's He init)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,14 @@ def init_vmunet_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def init_he_conv(module: nn.Module, neg_slope: float = 1e-2) -> None:
+    """nnU-Net's ``InitWeights_He(neg_slope)`` for 2D convolutions: weight ``kaiming_normal_`` with
+    ``a=neg_slope`` (fan-in, leaky-ReLU gain), bias 0. Meant for ``model.apply``; other modules
+    are left alone (nnU-Net's also covers 3D and transposed convolutions, which no 2D model here
+    has where it is used)."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, a=neg_slope)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vmunet.ops import VMAMBA_DIRECTIONS, cross_merge, cross_scan, selective_scan
 from vmunet.ops.cross_scan import check_directions
+from vmunet.ops.selective_scan import check_backend_name
 
 
 def _dt_bias_init(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> Tensor:
@@ -77,7 +78,7 @@ class SS2D(nn.Module):
         self.d_state = d_state
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
-        self.scan_backend = scan_backend
+        self.scan_backend = check_backend_name(scan_backend, "scan_backend")  # here, not at the first forward
         K, di, R, N = len(self.directions), self.d_inner, self.dt_rank, d_state
 
         self.in_proj = nn.Linear(d_model, 2 * di, bias=bias)

@@ -73,11 +73,31 @@ def run_info(args: argparse.Namespace) -> int:
         if value < 1:
             raise ConfigError(f"{opt} must be >= 1, got {value}")
     H, W = (args.size * 2)[:2]
+    from vmunet.ops.selective_scan import check_backend_name
+
+    try:
+        check_backend_name(args.backend, "--backend")  # named as the option, not as the model's scan_backend
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
                              scan_backend=args.backend)
     except (ValueError, TypeError) as err:  # the model refuses a setting (e.g. an unknown backend)
         raise ConfigError(f"model {args.model!r}: {err}") from None
+    # checked here, not by the forward pass of the count (a ValueError traceback before)
+    import torch
+
+    from vmunet.errors import first_line
+    from vmunet.inference.slicewise import check_model_input_size
+    from vmunet.ops.selective_scan import resolve_backend
+
+    # no pad_to_multiple hint: info has no such option, it takes only the multiples named
+    check_model_input_size(model, (H, W), "--size", remedy="")
+    if not args.no_memory:
+        try:
+            resolve_backend(args.backend, torch.device("cpu"))
+        except (ValueError, RuntimeError) as err:
+            raise ConfigError(f"--backend {args.backend}: {first_line(err)}") from None
     summary = summarize(model, (args.batch, args.in_chans, H, W), name=args.model,
                         measure_memory=not args.no_memory)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else format_summary(summary))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from vmunet.layers import SS2D, PatchEmbed
 from vmunet.layers.stage import vmamba_encoder_stages
 from vmunet.ops.cross_scan import check_directions
+from vmunet.ops.selective_scan import check_backend_name
 
 #: ``directions`` of a model: one list of scan-order names for every stage, or one list per stage
 Directions = Sequence[str] | Sequence[Sequence[str]]
@@ -82,6 +83,7 @@ def stage_directions(directions: Directions, model: str, encoder: int, decoder: 
 
 def set_scan_backend(model: nn.Module, backend: str) -> None:
     """Switch the selective-scan backend of every SS2D in ``model``."""
+    check_backend_name(backend, "scan_backend")
     for m in model.modules():
         if isinstance(m, SS2D):
             m.scan_backend = backend

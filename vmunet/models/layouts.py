@@ -12,8 +12,8 @@ layout                   recognised by                                          
                          keys plus the SDI decoder's                                 modules it never
                                                                                      uses skipped
 ``mamba_unet_original``  Mamba-UNet's ``MambaUnet.state_dict()``: keys ``mamba_unet.*``  by name
-``swin_umamba``          Swin-UMamba (ours or the original's, also an nnU-Net           by name
-                         checkpoint's ``network_weights``): keys ``vssm_encoder.*``
+``swin_umamba``          Swin-UMamba or Swin-UMamba† (ours or the original's, also an  by name
+                         nnU-Net checkpoint's ``network_weights``): ``vssm_encoder.*``
 ``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
                          ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
                                                                                      mirrored decoder
@@ -51,7 +51,7 @@ LAYOUTS = {
     "vmunet_v2": "this project's VM-UNet-V2",
     "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
     "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
-    "swin_umamba": "Swin-UMamba (this project's or the original's)",
+    "swin_umamba": "Swin-UMamba or Swin-UMamba† (this project's or the original's)",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
     "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
     "vmamba_v2": "later VMamba (v2/v3) model",

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from vmunet.models.mamba_unet import MambaUNet
-from vmunet.models.swin_umamba import SwinUMamba
+from vmunet.models.swin_umamba import SwinUMamba, SwinUMambaD
 from vmunet.models.vmunet import VMUNet
 from vmunet.models.vmunet_v2 import VMUNetV2
 from vmunet.models.weights import load_weights
@@ -38,6 +38,10 @@ _REGISTRY: dict[str, ModelSpec] = {
     "swin_umamba": ModelSpec(
         SwinUMamba, dict(depths=(2, 2, 9, 2), **_VMAMBA_T, drop_path_rate=0.2),
         "Swin-UMamba (Liu et al. 2024): conv stem + VMamba-T v0 encoder, MONAI UNETR decoder",
+    ),
+    "swin_umamba_d": ModelSpec(
+        SwinUMambaD, dict(depths=(2, 2, 9, 2), depths_decoder=(2, 2, 2), **_VMAMBA_T, drop_path_rate=0.2),
+        "Swin-UMamba† (Liu et al. 2024): VMamba-T v0 encoder, Mamba decoder (VSS blocks, concatenated skips)",
     ),
     "vmunet": ModelSpec(
         VMUNet, dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), **_VMAMBA_T, drop_path_rate=0.2),

@@ -52,8 +52,12 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]
     if isinstance(source, Mapping):
         return source
     path = Path(source)
+    if path.is_dir():
+        raise WeightsError(f"weights file {path} is a folder, expected a checkpoint file (.ckpt, .pth, .pt)")
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:  # torch's words for it: "EOFError: " with nothing after
+        raise WeightsError(f"cannot read weights file {path}: not a torch checkpoint (empty file, 0 bytes)")
     created: list[tuple[OrderedDict, str]] = []  # stand-in objects made during this load
 
     def stand_in(how: str) -> type:

@@ -6,9 +6,10 @@ Files are read without running code from them (``vmunet.models.safe_load``). Map
   config). Missing or unexpected keys are errors when strict.
 * ``mamba_unet_original``: by name (Mamba-UNet's names are ours); missing/unexpected keys are
   errors when strict.
-* ``swin_umamba`` (ours and the original's: the same names): by name; the original's
-  deep-supervision heads are skipped (``original_unused()``). VMamba v0 weights go into its
-  encoder by the model's ``vmamba_targets`` renaming (the original's ``load_pretrained_ckpt``).
+* ``swin_umamba`` (Swin-UMamba and Swin-UMamba†, ours and the original's: the same names): by
+  name; the original's deep-supervision heads are skipped (``original_unused()``). VMamba v0
+  weights go into its encoder by the model's ``vmamba_targets`` renaming (each original's
+  ``load_pretrained_ckpt``).
 * ``vmunet_v2``, ``vmunet_v2_original``: by name, like ``vmunet``; the original's keys of modules
   it builds but never uses (the model's ``original_unused()``: e.g. its last encoder stage) are
   skipped with that reason.

@@ -57,6 +57,14 @@ def triton_available() -> bool:
     return module_imports("vmunet.ops.scan_triton")
 
 
+def check_backend_name(backend: str, where: str = "selective_scan") -> str:
+    """``backend`` when it names a backend ("auto" or one of :data:`BACKENDS`), else ``ValueError``
+    naming ``where`` and the valid names: models check it when built, not at the first forward pass."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"{where}: unknown backend {backend!r}; choose from {('auto', *BACKENDS)}")
+    return backend
+
+
 def _backend_fn(name: str) -> Callable:
     if name == "ref":
         return selective_scan_ref
@@ -88,8 +96,7 @@ def resolve_backend(backend: str, device: torch.device | None = None) -> str:
         if (device is None or torch.device(device).type == "cpu") and numba_available():
             return "numba"
         return "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"selective_scan: unknown backend {backend!r}; choose from {('auto', *BACKENDS)}")
+    check_backend_name(backend)
     if backend == "cuda" and extension() is None:
         raise RuntimeError(CUDA_HINT + (f" (loading it failed: {load_error()})" if load_error() else ""))
     if backend == "numba" and not numba_available():

@@ -184,6 +184,25 @@ def _summary_scores(summary: Mapping[str, Any]) -> tuple[dict[str, float], float
     raise ConfigError("the test run produced no metrics (is the test split empty?)")
 
 
+def tested_checkpoint(callbacks: Sequence[Any], fit_dir: Path, name: str) -> Path:
+    """The checkpoint to test: the best one of the first checkpoint callback (the monitored one), else
+    (its value never logged, e.g. no validation split) the newest one another callback wrote
+    (``last.ckpt``), said in the log; :class:`ConfigError` when the fit wrote none."""
+    if not callbacks:
+        raise ConfigError(f"{fit_dir}: the fit of {name} had no checkpoint callback (trainer.enable_checkpointing "
+                          "false?): nothing to test")
+    monitored, others = callbacks[0], callbacks[1:]
+    if monitored.best_model_path:
+        return Path(monitored.best_model_path)
+    last = next((p for cb in [monitored, *others] for p in (cb.last_model_path, cb.best_model_path) if p), "")
+    if not last:
+        raise ConfigError(f"{fit_dir}: the fit of {name} wrote no checkpoint to test (checkpoint.monitor "
+                          f"{monitored.monitor} never logged and checkpoint.save_last false)")
+    log.warning("ablation: %s has no best checkpoint (%s was never logged): testing %s", name, monitored.monitor,
+                last)
+    return Path(last)
+
+
 def run_variant(variant: Variant, config: Path, out: Path, seed: int, base_kwargs: Mapping[str, Any],
                 overrides: Sequence[str]) -> dict[str, Any]:
     """Fit and test one variant through LightningCLI; returns its table row."""
@@ -195,10 +214,9 @@ def run_variant(variant: Variant, config: Path, out: Path, seed: int, base_kwarg
     t0 = time.perf_counter()
     fit = run_lightning_cli(["fit", *args])
     fit_s = time.perf_counter() - t0
-    ckpt_cb = fit.trainer.checkpoint_callback
-    best = Path(ckpt_cb.best_model_path or ckpt_cb.last_model_path)
     params = count_parameters(fit.model.model)
     fit_dir = Path(fit.trainer.log_dir)
+    best = tested_checkpoint(fit.trainer.checkpoint_callbacks, fit_dir, variant.name)
     del fit
     t0 = time.perf_counter()
     test = run_lightning_cli(["test", *args, "--ckpt_path", str(best), "--verbose", "false"])

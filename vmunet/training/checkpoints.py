@@ -126,6 +126,37 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def _position(path: Path) -> tuple[int, int] | None:
+    """``(global_step, epoch)`` of a checkpoint file, reading no weights (memory-mapped); None if unreadable."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt["global_step"]), int(ckpt["epoch"])
+    except Exception:  # not a checkpoint we can place: it cannot tell us the run went further
+        return None
+
+
+def check_no_later_checkpoints(path: str | Path, global_step: int, epoch: int) -> None:
+    """Refuse to resume a run from ``path`` when its ``checkpoints/`` folder holds a checkpoint of a
+    later step: the resumed run would overwrite ``last.ckpt`` (and the best) with an older branch and
+    drop the later ``metrics.csv`` rows, i.e. destroy the run's further progress."""
+    path = Path(path)
+    later = []
+    for other in sorted(path.parent.glob("*.ckpt")):
+        if other.resolve() == path.resolve() or not other.is_file():
+            continue
+        pos = _position(other)
+        if pos is not None and pos[0] > global_step:
+            later.append((other, *pos))
+    if later:
+        other, step, ep = max(later, key=lambda t: t[1])
+        raise TrainingCheckpointError(
+            f"{path}: the run has gone further than this checkpoint (epoch {epoch}, step {global_step}): "
+            f"{other.name} is at epoch {ep}, step {step}; resuming here would overwrite its later checkpoints "
+            f"and metrics: resume from {other}, or copy this checkpoint out of {path.parent} to start a new "
+            "run from it"
+        )
+
+
 def check_checkpoint(path: str | Path, module: torch.nn.Module, *, resume: bool) -> dict[str, Any]:
     """Check that ``path`` is a vmunet training checkpoint of the configured model.
 

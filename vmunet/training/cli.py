@@ -35,6 +35,7 @@ and invalid values found while building the model / data / trainer are :class:`~
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -48,7 +49,7 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -63,11 +64,19 @@ from vmunet.training.callbacks import (
 from vmunet.training.checkpoints import (
     AtomicCheckpointIO,
     check_checkpoint,
+    check_no_later_checkpoints,
     is_file_path,
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
 )
-from vmunet.training.module import SegmentationModule
+from vmunet.training.ckpt_settings import (
+    check_same_preprocessing,
+    check_schedule_length,
+    reconcile,
+    saved_schedule,
+    warn_changed_data_settings,
+)
+from vmunet.training.module import CHECKPOINT_REPLACES_WEIGHTS, SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
     SEED_LOGGER,
@@ -90,6 +99,9 @@ log = logging.getLogger(__name__)
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LINKED_KEYS = ("num_classes", "in_chans")  # model.<key> <- data.<key>, so a config states them once
+#: Trainer precisions whose weights are not float32: the models' float32 parts (the selective scan,
+#: the evaluation's slice inferer) then meet weights of another dtype and fail mid-run
+UNSUPPORTED_PRECISIONS = ("64", "64-true", "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/dice",
     "checkpoint.mode": "max",
@@ -120,13 +132,16 @@ class VMUNetCLI(LightningCLI):
     _run_lock: RunLock | None = None
 
     _held: HeldNotices | None = None
+    _held_ckpt: HeldNotices | None = None
+    _given_model: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().__init__(*args, **kwargs)
         finally:
-            if self._held is not None and self._held.active:  # the configuration failed to build
-                self._held.drop()
+            for held in (self._held, self._held_ckpt):
+                if held is not None and held.active:  # the configuration failed to build
+                    held.drop()
             # the subcommand ran (or failed): the next run in this process may use the folder again.
             # (Without a subcommand, run=False, the caller trains later: the lock stays until exit.)
             if self._run_lock is not None and getattr(self, "subcommand", None) is not None:
@@ -139,6 +154,11 @@ class VMUNetCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except MisconfigurationException as err:
+            # a setting Lightning can judge only once the loaders exist (limit_train_batches 0.01 of
+            # 3 batches): its message names the key; one line, not a traceback
+            self._discard_fresh_run()
+            raise ConfigError(f"invalid configuration: {' '.join(str(err).split())}") from err
         except BaseException:
             self._discard_fresh_run()
             raise
@@ -170,13 +190,37 @@ class VMUNetCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as exc:  # jsonargparse's indented tree -> our one line
             raise ConfigError(_parse_error_line(exc, list(args or []), self._subcommand_parsers)) from None
+        # the model settings the config files and command line state (not defaults): _parse_ckpt_path
+        # compares them with a checkpoint's
+        explicit = parser.parse_args(args, defaults=False)
+        sub = explicit.get("subcommand")
+        model = explicit.get(sub, {}).get("model") if sub else None
+        self._given_model = dict(model) if model is not None else {}
         # LightningCLI reads --ckpt_path right after parsing (its hyper-parameters): check it first
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
         if is_file_path(ckpt_path):
             read_training_checkpoint(ckpt_path)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI puts the checkpoint's hyper-parameters over every model.* setting of the
+        # config; reconcile() says which of the user's settings win, and refuses conflicts. What the
+        # checkpoint checks say (here and in instantiate_trainer, warnings too) is held until the
+        # configuration is built, then shown after the other start-up lines ("Seed set to 42", ...)
+        self._held_ckpt = HeldNotices(("vmunet.training.ckpt_settings",), upto=logging.WARNING)
+        super()._parse_ckpt_path()
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
+        if not is_file_path(ckpt_path) or self._given_model is None:
+            return
+        saved = self.config[sub]["model"]
+        for key, value in reconcile(self._given_model, dict(saved), subcommand=sub, ckpt_path=str(ckpt_path)).items():
+            saved[key] = value
+
     def instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        from_checkpoint = is_file_path(self.config.get(sub, {}).get("ckpt_path") if sub else None)
+        token = CHECKPOINT_REPLACES_WEIGHTS.set(from_checkpoint)  # model.weights: not read, not needed
         try:
             super().instantiate_classes()
         except VmunetError:
@@ -190,18 +234,27 @@ class VMUNetCLI(LightningCLI):
             # message that names its key (``model.lr: ...``) needs no preface
             named = re.match(r"^(model|data|trainer)[.:]", str(err))
             raise ConfigError(str(err) if named else f"invalid configuration: {err}") from err
+        finally:
+            CHECKPOINT_REPLACES_WEIGHTS.reset(token)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
-        if self._held is not None:
-            self._held.release()
+        for held in (self._held, self._held_ckpt):
+            if held is not None:
+                held.release()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
         ckpt_path = self._get(self.config_init, "ckpt_path") if self.subcommand else None
-        resume_step = resume_epoch = None
+        resume_step = resume_epoch = schedule = None
         if is_file_path(ckpt_path):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
+            check_same_preprocessing(str(ckpt_path), (ckpt.get("vmunet") or {}).get("preprocessing"),
+                                     getattr(self.datamodule, "preprocessing", None), self.subcommand)
+            if self.subcommand == "fit":
+                warn_changed_data_settings(ckpt.get("datamodule_hyper_parameters"),
+                                           getattr(self.datamodule, "hparams", None))
+                schedule = saved_schedule(ckpt)
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt
         self._check_before_trainer(cfg)
@@ -217,6 +270,8 @@ class VMUNetCLI(LightningCLI):
                                                        ckpt_path if self.subcommand == "fit" else None)
             if is_rank_zero():  # DDP: rank 0 holds the lock for the processes it launched
                 self._run_lock = lock_run_dir(run_dir)  # before anything is written into the folder
+            if resumed:  # (under the lock: no process is writing the folder's checkpoints now)
+                check_no_later_checkpoints(ckpt_path, resume_step, resume_epoch)
             if not resumed:
                 self._fresh_run = run_dir  # given back if the run fails before producing anything
             elif is_rank_zero():
@@ -240,6 +295,13 @@ class VMUNetCLI(LightningCLI):
             last = last_checkpoint(best.dirpath)
             callbacks.append(last)
         callbacks.append(EpochSeed())
+        max_time = cfg.get("max_time")
+        if self.subcommand == "fit" and max_time is not None and not any(isinstance(c, Timer) for c in callbacks):
+            # Lightning's max_time stops mid-epoch, validates and saves last.ckpt as if the epoch were
+            # done: a resume then skipped the rest of that epoch (fewer steps, other weights, no word).
+            # Checked at epoch ends instead, every checkpoint is at an epoch's end and a resume is exact.
+            callbacks.append(_epoch_timer(max_time, cfg))
+            kwargs["max_time"] = None
         callbacks.append(FinalEpochValidation())  # (its hooks run in fit only)
         # a stock ModelSummary / RichModelSummary of the config would print Lightning's FLOPs, 0 or too few
         # for our models: the same summary without them (ParameterSummary)
@@ -273,6 +335,9 @@ class VMUNetCLI(LightningCLI):
         except BaseException:
             self._discard_fresh_run()
             raise
+        if schedule is not None and not trainer.fast_dev_run:
+            # the restored schedule keeps the length of the checkpoint's run (see check_schedule_length)
+            check_schedule_length(schedule, _planned_max_epochs(trainer), str(ckpt_path))
         if last is not None and last in trainer.callbacks and best in trainer.callbacks:
             # trainer.checkpoint_callback (ckpt_path="best") is the first ModelCheckpoint: the best one
             trainer.callbacks.remove(last)
@@ -289,6 +354,26 @@ class VMUNetCLI(LightningCLI):
             raise ConfigError(f"trainer.max_epochs: expected >= 1 (or -1: no limit), got {max_epochs}")
         if self.subcommand == "fit" and max_epochs == 0 and not cfg.get("fast_dev_run"):
             raise ConfigError("trainer.max_epochs: expected >= 1 (or -1: no limit), got 0; fit would train nothing")
+        limit = cfg.get("limit_train_batches")
+        if self.subcommand == "fit" and isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == 0:
+            # Lightning skips training without a word (and exits 0)
+            raise ConfigError(f"trainer.limit_train_batches: expected > 0 (batches, or a fraction of the epoch), "
+                              f"got {limit}; fit would train nothing")
+        max_time = cfg.get("max_time")
+        if self.subcommand == "fit" and max_time is not None and _epoch_timer(max_time, cfg).time_remaining() <= 0:
+            # Lightning's Timer accepts a zero duration: the run stopped at once (exit 0, nothing learnt)
+            raise ConfigError(f"trainer.max_time: expected a duration > 0 (DD:HH:MM:SS, e.g. 00:12:00:00), got "
+                              f"{max_time}; fit would train nothing")
+        clip = cfg.get("gradient_clip_val")
+        if isinstance(clip, (int, float)) and not isinstance(clip, bool) and not (clip >= 0 and math.isfinite(clip)):
+            # Lightning clips only when the value is > 0: a negative one was silently no clipping at all
+            raise ConfigError(f"trainer.gradient_clip_val: expected a finite number > 0 (or 0 / null: no clipping), "
+                              f"got {clip}")
+        precision = str(cfg.get("precision"))
+        if precision in UNSUPPORTED_PRECISIONS:
+            # the models' layers mix float32 with the weights' dtype (the scan, the evaluation's slice inferer)
+            raise ConfigError(f"trainer.precision: expected 32-true, 16-mixed or bf16-mixed (or null), got {precision}; "
+                              "the models need float32 weights (mixed precision casts the computation instead)")
         if not isinstance(self.model, SegmentationModule):
             return
         rec = getattr(self.datamodule, "preprocessing", None)
@@ -296,6 +381,23 @@ class VMUNetCLI(LightningCLI):
             self.model.check_data(rec)
         if self.subcommand == "fit" and not cfg.get("fast_dev_run") and isinstance(max_epochs, int):
             self.model.check_schedule(max_epochs)
+
+
+def _planned_max_epochs(trainer: Trainer) -> int:
+    """The ``max_epochs`` the fit loop will run under (-1: no limit): Lightning fills in an unset one only
+    when ``fit`` starts (``_parse_loop_limits``, the length ``configure_optimizers`` then sees)."""
+    if trainer.max_epochs is not None:
+        return trainer.max_epochs
+    return 1000 if trainer.max_steps == -1 and not any(isinstance(c, Timer) for c in trainer.callbacks) else -1
+
+
+def _epoch_timer(max_time: Any, cfg: Mapping[str, Any]) -> Timer:
+    """``Timer(max_time)`` checked at the end of each training epoch; a duration Lightning refuses is
+    the one-line ``trainer.max_time: expected ...`` error."""
+    try:
+        return Timer(duration=max_time, interval="epoch")
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(trainer_error_line(str(err), dict(cfg)) or f"trainer.max_time: {err}") from err
 
 
 def random_run_seed() -> int:

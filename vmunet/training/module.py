@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -77,6 +78,17 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, state, gauss = states["python"]
     random.setstate((version, tuple(state), gauss))
+
+
+#: True while ``vmunet fit|validate|test --ckpt_path`` builds its module: the checkpoint's weights replace
+#: the initial ones at once, so ``weights`` (still recorded in the hyper-parameters, as trained) is not
+#: read -- a run stays testable and resumable after its initialization file is moved or deleted.
+CHECKPOINT_REPLACES_WEIGHTS: ContextVar[bool] = ContextVar("CHECKPOINT_REPLACES_WEIGHTS", default=False)
+
+
+class TrainingDivergedError(VmunetError, FloatingPointError):
+    """The training loss became NaN or infinite: a setting (learning rate, precision) the run cannot
+    train with; ``vmunet fit`` says so in one line (exit 2) instead of a traceback."""
 
 
 class CaseLoss:
@@ -235,8 +247,9 @@ class SegmentationModule(pl.LightningModule):
         if model_name not in list_models():
             raise ValueError(f"model.model_name: expected one of {', '.join(list_models())}, got {model_name}")
         try:
+            initial = None if CHECKPOINT_REPLACES_WEIGHTS.get() else weights
             self.model = create_model(
-                model_name, num_classes=num_classes, in_chans=in_chans, weights=weights, strict=weights_strict,
+                model_name, num_classes=num_classes, in_chans=in_chans, weights=initial, strict=weights_strict,
                 weights_entry=weights_entry, **(model_kwargs or {})
             )
         except (TypeError, ValueError) as err:  # the family refused an option: model_kwargs (weights errors pass)
@@ -343,7 +356,11 @@ class SegmentationModule(pl.LightningModule):
         logits = self(batch["image"])
         loss = self.loss_fn(logits, self._target(batch["label"]))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+            raise TrainingDivergedError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} (step "
+                f"{self.global_step}): the training diverged; lower model.lr, clip gradients "
+                "(trainer.gradient_clip_val) or train in 32-bit precision; the checkpoints of finished epochs are kept"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 

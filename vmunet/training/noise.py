@@ -48,22 +48,24 @@ SEED_LOGGER = "lightning.fabric.utilities.seed"  # seed_everything's "Seed set t
 
 
 class HeldNotices(logging.Filter):
-    """Holds the INFO (and DEBUG) records of ``names`` from now on; warnings and errors pass.
+    """Holds the INFO (and DEBUG) records of ``names`` from now on (up to level ``upto``); warnings and
+    errors pass.
 
     :meth:`release` prints the held records (original text and time) once the configuration has
     been built; :meth:`drop` prints them only at DEBUG level (``vmunet -v``), for a configuration
     that failed: its one-line error is then all a user sees. Either ends the holding.
     """
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], upto: int = logging.INFO) -> None:
         super().__init__()
         self.names = names
+        self.upto = upto  # the highest level held (``logging.WARNING``: warnings too)
         self.held: list[logging.LogRecord] = []
         for name in names:
             logging.getLogger(name).addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.INFO:
+        if record.levelno > self.upto:
             return True
         self.held.append(record)
         return False
