@@ -111,12 +111,12 @@ def run(args: argparse.Namespace, model: torch.nn.Module, kwargs: dict, record: 
             t0 = time.perf_counter()
             export_checkpoint(ckpt, out, fmt)
             seconds = time.perf_counter() - t0
-        if fmt == "torchscript":
-            loaded = torch.jit.load(str(out))
+        if fmt in ("torchscript", "pt2"):
+            loaded = torch.jit.load(str(out)) if fmt == "torchscript" else torch.export.load(str(out)).module()
             with torch.no_grad():
                 got = [loaded(x) for x in inputs]
                 ms = best_ms_per_slice(lambda f=loaded: f(xs), args.speed_batch, args.repeats)
-        elif onnxruntime_available():
+        elif fmt == "onnx" and onnxruntime_available():
             import onnxruntime
 
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
