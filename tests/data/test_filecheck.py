@@ -90,3 +90,24 @@ def test_nifti_label_out_of_range_fails_at_setup(nifti_ct, tmp_path):
     with pytest.raises(DataError, match=rf"1 of \d+ NIfTI training/validation cases are unusable: .*{label.name}"
                                         r".*label values \[77\]"):
         dm.setup("fit")
+
+
+def test_json_and_list_files_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """What vmunet writes is UTF-8 (``fileio.write_text``); reading used the locale's encoding, so a
+    dataset.json with a non-ASCII class name failed under an ASCII locale (LC_ALL=C)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "Leber (foie, 肝臓)": 1}}\n',
+                                           encoding="utf-8")
+    (tmp_path / "train.txt").write_text("caso_ñ\n", encoding="utf-8")
+    code = ("import locale, sys; from pathlib import Path\n"
+            "from vmunet.data.fileio import read_json\nfrom vmunet.data.synapse import _read_lines\n"
+            "assert locale.getencoding() in ('ANSI_X3.4-1968', 'ascii', 'US-ASCII'), locale.getencoding()\n"
+            "d = Path(sys.argv[1])\nprint(ascii(sorted(read_json(d / 'dataset.json')['labels'])), "
+            "ascii(_read_lines(d / 'train.txt')))\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          encoding="utf-8", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("['Leber (foie, \\u809d\\u81d3)', 'background'] ['caso_\\xf1']")

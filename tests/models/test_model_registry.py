@@ -90,7 +90,7 @@ def test_weight_modules_do_not_import_the_registry():
 
     folder = Path(pkg.__file__).parent
     for name in ("weights.py", "layouts.py", "safe_load.py"):
-        tree = ast.parse((folder / name).read_text())
+        tree = ast.parse((folder / name).read_text(encoding="utf-8"))
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not imported & {"vmunet.models.registry", "vmunet.models.checkpoint", "vmunet.models"}, name

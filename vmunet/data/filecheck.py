@@ -47,7 +47,7 @@ def _stamp(paths: Sequence[str | Path], signature: str) -> str:
 
 def _load(path: Path) -> set[str]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         return set(data.get("passed", []))
     except (OSError, ValueError, AttributeError):
         return set()

@@ -146,7 +146,7 @@ def read_json(path: str | Path) -> Any:
     """Read a JSON file; a missing or malformed file is a DataError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, ValueError) as err:

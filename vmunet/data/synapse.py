@@ -47,7 +47,7 @@ class LoadNpzSlice(Transform):
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise LayoutError(f"{path}: list file not found (expected {SF.EXPECTED_LAYOUT})")
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if not lines:
         raise DataError(f"{path}: list file is empty")
     return lines

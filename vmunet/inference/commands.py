@@ -108,7 +108,7 @@ def _stale_reason(sidecar: Path, key: dict[str, Any], out: Path, probabilities: 
     beside the new file, and ``--save-probabilities`` files left by an earlier run with another
     checkpoint are not this prediction's."""
     try:
-        meta = json.loads(sidecar.read_text())
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         return f"its sidecar {sidecar.name} is unreadable ({type(err).__name__})"
     if not isinstance(meta, dict):

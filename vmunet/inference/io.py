@@ -149,7 +149,7 @@ def is_own_output(path: Path) -> bool:
     if not side.is_file():
         return False
     try:
-        meta = json.loads(side.read_text())
+        meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (isinstance(meta, dict) and meta.get("output") == path.name
