@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import locale
 import os
 import warnings
 
@@ -199,7 +200,17 @@ def test_interrupted_label_map_write_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_dicom_series_folder(tmp_path):
+@pytest.fixture
+def gdcm_writer_locale():
+    """GDCM's DICOM writer sets the process's locale to "C" and leaves it so: every later test in
+    the process would then read and write text as ASCII. Restore it after the test; the test checks
+    that reading DICOM (what vmunet does) leaves the locale alone."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield saved
+    locale.setlocale(locale.LC_ALL, saved)
+
+
+def test_dicom_series_folder(tmp_path, gdcm_writer_locale):
     affine = oblique_affine(spacing=(0.9, 0.9, 2.0), angles=(0, 0, 0.2), flips=(-1, -1, 1))
     data = np.random.default_rng(4).integers(-100, 100, size=(8, 7, 4)).astype(np.int16)
     vol = sitk_image(data, affine)
@@ -217,15 +228,17 @@ def test_dicom_series_folder(tmp_path):
         sl.SetMetaData("0008|0060", "CT")
         writer.SetFileName(str(series / f"{k:03d}.dcm"))
         writer.Execute(sl)
+    locale.setlocale(locale.LC_ALL, gdcm_writer_locale)
     assert [p.name for p in io.find_cases(tmp_path)] == ["patient1"]
     scan = io.read_scan(series)
+    assert locale.setlocale(locale.LC_ALL) == gdcm_writer_locale  # reading leaves the locale alone
     assert scan.name == "patient1"
     twin = write_nifti(tmp_path / "twin.nii.gz", data, affine)
     np.testing.assert_array_equal(scan.array, io.read_scan(twin).array)
     np.testing.assert_allclose(scan.affine, io.read_scan(twin).affine, atol=1e-4)
 
 
-def test_truncated_compressed_dicom_is_refused_in_one_line(tmp_path):
+def test_truncated_compressed_dicom_is_refused_in_one_line(tmp_path, gdcm_writer_locale):
     """A multi-frame JPEG 2000 DICOM whose last 8 bytes (the pixel data's sequence delimiter) are
     cut off, like pydicom's ``emri_small_jpeg_2k_lossless_too_short.dcm``: SimpleITK's error spans
     lines and names ITK's C++ source; ours is one line naming the folder, its file and what was
