@@ -243,23 +243,30 @@ def test_metrics_csv_always_describes_the_run_that_wrote_it(tmp_path, predicted,
             "computed now") in caplog.text
 
 
-def test_a_checkpoint_replaced_while_predict_reads_it_is_refused(tmp_path, tiny_checkpoint, monkeypatch):
-    """Outputs are reused by the checkpoint's sha256, hashed after the weights were read: a
-    last.ckpt replaced meanwhile (training still writing it) gave its hash to the old weights."""
-    import vmunet.inference.predictor as predictor_mod
+@pytest.mark.parametrize("reader", ["predict", "export"])
+def test_a_checkpoint_replaced_while_predict_reads_it_is_refused(tmp_path, tiny_checkpoint, monkeypatch, reader):
+    """Outputs are reused by the checkpoint's sha256 (and an export records it), hashed after the
+    weights were read: a last.ckpt replaced meanwhile (training still writing it) gave its hash to
+    the old weights. Both read it through ``read_checkpoint_with_sha256``."""
+    import vmunet.models.checkpoint as checkpoint_mod
     from vmunet.inference import CheckpointError, Predictor
+    from vmunet.inference.export import export_checkpoint
 
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(tiny_checkpoint.read_bytes())
-    real = predictor_mod.read_checkpoint
+    real = checkpoint_mod.read_checkpoint
 
     def read_while_training_writes(path):
         loaded = real(path)
         ckpt.write_bytes(tiny_checkpoint.read_bytes() + b"newer")
         return loaded
 
-    monkeypatch.setattr(predictor_mod, "read_checkpoint", read_while_training_writes)
+    monkeypatch.setattr(checkpoint_mod, "read_checkpoint", read_while_training_writes)
     with pytest.raises(CheckpointError) as err:
-        Predictor.from_checkpoint(ckpt, device="cpu")
+        if reader == "predict":
+            Predictor.from_checkpoint(ckpt, device="cpu")
+        else:
+            export_checkpoint(ckpt, tmp_path / "model.pt", "torchscript")
     assert str(err.value) == (f"checkpoint {ckpt} changed while it was read (a training run still writing it?); "
                               "expected a complete checkpoint file -- run again once it is written")
+    assert not (tmp_path / "model.pt").exists()

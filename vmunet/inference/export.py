@@ -132,20 +132,23 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
     import torch
 
     from vmunet import __version__
-    from vmunet.data.fileio import atomic_path, file_sha256, write_json
+    from vmunet.data.fileio import atomic_path, write_json
     from vmunet.data.preprocessing import validate_preprocessing
     from vmunet.inference.predictor import check_class_counts
     from vmunet.inference.slicewise import check_model_input_size
-    from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
-    from vmunet.models.safe_load import read_checkpoint
+    from vmunet.models.checkpoint import (
+        CheckpointError,
+        checkpoint_record,
+        model_from_checkpoint,
+        read_checkpoint_with_sha256,
+    )
 
     checkpoint, output = Path(checkpoint), Path(output)
     _check_paths(checkpoint, output, fmt, overwrite)
-    # hashed as it is read, not after the export's minutes: a checkpoint replaced meanwhile (a
+    # hashed with the read, not after the export's minutes: a checkpoint replaced meanwhile (a
     # training run still writing last.ckpt) must not lend its hash to the weights exported
     try:
-        checkpoint_sha256 = file_sha256(checkpoint)
-        ckpt = read_checkpoint(checkpoint)
+        ckpt, checkpoint_sha256 = read_checkpoint_with_sha256(checkpoint)
     except OSError as err:  # deleted, moved or made unreadable since it was checked above
         raise CheckpointError(f"--model {checkpoint}: cannot read the checkpoint: {err.strerror or first_line(err)} "
                               f"(was it deleted or changed while exporting?)") from None

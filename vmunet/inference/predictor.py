@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vmunet.data.fileio import file_sha256
 from vmunet.data.preprocessing import (
     apply_intensity,
     normalize_channels,
@@ -43,7 +42,12 @@ from vmunet.data.preprocessing import (
 from vmunet.errors import ConfigError
 from vmunet.inference import io
 from vmunet.inference.slicewise import SliceInferer, check_model_input_size
-from vmunet.models.checkpoint import CheckpointError, checkpoint_record, model_from_checkpoint
+from vmunet.models.checkpoint import (
+    CheckpointError,
+    checkpoint_record,
+    model_from_checkpoint,
+    read_checkpoint_with_sha256,
+)
 from vmunet.models.safe_load import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -162,13 +166,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: str | torch.device = "auto", **kwargs: Any) -> Predictor:
         """Rebuild the model from a vmunet checkpoint (``ckpt["vmunet"]``) and load its weights."""
-        # hashed around the read: outputs are reused by this hash, so it must be of the bytes whose
-        # weights run (a last.ckpt replaced by a training run meanwhile would lend them its hash)
-        sha256 = file_sha256(path) if Path(path).is_file() else None
-        ckpt = read_checkpoint(path)
-        if file_sha256(path) != sha256:
-            raise CheckpointError(f"checkpoint {path} changed while it was read (a training run still writing it?); "
-                                  "expected a complete checkpoint file -- run again once it is written")
+        if not Path(path).is_file():  # missing, or a folder: read_checkpoint's one-line error names it
+            read_checkpoint(path)
+        ckpt, sha256 = read_checkpoint_with_sha256(path)  # outputs are reused by this hash
         record = checkpoint_record(ckpt, str(path))
         if record.get("preprocessing") is None:
             raise CheckpointError(

@@ -23,6 +23,24 @@ class CheckpointError(WeightsError):
     """A checkpoint lacks what rebuilding or inference needs (names the file and the field)."""
 
 
+def read_checkpoint_with_sha256(path: str | Path) -> tuple[Mapping[str, Any], str]:
+    """Read a checkpoint file and the SHA-256 of the bytes whose weights were read.
+
+    Hashed before and after the read: what is keyed or recorded by this hash (``vmunet predict``'s
+    output reuse, ``vmunet export``'s record) must be of the weights that run, and a ``last.ckpt``
+    replaced meanwhile by a training run still writing it would lend them its hash. A file that
+    changed is refused (:class:`CheckpointError`); a missing or unreadable one raises ``OSError``.
+    """
+    from vmunet.data.fileio import file_sha256
+
+    sha256 = file_sha256(path)
+    ckpt = read_checkpoint(path)
+    if file_sha256(path) != sha256:
+        raise CheckpointError(f"checkpoint {path} changed while it was read (a training run still writing it?); "
+                              "expected a complete checkpoint file -- run again once it is written")
+    return ckpt, sha256
+
+
 def checkpoint_record(ckpt: Mapping[str, Any], where: str = "checkpoint") -> dict[str, Any]:
     """The rebuild record of a training checkpoint: ``model_name``, ``model_kwargs`` (with
     ``num_classes``), ``preprocessing`` (None when absent) and ``version``."""
