@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -79,15 +80,18 @@ def small_weights() -> dict[str, torch.Tensor]:
     return deterministic_tensors(shapes(build_original(original_swin_umamba_module(), small=True)))
 
 
-def original_small_logits(float64: bool) -> torch.Tensor:
-    module = original_swin_umamba_module(float64)
-    model = build_original(module, small=True)
+def deterministic_logits(model: nn.Module, float64: bool) -> torch.Tensor:
+    """``model``'s logits for ``deterministic_tensors`` weights on ``deterministic_input(INPUT)``."""
     model.load_state_dict(deterministic_tensors(shapes(model)))
     x = deterministic_input(INPUT)
     if float64:
         model, x = model.double(), x.double()
     with torch.no_grad():
         return model(x)
+
+
+def original_small_logits(float64: bool) -> torch.Tensor:
+    return deterministic_logits(build_original(original_swin_umamba_module(float64), small=True), float64)
 
 
 def summary(logits: torch.Tensor) -> dict[str, list]:
@@ -171,22 +175,33 @@ def small_record(folder: Path) -> dict:
     }
 
 
-def paper_record(folder: Path) -> dict:
-    torch.manual_seed(0)
-    model = build_original(original_swin_umamba_module(), small=False, deep_supervision=True)
+def paper_summary(model: nn.Module, heads: tuple[str, ...], lines: list[str]) -> dict:
+    """The frozen ``paper`` entry: keys and shapes, parameter count, the deep-supervision heads'
+    share (state-dict prefixes ``heads``) and the ``load_pretrained_ckpt`` mapping ``lines``."""
     model_shapes = shapes(model)
-    heads = sum(math.prod(v) for k, v in model_shapes.items() if k.startswith(("out_layers.1.", "out_layers.2.",
-                                                                                 "out_layers.3.")))
-    lines = original_load_pretrained_ckpt(model, folder)
-    return {"keys": key_lines(model_shapes), "parameters": sum(p.numel() for p in model.parameters()), "deep_supervision_head_parameters": heads,
+    return {"keys": key_lines(model_shapes), "parameters": sum(p.numel() for p in model.parameters()),
+            "deep_supervision_head_parameters": sum(math.prod(v) for k, v in model_shapes.items()
+                                                    if k.startswith(heads)),
             "load_pretrained_ckpt_sha256": digest(lines), "load_pretrained_ckpt_tensors": len(lines)}
 
 
-def record() -> dict:
+def paper_record(folder: Path) -> dict:
+    torch.manual_seed(0)
+    model = build_original(original_swin_umamba_module(), small=False, deep_supervision=True)
+    lines = original_load_pretrained_ckpt(model, folder)
+    return paper_summary(model, ("out_layers.1.", "out_layers.2.", "out_layers.3."), lines)
+
+
+def frozen_record(model_file: str, script: str, small: Callable[[Path], dict], paper: Callable[[Path], dict]) -> dict:
+    """The whole frozen file of the original ``model_file``, written by ``tests/parity/{script}.py``."""
     with tempfile.TemporaryDirectory() as tmp:
-        return {"source": f"JiarunLiu/Swin-UMamba {SWIN_UMAMBA_NETS}/SwinUMamba.py at {SWIN_UMAMBA_COMMIT}, "
-                          f"torch {torch.__version__.split('+')[0]} CPU; tests/parity/freeze_swin_umamba.py",
-                "commit": SWIN_UMAMBA_COMMIT, "small": small_record(Path(tmp)), "paper": paper_record(Path(tmp))}
+        return {"source": f"JiarunLiu/Swin-UMamba {SWIN_UMAMBA_NETS}/{model_file} at {SWIN_UMAMBA_COMMIT}, "
+                          f"torch {torch.__version__.split('+')[0]} CPU; tests/parity/{script}.py",
+                "commit": SWIN_UMAMBA_COMMIT, "small": small(Path(tmp)), "paper": paper(Path(tmp))}
+
+
+def record() -> dict:
+    return frozen_record("SwinUMamba.py", "freeze_swin_umamba", small_record, paper_record)
 
 
 def write_frozen(path: Path, make_record, script: str) -> int:

@@ -27,21 +27,20 @@ sizes, input and helpers of ``freeze_swin_umamba.py``:
 
 from __future__ import annotations
 
-import math
-import tempfile
 from pathlib import Path
 
 import torch
 from freeze_swin_umamba import (
-    INPUT,
     PAPER_CLASSES,
     PAPER_IN,
     SMALL,
     SMALL_CLASSES,
     SMALL_IN,
-    digest,
+    deterministic_logits,
+    frozen_record,
     key_lines,
     mapping,
+    paper_summary,
     shapes,
     summary,
     vmamba_v0_file,
@@ -49,10 +48,6 @@ from freeze_swin_umamba import (
     zeroed,
 )
 from original_code import (
-    SWIN_UMAMBA_COMMIT,
-    SWIN_UMAMBA_NETS,
-    deterministic_input,
-    deterministic_tensors,
     original_swin_umamba_d_module,
 )
 from torch import nn
@@ -93,13 +88,7 @@ def build_original(module, *, small: bool, deep_supervision: bool = False, in_ch
 
 
 def original_small_logits(float64: bool) -> torch.Tensor:
-    model = build_original(original_swin_umamba_d_module(float64), small=True)
-    model.load_state_dict(deterministic_tensors(shapes(model)))
-    x = deterministic_input(INPUT)
-    if float64:
-        model, x = model.double(), x.double()
-    with torch.no_grad():
-        return model(x)
+    return deterministic_logits(build_original(original_swin_umamba_d_module(float64), small=True), float64)
 
 
 def original_load_pretrained_ckpt(model: nn.Module, in_chans: int, folder: Path) -> list[str]:
@@ -125,19 +114,11 @@ def small_record(folder: Path) -> dict:
 def paper_record(folder: Path) -> dict:
     torch.manual_seed(0)
     model = build_original(original_swin_umamba_d_module(), small=False, deep_supervision=True)
-    model_shapes = shapes(model)
-    heads = sum(math.prod(v) for k, v in model_shapes.items() if k.startswith(HEADS))
-    lines = original_load_pretrained_ckpt(model, PAPER_IN, folder)
-    return {"keys": key_lines(model_shapes), "parameters": sum(p.numel() for p in model.parameters()),
-            "deep_supervision_head_parameters": heads,
-            "load_pretrained_ckpt_sha256": digest(lines), "load_pretrained_ckpt_tensors": len(lines)}
+    return paper_summary(model, HEADS, original_load_pretrained_ckpt(model, PAPER_IN, folder))
 
 
 def record() -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        return {"source": f"JiarunLiu/Swin-UMamba {SWIN_UMAMBA_NETS}/SwinUMambaD.py at {SWIN_UMAMBA_COMMIT}, "
-                          f"torch {torch.__version__.split('+')[0]} CPU; tests/parity/freeze_swin_umamba_d.py",
-                "commit": SWIN_UMAMBA_COMMIT, "small": small_record(Path(tmp)), "paper": paper_record(Path(tmp))}
+    return frozen_record("SwinUMambaD.py", "freeze_swin_umamba_d", small_record, paper_record)
 
 
 def main() -> int:
