@@ -33,7 +33,7 @@ from vmunet.data.datamodule import (
 )
 from vmunet.data.errors import DataError
 from vmunet.data.filecheck import check_files
-from vmunet.data.fileio import check_pair
+from vmunet.data.fileio import check_image_finite, check_pair
 from vmunet.data.preprocessing import (
     foreground_intensity_stats,
     make_preprocessing,
@@ -59,9 +59,8 @@ class LoadVolumed(Transform):
 
         first, channels = read_channels(item["images"])  # 3D channels on one grid, or an error naming the file
         img, aff = np.asarray(channels, np.float32), first.affine
-        if not np.isfinite(img).all():
-            bad = [p for p, c in zip(item["images"], img, strict=True) if not np.isfinite(c).all()]
-            raise DataError(f"{bad[0]}: image contains NaN or infinite values")
+        for path, channel in zip(item["images"], img, strict=True):  # the channel file at fault named
+            check_image_finite(path, channel)
         out = {"case": item["case"], "image": MetaTensor(img, affine=torch.as_tensor(aff))}
         if item.get("label"):
             lab, laff = load_volume(item["label"])
