@@ -25,7 +25,12 @@ from pathlib import Path
 
 import torch
 from freeze_swin_umamba import key_lines, shapes, summary, write_frozen
-from original_code import ULTRALIGHT_COMMIT, ULTRALIGHT_MODEL, deterministic_input, deterministic_tensors
+from original_code import (
+    ULTRALIGHT_COMMIT,
+    ULTRALIGHT_MODEL,
+    deterministic_input,
+    deterministic_tensors,
+)
 from original_code import original_ultralight_module as original_module
 from torch import nn
 

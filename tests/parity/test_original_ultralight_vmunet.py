@@ -13,6 +13,7 @@ that ``freeze_ultralight_vmunet.py`` froze from it into ``frozen/ultralight_vmun
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,7 @@ from original_code import (
     deterministic_tensors,
     mamba_ssm_mamba,
     original_ultralight_module,
+    ultralight_file,
 )
 
 from vmunet.layers import Mamba
@@ -191,3 +193,46 @@ def test_paper_logits_equal_the_original_at_256(dtype):
         torch.testing.assert_close(logits, ref, rtol=0, atol=ATOL32)
     else:
         torch.testing.assert_close(logits, ref, rtol=RTOL64, atol=RTOL64 * ref.abs().max().item())
+
+
+# ----- the training settings of experiments/isic17_ultralight.yaml --------------------------------
+
+# configs/config_setting.py at ULTRALIGHT_COMMIT (read by hand; checked against the file below)
+FROZEN_CONFIG = {"network": "UltraLight_VM_UNet", "num_classes": 1, "input_size_h": 256, "input_size_w": 256,
+                 "input_channels": 3, "seed": 42, "batch_size": 8, "epochs": 250, "threshold": 0.5, "amp": False,
+                 "opt": "AdamW", "lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-08, "weight_decay": 0.01,
+                 "amsgrad": False, "sch": "CosineAnnealingLR", "T_max": 50, "eta_min": 1e-05,
+                 "model_config": {"num_classes": 1, "input_channels": 3, "c_list": [8, 16, 24, 32, 48, 64],
+                                  "split_att": "fc", "bridge": True}}
+
+
+def test_isic17_recipe_has_the_frozen_original_settings():
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "experiments" / "isic17_ultralight.yaml").read_text())
+    model, data = cfg["model"], cfg["data"]["init_args"]
+    ours = {"seed": cfg["seed_everything"], "epochs": cfg["trainer"]["max_epochs"], "batch_size": data["batch_size"],
+            "input_size_h": data["image_size"], "input_size_w": data["image_size"], "lr": model["lr"],
+            "betas": tuple(model["betas"]), "weight_decay": model["weight_decay"], "T_max": model["t_max"],
+            "eta_min": model["eta_min"], "threshold": model["threshold"],
+            "sch": {"cosine": "CosineAnnealingLR"}[model["scheduler"]], "amp": cfg["trainer"]["precision"] != "32-true"}
+    assert ours == {k: FROZEN_CONFIG[k] for k in ours}
+    kw = model["model_kwargs"]
+    assert {"c_list": kw["dims"], "split_att": kw["split_att"], "bridge": kw["bridge"]} == \
+        {k: FROZEN_CONFIG["model_config"][k] for k in ("c_list", "split_att", "bridge")}
+    assert model["model_name"] == "ultralight_vmunet" and model["weights"] is None
+    # BceDiceLoss(wb=1, wd=1): per-sample Dice with smooth 1 (utils.py, as VM-UNet's)
+    assert (model["lambda_ce"], model["lambda_dice"], model["batch_dice"], model["dice_smooth_nr"],
+            model["dice_smooth_dr"]) == (1.0, 1.0, False, 1.0, 1.0)
+    # torch.optim.AdamW's defaults (the module passes lr, betas, weight_decay): eps 1e-8, amsgrad False
+    adamw = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    assert (adamw.defaults["eps"], adamw.defaults["amsgrad"]) == (FROZEN_CONFIG["eps"], FROZEN_CONFIG["amsgrad"])
+    assert cfg["checkpoint"]["monitor"] == "val/loss" and cfg["checkpoint"]["mode"] == "min"  # train.py: min_loss
+
+
+def test_original_config_file_gives_the_frozen_settings():
+    from test_original_protocols import _config_values
+
+    path = ultralight_file().parents[1] / "configs" / "config_setting.py"
+    values = _config_values(path)
+    assert {k: values[k] for k in FROZEN_CONFIG} == FROZEN_CONFIG

@@ -68,14 +68,16 @@ class ChannelAttBridge(nn.Module):
             setattr(self, f"att{i}", nn.Linear(total, c) if split_att == "fc" else nn.Conv1d(total, c, 1))
 
     def forward(self, ts: Sequence[Tensor]) -> list[Tensor]:
+        if len(ts) != self.levels:
+            raise ValueError(f"ChannelAttBridge: expected {self.levels} feature maps, got {len(ts)}")
         att = torch.cat([t.mean(dim=(2, 3)) for t in ts], dim=1).unsqueeze(1)   # (B, 1, S)
         att = self.get_all_att(att)
         if self.split_att == "conv":
             att = att.transpose(1, 2)                                            # (B, S, 1)
         out = []
-        for i, t in enumerate(ts, start=1):
+        for i in range(1, len(ts) + 1):
             a = torch.sigmoid(getattr(self, f"att{i}")(att))                     # (B, 1, C_i) | (B, C_i, 1)
-            out.append((a.transpose(1, 2) if self.split_att == "fc" else a).unsqueeze(-1))
+            out.append((a.transpose(1, 2) if self.split_att == "fc" else a).unsqueeze(-1))  # (B, C_i, 1, 1)
         return out
 
 
