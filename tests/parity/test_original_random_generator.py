@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 from original_code import VMUNET_COMMIT, vmunet_dir
-from random_generator_cases import COUNT, FROZEN_FILE, SEEDS, original_outputs, our_outputs, slice_arrays, write_slices
+from random_generator_cases import (
+    COUNT,
+    FROZEN_FILE,
+    SEEDS,
+    original_outputs,
+    our_outputs,
+    slice_arrays,
+    write_slices,
+)
 
 
 @pytest.fixture(scope="module")
