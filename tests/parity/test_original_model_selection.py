@@ -160,11 +160,13 @@ def _original_main(kind: str, work_dir: Path, monkeypatch: pytest.MonkeyPatch) -
 
 # ---------------------------------------------------------------------------------------- ours
 class _Data(pl.LightningDataModule):
+    """4 training items, batch 2 (the Synapse paper config has no validation split)."""
+
     eval_mode = "image"
 
-    def __init__(self, in_chans: int, validation: bool) -> None:
+    def __init__(self, in_chans: int) -> None:
         super().__init__()
-        self.in_chans, self.validation = in_chans, validation
+        self.in_chans = in_chans
 
     def _items(self, n: int) -> list[dict]:
         return [{"image": torch.ones(self.in_chans, 16, 16), "label": torch.zeros(1, 16, 16), "case": f"c{i}"}
@@ -173,8 +175,12 @@ class _Data(pl.LightningDataModule):
     def train_dataloader(self):
         return torch.utils.data.DataLoader(self._items(4), batch_size=2)
 
+
+class _DataWithValidation(_Data):
+    """... and 2 validation items, batch 1 (the ISIC paper config's ``eval_batch_size``)."""
+
     def val_dataloader(self):
-        return torch.utils.data.DataLoader(self._items(2 if self.validation else 0), batch_size=1)
+        return torch.utils.data.DataLoader(self._items(2), batch_size=1)
 
 
 class _Weights(pl.Callback):
@@ -202,7 +208,7 @@ def _our_best(kind: str, tmp_path: Path) -> int:
     weights = _Weights()
     trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, callbacks=[best, weights],
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=_Data(chans, validation=kind == "isic"))
+    trainer.fit(module, datamodule=(_DataWithValidation if kind == "isic" else _Data)(chans))
     (path,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     epoch = int(saved["epoch"])  # Lightning counts epochs from 0, the original from 1
@@ -226,6 +232,7 @@ def test_paper_selection_equals_the_frozen_original_selection(kind, tmp_path, on
     assert _our_best(kind, tmp_path) == FROZEN_BEST_EPOCH[kind]
 
 
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")  # the original's loaders, on a CPU
 @pytest.mark.parametrize("kind", ["synapse", "isic"])
 def test_original_training_loops_select_as_frozen_and_as_ours(kind, tmp_path, monkeypatch, one_thread):
     min_epoch, files, tested = _original_main(kind, tmp_path / "original", monkeypatch)
