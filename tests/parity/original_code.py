@@ -405,7 +405,7 @@ def original_swin_umamba_d_module(float64: bool = False) -> types.ModuleType:
     Besides the plans classes it imports two initialisers, used by ``get_swin_umamba_d_from_plans``
     only: nnU-Net's ``InitWeights_He`` and dynamic_network_architectures'
     ``init_last_bn_before_add_to_0``. Their stand-ins change nothing (every test overwrites all
-    tensors); ``test_original_swin_umamba_d_init.py`` puts the real ``InitWeights_He``
+    tensors); ``test_original_init_rules.py`` puts the real ``InitWeights_He``
     (:func:`swin_umamba_init_weights_he`) in its place for the initialisation it compares."""
     init = types.ModuleType("nnunetv2.utilities.network_initialization")
     init.InitWeights_He = lambda neg_slope=1e-2: (lambda module: None)
