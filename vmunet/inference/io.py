@@ -168,6 +168,8 @@ def find_cases(input_path: str | os.PathLike) -> list[Path]:
     if not root.exists():
         raise FileNotFoundError(f"input {root} does not exist")
     if root.is_file():
+        if not _has_ext(root, SCAN_EXTS):  # named by the user: a usage error, before any case runs
+            raise ScanReadError(unsupported_file(root))
         return [root]
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file() and _has_ext(p, SCAN_EXTS)]
@@ -185,6 +187,27 @@ def find_cases(input_path: str | os.PathLike) -> list[Path]:
             "or DICOM series folders)"
         )
     return cases
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file: ``DICM`` at byte 128 (or, without the preamble, a ``.dcm`` name)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            if fh.read(4) == b"DICM":
+                return True
+    except OSError:
+        return False
+    return volumes.has_suffix(path, (".dcm", ".dicom"))
+
+
+def unsupported_file(p: Path) -> str:
+    """The one-line refusal of a file that is not a scan vmunet reads (a lone DICOM file says where
+    DICOM goes: series are read as folders, and which files form the series is GDCM's choice)."""
+    if is_dicom_file(p):
+        return (f"{p}: a single DICOM file; DICOM is read as a series folder: give the folder holding "
+                f"its series ({p.parent}), with one series per folder (a lone image: a folder of its own)")
+    return f"{p}: unsupported file type (expected one of {', '.join(SCAN_EXTS)}, or a DICOM series folder)"
 
 
 def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label: bool = False) -> Scan:
@@ -206,7 +229,7 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
         elif _has_ext(p, volumes.VOLUME_SUFFIXES):
             scan = _scan(p, case_name(p), volumes.read_volume(p))
         else:
-            raise ScanReadError(f"{p}: unsupported file type (expected one of {', '.join(SCAN_EXTS)})")
+            raise ScanReadError(unsupported_file(p))
     except ScanReadError:
         raise
     except DataError as err:  # the shared volume reader names the file already
@@ -263,6 +286,7 @@ def _read_dicom(p: Path) -> Scan:
         raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series ({', '.join(series)}); put each in its own folder")
     reader = sitk.ImageSeriesReader()
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    _check_dicom_image(p, files[0])
     reader.SetFileNames(files)
     try:
         img = reader.Execute()
@@ -273,6 +297,29 @@ def _read_dicom(p: Path) -> Scan:
             f"expected complete DICOM files that GDCM can decode (SimpleITK: {first_line(err)})"
         ) from err
     return _from_sitk(p, img, p.name)
+
+
+#: SOP classes under 1.2.840.10008.5.1.4.1.1.66 hold no image to segment: segmentations (66.4,
+#: DICOM-SEG; GDCM decodes its bit planes as if they were an image, 0/255), surface segmentations,
+#: registrations, fiducials, raw data.
+_NON_IMAGE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.66"
+
+
+def _check_dicom_image(folder: Path, first: str) -> None:
+    """Refuse a series that is not an image (a DICOM-SEG is read by SimpleITK as if it were one,
+    and would be segmented without a word)."""
+    reader = volumes.sitk().ImageFileReader()
+    reader.SetFileName(first)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # unreadable header: the series read reports it, naming the files
+        return
+    tag = {k: reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in ("0008|0016", "0008|0060")}
+    sop, modality = tag["0008|0016"], tag["0008|0060"]
+    if sop.startswith(_NON_IMAGE_SOP_PREFIX) or modality in ("SEG", "RTSTRUCT", "REG"):
+        what = "a segmentation (DICOM-SEG)" if sop == _NON_IMAGE_SOP_PREFIX + ".4" or modality == "SEG" else "not an image"
+        raise ScanReadError(f"{folder}: {Path(first).name} is {what} (modality {modality or '?'}, SOP class {sop or '?'}); "
+                            "expected an image series to segment (CT, MR, ...)")
 
 
 def geometry_sidecar(p: Path) -> Path:
@@ -403,32 +450,45 @@ def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> 
         return path
     orig = scan.to_original(labels)
     with atomic_path(path, prefix=TEMP_PREFIX, suffix=".nii.gz") as tmp:
-        (_write_sitk if scan.kind == "sitk" else _write_nifti)(scan, orig, tmp)
+        _write_nifti(scan, orig, tmp)
     return path
 
 
 def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
+    """Every volume's label map is written by nibabel. SimpleITK's NIfTI writer was used for
+    SimpleITK inputs, but it reports no error when the disk fills: it left a truncated file that
+    was renamed into place as a result (and read back without error). nibabel raises ``OSError``,
+    which :func:`~vmunet.data.fileio.atomic_path` names with the output file. The geometry of a
+    SimpleITK input is its header's (origin, spacing, direction) through the one LPS -> RAS
+    conversion, :func:`vmunet.data.volumes.sitk_affine`, stored as qform and sform (code 1,
+    scanner): SimpleITK reads the file back with the input's origin, spacing and direction."""
     import nibabel as nib
 
+    data = data.reshape(_file_shape(scan, data.shape))  # a 2D input gets a 2D label map back
     if scan.kind == "nifti":
         header = scan.template.copy()
         img = nib.Nifti1Image(data, None, header=header)  # affine=None: keep qform/sform as they are
         img.header.set_slope_inter(1.0, 0.0)  # label values are stored unscaled
-    else:  # h5 sidecar affine (or identity) / plain arrays
-        img = nib.Nifti1Image(data, scan.template if scan.template is not None else np.eye(4))
+    else:  # SimpleITK header / h5 sidecar affine (or identity) / plain arrays
+        if scan.kind == "sitk":
+            t = scan.template
+            affine = volumes.sitk_affine(t["origin"], t["spacing"], t["direction"])
+        else:
+            affine = scan.template if scan.template is not None else np.eye(4)
+        img = nib.Nifti1Image(data, affine)
         img.set_qform(img.affine, code=1)
         img.set_sform(img.affine, code=1)
     img.set_data_dtype(data.dtype)
     nib.save(img, str(tmp))
 
 
-def _write_sitk(scan: Scan, data: np.ndarray, tmp: Path) -> None:
-    sitk = volumes.sitk()
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetOrigin(scan.template["origin"])
-    img.SetSpacing(scan.template["spacing"])
-    img.SetDirection(scan.template["direction"])
-    sitk.WriteImage(img, str(tmp), True)
+def _file_shape(scan: Scan, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The array shape a label map of ``shape`` (original layout) is written with: the input
+    file's own shape where it was 2D (read as one slice, :func:`vmunet.data.volumes.read_volume`),
+    else ``shape``."""
+    if volumes.file_ndim(scan.template) == 2 and shape[2:] == (1,):
+        return tuple(shape[:2])
+    return tuple(shape)
 
 
 def write_probabilities(scan: Scan, probs: np.ndarray, class_names: list[str], path: str | os.PathLike) -> Path:
