@@ -291,7 +291,8 @@ class Predictor:
         where = scan.path or scan.name
         if scan.is_volume:
             if pp["slice_axis"] is None:
-                raise io.ScanReadError(f"{where}: this model takes 2D images (slice_axis is null), got a 3D volume")
+                raise io.ScanReadError(f"{where}: this model takes 2D images ({', '.join(io.IMAGE_EXTS)}; slice_axis "
+                                       f"is null), got a scan read as a volume of shape {scan.array.shape[:3]}")
             if scan.array.ndim not in (3, 4):
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
             chans = 1 if scan.array.ndim == 3 else scan.array.shape[-1]
