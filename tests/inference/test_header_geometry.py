@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import locale
+import logging
 import resource
 import signal
 
@@ -216,3 +217,35 @@ def test_a_full_disk_names_the_output_file_for_any_write_error(tmp_path):
             raise OSError(code, "failed")
         assert (err.value.errno, err.value.filename) == (code, str(tmp_path / "x.nii.gz"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_input_hash_covers_the_data_file_a_header_names(tmp_path, tiny_checkpoint, caplog):
+    """ITK's ``BrainProtonDensitySliceBorder20DirectionMinus30.mhd`` reads
+    ``BrainProtonDensitySliceBorder20.zraw``, and ``RatLungSlice1.mha`` a separate ``.raw``: the
+    data file was found by the header's name (``<stem>.raw``), so these were missed, and a changed
+    data file left the old prediction "up to date"."""
+    from vmunet.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    vol = np.random.default_rng(0).uniform(0, 100, size=(4, 32, 32)).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(vol), str(data / "shared.mhd"), True)  # shared.mhd + shared.zraw
+    header = (data / "shared.mhd").read_text()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "minus30.mhd").write_text(header.replace("ElementDataFile = shared.zraw",
+                                                      "ElementDataFile = ../data/shared.zraw"))
+    sitk.WriteImage(sitk.GetImageFromArray(vol), str(data / "plain.mhd"), False)  # plain.mhd + plain.raw
+    (scans / "lung.mha").write_text((data / "plain.mhd").read_text().replace(
+        "ElementDataFile = plain.raw", "ElementDataFile = ../data/plain.raw"))
+    assert io.input_files(scans / "minus30.mhd") == [scans / "minus30.mhd", scans / "../data/shared.zraw"]
+    assert io.input_files(scans / "lung.mha") == [scans / "lung.mha", scans / "../data/plain.raw"]
+
+    argv = ["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(tiny_checkpoint), "--device", "cpu"]
+    assert main(argv) == 0
+    sitk.WriteImage(sitk.GetImageFromArray(vol[::-1].copy()), str(data / "shared.mhd"), True)  # new voxels
+    sitk.WriteImage(sitk.GetImageFromArray(vol[::-1].copy()), str(data / "plain.mhd"), False)
+    caplog.set_level(logging.INFO)
+    assert main(argv) == 0
+    for name in ("minus30", "lung"):
+        assert f"recomputing {name}.nii.gz: the input file differs" in caplog.text

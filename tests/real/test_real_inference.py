@@ -188,3 +188,21 @@ def test_real_lesion_masks_written_as_predictions_land_on_their_voxels(pyradiomi
         assert_same_geometry(got, src, case)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(mask), err_msg=case)
         assert sitk.GetArrayFromImage(mask).sum() > 0
+
+
+def test_real_detached_headers_hash_the_data_files_they_name(itk):
+    """The input hash (what `predict` compares before reusing an output) covers the file each
+    header names, whatever its stem; the header text is the reference."""
+    from vmunet.inference.io import input_files
+
+    files = itk["root"] / "files"
+    expected = {"BrainProtonDensitySliceBorder20DirectionMinus30.mhd": "BrainProtonDensitySliceBorder20.zraw",
+                "BrainProtonDensitySliceBorder20DirectionPlus30.mhd": "BrainProtonDensitySliceBorder20.zraw",
+                "BrainT1SliceBorder20DirectionMinus30.mhd": "BrainT1SliceBorder20DirectionPlus30.zraw",
+                "BrainProtonDensitySliceBorder20DirectionPlus30.nhdr": "BrainProtonDensitySliceBorder20DirectionPlus30.raw",
+                "RatLungSlice1.mha": "RatLungSlice1.raw", "BrainProtonDensity3Slices.mha": "BrainProtonDensity3Slices.raw"}
+    for header, data in expected.items():
+        text = (files / header).read_bytes()[:4096]
+        assert data.encode() in text, header  # what the header says
+        assert input_files(files / header) == [files / header, files / data], header
+    assert input_files(files / "itkBrainSliceComplex.mha") == [files / "itkBrainSliceComplex.mha"]  # LOCAL

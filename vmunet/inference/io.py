@@ -29,11 +29,11 @@ of the raw file named by the sidecar). Label maps are written in that layout.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -391,18 +391,57 @@ def _to_ras(scan: Scan) -> Scan:
 
 
 def input_files(path: str | os.PathLike) -> list[Path]:
-    """The files a case is read from: the scan file (and a ``.mhd``'s data file or an h5's geometry
-    sidecar), or every file of a DICOM series folder, sorted."""
+    """The files a case is read from: the scan file (and the data files its MetaImage or NRRD header
+    names, or an h5's geometry sidecar), or every file of a DICOM series folder, sorted."""
     p = Path(path)
     if p.is_dir():
         return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
     extra: list[Path] = []
     if _has_ext(p, H5_EXTS):
         extra = [geometry_sidecar(p)]
-    elif _has_ext(p, (".mhd", ".nhdr")):
-        extra = [f for f in p.parent.glob(glob.escape(volumes.strip_suffix(p.name, SITK_EXTS)) + ".*")
-                 if f != p and f.suffix.lower() in (".raw", ".zraw", ".gz")]
-    return [p, *sorted(f for f in extra if f.is_file())]
+    elif _has_ext(p, SITK_EXTS):
+        extra = detached_data_files(p)
+    return [p, *sorted({f for f in extra if f.is_file() and f != p})]
+
+
+#: Header fields naming the data file(s) of a detached header: MetaImage (``.mhd``, and ``.mha``
+#: files may use it too) and NRRD (``.nhdr``, or a ``.nrrd`` that points elsewhere).
+_DATA_FILE_FIELD = re.compile(r"^\s*(?:ElementDataFile\s*=|data ?file\s*:)\s*(.*?)\s*$", re.IGNORECASE)
+
+
+def detached_data_files(header: Path) -> list[Path]:
+    """The data files a MetaImage / NRRD header names (``ElementDataFile = X.zraw``, ``data file:
+    X.raw``; ``LIST`` and ``<printf pattern> min max step`` forms too), relative to its folder.
+    Read from the header, not guessed from its name: ITK's ``...DirectionMinus30.mhd`` reads
+    ``BrainProtonDensitySliceBorder20.zraw``, and ``.mha`` files may be detached as well."""
+    try:
+        with open(header, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return []
+    lines = head.split(b"\n")
+    for n, raw in enumerate(lines):
+        line = raw.decode("latin-1").rstrip("\r")
+        if not line.strip() and _has_ext(header, (".nrrd", ".nhdr")):
+            break  # NRRD: the header ends at the first blank line
+        m = _DATA_FILE_FIELD.match(line)
+        if not m:
+            continue
+        value = m.group(1)
+        fields = value.split()
+        if not fields or fields[0].upper() == "LOCAL":
+            return []
+        if fields[0].upper() == "LIST":  # one file name per following line
+            names = [x.decode("latin-1").strip() for x in lines[n + 1:]]
+            return [header.parent / x for x in names if x]
+        if "%" in fields[0] and len(fields) >= 4:  # printf pattern, first, last, step
+            try:
+                first, last, step = (int(x) for x in fields[1:4])
+                return [header.parent / (fields[0] % i) for i in range(first, last + (1 if step > 0 else -1), step)]
+            except (ValueError, TypeError, ZeroDivisionError):
+                return []
+        return [header.parent / value]
+    return []
 
 
 def input_sha256(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
