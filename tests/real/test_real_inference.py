@@ -206,3 +206,13 @@ def test_real_detached_headers_hash_the_data_files_they_name(itk):
         assert data.encode() in text, header  # what the header says
         assert input_files(files / header) == [files / header, files / data], header
     assert input_files(files / "itkBrainSliceComplex.mha") == [files / "itkBrainSliceComplex.mha"]  # LOCAL
+
+
+def test_real_folder_of_many_series_is_refused_in_a_short_line(pydicom_files):
+    """pydicom-data's folder holds 21 series: the refusal lists 3 UIDs, not all 21."""
+    folder = pydicom_files["root"] / "files"
+    with pytest.raises(ScanReadError) as err:
+        read_scan(folder)
+    msg = str(err.value)
+    assert msg.startswith(f"{folder}: folder holds 21 DICOM series (series UIDs [") and "(+18 more)" in msg, msg
+    assert msg.endswith("expected one series per folder: put each in its own folder") and len(msg) < 400, msg

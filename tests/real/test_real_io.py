@@ -185,7 +185,7 @@ def test_real_dicom_files_are_read_or_refused_clearly(pydicom_files, tmp_path):
     for name in ("SC_rgb.dcm", "US1_UNCR.dcm", "OT-PAL-8-face.dcm"):
         assert "single-channel" in refused[name], refused[name]
     assert "is a segmentation (DICOM-SEG)" in refused["liver.dcm"], refused.get("liver.dcm")
-    assert len(read) + len(refused) == 68
+    assert len(read) + len(refused) == 68 and len(read) == 29  # README "Real data"
 
 
 def test_real_truncated_dicom_is_refused_in_one_line(pydicom_files, tmp_path):

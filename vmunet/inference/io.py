@@ -44,7 +44,7 @@ import numpy as np
 
 from vmunet.data import volumes
 from vmunet.data.channels import CaseFiles, group_channels
-from vmunet.data.errors import DataError
+from vmunet.data.errors import DataError, short_list
 from vmunet.data.fileio import atomic_path, hash_file, read_json
 from vmunet.errors import first_line
 
@@ -283,7 +283,8 @@ def _read_dicom(p: Path) -> Scan:
     if not series:
         raise ScanReadError(f"{p}: folder holds no DICOM series")
     if len(series) > 1:
-        raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series ({', '.join(series)}); put each in its own folder")
+        raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series (series UIDs "
+                            f"{short_list(series, 3)}); expected one series per folder: put each in its own folder")
     reader = sitk.ImageSeriesReader()
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
     _check_dicom_image(p, files[0])
