@@ -135,8 +135,8 @@ def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
 def from_sitk(img: Any, where: str | Path) -> VolumeFile:
     """A SimpleITK image as a :class:`VolumeFile` (single-channel 3D, see the module docstring).
 
-    A 2D image is placed in 3D as ITK's own 2D -> 3D casts place it: origin z 0, spacing z 1 mm,
-    direction ``[[D, 0], [0, 1]]`` (its plane is z = 0 of LPS, so axial in RAS). The template
+    A 2D image (whose header has no third axis) is placed in the plane z = 0 of LPS: origin z 0,
+    spacing z 1 mm, direction ``[[D, 0], [0, 1]]``, so in RAS it is one axial slice. The template
     records ``dimension`` 2, and the label map is written back 2D with the image's own geometry."""
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
