@@ -249,3 +249,48 @@ def test_the_input_hash_covers_the_data_file_a_header_names(tmp_path, tiny_check
     assert main(argv) == 0
     for name in ("minus30", "lung"):
         assert f"recomputing {name}.nii.gz: the input file differs" in caplog.text
+
+
+class PosteriorRowsModel(nn.Module):
+    """Class 1 on the first half of each slice's rows, whatever the input: shows where the
+    predictor put the slice's rows (an axial slice of the RAS array has rows along Y, posterior
+    first; a coronal one along Z, inferior first)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(x.shape[2], dtype=x.dtype)[None, None, :, None]
+        fg = (x.shape[2] / 2 - rows).expand_as(x[:, :1]) * 1e3  # row < h / 2 (a tie is class 0)
+        return torch.cat([torch.zeros_like(fg), fg], dim=1)
+
+
+def ras_index(affine_file: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """For each voxel (i, j, k) of a file, its index in nibabel's closest-canonical (RAS) array,
+    from nibabel's own ``as_closest_canonical`` affine: ``(3, *shape)``."""
+    canon = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(shape, np.uint8), affine_file)).affine
+    ijk = np.stack([*np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), np.ones(shape)])
+    return np.rint(np.einsum("ab,b...->a...", np.linalg.inv(canon) @ affine_file, ijk)[:3]).astype(int)
+
+
+@pytest.mark.parametrize("case", ["2d_plus30", "2d_minus30", "3d_oblique_permuted"])
+def test_rows_of_the_model_are_the_ras_axis_on_oblique_files(tmp_path, case):
+    """Round trip image -> RAS -> prediction -> source geometry on oblique files, with a "model"
+    whose output depends on the position in the slice: the label map must be the posterior half
+    of the RAS array, mapped to the file's voxels by nibabel's canonical affine."""
+    from inference_helpers import oblique_affine, sitk_image
+
+    if case.startswith("2d"):
+        img = rotated_2d(30.0 if case == "2d_plus30" else -30.0, size=(20, 14))
+        shape = (*img.GetSize(), 1)
+        affine = ras_affine_2d(img)
+    else:
+        affine = oblique_affine(spacing=(1.1, 0.6, 3.0), angles=(0.05, 0.1, -0.4), flips=(-1, 1, -1), perm=(2, 0, 1))
+        shape = (20, 24, 9)
+        img = sitk_image(np.zeros(shape, np.float32), affine)
+    src = tmp_path / "scan.mha"
+    sitk.WriteImage(img, str(src))
+    ras_shape = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(shape, np.uint8), affine)).shape
+    rec = volume_record(image_size=(ras_shape[1], ras_shape[0]), intensity={"mode": "none"})  # no resizing
+    Predictor(PosteriorRowsModel(), rec, device="cpu").predict_file(src, tmp_path / "pred.nii.gz")
+    got = np.asarray(nib.load(str(tmp_path / "pred.nii.gz")).dataobj).reshape(shape)
+    expected = ras_index(affine, shape)[1] < ras_shape[1] / 2
+    np.testing.assert_array_equal(got, expected)
+    assert 0 < expected.sum() < expected.size

@@ -216,3 +216,38 @@ def test_real_folder_of_many_series_is_refused_in_a_short_line(pydicom_files):
     msg = str(err.value)
     assert msg.startswith(f"{folder}: folder holds 21 DICOM series (series UIDs [") and "(+18 more)" in msg, msg
     assert msg.endswith("expected one series per folder: put each in its own folder") and len(msg) < 400, msg
+
+
+class FirstRowsModel(nn.Module):
+    """Class 1 on rows ``< h / 2`` of every slice, whatever the input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(x.shape[2], dtype=x.dtype)[None, None, :, None]
+        fg = (x.shape[2] / 2 - rows).expand_as(x[:, :1]) * 1e3
+        return torch.cat([torch.zeros_like(fg), fg], dim=1)
+
+
+@pytest.mark.parametrize(("source", "name"), [("pyradiomics", "brain1_image.nrrd"), ("pyradiomics", "lung1_image.nrrd"),
+                                              ("itk", "KmeansTest_T1UCharRaw.nii.gz")])
+@pytest.mark.parametrize("slice_axis", [2, 1])
+def test_real_slice_rows_are_the_ras_axis(source, name, slice_axis, request, tmp_path):
+    """LAS / LPS NRRD and the LSA T1, axial and coronal models: with a "model" that marks the first
+    half of each slice's rows, the label map is the half of the RAS array below the middle of the
+    row axis (Y for axial slices, Z for coronal ones), mapped to the file's voxels through nibabel's
+    ``as_closest_canonical`` of the file's own affine (SimpleITK's, converted here by hand)."""
+    torch.set_num_threads(1)
+    path = request.getfixturevalue(source)["root"] / "files" / name
+    src = sitk.ReadImage(str(path))
+    shape = src.GetSize()
+    affine = ras_affine(src)
+    canon = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(shape, np.uint8), affine))
+    row_axis = max(a for a in (0, 1, 2) if a != slice_axis)  # slices (slice axis; rows, columns) = reversed others
+    col_axis = min(a for a in (0, 1, 2) if a != slice_axis)
+    rec = record((canon.shape[row_axis], canon.shape[col_axis]), slice_axis=slice_axis)
+    out = tmp_path / "rows.nii.gz"
+    Predictor(FirstRowsModel(), rec, device="cpu", batch_size=32).predict_file(path, out)
+    ijk = np.stack([*np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), np.ones(shape)])
+    ras = np.rint(np.einsum("ab,b...->a...", np.linalg.inv(canon.affine) @ affine, ijk)[:3]).astype(int)
+    expected = (ras[row_axis] < canon.shape[row_axis] / 2).astype(np.uint8)
+    got = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).transpose(2, 1, 0)
+    np.testing.assert_array_equal(got, expected, err_msg=name)
