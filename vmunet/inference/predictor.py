@@ -112,12 +112,24 @@ MIN_INPLANE = 8
 WINDOW_MIN = "window-min"
 
 
+#: Names of the planes perpendicular to each RAS axis.
+PLANES = ("sagittal", "coronal", "axial")
+
+
 def _check_inplane(where: Any, shape: tuple[int, ...], inplane_axes: list[int]) -> None:
     size = [int(shape[a]) for a in inplane_axes]
     if min(size) < MIN_INPLANE:
+        slice_axis = ({0, 1, 2} - set(inplane_axes)).pop()
+        thin = [a for a in inplane_axes if shape[a] == 1]
+        why = "expected slices of an image, not a degenerate or mis-oriented file"
+        if len(thin) == 1 and min(int(shape[a]) for a in range(3) if a != thin[0]) >= MIN_INPLANE:
+            # one image (a single-frame DICOM, a 2D file) in another plane than the model's slices
+            why = (f"the scan is a single {PLANES[thin[0]]} image (one voxel along RAS axis {thin[0]}), but this "
+                   f"model segments {PLANES[slice_axis]} slices (slice_axis {slice_axis}); expected a scan with "
+                   f"{PLANES[slice_axis]} slices")
         raise io.ScanReadError(
             f"{where}: in-plane size {size[0]} x {size[1]} (array shape {tuple(shape)}) is below the minimum "
-            f"of {MIN_INPLANE} voxels; expected slices of an image, not a degenerate or mis-oriented file")
+            f"of {MIN_INPLANE} voxels; {why}")
 
 
 class Predictor:
@@ -279,7 +291,8 @@ class Predictor:
         where = scan.path or scan.name
         if scan.is_volume:
             if pp["slice_axis"] is None:
-                raise io.ScanReadError(f"{where}: this model takes 2D images (slice_axis is null), got a 3D volume")
+                raise io.ScanReadError(f"{where}: this model takes 2D images ({', '.join(io.IMAGE_EXTS)}; slice_axis "
+                                       f"is null), got a scan read as a volume of shape {scan.array.shape[:3]}")
             if scan.array.ndim not in (3, 4):
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
             chans = 1 if scan.array.ndim == 3 else scan.array.shape[-1]
