@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from vmunet.cli import main
 from vmunet.errors import ConfigError
 from vmunet.training.cli import run_lightning_cli
-from vmunet.training.fit_checks import check_best_monitor, check_resume
+from vmunet.training.fit_checks import check_best_monitor, check_resume, epochs_done
 from vmunet.training.module import SegmentationModule
 
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -70,6 +70,9 @@ def test_fit_of_a_run_that_has_ended_is_refused_and_test_is_not(run_folder, tmp_
 def test_a_run_ended_by_max_steps_or_max_time_is_refused(run_folder):
     ckpt = torch.load(run_folder / "checkpoints" / "last.ckpt", weights_only=True)
     assert (ckpt["global_step"], ckpt["epoch"]) == (1, 0)
+    # the epochs Lightning's fit loop counts against max_epochs (ckpt["epoch"] is 0): the best checkpoint's too
+    best = next((run_folder / "checkpoints").glob("best-*.ckpt"))
+    assert epochs_done(ckpt) == epochs_done(torch.load(best, weights_only=True)) == 1
     with pytest.raises(ConfigError) as err:
         check_resume(ckpt, _trainer(max_steps=1), "c.ckpt")
     assert str(err.value) == ("c.ckpt: its run has already ended (step 1 of trainer.max_steps=1): fit would train "

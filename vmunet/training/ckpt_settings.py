@@ -17,6 +17,10 @@ the checkpoint's:
 * training settings (optimizer, schedule, loss, initial weights): ``fit`` continues the checkpoint's
   run, whose optimizer and schedule state are restored anyway, so a different given value is
   refused; ``test`` / ``validate`` do not use them: they are logged as not used.
+
+The data settings (:func:`warn_changed_data_settings`) and Trainer settings
+(:func:`warn_changed_trainer_settings`) of a resumed ``fit`` take effect, so each kind that differs
+from the checkpoint's run is named in one warning (one mechanism: :func:`_changed`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ instantiated data module into the model, so a config states them once. Always ad
   line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`),
   for ``test`` / ``validate`` one per evaluated case (:class:`~vmunet.training.progress.EvalCaseLine`).
 
-A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`),
+A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`;
+a resume also by :func:`~vmunet.training.fit_checks.check_resume`, before the fit writes into the run),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
 ``vmunet`` prints them as one line.
 """
@@ -206,7 +207,8 @@ class VMUNetCLI(LightningCLI):
         # config; reconcile() says which of the user's settings win, and refuses conflicts. What the
         # checkpoint checks say (here and in instantiate_trainer, warnings too) is held until the
         # configuration is built, then shown after the other start-up lines ("Seed set to 42", ...)
-        self._held_ckpt = HeldNotices(("vmunet.training.ckpt_settings",), upto=logging.WARNING)
+        self._held_ckpt = HeldNotices(("vmunet.training.ckpt_settings", "vmunet.training.fit_checks"),
+                                     upto=logging.WARNING)
         super()._parse_ckpt_path()
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
