@@ -20,7 +20,10 @@ the checkpoint's:
 
 The data settings (:func:`warn_changed_data_settings`) and Trainer settings
 (:func:`warn_changed_trainer_settings`) of a resumed ``fit`` take effect, so each kind that differs
-from the checkpoint's run is named in one warning (one mechanism: :func:`_changed`).
+from the checkpoint's run is named in one warning (one mechanism: :func:`_changed`). Data prepared
+otherwise than the checkpoint's training data is refused (:func:`check_same_preprocessing`); both data
+checks are :func:`check_checkpoint_data`, run by ``SegmentationModule.on_load_checkpoint`` (and by
+``vmunet fit|validate|test`` before the Trainer starts).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ instantiated data module into the model, so a config states them once. Always ad
   line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`),
   for ``test`` / ``validate`` one per evaluated case (:class:`~vmunet.training.progress.EvalCaseLine`).
 
-A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`;
-a resume also by :func:`~vmunet.training.fit_checks.check_resume`, before the fit writes into the run),
+A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`,
+its data by :func:`~vmunet.training.ckpt_settings.check_checkpoint_data`; a resume also by
+:func:`~vmunet.training.fit_checks.check_resume`, before the fit writes into the run),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
 ``vmunet`` prints them as one line.
 """
