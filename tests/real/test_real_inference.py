@@ -109,6 +109,10 @@ def test_real_2d_itk_slices_are_predicted_onto_their_own_geometry(itk, tmp_path)
         back = nib.load(str(out))
         assert back.shape == (x, y), p.name
         np.testing.assert_allclose(back.affine, ras_affine(src), atol=1e-4, err_msg=p.name)
+        # the API returns what was written, and sizes a 2D file as an area: pixels x its two spacings
+        np.testing.assert_array_equal(pred.labels, (ref > t).T, err_msg=p.name)
+        area = float((ref > t).sum()) * float(np.prod(src.GetSpacing()))
+        assert pred.areas_mm2() == pytest.approx({"above": area}, rel=1e-6), p.name
         done.append(p.name)
     assert len(done) == 23 and sorted(refused) == ["BayesianClassifierInitializerMemberships.mhd",
                                                    "itkBrainSliceComplex.mha"]

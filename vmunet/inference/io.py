@@ -101,6 +101,31 @@ class Scan:
             return data
         return volumes.from_ras(data, self.ornt)
 
+    @property
+    def plane_axis(self) -> int | None:
+        """For a 2D file (a MetaImage/NRRD/NIfTI image, read as one slice: its third axis, of 1 voxel
+        and a nominal 1 mm, is not in the file), the axis of ``array`` that holds it; None for every
+        other scan (volumes, single-frame DICOM series, png/jpg images, numpy arrays)."""
+        if self.kind not in ("nifti", "sitk") or volumes.file_ndim(self.template) != 2:
+            return None
+        return 2 if self.ornt is None else int(self.ornt[2, 0])  # ornt[i, 0]: where file axis i went
+
+    def to_file(self, data: np.ndarray) -> np.ndarray:
+        """An array laid out like ``array`` (extra trailing axes allowed) in the layout and number
+        of axes of the file itself: :meth:`to_original`, and a 2D file's added third axis dropped.
+        What ``vmunet predict`` writes and :class:`~vmunet.inference.Prediction` returns."""
+        out = self.to_original(data)
+        return out[:, :, 0] if self.plane_axis is not None else out
+
+    def as_image(self, data: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+        """A label map laid out like ``array`` and the voxel size (mm) of each of its axes, with the
+        number of axes the file has: a 2D file's one slice as a 2D image with its two pixel sizes
+        (no nominal thickness: areas and 2D contours are measured on it), else unchanged."""
+        axis = self.plane_axis
+        if axis is None:
+            return data, self.spacing
+        return np.take(data, 0, axis=axis), tuple(s for a, s in enumerate(self.spacing) if a != axis)
+
 
 def group_cases(paths: list[Path], channels: int, where: str | os.PathLike) -> list[CaseFiles]:
     """The cases among the inputs :func:`find_cases` found, named as nnU-Net names them.
@@ -488,9 +513,8 @@ def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> 
         with atomic_path(path, prefix=TEMP_PREFIX, suffix=".png") as tmp:
             Image.fromarray(labels).save(tmp, format="PNG")
         return path
-    orig = scan.to_original(labels)
     with atomic_path(path, prefix=TEMP_PREFIX, suffix=".nii.gz") as tmp:
-        _write_nifti(scan, orig, tmp)
+        _write_nifti(scan, scan.to_file(labels), tmp)  # a 2D input gets a 2D label map back
     return path
 
 
@@ -504,7 +528,6 @@ def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
     scanner): SimpleITK reads the file back with the input's origin, spacing and direction."""
     import nibabel as nib
 
-    data = data.reshape(_file_shape(scan, data.shape))  # a 2D input gets a 2D label map back
     if scan.kind == "nifti":
         header = scan.template.copy()
         img = nib.Nifti1Image(data, None, header=header)  # affine=None: keep qform/sform as they are
@@ -522,21 +545,13 @@ def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
     nib.save(img, str(tmp))
 
 
-def _file_shape(scan: Scan, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The array shape a label map of ``shape`` (original layout) is written with: the input
-    file's own shape where it was 2D (read as one slice, :func:`vmunet.data.volumes.read_volume`),
-    else ``shape``."""
-    if volumes.file_ndim(scan.template) == 2 and shape[2:] == (1,):
-        return tuple(shape[:2])
-    return tuple(shape)
-
-
 def write_probabilities(scan: Scan, probs: np.ndarray, class_names: list[str], path: str | os.PathLike) -> Path:
-    """Write per-class probabilities ``(C, *scan.array.shape)`` as float16 in the original layout
-    to a compressed ``.npz`` (NIfTI-1 has no float16): keys ``probabilities`` (C, X, Y, Z),
-    ``class_names`` and ``affine`` (voxel -> RAS mm of the original layout)."""
+    """Write per-class probabilities ``(C, *scan.array.shape)`` as float16 in the file's layout
+    (:meth:`Scan.to_file`) to a compressed ``.npz`` (NIfTI-1 has no float16): keys ``probabilities``
+    (C, X, Y, Z), (C, X, Y) for a 2D file, ``class_names`` and ``affine`` (voxel (i, j, k) -> RAS mm
+    of the original layout, 4 x 4 also for a 2D file: k = 0 is its plane)."""
     probs = np.asarray(probs, dtype=np.float16)
-    orig = np.moveaxis(scan.to_original(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
+    orig = np.moveaxis(scan.to_file(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
     affine = original_affine(scan)
 
     with atomic_path(path, prefix=TEMP_PREFIX, suffix=".npz") as tmp, open(tmp, "wb") as f:
