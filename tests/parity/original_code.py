@@ -31,7 +31,8 @@ model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisati
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
 Swin-UMamba's model files also import two nnU-Net classes, for type hints only: empty stand-ins
-(and ``SwinUMambaD.py`` two initialisers: stand-ins that do nothing).
+(and ``SwinUMambaD.py`` two initialisers: stand-ins that do nothing, but where the real
+``InitWeights_He`` of Swin-UMamba's own nnU-Net copy is put in, :func:`swin_umamba_init_weights_he`).
 """
 
 from __future__ import annotations
@@ -374,6 +375,16 @@ def _swin_umamba_nets(name: str, float64: bool, extra: dict[str, types.ModuleTyp
     return getattr(package, name)
 
 
+def swin_umamba_init_weights_he() -> type:
+    """nnU-Net's ``InitWeights_He`` as Swin-UMamba ships it (its own nnU-Net copy,
+    ``swin_umamba/nnunetv2/utilities/network_initialization.py``), executed from that file."""
+    from torch import nn
+
+    marker = "swin_umamba/nnunetv2/utilities/network_initialization.py"
+    path = _pinned(SWIN_UMAMBA_DIR, marker, "github.com/JiarunLiu/Swin-UMamba", SWIN_UMAMBA_COMMIT) / marker
+    return load_definitions(path, ["InitWeights_He"], {"nn": nn})["InitWeights_He"]
+
+
 def original_swin_umamba_module(float64: bool = False) -> types.ModuleType:
     """Swin-UMamba's ``nnunetv2/nets/SwinUMamba.py`` as a module (``SwinUMamba``, ``VSSMEncoder``,
     ``load_pretrained_ckpt``); ``float64``: its float32 casts of the scan (and the scan's own)
@@ -394,7 +405,8 @@ def original_swin_umamba_d_module(float64: bool = False) -> types.ModuleType:
     Besides the plans classes it imports two initialisers, used by ``get_swin_umamba_d_from_plans``
     only: nnU-Net's ``InitWeights_He`` and dynamic_network_architectures'
     ``init_last_bn_before_add_to_0``. Their stand-ins change nothing (every test overwrites all
-    tensors; this project's He init is tested on its own)."""
+    tensors); ``test_original_init_rules.py`` puts the real ``InitWeights_He``
+    (:func:`swin_umamba_init_weights_he`) in its place for the initialisation it compares."""
     init = types.ModuleType("nnunetv2.utilities.network_initialization")
     init.InitWeights_He = lambda neg_slope=1e-2: (lambda module: None)
     dna = {name: types.ModuleType(name) for name in
