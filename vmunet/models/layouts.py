@@ -29,7 +29,8 @@ layout                   recognised by                                          
 =======================  ==========================================================  ===============
 
 Each layout names the registered model its weights are for (:data:`LAYOUT_MODELS`,
-``Detected.model``); ``vmunet weights inspect`` builds that model when nothing else names one.
+``Detected.model``); ``vmunet weights inspect`` builds that model when nothing else names one, with
+the classes and input channels its tensors show (:data:`LAYOUT_SHAPES`, :func:`file_options`).
 
 VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and ``model_ema``;
 ``entry="auto"`` takes ``model_ema`` when present and logs that it did.
