@@ -62,6 +62,24 @@ GROUPS: dict[str, list[str]] = {
     "preprocessing": ["tests/data/test_normalization.py", "tests/data/test_transforms.py",
                       "tests/data/test_btcv_labels.py", "tests/data/test_synapse.py", "tests/data/test_prepare.py",
                       "tests/inference/test_predictor.py"],
+    # the unit tests of the resume checks (the file's CLI runs take 2 min a mutant)
+    "resume": ["tests/training/test_resume_settings.py",
+               "-k", "reconcile_decides or changed_data_settings or schedule_length_of_a_resume"],
+    "callbacks": ["tests/training/test_fit_cli_settings.py::test_the_final_epoch_is_validated_and_competes_for_the_best_checkpoint",
+                  "tests/training/test_checkpoints.py::test_last_ckpt_is_written_every_epoch_when_validation_is_not"],
+    "fileio": ["tests/data/test_synapse.py::test_bad_slice_content", "tests/inference/test_io.py",
+               "tests/test_audit_leftovers.py", "tests/training/test_checkpoints.py::test_a_crash_mid_write_keeps_the_previous_checkpoint_and_leaves_no_partial_ckpt"],
+    "checkpoint": ["tests/inference/test_audit_predict.py::test_a_checkpoint_replaced_while_predict_reads_it_is_refused",
+                   "tests/models/test_weights_files.py::test_rebuild_from_lightning_hyper_parameters_when_there_is_no_record",
+                   "tests/models/test_model_weights.py::test_lightning_checkpoint_and_model_from_checkpoint",
+                   "tests/models/test_stage_directions.py", "tests/inference/test_export.py"],
+    # the numba kernels against the reference scan / the default cross-scan (other files)
+    "numba": ["tests/ops/test_ops_scan_numba_exp.py", "tests/ops/test_ops_selective_scan.py",
+              "tests/ops/test_ops_cross_scan_fused.py", "-k", "numba or decay_paths or exp"],
+    "swin_umamba_d": ["tests/parity/test_original_swin_umamba_d.py", "tests/models/test_swin_umamba.py",
+                      "tests/models/test_stage_directions.py"],
+    "isic_paper": ["tests/parity/test_original_isic_transforms.py", "tests/data/test_transforms.py"],
+    "ablation": ["tests/training/test_ablation.py"],
 }
 
 
@@ -92,6 +110,14 @@ SS2D = "vmunet/layers/ss2d.py"
 PP = "vmunet/data/preprocessing.py"
 TF = "vmunet/data/transforms.py"
 SF = "vmunet/data/synapse_format.py"
+CKS = "vmunet/training/ckpt_settings.py"
+CB = "vmunet/training/callbacks.py"
+FIO = "vmunet/data/fileio.py"
+CKP = "vmunet/models/checkpoint.py"
+CSN = "vmunet/ops/cross_scan_numba.py"
+SN = "vmunet/ops/scan_numba.py"
+SU = "vmunet/models/swin_umamba.py"
+AB = "vmunet/training/ablation.py"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ metrics: Dice
@@ -383,12 +409,150 @@ MUTANTS: list[Mutant] = [
       'return ("rotate", int(self.R.randint(-20, 21)))', "off-by-one"),
     M("preprocessing", TF, "weights.append(0.25 if rot_flip else 0.5)", "weights.append(0.5 if rot_flip else 0.5)",
       "constant"),
-    M("preprocessing", TF, 'mode=("bilinear", "bilinear"))]', 'mode=("bilinear", "nearest"))]', "mode"),
+    M("preprocessing", TF, 'mode=("bilinear", "bilinear"), dtype=np.float64)]',
+      'mode=("bilinear", "nearest"), dtype=np.float64)]', "mode"),
     M("preprocessing", TF, "RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=0)",
       "RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=1)", "axis",
       "gap closed by test_isic_flips_cover_both_axes"),
     M("preprocessing", TF, "divisor=np.asarray(std, dtype=np.float32), channel_wise=True)",
       "divisor=np.asarray(std, dtype=np.float32), channel_wise=False)", "flag"),
+    # ================================================================== added in the sweep of 2026-11-26 (evening)
+    # ------------------------------------------------------------------ resume: settings compared on --ckpt_path
+    M("resume", CKS, 'EVALUATION_KEYS = ("slice_batch_size", "val_hd95", "hd95", "metric_conventions", "threshold", '
+      '"resample")', 'EVALUATION_KEYS = ("slice_batch_size", "val_hd95", "hd95", "metric_conventions", "resample")',
+      "drop key"),
+    M("resume", CKS, 'RUNTIME_MODEL_KWARGS = ("scan_backend", "use_checkpoint")', 'RUNTIME_MODEL_KWARGS = ("scan_backend",)',
+      "drop key"),
+    M("resume", CKS, 'NOT_COMPARED = ("num_classes", "in_chans", "preprocessing")',
+      'NOT_COMPARED = ("num_classes", "in_chans")', "drop key"),
+    M("resume", CKS, "if key in NOT_COMPARED or key.startswith(\"_\"):", "if key in NOT_COMPARED:", "drop term"),
+    M("resume", CKS, "    if isinstance(value, (list, tuple)):\n        return [_plain(v)",
+      "    if isinstance(value, list):\n        return [_plain(v)", "drop tuple"),
+    M("resume", CKS, "if sub not in mine_kw or a == b:", "if a == b:", "drop term"),
+    M("resume", CKS, "                merged[sub] = a\n", "                merged[sub] = b\n", "swap"),
+    M("resume", CKS, 'elif subcommand == "fit":', 'elif subcommand != "test":', "validate as fit"),
+    M("resume", CKS, "math.isclose(a, b, rel_tol=1e-6)", "math.isclose(a, b, rel_tol=1e-2)", "tolerance"),
+    M("resume", CKS, "return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)",
+      "return all(_close(a[k], b.get(k)) for k in a)", "drop term"),
+    M("resume", CKS, "if key not in DECISION_KEYS and not _close(", "if not _close(", "drop term"),
+    M("resume", CKS, 'if key in LOADING_ONLY or (key.startswith("_") and key != "_class_path"):',
+      'if key in LOADING_ONLY or key.startswith("_"):', "drop term"),
+    M("resume", CKS, "if new is None or (old is not None and new > old)", "if old is not None and new > old",
+      "drop term"),
+    M("resume", CKS, "if new is None or (old is not None and new > old)", "if new is None or (old is not None and new < old)",
+      "flip"),
+    M("resume", CKS, "new = max_epochs if max_epochs > 0 else None", "new = max_epochs", "drop rule"),
+    # ------------------------------------------------------------------ callbacks: final-epoch validation, rank seeds
+    M("callbacks", CB, "and trainer.current_epoch == max_epochs - 1 and", "and trainer.current_epoch == max_epochs and",
+      "off-by-one"),
+    M("callbacks", CB, " and max_epochs % every != 0):", "):", "drop term",
+      "equivalent: when max_epochs is a multiple of the interval Lightning validates the final epoch "
+      "anyway, so setting the interval to 1 there changes nothing; it is restored at the end of training"),
+    M("callbacks", CB, "        # a run resumed in the middle of its final epoch gets no on_train_epoch_start for it\n"
+      "        self._final_epoch(trainer)", "        pass", "drop hook"),
+    M("callbacks", CB, "trainer.check_val_every_n_epoch, self._every = self._every, None", "self._every = None",
+      "not restored"),
+    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, epoch, 0, 0x5EED]", "drop rank"),
+    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, 0, rank, 0x5EED]", "drop epoch"),
+    # ------------------------------------------------------------------ fileio: checked reads, atomic writes
+    M("fileio", FIO, "bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])",
+      "bad = np.unique(lab[(lab < 0) | (lab > num_labels)])", ">= vs >"),
+    M("fileio", FIO, "bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])",
+      "bad = np.unique(lab[(lab < -1) | (lab >= num_labels)])", "off-by-one"),
+    M("fileio", FIO, "if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():",
+      "if np.issubdtype(image.dtype, np.floating) and np.isnan(image).any():", "NaN only"),
+    M("fileio", FIO, "        if not np.isfinite(lab).all():\n            raise DataError(f\"{path}: label contains",
+      "        if np.isnan(lab).any():\n            raise DataError(f\"{path}: label contains", "NaN only"),
+    M("fileio", FIO, "elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):",
+      "elif not np.issubdtype(lab.dtype, np.integer):", "drop bool"),
+    M("fileio", FIO, "expected = tuple(image.shape if image_shape is None else image_shape)",
+      "expected = tuple(image.shape)", "drop argument"),
+    M("fileio", FIO, "        os.chmod(tmp, _FILE_MODE)\n", "", "drop"),
+    M("fileio", FIO, "        with contextlib.suppress(FileNotFoundError):\n            os.unlink(tmp)\n",
+      "        pass\n", "leave temporary file"),
+    M("fileio", FIO, "err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, tmp):",
+      "err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename is None:", "drop term"),
+    M("fileio", FIO, 'writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})',
+      "writer.writerow({k: row.get(k) for k in fields})", "drop rule",
+      "equivalent: csv.DictWriter writes None as an empty cell itself; the explicit rule documents it"),
+    M("fileio", FIO, 'for block in iter(lambda: fh.read(1 << 20), b""):', 'for block in iter(lambda: fh.read(1 << 20), None):',
+      "sentinel"),
+    # ------------------------------------------------------------------ checkpoint: hash of the weights read, rebuild
+    M("checkpoint", CKP, "    sha256 = file_sha256(path)\n    ckpt = read_checkpoint(path)\n",
+      "    ckpt = read_checkpoint(path)\n    sha256 = file_sha256(path)\n", "hash after the read"),
+    M("checkpoint", CKP, "kwargs = {**dict(record[\"model_kwargs\"]), **overrides}",
+      "kwargs = {**overrides, **dict(record[\"model_kwargs\"])}", "precedence"),
+    M("checkpoint", CKP, '"num_classes": hparams["num_classes"], "in_chans": hparams["in_chans"]}',
+      '"num_classes": hparams["num_classes"], "in_chans": 1}', "constant"),
+    M("checkpoint", CKP, 'if record.get("preprocessing") is None:', 'if "preprocessing" not in record:', "rule"),
+    # ------------------------------------------------------------------ numba: cross-scan and scan kernels
+    M("numba", CSN, "                v = xr[h * W + w]\n                t = w * H + h\n",
+      "                v = xr[h * W + w]\n                t = h * W + w\n", "swap axes"),
+    M("numba", CSN, "row[i] = ((y0[i] + y1[t]) + y2[L - 1 - i]) + y3[L - 1 - t]",
+      "row[i] = ((y0[i] + y1[t]) + y2[L - 1 - t]) + y3[L - 1 - i]", "swap"),
+    M("numba", CSN, "row[i] = ((y0[i] + y1[t]) + y2[L - 1 - i]) + y3[L - 1 - t]",
+      "row[i] = y0[i] + (y1[t] + (y2[L - 1 - i] + y3[L - 1 - t]))", "order of additions"),
+    M("numba", CSN, "n_tiles = (C + tile - 1) // tile", "n_tiles = C // tile", "off-by-one"),
+    M("numba", SN, "sp = max(x, np.float32(0.0)) + np.float32(2.0) * s * p",
+      "sp = max(x, np.float32(0.0)) + np.float32(1.0) * s * p", "constant"),
+    M("numba", SN, "g = r if x >= np.float32(0.0) else e * r", "g = r", "drop branch"),
+    M("numba", SN, "            if dt_row[t] < 0:\n", "            if dt_row[t] < -1:\n", "off-by-one"),
+    M("numba", SN, "hn1 = decay(dtv1 * a1[n]) * h1[n] + xv1 * brow[n]", "hn1 = decay(dtv1 * a0[n]) * h1[n] + xv1 * brow[n]",
+      "wrong channel"),
+    M("numba", SN, "y1[t] = acc1 + dv1 * uv1", "y1[t] = acc1 + dv0 * uv1", "wrong channel"),
+    M("numba", SN, "per = 2 if dg % 2 == 0 else 1", "per = 1", "constant",
+      "equivalent: channels in pairs share one loop for speed; each channel's arithmetic is "
+      "_forward_steps' in the same order either way"),
+    M("numba", SN, "        gi = di // dg\n        zero = np.zeros(1, dtype=u.dtype)[0]\n        Bg = Bt[bi, gi]",
+      "        gi = di % dg\n        zero = np.zeros(1, dtype=u.dtype)[0]\n        Bg = Bt[bi, gi]", "group index"),
+    M("numba", SN, "wn = gn * (hn - xv * brow[n])", "wn = gn * hn", "drop term"),
+    M("numba", SN, "carry[n] = abuf[k, n] * gn", "carry[n] = gn", "drop decay"),
+    M("numba", SN, "            if softplus:\n                ddt_t *= sg[t]\n", "", "drop chain rule"),
+    M("numba", SN, "n_ck = (L + every - 1) // every", "n_ck = L // every", "off-by-one"),
+    # ------------------------------------------------------------------ Swin-UMamba† decoder
+    M("swin_umamba_d", SU, "first = sum(depths[:s])", "first = sum(depths[:s + 1])", "off-by-one"),
+    M("swin_umamba_d", SU, "torch.cat([x, skips[-(s + 2)].permute(0, 2, 3, 1)], dim=-1)",
+      "torch.cat([skips[-(s + 2)].permute(0, 2, 3, 1), x], dim=-1)", "swap"),
+    M("swin_umamba_d", SU, "drop_path_rates(drop_path_rate, sum(depths_decoder))[::-1]",
+      "drop_path_rates(drop_path_rate, sum(depths_decoder))", "drop reversal"),
+    M("swin_umamba_d", SU, "                                    per_stage[n:], use_checkpoint",
+      "                                    per_stage[n:][::-1], use_checkpoint", "stage order"),
+    M("swin_umamba_d", SU, "        self.vssm_encoder.apply(init_vmunet_weights)\n        self.apply(init_he_conv)\n",
+      "        self.apply(init_he_conv)\n        self.vssm_encoder.apply(init_vmunet_weights)\n", "order"),
+    M("swin_umamba_d", SU, "size_multiple=patch_size * 2 ** (n - 1))", "size_multiple=patch_size * 2 ** n)",
+      "off-by-one"),
+    M("swin_umamba_d", SU, 'if key.startswith("patch_embed.") and self.in_chans != 3:',
+      'if key.startswith("patch_embed.") and self.in_chans < 3:', "!= vs <"),
+    # ------------------------------------------------------------------ ISIC paper chain, Synapse paper draws
+    M("isic_paper", TF, 'norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=255.0, dtype=np.float64)]',
+      'norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=1.0, dtype=np.float64)]', "constant"),
+    M("isic_paper", TF, 'mode=("nearest", "nearest") if paper else ("bilinear", "nearest"),',
+      'mode=("bilinear", "nearest"),', "mode"),
+    M("isic_paper", TF, "padding_mode=\"zeros\", dtype=np.float64 if paper else np.float32))",
+      "padding_mode=\"zeros\", dtype=np.float32))", "dtype"),
+    M("isic_paper", TF, "aug.append(RandRotated(keys=keys, range_x=(0.0, 2 * math.pi), prob=0.5,",
+      "aug.append(RandRotated(keys=keys, range_x=(0.0, math.pi), prob=0.5,", "range"),
+    M("isic_paper", TF, 'mode=("bilinear", "bilinear"), dtype=np.float64)]', 'mode=("bilinear", "bilinear"))]',
+      "dtype"),
+    M("isic_paper", TF, 'return ("rot_flip", int(self.R.randint(0, 4)), int(self.R.randint(0, 2)))',
+      'return ("rot_flip", int(self.R.randint(1, 4)), int(self.R.randint(0, 2)))', "off-by-one"),
+    M("isic_paper", TF, "            if self.R.random_sample() > 0.5:\n                return (\"rotate\"",
+      "            if self.R.random_sample() > 0.25:\n                return (\"rotate\"", "constant"),
+    # ------------------------------------------------------------------ ablation results table
+    M("ablation", AB, 'return per_class, summary["mean"]["dice"], summary["mean"].get("hd95")',
+      'return per_class, summary["mean"]["dice"], summary["mean"].get("hd95_mm")', "mm vs voxels"),
+    M("ablation", AB, "key = tuple(sorted((k, None if _missing(r[k]) else r[k]) for k in r",
+      "key = tuple(sorted((k, r[k]) for k in r", "NaN grouping"),
+    M("ablation", AB, "return [names for names in groups.values() if len(names) > 1]",
+      "return [names for names in groups.values() if len(names) >= 1]", "> vs >="),
+    M("ablation", AB, '"|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"',
+      '"|" + "|".join("---" if i < 2 else "---:" for i in range(len(cols))) + "|"', "off-by-one"),
+    M("ablation", AB, '_fmt(r["mean_dice"], 4), _fmt(r["mean_hd95"], 2)]', '_fmt(r["mean_dice"], 4), _fmt(r["mean_hd95"], 4)]',
+      "digits"),
+    M("ablation", AB, 'conditions + ("" if len(rows) == len(variants) else',
+      'conditions + ("" if len(rows) > 0 else', "partial never said"),
+    M("ablation", AB, "if monitored.best_model_path:\n        return Path(monitored.best_model_path)",
+      "if monitored.last_model_path:\n        return Path(monitored.last_model_path)", "last instead of best"),
 ]
 
 
