@@ -430,23 +430,31 @@ MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ resume: settings compared on --ckpt_path
     M("resume", CKS, 'EVALUATION_KEYS = ("slice_batch_size", "val_hd95", "hd95", "metric_conventions", "threshold", '
       '"resample")', 'EVALUATION_KEYS = ("slice_batch_size", "val_hd95", "hd95", "metric_conventions", "resample")',
-      "drop key"),
+      "drop key", "gap closed by test_each_evaluation_setting_given_is_used"),
     M("resume", CKS, 'RUNTIME_MODEL_KWARGS = ("scan_backend", "use_checkpoint")', 'RUNTIME_MODEL_KWARGS = ("scan_backend",)',
-      "drop key"),
+      "drop key", "gap closed by test_runtime_model_options_given_are_used_when_resuming"),
     M("resume", CKS, 'NOT_COMPARED = ("num_classes", "in_chans", "preprocessing")',
-      'NOT_COMPARED = ("num_classes", "in_chans")', "drop key"),
-    M("resume", CKS, "if key in NOT_COMPARED or key.startswith(\"_\"):", "if key in NOT_COMPARED:", "drop term"),
+      'NOT_COMPARED = ("num_classes", "in_chans")', "drop key",
+      "gap closed by test_linked_and_private_keys_are_not_compared"),
+    M("resume", CKS, "if key in NOT_COMPARED or key.startswith(\"_\"):", "if key in NOT_COMPARED:", "drop term",
+      "gap closed by test_linked_and_private_keys_are_not_compared"),
     M("resume", CKS, "    if isinstance(value, (list, tuple)):\n        return [_plain(v)",
-      "    if isinstance(value, list):\n        return [_plain(v)", "drop tuple"),
+      "    if isinstance(value, list):\n        return [_plain(v)", "drop tuple",
+      "gap closed by test_a_tuple_given_equals_the_checkpoints_list"),
     M("resume", CKS, "if sub not in mine_kw or a == b:", "if a == b:", "drop term"),
     M("resume", CKS, "                merged[sub] = a\n", "                merged[sub] = b\n", "swap"),
-    M("resume", CKS, 'elif subcommand == "fit":', 'elif subcommand != "test":', "validate as fit"),
-    M("resume", CKS, "math.isclose(a, b, rel_tol=1e-6)", "math.isclose(a, b, rel_tol=1e-2)", "tolerance"),
+    M("resume", CKS, 'elif subcommand == "fit":', 'elif subcommand != "test":', "validate as fit",
+      "gap closed by test_validate_does_not_refuse_training_settings_it_does_not_use"),
+    M("resume", CKS, "math.isclose(a, b, rel_tol=1e-6)", "math.isclose(a, b, rel_tol=1e-2)", "tolerance",
+      "gap closed by test_preprocessing_records_that_differ_are_refused"),
     M("resume", CKS, "return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)",
-      "return all(_close(a[k], b.get(k)) for k in a)", "drop term"),
-    M("resume", CKS, "if key not in DECISION_KEYS and not _close(", "if not _close(", "drop term"),
+      "return all(_close(a[k], b.get(k)) for k in a)", "drop term",
+      "gap closed by test_preprocessing_records_that_differ_are_refused"),
+    M("resume", CKS, "if key not in DECISION_KEYS and not _close(", "if not _close(", "drop term",
+      "gap closed by test_preprocessing_records_equal_to_a_relative_1e_6_pass"),
     M("resume", CKS, 'if key in LOADING_ONLY or (key.startswith("_") and key != "_class_path"):',
-      'if key in LOADING_ONLY or key.startswith("_"):', "drop term"),
+      'if key in LOADING_ONLY or key.startswith("_"):', "drop term",
+      "gap closed by test_another_data_module_class_is_named_in_the_resume_warning"),
     M("resume", CKS, "if new is None or (old is not None and new > old)", "if old is not None and new > old",
       "drop term"),
     M("resume", CKS, "if new is None or (old is not None and new > old)", "if new is None or (old is not None and new < old)",
@@ -454,35 +462,46 @@ MUTANTS: list[Mutant] = [
     M("resume", CKS, "new = max_epochs if max_epochs > 0 else None", "new = max_epochs", "drop rule"),
     # ------------------------------------------------------------------ callbacks: final-epoch validation, rank seeds
     M("callbacks", CB, "and trainer.current_epoch == max_epochs - 1 and", "and trainer.current_epoch == max_epochs and",
-      "off-by-one"),
+      "off-by-one",
+      "killed by test_the_final_epoch_is_validated_and_the_interval_restored, run first; not run against the older 3-epoch fit alone (by reading it fails there too: epoch 2 is not validated)"),
     M("callbacks", CB, " and max_epochs % every != 0):", "):", "drop term",
       "equivalent: when max_epochs is a multiple of the interval Lightning validates the final epoch "
       "anyway, so setting the interval to 1 there changes nothing; it is restored at the end of training"),
     M("callbacks", CB, "        # a run resumed in the middle of its final epoch gets no on_train_epoch_start for it\n"
-      "        self._final_epoch(trainer)", "        pass", "drop hook"),
+      "        self._final_epoch(trainer)", "        pass", "drop hook",
+      "gap closed by test_a_run_resumed_inside_its_final_epoch_validates_it"),
     M("callbacks", CB, "trainer.check_val_every_n_epoch, self._every = self._every, None", "self._every = None",
-      "not restored"),
-    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, epoch, 0, 0x5EED]", "drop rank"),
-    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, 0, rank, 0x5EED]", "drop epoch"),
+      "not restored",
+      "gap closed by test_the_final_epoch_is_validated_and_the_interval_restored"),
+    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, epoch, 0, 0x5EED]", "drop rank",
+      "gap closed by test_epoch_seed_repeats_an_epoch_and_separates_epochs_and_ranks"),
+    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, 0, rank, 0x5EED]", "drop epoch",
+      "gap closed by test_epoch_seed_repeats_an_epoch_and_separates_epochs_and_ranks"),
     # ------------------------------------------------------------------ fileio: checked reads, atomic writes
     M("fileio", FIO, "bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])",
       "bad = np.unique(lab[(lab < 0) | (lab > num_labels)])", ">= vs >"),
     M("fileio", FIO, "bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])",
-      "bad = np.unique(lab[(lab < -1) | (lab >= num_labels)])", "off-by-one"),
+      "bad = np.unique(lab[(lab < -1) | (lab >= num_labels)])", "off-by-one",
+      "gap closed by test_label_values_just_outside_the_classes_are_refused"),
     M("fileio", FIO, "if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():",
-      "if np.issubdtype(image.dtype, np.floating) and np.isnan(image).any():", "NaN only"),
+      "if np.issubdtype(image.dtype, np.floating) and np.isnan(image).any():", "NaN only",
+      "gap closed by test_an_image_with_a_nan_or_infinite_voxel_is_refused"),
     M("fileio", FIO, "        if not np.isfinite(lab).all():\n            raise DataError(f\"{path}: label contains",
-      "        if np.isnan(lab).any():\n            raise DataError(f\"{path}: label contains", "NaN only"),
+      "        if np.isnan(lab).any():\n            raise DataError(f\"{path}: label contains", "NaN only",
+      "gap closed by test_a_non_finite_label_is_refused"),
     M("fileio", FIO, "elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):",
-      "elif not np.issubdtype(lab.dtype, np.integer):", "drop bool"),
+      "elif not np.issubdtype(lab.dtype, np.integer):", "drop bool",
+      "gap closed by test_boolean_masks_are_class_ids_0_and_1"),
     M("fileio", FIO, "expected = tuple(image.shape if image_shape is None else image_shape)",
       "expected = tuple(image.shape)", "drop argument",
       "equivalent: no caller passes image_shape (every reader checks the label against the image's own shape)"),
     M("fileio", FIO, "        os.chmod(tmp, _FILE_MODE)\n", "", "drop"),
     M("fileio", FIO, "        with contextlib.suppress(FileNotFoundError):\n            os.unlink(tmp)\n",
-      "        pass\n", "leave temporary file"),
+      "        pass\n", "leave temporary file",
+      "killed by test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file, run first (by reading, test_interrupted_label_map_write_leaves_nothing fails too)"),
     M("fileio", FIO, "err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, tmp):",
-      "err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename is None:", "drop term"),
+      "err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename is None:", "drop term",
+      "gap closed by test_a_full_disk_names_the_file_being_written[temporary]"),
     M("fileio", FIO, 'writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})',
       "writer.writerow({k: row.get(k) for k in fields})", "drop rule",
       "equivalent: csv.DictWriter writes None as an empty cell itself; the explicit rule documents it"),
@@ -492,10 +511,13 @@ MUTANTS: list[Mutant] = [
     M("checkpoint", CKP, "    sha256 = file_sha256(path)\n    ckpt = read_checkpoint(path)\n",
       "    ckpt = read_checkpoint(path)\n    sha256 = file_sha256(path)\n", "hash after the read"),
     M("checkpoint", CKP, "kwargs = {**dict(record[\"model_kwargs\"]), **overrides}",
-      "kwargs = {**overrides, **dict(record[\"model_kwargs\"])}", "precedence"),
+      "kwargs = {**overrides, **dict(record[\"model_kwargs\"])}", "precedence",
+      "gap closed by test_overrides_replace_the_recorded_model_options"),
     M("checkpoint", CKP, '"num_classes": hparams["num_classes"], "in_chans": hparams["in_chans"]}',
-      '"num_classes": hparams["num_classes"], "in_chans": 1}', "constant"),
-    M("checkpoint", CKP, 'if record.get("preprocessing") is None:', 'if "preprocessing" not in record:', "rule"),
+      '"num_classes": hparams["num_classes"], "in_chans": 1}', "constant",
+      "gap closed by test_an_rgb_model_is_rebuilt_from_lightning_hyper_parameters"),
+    M("checkpoint", CKP, 'if record.get("preprocessing") is None:', 'if "preprocessing" not in record:', "rule",
+      "gap closed by test_a_record_without_preprocessing_takes_the_hyper_parameters_one"),
     # ------------------------------------------------------------------ numba: cross-scan and scan kernels
     M("numba_cross_scan", CSN, "                v = xr[h * W + w]\n                t = w * H + h\n",
       "                v = xr[h * W + w]\n                t = h * W + w\n", "swap axes"),
@@ -507,7 +529,11 @@ MUTANTS: list[Mutant] = [
     M("numba_scan", SN, "sp = max(x, np.float32(0.0)) + np.float32(2.0) * s * p",
       "sp = max(x, np.float32(0.0)) + np.float32(1.0) * s * p", "constant"),
     M("numba_scan", SN, "g = r if x >= np.float32(0.0) else e * r", "g = r", "drop branch"),
-    M("numba_scan", SN, "            if dt_row[t] < 0:\n", "            if dt_row[t] < -1:\n", "off-by-one"),
+    M("numba_scan", SN, "            if dt_row[t] < 0:\n", "            if dt_row[t] < -1:\n", "off-by-one",
+      "equivalent (it ran into the 600 s limit at load 9, the full group takes 460 s): a channel with dt in "
+      "[-1, 0) then takes the exp without the upper clamp at 88, which gives the same float32 values for "
+      "exponents up to 88 and exp(x) itself up to float32's overflow at 88.7 (the clamp gives exp(88)); "
+      "past that the reference scan overflows to inf too"),
     M("numba_scan", SN, "hn1 = decay(dtv1 * a1[n]) * h1[n] + xv1 * brow[n]", "hn1 = decay(dtv1 * a0[n]) * h1[n] + xv1 * brow[n]",
       "wrong channel"),
     M("numba_scan", SN, "        gi = di // dg\n        zero = np.zeros(1, dtype=u.dtype)[0]\n        Bg = Bt[bi, gi]",
@@ -525,11 +551,15 @@ MUTANTS: list[Mutant] = [
     M("swin_umamba_d", SU, "                                    per_stage[n:], use_checkpoint",
       "                                    per_stage[n:][::-1], use_checkpoint", "stage order"),
     M("swin_umamba_d", SU, "        self.vssm_encoder.apply(init_vmunet_weights)\n        self.apply(init_he_conv)\n",
-      "        self.apply(init_he_conv)\n        self.vssm_encoder.apply(init_vmunet_weights)\n", "order"),
+      "        self.apply(init_he_conv)\n        self.vssm_encoder.apply(init_vmunet_weights)\n", "order",
+      "equivalent: the two inits touch disjoint module types (Linear/LayerNorm vs Conv2d), so the swap "
+      "changes only which numbers of the seeded stream each draws, not the distributions; the project "
+      "makes no seed-for-seed claim about initial weights"),
     M("swin_umamba_d", SU, "size_multiple=patch_size * 2 ** (n - 1))", "size_multiple=patch_size * 2 ** n)",
       "off-by-one"),
     M("swin_umamba_d", SU, 'if key.startswith("patch_embed.") and self.in_chans != 3:',
-      'if key.startswith("patch_embed.") and self.in_chans < 3:', "!= vs <"),
+      'if key.startswith("patch_embed.") and self.in_chans < 3:', "!= vs <",
+      "gap closed by test_swin_umamba_d_vmamba_patch_embedding_loads_only_into_three_channels[4]"),
     # ------------------------------------------------------------------ ISIC paper chain, Synapse paper draws
     M("isic_paper", TF, 'norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=255.0, dtype=np.float64)]',
       'norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=1.0, dtype=np.float64)]', "constant"),
@@ -538,7 +568,8 @@ MUTANTS: list[Mutant] = [
     M("isic_paper", TF, "padding_mode=\"zeros\", dtype=np.float64 if paper else np.float32))",
       "padding_mode=\"zeros\", dtype=np.float32))", "dtype"),
     M("isic_paper", TF, "aug.append(RandRotated(keys=keys, range_x=(0.0, 2 * math.pi), prob=0.5,",
-      "aug.append(RandRotated(keys=keys, range_x=(0.0, math.pi), prob=0.5,", "range"),
+      "aug.append(RandRotated(keys=keys, range_x=(0.0, math.pi), prob=0.5,", "range",
+      "gap closed by test_isic_rotation_turns_the_mask_all_the_way_round"),
     M("isic_paper", TF, 'mode=("bilinear", "bilinear"), dtype=np.float64)]', 'mode=("bilinear", "bilinear"))]',
       "dtype"),
     M("isic_paper", TF, 'return ("rot_flip", int(self.R.randint(0, 4)), int(self.R.randint(0, 2)))',
@@ -616,6 +647,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", action="append", type=int,
                     help="only the mutant with this number in --list (1-based, repeatable)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--first", action="append", default=[], metavar="TEST",
+                    help="run this test file (or node id) before the group's tests, e.g. the test written for a "
+                         "survivor when re-running it (repeatable; -x stops at the first failure)")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="do not run each group's tests on the unmutated copy first (only for re-runs of survivors "
+                         "right after a full run whose baselines passed)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (default 600)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -640,8 +677,8 @@ def main(argv: list[str] | None = None) -> int:
         if not where.startswith(str(copy)):  # the editable install must not shadow the mutated copy
             print(f"the copy's vmunet is not the one imported ({where})", file=sys.stderr)
             return 2
-        for group in dict.fromkeys(m.group for m in mutants):
-            status, secs, failed = run_tests(copy, GROUPS[group], args.timeout)
+        for group in dict.fromkeys(m.group for m in mutants if not args.skip_baseline):
+            status, secs, failed = run_tests(copy, [*args.first, *GROUPS[group]], args.timeout)
             print(f"baseline {group}: {status} in {secs:.1f}s {failed}", flush=True)
             if status != "survived":
                 print(f"baseline of group {group} does not pass; fix that first", file=sys.stderr)
@@ -652,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             line = locate(original, m)
             try:
                 target.write_text(original.replace(m.old, m.new, 1))
-                status, secs, failed = run_tests(copy, GROUPS[m.group], args.timeout)
+                status, secs, failed = run_tests(copy, [*args.first, *GROUPS[m.group]], args.timeout)
             finally:
                 target.write_text(original)
             res = Result(m.group, m.path, line, m.what, m.old, m.new, status, round(secs, 1), failed, m.note)
