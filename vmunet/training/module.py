@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -33,11 +34,20 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.evaluation import metrics as M
 from vmunet.inference.slicewise import SliceInferer, check_model_input_size, decide
+from vmunet.training.ckpt_settings import check_checkpoint_data
+from vmunet.training.fit_checks import (
+    check_best_monitor,
+    hide_missing_monitor_warnings,
+    show_hidden_warnings,
+    trainer_settings,
+)
+from vmunet.training.fit_checks import check_resume as check_resume_of
 from vmunet.training.losses import DiceCELoss
 from vmunet.training.reports import write_test_reports
 from vmunet.training.schedulers import LRSchedule
@@ -262,6 +272,10 @@ class SegmentationModule(pl.LightningModule):
         self._rows: list[dict[str, Any]] = []
         self._confusion = M.BinaryConfusion(threshold=threshold)
         self.last_summary: dict[str, Any] | None = None
+        self._fit_settings: dict[str, Any] | None = None  # trainer_settings of the fit, for its checkpoints
+        # the checks vmunet fit|validate|test made before the Trainer started: (check, stage, abspath(ckpt_path))
+        self._checked_before: set[tuple[str, str, str]] = set()
+        self._hidden_warnings: list[Any] = []  # Lightning's warnings hidden during this fit (check_best_monitor)
 
     # ----------------------------------------------------------------------------- building
     @property
@@ -303,7 +317,10 @@ class SegmentationModule(pl.LightningModule):
             raise ConfigError(f"model: {err}") from None
 
     def setup(self, stage: str) -> None:
-        """Take the preprocessing record from the data module and check it matches the model."""
+        """Take the preprocessing record from the data module and check it matches the model; note the
+        fit's Trainer settings (before a callback adjusts any mid-run) for its checkpoints."""
+        if self._trainer is not None:
+            self._fit_settings = trainer_settings(self.trainer) if stage == "fit" else None
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         rec = getattr(dm, "preprocessing", None)
         if rec is None:
@@ -332,10 +349,42 @@ class SegmentationModule(pl.LightningModule):
             "preprocessing": None if hp.preprocessing is None else {**dict(hp.preprocessing), **self.decision_record()},
             "version": _version(),
         }
+        if self._fit_settings is not None:  # compared when a fit resumes from this checkpoint
+            checkpoint["vmunet"]["trainer"] = dict(self._fit_settings)
         checkpoint["rng_states"] = get_rng_states()
 
+    def check_checkpoint_data(self, checkpoint: Mapping[str, Any], datamodule: Any, ckpt_path: str,
+                              stage: str) -> None:
+        """:func:`vmunet.training.ckpt_settings.check_checkpoint_data` of a ``stage`` (``fit``, ``validate``,
+        ``test``) from ``checkpoint`` with ``datamodule``: otherwise prepared data refused, a resume's
+        changed data settings named. ``on_load_checkpoint`` calls it when the Trainer restores a
+        checkpoint; ``vmunet fit|validate|test`` before the Trainer starts (nothing written into the run
+        before a refusal), and the hook then does not repeat it."""
+        check_checkpoint_data(checkpoint, datamodule, str(ckpt_path), stage)
+        self._checked_before.add(("data", stage, os.path.abspath(ckpt_path)))
+
+    def check_resume(self, checkpoint: Mapping[str, Any], trainer: pl.Trainer, ckpt_path: str) -> None:
+        """:func:`vmunet.training.fit_checks.check_resume` of a ``fit`` from ``checkpoint`` under ``trainer``.
+
+        ``on_load_checkpoint`` calls it when a fit restores a checkpoint (``Trainer.fit(..., ckpt_path=X)``);
+        ``vmunet fit`` calls it before the fit starts, so that a refused resume writes nothing into the
+        run's folder, and the hook then does not repeat it."""
+        check_resume_of(checkpoint, trainer, str(ckpt_path))
+        self._checked_before.add(("resume", "fit", os.path.abspath(ckpt_path)))
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the RNG streams of a resumed single-process run (shuffling, dropout, augmentation)."""
+        """Check the data of a fit / validate / test from a checkpoint (:meth:`check_checkpoint_data`) and a
+        resumed fit (:meth:`check_resume`), then restore the RNG streams of a resumed single-process run
+        (shuffling, dropout, augmentation)."""
+        fn = self.trainer.state.fn if self._trainer is not None else None  # (None: load_from_checkpoint)
+        if fn in (TrainerFn.FITTING, TrainerFn.VALIDATING, TrainerFn.TESTING):
+            path = str(self.trainer.ckpt_path)
+            where = (fn.value, os.path.abspath(path))
+            done, self._checked_before = self._checked_before, set()
+            if ("data", *where) not in done:
+                check_checkpoint_data(checkpoint, self.trainer.datamodule, path, fn.value)
+            if fn == TrainerFn.FITTING and ("resume", *where) not in done:
+                check_resume_of(checkpoint, self.trainer, path)
         states = checkpoint.get("rng_states")
         if states is None:
             return
@@ -363,6 +412,17 @@ class SegmentationModule(pl.LightningModule):
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
+
+    def on_train_start(self) -> None:
+        show_hidden_warnings(self._hidden_warnings)  # (a fit that failed left them hidden: not its teardown)
+        # before the first step; the validation loader is known by now. Having said why no best checkpoint
+        # is written, Lightning's later "could not find the monitored key ... Did you call log(...)"
+        # about the same monitors would mislead: hidden for this fit only
+        self._hidden_warnings = hide_missing_monitor_warnings(check_best_monitor(self.trainer))
+
+    def teardown(self, stage: str) -> None:
+        show_hidden_warnings(self._hidden_warnings)
+        self._hidden_warnings = []
 
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
