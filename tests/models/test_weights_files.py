@@ -457,3 +457,17 @@ def test_inspect_without_a_head_in_the_file_takes_the_defaults_and_says_why(tmp_
     assert ("num_classes=1 (default: layout vmamba_v0: an ImageNet classifier: its 1000-class head is not a "
             "segmentation head)") in out
     assert "in_chans=3 (from the file: patch_embed.proj.weight has 3 input channels;" in out
+
+
+def test_inspect_takes_the_record_before_the_file(tmp_path, capsys):
+    """Our training checkpoint's record wins over the tensors; what it leaves out (here in_chans,
+    which older records may lack) is read from the file."""
+    model = create_model("vmunet_test", num_classes=3, in_chans=1)
+    path = tmp_path / "ours.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in model.state_dict().items()},
+                "vmunet": {"model_name": "vmunet_test", "model_kwargs": {"num_classes": 3}}}, path)
+    assert main(["weights", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "model:   vmunet_test (num_classes=3, in_chans=1)" in out
+    assert "num_classes=3 (from the checkpoint's own record)" in out
+    assert "in_chans=1 (from the file: patch_embed.proj.weight has 1 input channel)" in out

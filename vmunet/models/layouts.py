@@ -132,7 +132,7 @@ def file_options(found: Detected) -> dict[str, tuple[int | None, str]]:
             n = int(found.state[key].shape[dim])
             gray = ("; the original repeats gray input to 3 channels, and --in-chans 1 takes it with the "
                     "kernel summed" if option == "in_chans" and rule.gray and n == 3 else "")
-            out[option] = (n, f"from the file: {key} has {n} {what} channels{gray}")
+            out[option] = (n, f"from the file: {key} has {n} {what} channel{'s' * (n != 1)}{gray}")
         elif keys:
             out[option] = (None, f"layout {found.layout}'s {' / '.join(keys)} is not in the file")
         else:
