@@ -85,7 +85,7 @@ def test_logits_equal_the_original_forward_float64():
                random_tensors(original_mamba_unet_shapes(SMALL["depths"], SMALL["dims"], 3), seed=1, scale=0.1).items()}
     model = create_model("mamba_unet", num_classes=3, in_chans=1, scan_backend="torch", **SMALL).double()
     report = load_weights(model, tensors)
-    assert report.layout == "vmunet" and report.missing == [] and report.skipped == []
+    assert report.layout == "mamba_unet" and report.missing == [] and report.skipped == []
     x = torch.randn(1, 1, 32, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     assert_matches_original(model, x, orig_mamba_unet(tensors, x, SMALL["depths"]), (1, 3, 32, 64), 1e-10)
 

@@ -322,6 +322,7 @@ _LAYOUT_SAMPLES = [
     (["sdi_1.convs.0.weight"], "vmunet_v2", "vmunet_v2"),
     (["vmunet.layers.0.blocks.0.ln_1.weight", "sdi_1.convs.0.weight"], "vmunet_v2_original", "vmunet_v2"),
     (["mamba_unet.layers.0.blocks.0.ln_1.weight"], "mamba_unet_original", "mamba_unet"),
+    (["layers_up.1.blocks.0.ln_1.weight", "concat_back_dim.1.weight", "output.weight"], "mamba_unet", "mamba_unet"),
     (["vssm_encoder.patch_embed.proj.weight", "decoder1.layer.conv1.conv.weight"], "swin_umamba", "swin_umamba"),
     (["vssm_encoder.patch_embed.proj.weight", "decoder.stages.0.blocks.0.ln_1.weight"], "swin_umamba",
      "swin_umamba_d"),
@@ -343,10 +344,54 @@ def test_every_layout_names_the_model_its_weights_are_for(keys, layout, model):
     assert model is None or model in list_models()
 
 
+def test_our_mamba_unet_layout_is_complete_missing_and_unexpected_keys_are_refused():
+    model = create_model("mamba_unet", num_classes=2, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), d_state=4)
+    state = dict(model.state_dict())
+    del state["output.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match=r"cannot load mamba_unet weights .*missing key output\.weight"):
+        load_weights(model, state)
+    with pytest.raises(WeightsError, match=r"unexpected key extra\.weight"):
+        load_weights(model, state)
+
+
+def test_the_registered_models_are_the_ones_inspected_above():
+    from vmunet.models import list_models
+
+    assert list_models() == ["mamba_unet", "swin_umamba", "swin_umamba_d", "ultralight_vmunet", "vmunet",
+                             "vmunet_deep", "vmunet_test", "vmunet_v2"]
+
+
 def test_the_layout_samples_cover_every_layout():
     from vmunet.models.layouts import LAYOUT_MODELS, LAYOUTS
 
     assert {s[1] for s in _LAYOUT_SAMPLES} == set(LAYOUTS) == set(LAYOUT_MODELS)
+
+
+@pytest.mark.parametrize("lightning", [False, True], ids=["bare", "lightning"])
+@pytest.mark.parametrize("name, layout", [
+    ("mamba_unet", "mamba_unet"), ("swin_umamba", "swin_umamba"), ("swin_umamba_d", "swin_umamba"),
+    ("ultralight_vmunet", "ultralight_vmunet"), ("vmunet", "vmunet"), ("vmunet_deep", "vmunet"),
+    ("vmunet_test", "vmunet"), ("vmunet_v2", "vmunet_v2")])
+def test_every_registered_models_own_file_is_inspected_as_that_model(name, layout, lightning, tmp_path, capsys):
+    """Each registered model's own state dict (its defaults, 3 classes, 2 input channels; built on
+    the meta device, saved as a zero expanded to each shape: one element stored), bare or in a Lightning
+    checkpoint without our record, is inspected without options as that model, with those
+    classes and channels, and loads strictly. Mamba-UNet's decoder has ``layers_up`` keys like
+    VM-UNet's: it was taken for vmunet."""
+    with torch.device("meta"):
+        own = create_model(name, num_classes=3, in_chans=2).state_dict()
+    state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in own.items()}
+    if lightning:
+        state = {"state_dict": {"model." + k: v for k, v in state.items()}, "epoch": 1}
+    path = tmp_path / f"{name}.ckpt"
+    torch.save(state, path)
+    assert main(["weights", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"model:   {name} (num_classes=3, in_chans=2), {len(own)} tensors" in out
+    assert f"layout:  {layout} " in out
+    assert f"(assumed: no --model and no model record in the file; layout {layout} names it)" in out
+    assert f"load:    {len(own)} of {len(own)} model tensors" in out and "strict:  loads" in out
 
 
 def test_inspect_assumes_the_model_the_layout_names(tmp_path, capsys):

@@ -12,6 +12,8 @@ layout                   recognised by                                          
                          keys plus the SDI decoder's                                 modules it never
                                                                                      uses skipped
 ``mamba_unet_original``  Mamba-UNet's ``MambaUnet.state_dict()``: keys ``mamba_unet.*``  by name
+``mamba_unet``           ours, Mamba-UNet: its Swin-UNet decoder's ``concat_back_dim.``, by name
+                         ``norm_up.``, ``output.`` (it has ``layers_up.`` too)
 ``swin_umamba``          Swin-UMamba or Swin-UMamba† (ours or the original's, also an  by name
                          nnU-Net checkpoint's ``network_weights``): ``vssm_encoder.*``
 ``ultralight_vmunet``    UltraLight VM-UNet (ours or the original's ``best.pth`` /      by name
@@ -28,6 +30,7 @@ layout                   recognised by                                          
 ``unknown``              anything else                                               by name
 =======================  ==========================================================  ===============
 
+The layouts are tried in the order of :data:`_RULES`, the one table of what identifies each.
 Each layout names the registered model its weights are for (:data:`LAYOUT_MODELS`,
 ``Detected.model``); ``vmunet weights inspect`` builds that model when nothing else names one, with
 the classes and input channels its tensors show (:data:`LAYOUT_SHAPES`, :func:`file_options`).
@@ -38,9 +41,10 @@ VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and `
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +61,7 @@ LAYOUTS = {
     "vmunet_v2": "this project's VM-UNet-V2",
     "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
     "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
+    "mamba_unet": "this project's Mamba-UNet",
     "swin_umamba": "Swin-UMamba or Swin-UMamba† (this project's or the original's)",
     "ultralight_vmunet": "UltraLight VM-UNet (this project's or the original's)",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
@@ -65,22 +70,25 @@ LAYOUTS = {
     "unknown": "no known layout",
 }
 
-#: the registered model whose weights each layout holds: what ``vmunet weights inspect`` builds when
-#: neither ``--model`` nor the file's own record names one (``Detected.model``); None where no model
-#: of ours takes the weights whole. VMamba v0 classifiers name ``vmunet``: the paper initialises
-#: VM-UNet's encoder and mirrored decoder from them (its ``load_from``).
-LAYOUT_MODELS: dict[str, str | None] = {
-    "vmunet": "vmunet",
-    "vmunet_original": "vmunet",  # the original's configs build the paper model (depths 2, 2, 2, 2)
-    "vmunet_v2": "vmunet_v2",
-    "vmunet_v2_original": "vmunet_v2",
-    "mamba_unet_original": "mamba_unet",
-    "swin_umamba": "swin_umamba",  # swin_umamba_d when the Mamba decoder's keys are there (Detected.model)
-    "ultralight_vmunet": "ultralight_vmunet",
-    "vmamba_v0": "vmunet",
-    "vmamba_v0_new_names": "vmunet",
-    "vmamba_v2": None,
-    "unknown": None,
+#: the registered models whose weights each layout holds: what ``vmunet weights inspect`` builds when
+#: neither ``--model`` nor the file's own record names one (``Detected.model``: of several, the one
+#: whose default configuration's key names fit the file best, the first on a tie); empty where no
+#: model of ours takes the weights whole. VMamba v0 classifiers name ``vmunet``: the paper
+#: initialises VM-UNet's encoder and mirrored decoder from them (its ``load_from``).
+_VMUNETS = ("vmunet", "vmunet_deep", "vmunet_test")  # one class; the depths tell them apart
+LAYOUT_MODELS: dict[str, tuple[str, ...]] = {
+    "vmunet": _VMUNETS,
+    "vmunet_original": _VMUNETS,  # the original's configs build the paper model, its code's default vmunet_deep
+    "vmunet_v2": ("vmunet_v2",),
+    "vmunet_v2_original": ("vmunet_v2",),
+    "mamba_unet_original": ("mamba_unet",),
+    "mamba_unet": ("mamba_unet",),
+    "swin_umamba": ("swin_umamba", "swin_umamba_d"),  # UNETR decoder or Mamba decoder
+    "ultralight_vmunet": ("ultralight_vmunet",),
+    "vmamba_v0": ("vmunet",),
+    "vmamba_v0_new_names": ("vmunet",),
+    "vmamba_v2": (),
+    "unknown": (),
 }
 @dataclass(frozen=True)
 class Shapes:
@@ -107,6 +115,7 @@ LAYOUT_SHAPES: dict[str, Shapes] = {
     "vmunet_v2": Shapes(("seg_outs.3.weight",), ("patch_embed.proj.weight",)),
     "vmunet_v2_original": Shapes(("seg_outs.3.weight",), ("patch_embed.proj.weight",), gray=True),
     "mamba_unet_original": Shapes(("output.weight",), ("patch_embed.proj.weight",), gray=True),
+    "mamba_unet": Shapes(("output.weight",), ("patch_embed.proj.weight",)),
     # Swin-UMamba's UNETR head, else Swin-UMamba†'s full-resolution head (the last of its seg_layers)
     "swin_umamba": Shapes(("out_layers.0.conv.conv.weight", "decoder.seg_layers.3.weight"),
                           ("stem.0.weight", "vssm_encoder.patch_embed.proj.weight")),
@@ -139,10 +148,6 @@ def file_options(found: Detected) -> dict[str, tuple[int | None, str]]:
             out[option] = (None, f"layout {found.layout}: {why_not}")
     return out
 
-
-#: Swin-UMamba†'s Mamba decoder (``decoder.stages``, ``decoder.expand_layers``, ...); Swin-UMamba's
-#: UNETR decoder is ``decoder1`` .. ``decoder6``
-_SWIN_UMAMBA_D_DECODER = "decoder."
 
 _BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
 #: top-level modules of VM-UNet-V2's SDI decoder (ours and the original's)
@@ -180,11 +185,14 @@ class Detected:
 
     @property
     def model(self) -> str | None:
-        """The registered model these weights are for (:data:`LAYOUT_MODELS`; the one layout of
-        two models, ``swin_umamba``, told apart by the decoder's keys), or None."""
-        if self.layout == "swin_umamba" and any(k.startswith(_SWIN_UMAMBA_D_DECODER) for k in self.state):
-            return "swin_umamba_d"
-        return LAYOUT_MODELS[self.layout]
+        """The registered model these weights are for (:data:`LAYOUT_MODELS`), or None: of several,
+        the largest whose default configuration's keys are all in the file, else the one with the
+        most of its keys there (a partial file), the first on a tie."""
+        names = LAYOUT_MODELS[self.layout]
+        if len(names) < 2:
+            return names[0] if names else None
+        have = set(self.state)
+        return max(names, key=lambda n: (_model_keys(n) <= have, len(_model_keys(n) & have)))
 
     @property
     def description(self) -> str:
@@ -196,52 +204,89 @@ def is_state_dict(d: Any) -> bool:
 
 
 def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkpoint") -> Detected:
-    """Unwrap the weights of ``ckpt`` (choosing ``entry`` in VMamba files) and name their layout."""
+    """Unwrap the weights of ``ckpt`` (choosing ``entry`` in VMamba files) and name their layout:
+    the first of :data:`_RULES` whose test holds, else ``unknown``."""
     if entry not in ENTRIES:
         raise WeightsError(f"weights entry must be one of {', '.join(ENTRIES)}, got {entry!r}")
     state, used, dropped = _unwrap(ckpt, entry, where)
-    if any(k.startswith(_V2_DECODER) for k in state):
-        if not any(k.startswith("vmunet.") for k in state):
-            return Detected("vmunet_v2", state, used, dropped)
-        # VMUNetV2 holds its VMamba encoder as ``self.vmunet``, the SDI decoder at the top level
-        return Detected("vmunet_v2_original", {k.removeprefix("vmunet."): v for k, v in state.items()},
-                        used, dropped)
-    if any(k.startswith("vssm_encoder.") for k in state):
-        return Detected("swin_umamba", state, used, dropped)
-    if any(_PVM_KEY.match(k) for k in state):
-        return Detected("ultralight_vmunet", state, used, dropped)
-    if any(k.startswith("mamba_unet.") for k in state):
-        return _strip("mamba_unet_original", "mamba_unet.", "Mamba-UNet", state, used, dropped)
-    if any(k.startswith("vmunet.") for k in state):
-        return _strip("vmunet_original", "vmunet.", "VM-UNet", state, used, dropped)
-    if any(k.startswith(("layers_up.", "final_conv.", "final_up.")) for k in state):
-        return Detected("vmunet", state, used, dropped)
     parts = {m.group(1) for k in state if (m := _BLOCK.match(k))}
-    if parts and parts <= _V0_BLOCK_PARTS:
-        return Detected("vmamba_v0", state, used, dropped)
-    if parts & _NEW_BLOCK_PARTS:
-        features = _later_vmamba_features(state, parts)
-        if features:
-            return Detected("vmamba_v2", state, used, dropped, features=features)
-        renamed = {_to_v0(k): v for k, v in state.items()}
-        n = sum(_to_v0(k) != k for k in state)
-        note = (f"renamed {n} keys from later VMamba names (norm/op, patch_embed.0/2, downsample.1/2, "
-                "classifier.*) to v0's")
-        return Detected("vmamba_v0_new_names", renamed, used, dropped, notes=[note])
+    for layout, test, prepare in _RULES:
+        if test(state, parts):
+            return prepare(Detected(layout, state, used, dropped), parts)
     sample = sorted(state)[:4]
     return Detected("unknown", state, used, dropped, features=["keys like " + ", ".join(sample)])
 
 
-def _strip(layout: str, prefix: str, name: str, state: dict[str, Tensor], used: str,
-           dropped: list[tuple[str, str]]) -> Detected:
+def _has(state: Mapping[str, Tensor], prefixes: str | tuple[str, ...]) -> bool:
+    return any(k.startswith(prefixes) for k in state)
+
+
+def _as_is(found: Detected, parts: set[str]) -> Detected:
+    return found
+
+
+def _strip_prefix(prefix: str, name: str) -> Callable[[Detected, set[str]], Detected]:
     """The keys under a wrapper module's ``prefix``, without it; the others dropped."""
-    kept = {}
-    for k, v in state.items():
-        if k.startswith(prefix):
-            kept[k[len(prefix):]] = v
-        else:
-            dropped.append((k, f"not under the original {name}'s {prefix!r} prefix"))
-    return Detected(layout, kept, used, dropped)
+    def prepare(found: Detected, parts: set[str]) -> Detected:
+        kept = {}
+        for k, v in found.state.items():
+            if k.startswith(prefix):
+                kept[k[len(prefix):]] = v
+            else:
+                found.dropped.append((k, f"not under the original {name}'s {prefix!r} prefix"))
+        found.state = kept
+        return found
+    return prepare
+
+
+def _v2_original(found: Detected, parts: set[str]) -> Detected:
+    # VMUNetV2 holds its VMamba encoder as ``self.vmunet``, the SDI decoder at the top level
+    found.state = {k.removeprefix("vmunet."): v for k, v in found.state.items()}
+    return found
+
+
+def _later_vmamba(found: Detected, parts: set[str]) -> Detected:
+    found.features = _later_vmamba_features(found.state, parts)
+    return found
+
+
+def _v0_renamed(found: Detected, parts: set[str]) -> Detected:
+    n = sum(_to_v0(k) != k for k in found.state)
+    found.state = {_to_v0(k): v for k, v in found.state.items()}
+    found.notes.append(f"renamed {n} keys from later VMamba names (norm/op, patch_embed.0/2, downsample.1/2, "
+                       "classifier.*) to v0's")
+    return found
+
+
+_Test = Callable[[Mapping[str, Tensor], set[str]], bool]
+#: layout, what identifies it (the weights, their VMamba block parts), what is done to the weights;
+#: tried in this order, so a rule may rely on the ones above it not holding (ours after the
+#: originals' wrapper prefixes; Mamba-UNet's decoder has ``layers_up`` like VM-UNet's, so before it)
+_RULES: tuple[tuple[str, _Test, Callable[[Detected, set[str]], Detected]], ...] = (
+    ("vmunet_v2_original", lambda s, p: _has(s, _V2_DECODER) and _has(s, "vmunet."), _v2_original),
+    ("vmunet_v2", lambda s, p: _has(s, _V2_DECODER), _as_is),
+    ("swin_umamba", lambda s, p: _has(s, "vssm_encoder."), _as_is),
+    ("ultralight_vmunet", lambda s, p: any(_PVM_KEY.match(k) for k in s), _as_is),
+    ("mamba_unet_original", lambda s, p: _has(s, "mamba_unet."), _strip_prefix("mamba_unet.", "Mamba-UNet")),
+    ("vmunet_original", lambda s, p: _has(s, "vmunet."), _strip_prefix("vmunet.", "VM-UNet")),
+    ("mamba_unet", lambda s, p: _has(s, ("concat_back_dim.", "norm_up.", "output.")), _as_is),
+    ("vmunet", lambda s, p: _has(s, ("layers_up.", "final_conv.", "final_up.")), _as_is),
+    ("vmamba_v0", lambda s, p: bool(p) and p <= _V0_BLOCK_PARTS, _as_is),
+    ("vmamba_v2", lambda s, p: bool(p & _NEW_BLOCK_PARTS) and bool(_later_vmamba_features(s, p)), _later_vmamba),
+    ("vmamba_v0_new_names", lambda s, p: bool(p & _NEW_BLOCK_PARTS), _v0_renamed),
+)
+
+
+@functools.cache
+def _model_keys(name: str) -> frozenset[str]:
+    """The state-dict keys of the registered model ``name`` at its defaults (built on the meta
+    device: names only, no memory, no init)."""
+    import torch
+
+    from vmunet.models.registry import create_model  # the registry imports the weights loader
+
+    with torch.device("meta"):
+        return frozenset(create_model(name, num_classes=1).state_dict())
 
 
 def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str

@@ -4,8 +4,8 @@ Files are read without running code from them (``vmunet.models.safe_load``). Map
 
 * ``vmunet``, ``vmunet_original``: by name; names and shapes are ours (222 tensors for the paper
   config). Missing or unexpected keys are errors when strict.
-* ``mamba_unet_original``: by name (Mamba-UNet's names are ours); missing/unexpected keys are
-  errors when strict.
+* ``mamba_unet``, ``mamba_unet_original``: by name (Mamba-UNet's names are ours); missing/unexpected
+  keys are errors when strict.
 * ``swin_umamba`` (Swin-UMamba and Swin-UMamba†, ours and the original's: the same names): by
   name; the original's deep-supervision heads are skipped (``original_unused()``). VMamba v0
   weights go into its encoder by the model's ``vmamba_targets`` renaming (each original's
@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 _PATCH_EMBED = "patch_embed.proj.weight"
 #: layouts whose every tensor maps by name onto ours (so missing/unexpected keys are problems)
-_COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original", "mamba_unet_original",
-             "swin_umamba", "ultralight_vmunet")
+_COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original", "mamba_unet",
+             "mamba_unet_original", "swin_umamba", "ultralight_vmunet")
 
 
 @dataclass
