@@ -60,15 +60,17 @@ gpu-carry: setup
 	PY=$(PY) bash benchmarks/gpu/make_carry.sh
 
 # The original code tests/parity runs when it is there (ignored by git, never committed): VM-UNet,
-# VM-UNet-V2, Mamba-UNet, RS-Mamba, VMamba and Swin-UMamba at the commits its frozen outputs come from,
-# mamba-ssm's source for selective_scan_ref, torchvision 0.14.0's transforms. Needs
-# network access to GitHub and PyPI; without it the parity tests check the frozen outputs only.
+# VM-UNet-V2, Mamba-UNet, RS-Mamba, VMamba, Swin-UMamba and UltraLight VM-UNet at the commits its frozen
+# outputs come from, mamba-ssm's source for selective_scan_ref and its Mamba block, torchvision 0.14.0's
+# transforms. Needs network access to GitHub and PyPI; without it the parity tests check the frozen
+# outputs only.
 VMUNET_COMMIT := 43c495bfd0cb2bd58fd0147687c60c9c624c4840
 V2_COMMIT     := b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb
 MAMBA_UNET_COMMIT := dfe92ba3788970e2dd5a4eaf7876bd3e32d3dc0a
 RS_MAMBA_COMMIT := aa6494e7752efc9fafd507b24f3d9c8d7098e491
 VMAMBA_COMMIT := 2ed52ead062a51a64521ed3871d52914bf532876
 SWIN_UMAMBA_COMMIT := 2c1f72e1975cef6621f239117efdc954237c6952
+ULTRALIGHT_COMMIT := d7648e4ece5311d2a6d7c8ea7572f9ca78ae18d2
 MAMBA_SDIST   := .gpu/wheels/mamba_ssm-2.3.2.post1.tar.gz
 # torchvision 0.14.0 (VM-UNet's README pins it) for the ISIC transforms tests/parity runs with the
 # original: only its pure-Python files are used, identical in every platform's wheel; the macOS
@@ -95,6 +97,9 @@ third-party: setup
 	@if [ ! -f third_party/Swin-UMamba/swin_umamba/nnunetv2/nets/SwinUMamba.py ]; then \
 	  git clone -q https://github.com/JiarunLiu/Swin-UMamba third_party/Swin-UMamba && \
 	  git -C third_party/Swin-UMamba checkout -q $(SWIN_UMAMBA_COMMIT) && echo $(SWIN_UMAMBA_COMMIT) > third_party/Swin-UMamba/COMMIT; fi
+	@if [ ! -f third_party/UltraLight-VM-UNet/models/UltraLight_VM_UNet.py ]; then \
+	  git clone -q https://github.com/wurenkai/UltraLight-VM-UNet third_party/UltraLight-VM-UNet && \
+	  git -C third_party/UltraLight-VM-UNet checkout -q $(ULTRALIGHT_COMMIT) && echo $(ULTRALIGHT_COMMIT) > third_party/UltraLight-VM-UNet/COMMIT; fi
 	@if [ ! -f third_party/mamba-ssm/mamba_ssm/ops/selective_scan_interface.py ]; then \
 	  mkdir -p third_party/mamba-ssm .gpu/wheels && \
 	  { [ -f $(MAMBA_SDIST) ] || MAMBA_SKIP_CUDA_BUILD=TRUE $(PIP) download -q --no-deps --no-binary :all: \
@@ -107,7 +112,7 @@ third-party: setup
 	      sys.exit(0 if h == sys.argv[2] else f'{sys.argv[1]}: sha256 {h}, expected {sys.argv[2]}')" \
 	      third_party/.wheels/$(TV_WHEEL) $(TV_SHA256) && \
 	  $(PY) -m zipfile -e third_party/.wheels/$(TV_WHEEL) third_party/torchvision-0.14.0; fi
-	@echo "third_party/: VM-UNet at $$(cat third_party/VM-UNet/COMMIT), VM-UNetV2 at $$(cat third_party/VM-UNetV2/COMMIT), Mamba-UNet at $$(cat third_party/Mamba-UNet/COMMIT), RS-Mamba at $$(cat third_party/RS-Mamba/COMMIT), VMamba at $$(cat third_party/VMamba/COMMIT), Swin-UMamba at $$(cat third_party/Swin-UMamba/COMMIT), mamba-ssm $$(ls third_party/mamba-ssm/PKG-INFO >/dev/null && sed -n 's/^Version: //p' third_party/mamba-ssm/PKG-INFO), torchvision $$(sed -n "s/^__version__ = '\(.*\)'/\1/p" third_party/torchvision-0.14.0/torchvision/version.py)"
+	@echo "third_party/: VM-UNet at $$(cat third_party/VM-UNet/COMMIT), VM-UNetV2 at $$(cat third_party/VM-UNetV2/COMMIT), Mamba-UNet at $$(cat third_party/Mamba-UNet/COMMIT), RS-Mamba at $$(cat third_party/RS-Mamba/COMMIT), VMamba at $$(cat third_party/VMamba/COMMIT), Swin-UMamba at $$(cat third_party/Swin-UMamba/COMMIT), UltraLight-VM-UNet at $$(cat third_party/UltraLight-VM-UNet/COMMIT), mamba-ssm $$(ls third_party/mamba-ssm/PKG-INFO >/dev/null && sed -n 's/^Version: //p' third_party/mamba-ssm/PKG-INFO), torchvision $$(sed -n "s/^__version__ = '\(.*\)'/\1/p" third_party/torchvision-0.14.0/torchvision/version.py)"
 
 lint: setup
 	$(VENV)/bin/ruff check vmunet tests benchmarks scripts

@@ -54,3 +54,18 @@ def test_batches_do_not_depend_on_the_number_of_workers():
     assert len(zero) == 4
     for a, b in zip(zero, two, strict=True):
         assert torch.equal(a, b)
+
+
+def test_paper_augmentation_is_the_same_whatever_was_drawn_before():
+    """The paper augmentation draws from two streams of its own (branches, then k / axis / angle):
+    the loader's per-item seeding must reset both, or an item would depend on the items before it."""
+    from vmunet.data.transforms import paper_rot_flip_rotate
+
+    items = [{"image": np.arange(36, dtype=np.float32).reshape(1, 6, 6) + 100 * i,
+              "label": np.zeros((1, 6, 6))} for i in range(10)]
+    ds = EpochSeededDataset(transformed_dataset(items, Compose(paper_rot_flip_rotate()), cache=True), seed=3)
+    first = [np.asarray(ds[(1, i)]["image"]) for i in range(10)]
+    for key in [(0, 4), (1, 2), (7, 7), (1, 9), (0, 0)]:
+        ds[key]
+    assert all(np.array_equal(np.asarray(ds[(1, i)]["image"]), first[i]) for i in range(10))
+    assert any(not np.array_equal(first[i], items[i]["image"]) for i in range(10))  # something was drawn

@@ -206,3 +206,31 @@ def test_isic_flips_cover_both_axes(paper):
         assert len(name) == 1, label
         seen.add(name[0])
     assert seen == set(outcomes)
+
+
+def test_paper_augmentation_streams_follow_set_random_state():
+    """Branches from ``random.Random(seed)``, k / axis / angle from ``RandomState(seed)``, in the
+    original's order (a plain loop here); MONAI's seed handling (NumPy integers, modulo 2**32);
+    a ``RandomState`` given instead of a seed gives reproducible draws too."""
+    import random
+
+    from vmunet.data.transforms import paper_rot_flip_rotate
+
+    (tf,) = paper_rot_flip_rotate()
+
+    def draws(**how) -> list[tuple]:
+        tf.set_random_state(**how)
+        return [tf.randomize() for _ in range(60)]
+
+    branches, params = random.Random(9), np.random.RandomState(9)
+    expected = []
+    for _ in range(60):
+        if branches.random() > 0.5:
+            expected.append(("rot_flip", params.randint(0, 4), params.randint(0, 2)))
+        elif branches.random() > 0.5:
+            expected.append(("rotate", params.randint(-20, 20)))
+        else:
+            expected.append(("none",))
+    assert draws(seed=9) == expected
+    assert draws(seed=np.uint32(9)) == draws(seed=9 + 2**32) == expected
+    assert draws(state=np.random.RandomState(4)) == draws(state=np.random.RandomState(4)) != expected

@@ -52,9 +52,15 @@ def test_errors_and_names(tmp_path):
     (tmp_path / "bad.nii.gz").write_bytes(b"junk")
     with pytest.raises(DataError, match=r"bad.nii.gz: unreadable or corrupt image file"):
         load_volume(tmp_path / "bad.nii.gz")
-    nib.save(nib.Nifti1Image(np.zeros((3, 4), np.float32), np.eye(4)), str(tmp_path / "flat.nii"))
-    with pytest.raises(DataError, match=r"flat.nii: expected a 3D volume, got an array of shape \(3, 4\) \(2D\)"):
-        load_volume(tmp_path / "flat.nii")
+    # a 2D file is a volume of one slice (as GDCM reads a single-frame DICOM), on the file's own affine
+    flat = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nib.save(nib.Nifti1Image(flat, np.diag([2.0, 3.0, 4.0, 1.0])), str(tmp_path / "flat.nii"))
+    arr, affine = load_volume(tmp_path / "flat.nii")
+    np.testing.assert_array_equal(arr, flat[:, :, None])
+    np.testing.assert_array_equal(affine, np.diag([2.0, 3.0, 4.0, 1.0]))
+    nib.save(nib.Nifti1Image(np.zeros(5, np.float32), np.eye(4)), str(tmp_path / "line.nii"))
+    with pytest.raises(DataError, match=r"line.nii: expected a 3D volume, got an array of shape \(5,\) \(1D\)"):
+        load_volume(tmp_path / "line.nii")
     assert strip_suffix("img0001.nii.gz") == "img0001" and strip_suffix("a.mha") == "a"
     assert strip_suffix("IMG0001.NII.GZ") == "IMG0001" and strip_suffix("b.Nrrd") == "b"
 

@@ -182,7 +182,8 @@ def test_volume_for_2d_model_and_4d_input_are_rejected(tmp_path):
     rec = make_preprocessing("isic", in_chans=3, image_size=[32, 32], class_names=["background", "lesion"],
                              num_classes=1, intensity={"mode": "none"})
     src = write_nifti(tmp_path / "ct.nii.gz", np.zeros((8, 8, 3), np.float32), np.eye(4))
-    with pytest.raises(io.ScanReadError, match=r"ct\.nii\.gz: this model takes 2D images \(slice_axis is null\), got a 3D volume"):
+    with pytest.raises(io.ScanReadError, match=r"ct\.nii\.gz: this model takes 2D images \(\.png, .*; slice_axis is "
+                                               r"null\), got a scan read as a volume of shape \(8, 8, 3\)"):
         Predictor(ThresholdModel(), rec, device="cpu").predict_file(src, tmp_path / "o.nii.gz")
 
 

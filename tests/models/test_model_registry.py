@@ -44,7 +44,7 @@ def test_overrides_change_the_architecture():
 
 
 def test_unknown_model_and_option_are_clear_errors():
-    with pytest.raises(ValueError, match=r"unknown model 'nope'; available: mamba_unet, swin_umamba, swin_umamba_d, vmunet, vmunet_deep"):
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; available: mamba_unet, swin_umamba, swin_umamba_d, ultralight_vmunet, vmunet, vmunet_deep"):
         create_model("nope", num_classes=1)
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['depth'\]"):
         create_model("vmunet_test", num_classes=1, depth=[1, 1, 1, 1])

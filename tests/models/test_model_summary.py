@@ -100,4 +100,4 @@ def test_info_list_and_unknown_model(capsys):
     from vmunet.cli import main
 
     assert main(["info", "nope"]) == 2  # one line, no traceback (tests/test_cli_errors.py has the rest)
-    assert capsys.readouterr().err.startswith("vmunet info: error: unknown model 'nope'; available: mamba_unet, swin_umamba, swin_umamba_d, vmunet, vmunet_deep")
+    assert capsys.readouterr().err.startswith("vmunet info: error: unknown model 'nope'; available: mamba_unet, swin_umamba, swin_umamba_d, ultralight_vmunet, vmunet, vmunet_deep")

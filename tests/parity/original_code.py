@@ -10,8 +10,11 @@ environment variable ``VMUNET_THIRD_PARTY`` names another folder):
 * ``third_party/VMamba``: MzeroMiko/VMamba at :data:`VMAMBA_COMMIT` (its one-file ``vmamba.py``).
 * ``third_party/Swin-UMamba``: JiarunLiu/Swin-UMamba at :data:`SWIN_UMAMBA_COMMIT` (its model files
   ``swin_umamba/nnunetv2/nets/SwinUMamba.py`` and ``SwinUMambaD.py``).
+* ``third_party/UltraLight-VM-UNet``: wurenkai/UltraLight-VM-UNet at :data:`ULTRALIGHT_COMMIT`
+  (its model file ``models/UltraLight_VM_UNet.py``).
 * ``third_party/mamba-ssm``: the mamba-ssm 2.3.2.post1 source distribution (PyPI), for its
-  ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against.
+  ``selective_scan_ref``, the pure-PyTorch definition its CUDA kernel is tested against, and its
+  ``Mamba`` block (``mamba_ssm/modules/mamba_simple.py``, UltraLight VM-UNet's mixer).
 * ``third_party/torchvision-0.14.0``: the torchvision 0.14.0 wheel (PyPI) unpacked, the version
   VM-UNet's README pins, for the tensor transforms its ISIC pipeline calls (``TF.resize``,
   ``hflip``, ``vflip``, ``rotate``; see :func:`torchvision_0_14`).
@@ -28,7 +31,8 @@ model package imports ``timm`` (DropPath, to_2tuple, trunc_normal_: initialisati
 identity in eval mode) and ``mamba_ssm`` (the scan); stand-ins for these are put in
 ``sys.modules`` only while it is imported, the scan being mamba-ssm's own ``selective_scan_ref``.
 Swin-UMamba's model files also import two nnU-Net classes, for type hints only: empty stand-ins
-(and ``SwinUMambaD.py`` two initialisers: stand-ins that do nothing).
+(and ``SwinUMambaD.py`` two initialisers: stand-ins that do nothing, but where the real
+``InitWeights_He`` of Swin-UMamba's own nnU-Net copy is put in, :func:`swin_umamba_init_weights_he`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ MAMBA_UNET_DIR = THIRD_PARTY / "Mamba-UNet"
 RS_MAMBA_DIR = THIRD_PARTY / "RS-Mamba"
 VMAMBA_DIR = THIRD_PARTY / "VMamba"
 SWIN_UMAMBA_DIR = THIRD_PARTY / "Swin-UMamba"
+ULTRALIGHT_DIR = THIRD_PARTY / "UltraLight-VM-UNet"
 MAMBA_DIR = THIRD_PARTY / "mamba-ssm"
 VMUNET_COMMIT = "43c495bfd0cb2bd58fd0147687c60c9c624c4840"  # JCruan519/VM-UNet, 2024-08 ("update packs ...")
 VMUNET_V2_COMMIT = "b65f04c10237158ddd4ebe5bf2c1b5cbb15524fb"  # nobodyplayer1/VM-UNetV2 ("add readme.md")
@@ -65,6 +70,11 @@ RS_MAMBA_COMMIT = "aa6494e7752efc9fafd507b24f3d9c8d7098e491"  # walking-shadow/O
 VMAMBA_COMMIT = "2ed52ead062a51a64521ed3871d52914bf532876"  # MzeroMiko/VMamba ("Update vmamba.py", 2025-03-07)
 SWIN_UMAMBA_COMMIT = "2c1f72e1975cef6621f239117efdc954237c6952"  # JiarunLiu/Swin-UMamba ("support updated vssm ckpt", 2024-03-19)
 SWIN_UMAMBA_NETS = "swin_umamba/nnunetv2/nets"
+# wurenkai/UltraLight-VM-UNet ("Update README.md", 2025-06-27; models/UltraLight_VM_UNet.py unchanged
+# since its upload, 2024-04-01)
+ULTRALIGHT_COMMIT = "d7648e4ece5311d2a6d7c8ea7572f9ca78ae18d2"
+ULTRALIGHT_MODEL = "models/UltraLight_VM_UNet.py"
+MAMBA_SIMPLE_FILE = "mamba_ssm/modules/mamba_simple.py"  # mamba-ssm 2.3.2.post1, class Mamba
 MAMBA_SCAN_FILE = "mamba_ssm/ops/selective_scan_interface.py"  # mamba-ssm 2.3.2.post1
 TORCHVISION_DIR = THIRD_PARTY / "torchvision-0.14.0"
 TORCHVISION_VERSION = "0.14.0"  # VM-UNet's README: pip install torch==1.13.0 torchvision==0.14.0
@@ -365,6 +375,16 @@ def _swin_umamba_nets(name: str, float64: bool, extra: dict[str, types.ModuleTyp
     return getattr(package, name)
 
 
+def swin_umamba_init_weights_he() -> type:
+    """nnU-Net's ``InitWeights_He`` as Swin-UMamba ships it (its own nnU-Net copy,
+    ``swin_umamba/nnunetv2/utilities/network_initialization.py``), executed from that file."""
+    from torch import nn
+
+    marker = "swin_umamba/nnunetv2/utilities/network_initialization.py"
+    path = _pinned(SWIN_UMAMBA_DIR, marker, "github.com/JiarunLiu/Swin-UMamba", SWIN_UMAMBA_COMMIT) / marker
+    return load_definitions(path, ["InitWeights_He"], {"nn": nn})["InitWeights_He"]
+
+
 def original_swin_umamba_module(float64: bool = False) -> types.ModuleType:
     """Swin-UMamba's ``nnunetv2/nets/SwinUMamba.py`` as a module (``SwinUMamba``, ``VSSMEncoder``,
     ``load_pretrained_ckpt``); ``float64``: its float32 casts of the scan (and the scan's own)
@@ -385,7 +405,8 @@ def original_swin_umamba_d_module(float64: bool = False) -> types.ModuleType:
     Besides the plans classes it imports two initialisers, used by ``get_swin_umamba_d_from_plans``
     only: nnU-Net's ``InitWeights_He`` and dynamic_network_architectures'
     ``init_last_bn_before_add_to_0``. Their stand-ins change nothing (every test overwrites all
-    tensors; this project's He init is tested on its own)."""
+    tensors); ``test_original_init_rules.py`` puts the real ``InitWeights_He``
+    (:func:`swin_umamba_init_weights_he`) in its place for the initialisation it compares."""
     init = types.ModuleType("nnunetv2.utilities.network_initialization")
     init.InitWeights_He = lambda neg_slope=1e-2: (lambda module: None)
     dna = {name: types.ModuleType(name) for name in
@@ -393,6 +414,63 @@ def original_swin_umamba_d_module(float64: bool = False) -> types.ModuleType:
             "dynamic_network_architectures.initialization.weight_init")}
     dna["dynamic_network_architectures.initialization.weight_init"].init_last_bn_before_add_to_0 = lambda module: None
     return _swin_umamba_nets("SwinUMambaD", float64, {init.__name__: init, **dna})
+
+
+def ultralight_file() -> Path:
+    """UltraLight VM-UNet's model file ``models/UltraLight_VM_UNet.py``."""
+    return _pinned(ULTRALIGHT_DIR, ULTRALIGHT_MODEL, "github.com/wurenkai/UltraLight-VM-UNet",
+                   ULTRALIGHT_COMMIT) / ULTRALIGHT_MODEL
+
+
+def _mamba_simple_float64(text: str) -> str:
+    # Mamba casts A_log, D and dt_proj.bias to float32 (`.float()`: the file's only 6, all in
+    # class Mamba); the float64 run keeps float64
+    return replace_exactly(text, MAMBA_SIMPLE_FILE, [(".float()", ".double()", 6)])
+
+
+def mamba_ssm_mamba(float64: bool = False) -> type:
+    """mamba-ssm's ``Mamba`` block (``mamba_simple.py``), executed from its source on the CPU.
+
+    Its optional imports are absent as on a machine without the CUDA packages: ``causal_conv1d``
+    (``causal_conv1d_fn`` None, so ``forward`` takes its slow path whatever ``use_fast_path``:
+    ``nn.Conv1d`` + SiLU, ``x_proj``/``dt_proj``, ``selective_scan_fn``, ``out_proj``) and the Triton
+    kernels (used by ``step`` only); ``selective_scan_fn`` is its own ``selective_scan_ref``
+    (``float64``: with the float32 casts of both rewritten to float64). UltraLight VM-UNet pins
+    mamba_ssm 1.0.1, whose ``Mamba`` has the same parameters and slow path; its fast path,
+    ``mamba_inner_fn`` (CUDA only), computes the same function."""
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange, repeat
+    from torch import Tensor, nn
+
+    path = MAMBA_DIR / MAMBA_SIMPLE_FILE
+    if not path.is_file():
+        pytest.skip(f"mamba-ssm source not in {MAMBA_DIR} (`make third-party`: the 2.3.2.post1 sdist "
+                    "unpacked there); the frozen outputs are still checked")
+    ns: dict[str, Any] = {
+        "math": math, "Optional": __import__("typing").Optional, "torch": torch, "nn": nn, "F": F, "Tensor": Tensor,
+        "rearrange": rearrange, "repeat": repeat, "selective_scan_fn": mamba_selective_scan_ref(float64),
+        "mamba_inner_fn": None, "causal_conv1d_fn": None, "causal_conv1d_update": None,
+        "selective_state_update": None, "RMSNorm": None, "layer_norm_fn": None, "rms_norm_fn": None,
+    }
+    return load_definitions(path, ["Mamba"], ns, _mamba_simple_float64 if float64 else None)["Mamba"]
+
+
+def original_ultralight_module(float64: bool = False, logits: bool = True) -> types.ModuleType:
+    """UltraLight VM-UNet's ``models/UltraLight_VM_UNet.py`` as a module (``UltraLight_VM_UNet``,
+    ``PVMLayer``, ``SC_Att_Bridge``, ...), its ``from mamba_ssm import Mamba`` given
+    :func:`mamba_ssm_mamba` (``float64`` as there) and timm's ``trunc_normal_`` the stand-in's.
+    ``logits``: its forward's last line ``return torch.sigmoid(out0)`` rewritten to ``return out0``
+    (the one edit), so logits are compared; otherwise the file runs unchanged."""
+    mamba = types.ModuleType("mamba_ssm")
+    mamba.Mamba = mamba_ssm_mamba(float64)
+    path = ultralight_file()
+    name = "ultralight_original_models" + ("_float64" if float64 else "") + ("_logits" if logits else "")
+    rewrite = (lambda text: replace_exactly(text, ULTRALIGHT_MODEL, [("return torch.sigmoid(out0)", "return out0", 1)])
+               ) if logits else None
+    package = _import_package(path.parent, name, ["UltraLight_VM_UNet"], {"mamba_ssm": mamba}, rewrite,
+                              float64_scan=float64)
+    return package.UltraLight_VM_UNet
 
 
 def deterministic_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:

@@ -72,3 +72,35 @@ def test_nifti_config_for_nnunet_raw_datasets_parses(capsys):
     assert cfg["data"]["class_path"] == "vmunet.data.nifti.NiftiDataModule"
     assert data["intensity"] == "auto" and data["use_mask_for_norm"] is False and data["slice_axis"] == 2
     assert cfg["model"]["model_name"] == "vmunet" and cfg["checkpoint"]["monitor"] == "val/dice"
+
+
+def test_ultralight_isic_recipe_parses_and_a_short_fit_rebuilds_from_its_checkpoint(tmp_path, capsys):
+    """experiments/isic17_ultralight.yaml (its values against the original config file:
+    tests/parity/test_original_ultralight_vmunet.py) resolves, trains the model it names and the
+    checkpoint rebuilds it with its model_kwargs."""
+    import torch
+
+    from vmunet.data.synth import synth_isic
+    from vmunet.models.checkpoint import model_from_checkpoint
+
+    config = EXPERIMENTS / "isic17_ultralight.yaml"
+    with pytest.raises(SystemExit) as exc:
+        run_lightning_cli(["fit", "--config", str(config), "--print_config"])
+    assert exc.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["model_name"] == "ultralight_vmunet" and cfg["trainer"]["max_epochs"] == 250
+    assert cfg["data"]["init_args"]["batch_size"] == 8 and cfg["checkpoint"]["monitor"] == "val/loss"
+    root = tmp_path / "isic"
+    synth_isic(root, cases=6, size=40, seed=0)
+    run_lightning_cli(["fit", "--config", str(config), "--data.init_args.root", str(root),
+                       "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.accelerator", "cpu",
+                       "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                       "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
+                       "--trainer.log_every_n_steps", "1",
+                       "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+                       "--data.init_args.image_size", "32"])
+    (best,) = (tmp_path / "runs").glob("version_*/checkpoints/best-*.ckpt")
+    model, record = model_from_checkpoint(best)
+    assert record["model_name"] == "ultralight_vmunet" and record["model_kwargs"]["dims"] == [8, 16, 24, 32, 48, 64]
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, state[f"model.{k}"]) for k, v in model.state_dict().items())

@@ -81,8 +81,8 @@ CLI = [  # (extra arguments, the whole expected error line after "vmunet fit: er
      "[64, 64] (or model_kwargs pad_to_multiple: true)"),
     (["--model.scheduler", "poly", "--model.warmup_epochs", "3", "--trainer.max_epochs", "2"],
      "model: the poly schedule needs the total number of epochs (> warmup_epochs=3), got 2; set trainer.max_epochs"),
-    (["--model.model_name", "vmunet_tset"], "model.model_name: expected one of mamba_unet, swin_umamba, swin_umamba_d, vmunet, "
-     "vmunet_deep, vmunet_test, vmunet_v2, got vmunet_tset"),
+    (["--model.model_name", "vmunet_tset"], "model.model_name: expected one of mamba_unet, swin_umamba, swin_umamba_d, "
+     "ultralight_vmunet, vmunet, vmunet_deep, vmunet_test, vmunet_v2, got vmunet_tset"),
     # Trainer settings whose Union type (with str) lets any text through parsing: refused by
     # Lightning's Trainer in words that name no key (the other keys: test_trainer_refusals_name_the_key)
     (["--trainer.devices", "abc"], "trainer.devices: expected a positive integer (processes) or auto on the cpu "

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from vmunet.data.fileio import atomic_path, file_sha256, read_json, write_json
+from vmunet.data.volumes import from_sitk
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +312,12 @@ def _convert_pyradiomics(archive: Path, work: Path) -> dict[str, Any]:
             image = sitk.ReadImage(str(work / "files" / f"{case}_image.nrrd"))
             label = sitk.ReadImage(str(work / "files" / f"{case}_label.nrrd"))
             _check_same_grid(f"pyradiomics {case}", image, label)
-            (out / "imagesTr").mkdir(parents=True, exist_ok=True)
-            (out / "labelsTr").mkdir(parents=True, exist_ok=True)
-            # SimpleITK writes the NRRD's LPS geometry as the NIfTI's RAS qform/sform
-            sitk.WriteImage(image, str(out / "imagesTr" / f"{case}_0000.nii.gz"), True)
-            sitk.WriteImage(sitk.Cast(label > 0, sitk.sitkUInt8), str(out / "labelsTr" / f"{case}.nii.gz"), True)
+            # the NRRD's LPS geometry as the NIfTI's RAS qform/sform, through the one conversion
+            # (volumes.from_sitk); written by nibabel: SimpleITK's writer reports no full disk
+            for vol, path in ((from_sitk(image, f"pyradiomics {case}_image.nrrd"), f"imagesTr/{case}_0000.nii.gz"),
+                              (from_sitk(label, f"pyradiomics {case}_label.nrrd"), f"labelsTr/{case}.nii.gz")):
+                data = vol.array if path.startswith("images") else (vol.array > 0).astype(np.uint8)
+                _save_nifti(data, vol.affine, out / path)
         _dataset_json(out, LESION_CLASSES, modality, len(group),
                       f"pyradiomics 3.1.0 test cases ({modality}) with lesion masks")
         datasets[folder] = list(group)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -60,9 +59,10 @@ def atomic_path(path: str | Path, *, prefix: str | None = None, suffix: str | No
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        # a full disk names the file being written, not its temporary name nor nothing at all
-        # ("[Errno 28] No space left on device" from a writer that does not know the path)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, tmp):
+        # a failed write (full disk, file-size limit, I/O error) names the file being written, not
+        # its temporary name nor nothing at all ("[Errno 28] No space left on device" from a writer
+        # that does not know the path); OSError(errno, ...) keeps the subclass (PermissionError, ...)
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, tmp):
             raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
         raise
 

@@ -84,17 +84,40 @@ def paper_rot_flip_rotate() -> list:
     otherwise with probability 0.5: rotation by an integer angle in [-20, 20) degrees, image and
     label both nearest-neighbour (``ndimage.rotate(order=0, reshape=False)``); otherwise nothing.
     (The default :func:`rot_flip_rotate` draws k in 1..3, real angles, bilinear images.)
+
+    The draws come from two streams, as the original's: the branch choices from a
+    ``random.Random`` (the original calls Python's ``random.random()``), k, axis and angle from a
+    NumPy ``RandomState`` (the original's ``np.random.randint``), in the original's order. Both are
+    the transform's own (no global state: the training loader reseeds them per item, see
+    :mod:`vmunet.data.sampling`); ``set_random_state(seed=s)`` seeds both with ``s``, so the draws
+    are those of the original after ``random.seed(s); np.random.seed(s)`` (its ``utils.set_seed``).
     """
+    import random
+
     from monai.transforms import MapTransform, Randomizable
+    from monai.utils import MAX_SEED
 
     class PaperRotFlipRotated(Randomizable, MapTransform):
         def __init__(self) -> None:
             MapTransform.__init__(self, list(KEYS))
+            self.branch_random = random.Random()  # until seeded, like MONAI's unseeded self.R
+
+        def set_random_state(self, seed: int | None = None,
+                             state: np.random.RandomState | None = None) -> PaperRotFlipRotated:
+            super().set_random_state(seed=seed, state=state)  # self.R: np.random.RandomState(seed % 2**32)
+            if seed is not None:
+                # random.seed(s) seeds Python's MT19937 with s: the original's branch stream
+                self.branch_random = random.Random(int(seed) % MAX_SEED)
+            elif state is not None:  # one stream given: the branch stream's seed is its first draw
+                self.branch_random = random.Random(int(state.randint(MAX_SEED, dtype=np.uint32)))
+            else:
+                self.branch_random = random.Random()
+            return self
 
         def randomize(self, data: object = None) -> tuple:
-            if self.R.random_sample() > 0.5:
+            if self.branch_random.random() > 0.5:
                 return ("rot_flip", int(self.R.randint(0, 4)), int(self.R.randint(0, 2)))
-            if self.R.random_sample() > 0.5:
+            if self.branch_random.random() > 0.5:
                 return ("rotate", int(self.R.randint(-20, 20)))
             return ("none",)
 

@@ -9,7 +9,10 @@ same arrays (the role of nnU-Net's ``imageio``):
   its LPS geometry converted to nibabel's voxel -> RAS mm affine;
 * suffixes match case-insensitively (``CASE.NII.GZ`` is NIfTI);
 * a volume is 3D and single-channel: trailing axes of size 1 (``(X, Y, Z, 1)``) are dropped, any
-  other 4D (time series, multi-channel) or 2D file is refused with an error naming the file.
+  other 4D (time series, multi-channel) file is refused with an error naming the file;
+* a 2D single-channel image (a MetaImage/NRRD/NIfTI slice) is a volume of one slice, ``(X, Y, 1)``,
+  its geometry extended by a third axis of 1 mm perpendicular to its plane (as GDCM reads a
+  single-frame DICOM); :func:`file_ndim` tells writers to give it a 2D result back.
 
 Arrays follow the file's voxel index order ``[i, j, k]`` (nibabel's; for SimpleITK
 ``GetArrayFromImage(img).transpose(2, 1, 0)``); :func:`to_ras` reorients them.
@@ -86,6 +89,8 @@ def _single_channel_3d(where: str | Path, arr: np.ndarray) -> np.ndarray:
                         "with at least one slice")
     while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
+    if arr.ndim == 2:  # one slice (see the module docstring)
+        arr = arr[..., None]
     if arr.ndim != 3:
         extra = " (4D files are accepted only with a last axis of size 1)" if arr.ndim > 3 else ""
         raise DataError(f"{where}: expected a 3D volume, got an array of shape {tuple(arr.shape)} "
@@ -128,20 +133,36 @@ def sitk_affine(origin: Any, spacing: Any, direction: Any) -> np.ndarray:
 
 
 def from_sitk(img: Any, where: str | Path) -> VolumeFile:
-    """A SimpleITK image as a :class:`VolumeFile` (single-channel 3D, see the module docstring)."""
+    """A SimpleITK image as a :class:`VolumeFile` (single-channel 3D, see the module docstring).
+
+    A 2D image (whose header has no third axis) is placed in the plane z = 0 of LPS: origin z 0,
+    spacing z 1 mm, direction ``[[D, 0], [0, 1]]``, so in RAS it is one axial slice. The template
+    records ``dimension`` 2, and the label map is written back 2D with the image's own geometry."""
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
             f"{where}: expected a single-channel volume, got {img.GetNumberOfComponentsPerPixel()} components per voxel"
         )
     nd = img.GetDimension()
-    if nd < 3:
-        raise DataError(f"{where}: expected a 3D volume, got a {nd}D image of size {img.GetSize()}")
     arr = sitk().GetArrayFromImage(img)  # (..., z, y, x) -> (x, y, z, ...)
     arr = _single_channel_3d(where, np.transpose(arr, tuple(range(nd - 1, -1, -1))))
-    geometry = {"origin": img.GetOrigin()[:3], "spacing": img.GetSpacing()[:3],
-                "direction": tuple(np.asarray(img.GetDirection()).reshape(nd, nd)[:3, :3].ravel())}
+    k = min(nd, 3)
+    direction = np.eye(3)
+    direction[:k, :k] = np.asarray(img.GetDirection()).reshape(nd, nd)[:k, :k]
+    geometry = {"origin": (*img.GetOrigin()[:3], *(0.0,) * (3 - k)),
+                "spacing": (*img.GetSpacing()[:3], *(1.0,) * (3 - k)),
+                "direction": tuple(float(x) for x in direction.ravel()), "dimension": nd}
     affine = check_affine(where, sitk_affine(geometry["origin"], geometry["spacing"], geometry["direction"]))
     return VolumeFile(arr, affine, "sitk", geometry)
+
+
+def file_ndim(template: Any) -> int:
+    """Number of axes of the file a :class:`VolumeFile` ``template`` came from (2 for a 2D image
+    read as one slice; 3 or more otherwise)."""
+    if isinstance(template, dict):  # SimpleITK geometry
+        return int(template.get("dimension", 3))
+    if hasattr(template, "get_data_shape"):  # NIfTI header
+        return len(template.get_data_shape())
+    return 3
 
 
 def _read_nifti(path: Path) -> VolumeFile:

@@ -157,11 +157,13 @@ def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, probs: Path 
         "class_names": predictor.class_names,
         "nonfinite_filled": pred.nonfinite_filled,
         "device": str(predictor.device),
-        "shape": list(pred.labels.shape),
-        "spacing_ras_mm": list(pred.scan.spacing),
+        "shape": list(pred.labels.shape),  # the label map's, as written (2D for a 2D file)
+        "spacing_ras_mm": list(pred.scan.as_image(pred.labels_oriented)[1]),  # no nominal thickness for 2D
         "num_slices": pred.num_slices,
         "seconds": round(seconds, 3),
-        "volumes_ml": pred.volumes_ml() if pred.scan.is_volume else None,
+        # one of the two, named by its unit: a 2D file's "volume" would be its area x a nominal 1 mm
+        "volumes_ml": pred.volumes_ml() if pred.size_unit == "volumes_ml" else None,
+        "areas_mm2": pred.areas_mm2() if pred.size_unit == "areas_mm2" else None,
     }
 
 
@@ -225,7 +227,11 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, scan: Any, ref_path: Pat
     gt = _reference_labels(ref_path, predictor, scan.affine)
     if gt.shape != pred_oriented.shape:
         raise ValueError(f"reference {ref_path} has shape {gt.shape} after reorientation, prediction {pred_oriented.shape}")
-    rows = case_metrics(pred_oriented, gt, predictor.class_names, spacing=scan.spacing, hd95=hd95)
+    # a 2D file is scored as the image it is: its contour, distances with its two pixel spacings (on
+    # the one-slice volume every pixel would be surface, the slice's faces, and HD95 would differ)
+    pred_image, spacing = scan.as_image(pred_oriented)
+    gt_image, _ = scan.as_image(gt)
+    rows = case_metrics(pred_image, gt_image, predictor.class_names, spacing=spacing, hd95=hd95)
     return [{"case": case, **row} for row in rows]
 
 

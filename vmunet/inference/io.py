@@ -29,11 +29,11 @@ of the raw file named by the sidecar). Label maps are written in that layout.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +44,7 @@ import numpy as np
 
 from vmunet.data import volumes
 from vmunet.data.channels import CaseFiles, group_channels
-from vmunet.data.errors import DataError
+from vmunet.data.errors import DataError, short_list
 from vmunet.data.fileio import atomic_path, hash_file, read_json
 from vmunet.errors import first_line
 
@@ -100,6 +100,31 @@ class Scan:
         if self.ornt is None:
             return data
         return volumes.from_ras(data, self.ornt)
+
+    @property
+    def plane_axis(self) -> int | None:
+        """For a 2D file (a MetaImage/NRRD/NIfTI image, read as one slice: its third axis, of 1 voxel
+        and a nominal 1 mm, is not in the file), the axis of ``array`` that holds it; None for every
+        other scan (volumes, single-frame DICOM series, png/jpg images, numpy arrays)."""
+        if self.kind not in ("nifti", "sitk") or volumes.file_ndim(self.template) != 2:
+            return None
+        return 2 if self.ornt is None else int(self.ornt[2, 0])  # ornt[i, 0]: where file axis i went
+
+    def to_file(self, data: np.ndarray) -> np.ndarray:
+        """An array laid out like ``array`` (extra trailing axes allowed) in the layout and number
+        of axes of the file itself: :meth:`to_original`, and a 2D file's added third axis dropped.
+        What ``vmunet predict`` writes and :class:`~vmunet.inference.Prediction` returns."""
+        out = self.to_original(data)
+        return out[:, :, 0] if self.plane_axis is not None else out
+
+    def as_image(self, data: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+        """A label map laid out like ``array`` and the voxel size (mm) of each of its axes, with the
+        number of axes the file has: a 2D file's one slice as a 2D image with its two pixel sizes
+        (no nominal thickness: areas and 2D contours are measured on it), else unchanged."""
+        axis = self.plane_axis
+        if axis is None:
+            return data, self.spacing
+        return np.take(data, 0, axis=axis), tuple(s for a, s in enumerate(self.spacing) if a != axis)
 
 
 def group_cases(paths: list[Path], channels: int, where: str | os.PathLike) -> list[CaseFiles]:
@@ -168,6 +193,8 @@ def find_cases(input_path: str | os.PathLike) -> list[Path]:
     if not root.exists():
         raise FileNotFoundError(f"input {root} does not exist")
     if root.is_file():
+        if not _has_ext(root, SCAN_EXTS):  # named by the user: a usage error, before any case runs
+            raise ScanReadError(unsupported_file(root))
         return [root]
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file() and _has_ext(p, SCAN_EXTS)]
@@ -185,6 +212,27 @@ def find_cases(input_path: str | os.PathLike) -> list[Path]:
             "or DICOM series folders)"
         )
     return cases
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file: ``DICM`` at byte 128 (or, without the preamble, a ``.dcm`` name)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            if fh.read(4) == b"DICM":
+                return True
+    except OSError:
+        return False
+    return volumes.has_suffix(path, (".dcm", ".dicom"))
+
+
+def unsupported_file(p: Path) -> str:
+    """The one-line refusal of a file that is not a scan vmunet reads (a lone DICOM file says where
+    DICOM goes: series are read as folders, and which files form the series is GDCM's choice)."""
+    if is_dicom_file(p):
+        return (f"{p}: a single DICOM file; DICOM is read as a series folder: give the folder holding "
+                f"its series ({p.parent}), with one series per folder (a lone image: a folder of its own)")
+    return f"{p}: unsupported file type (expected one of {', '.join(SCAN_EXTS)}, or a DICOM series folder)"
 
 
 def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label: bool = False) -> Scan:
@@ -206,7 +254,7 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
         elif _has_ext(p, volumes.VOLUME_SUFFIXES):
             scan = _scan(p, case_name(p), volumes.read_volume(p))
         else:
-            raise ScanReadError(f"{p}: unsupported file type (expected one of {', '.join(SCAN_EXTS)})")
+            raise ScanReadError(unsupported_file(p))
     except ScanReadError:
         raise
     except DataError as err:  # the shared volume reader names the file already
@@ -260,9 +308,11 @@ def _read_dicom(p: Path) -> Scan:
     if not series:
         raise ScanReadError(f"{p}: folder holds no DICOM series")
     if len(series) > 1:
-        raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series ({', '.join(series)}); put each in its own folder")
+        raise ScanReadError(f"{p}: folder holds {len(series)} DICOM series (series UIDs "
+                            f"{short_list(series, 3)}); expected one series per folder: put each in its own folder")
     reader = sitk.ImageSeriesReader()
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    _check_dicom_image(p, files[0])
     reader.SetFileNames(files)
     try:
         img = reader.Execute()
@@ -273,6 +323,29 @@ def _read_dicom(p: Path) -> Scan:
             f"expected complete DICOM files that GDCM can decode (SimpleITK: {first_line(err)})"
         ) from err
     return _from_sitk(p, img, p.name)
+
+
+#: SOP classes under 1.2.840.10008.5.1.4.1.1.66 hold no image to segment: segmentations (66.4,
+#: DICOM-SEG; GDCM decodes its bit planes as if they were an image, 0/255), surface segmentations,
+#: registrations, fiducials, raw data.
+_NON_IMAGE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.66"
+
+
+def _check_dicom_image(folder: Path, first: str) -> None:
+    """Refuse a series that is not an image (a DICOM-SEG is read by SimpleITK as if it were one,
+    and would be segmented without a word)."""
+    reader = volumes.sitk().ImageFileReader()
+    reader.SetFileName(first)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # unreadable header: the series read reports it, naming the files
+        return
+    tag = {k: reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in ("0008|0016", "0008|0060")}
+    sop, modality = tag["0008|0016"], tag["0008|0060"]
+    if sop.startswith(_NON_IMAGE_SOP_PREFIX) or modality in ("SEG", "RTSTRUCT", "REG"):
+        what = "a segmentation (DICOM-SEG)" if sop == _NON_IMAGE_SOP_PREFIX + ".4" or modality == "SEG" else "not an image"
+        raise ScanReadError(f"{folder}: {Path(first).name} is {what} (modality {modality or '?'}, SOP class {sop or '?'}); "
+                            "expected an image series to segment (CT, MR, ...)")
 
 
 def geometry_sidecar(p: Path) -> Path:
@@ -344,18 +417,57 @@ def _to_ras(scan: Scan) -> Scan:
 
 
 def input_files(path: str | os.PathLike) -> list[Path]:
-    """The files a case is read from: the scan file (and a ``.mhd``'s data file or an h5's geometry
-    sidecar), or every file of a DICOM series folder, sorted."""
+    """The files a case is read from: the scan file (and the data files its MetaImage or NRRD header
+    names, or an h5's geometry sidecar), or every file of a DICOM series folder, sorted."""
     p = Path(path)
     if p.is_dir():
         return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
     extra: list[Path] = []
     if _has_ext(p, H5_EXTS):
         extra = [geometry_sidecar(p)]
-    elif _has_ext(p, (".mhd", ".nhdr")):
-        extra = [f for f in p.parent.glob(glob.escape(volumes.strip_suffix(p.name, SITK_EXTS)) + ".*")
-                 if f != p and f.suffix.lower() in (".raw", ".zraw", ".gz")]
-    return [p, *sorted(f for f in extra if f.is_file())]
+    elif _has_ext(p, SITK_EXTS):
+        extra = detached_data_files(p)
+    return [p, *sorted({f for f in extra if f.is_file() and f != p})]
+
+
+#: Header fields naming the data file(s) of a detached header: MetaImage (``.mhd``, and ``.mha``
+#: files may use it too) and NRRD (``.nhdr``, or a ``.nrrd`` that points elsewhere).
+_DATA_FILE_FIELD = re.compile(r"^\s*(?:ElementDataFile\s*=|data ?file\s*:)\s*(.*?)\s*$", re.IGNORECASE)
+
+
+def detached_data_files(header: Path) -> list[Path]:
+    """The data files a MetaImage / NRRD header names (``ElementDataFile = X.zraw``, ``data file:
+    X.raw``; ``LIST`` and ``<printf pattern> min max step`` forms too), relative to its folder.
+    Read from the header, not guessed from its name: ITK's ``...DirectionMinus30.mhd`` reads
+    ``BrainProtonDensitySliceBorder20.zraw``, and ``.mha`` files may be detached as well."""
+    try:
+        with open(header, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return []
+    lines = head.split(b"\n")
+    for n, raw in enumerate(lines):
+        line = raw.decode("latin-1").rstrip("\r")
+        if not line.strip() and _has_ext(header, (".nrrd", ".nhdr")):
+            break  # NRRD: the header ends at the first blank line
+        m = _DATA_FILE_FIELD.match(line)
+        if not m:
+            continue
+        value = m.group(1)
+        fields = value.split()
+        if not fields or fields[0].upper() == "LOCAL":
+            return []
+        if fields[0].upper() == "LIST":  # one file name per following line
+            names = [x.decode("latin-1").strip() for x in lines[n + 1:]]
+            return [header.parent / x for x in names if x]
+        if "%" in fields[0] and len(fields) >= 4:  # printf pattern, first, last, step
+            try:
+                first, last, step = (int(x) for x in fields[1:4])
+                return [header.parent / (fields[0] % i) for i in range(first, last + (1 if step > 0 else -1), step)]
+            except (ValueError, TypeError, ZeroDivisionError):
+                return []
+        return [header.parent / value]
+    return []
 
 
 def input_sha256(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
@@ -401,42 +513,45 @@ def write_label_map(scan: Scan, labels: np.ndarray, path: str | os.PathLike) -> 
         with atomic_path(path, prefix=TEMP_PREFIX, suffix=".png") as tmp:
             Image.fromarray(labels).save(tmp, format="PNG")
         return path
-    orig = scan.to_original(labels)
     with atomic_path(path, prefix=TEMP_PREFIX, suffix=".nii.gz") as tmp:
-        (_write_sitk if scan.kind == "sitk" else _write_nifti)(scan, orig, tmp)
+        _write_nifti(scan, scan.to_file(labels), tmp)  # a 2D input gets a 2D label map back
     return path
 
 
 def _write_nifti(scan: Scan, data: np.ndarray, tmp: Path) -> None:
+    """Every volume's label map is written by nibabel. SimpleITK's NIfTI writer was used for
+    SimpleITK inputs, but it reports no error when the disk fills: it left a truncated file that
+    was renamed into place as a result (and read back without error). nibabel raises ``OSError``,
+    which :func:`~vmunet.data.fileio.atomic_path` names with the output file. The geometry of a
+    SimpleITK input is its header's (origin, spacing, direction) through the one LPS -> RAS
+    conversion, :func:`vmunet.data.volumes.sitk_affine`, stored as qform and sform (code 1,
+    scanner): SimpleITK reads the file back with the input's origin, spacing and direction."""
     import nibabel as nib
 
     if scan.kind == "nifti":
         header = scan.template.copy()
         img = nib.Nifti1Image(data, None, header=header)  # affine=None: keep qform/sform as they are
         img.header.set_slope_inter(1.0, 0.0)  # label values are stored unscaled
-    else:  # h5 sidecar affine (or identity) / plain arrays
-        img = nib.Nifti1Image(data, scan.template if scan.template is not None else np.eye(4))
+    else:  # SimpleITK header / h5 sidecar affine (or identity) / plain arrays
+        if scan.kind == "sitk":
+            t = scan.template
+            affine = volumes.sitk_affine(t["origin"], t["spacing"], t["direction"])
+        else:
+            affine = scan.template if scan.template is not None else np.eye(4)
+        img = nib.Nifti1Image(data, affine)
         img.set_qform(img.affine, code=1)
         img.set_sform(img.affine, code=1)
     img.set_data_dtype(data.dtype)
     nib.save(img, str(tmp))
 
 
-def _write_sitk(scan: Scan, data: np.ndarray, tmp: Path) -> None:
-    sitk = volumes.sitk()
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetOrigin(scan.template["origin"])
-    img.SetSpacing(scan.template["spacing"])
-    img.SetDirection(scan.template["direction"])
-    sitk.WriteImage(img, str(tmp), True)
-
-
 def write_probabilities(scan: Scan, probs: np.ndarray, class_names: list[str], path: str | os.PathLike) -> Path:
-    """Write per-class probabilities ``(C, *scan.array.shape)`` as float16 in the original layout
-    to a compressed ``.npz`` (NIfTI-1 has no float16): keys ``probabilities`` (C, X, Y, Z),
-    ``class_names`` and ``affine`` (voxel -> RAS mm of the original layout)."""
+    """Write per-class probabilities ``(C, *scan.array.shape)`` as float16 in the file's layout
+    (:meth:`Scan.to_file`) to a compressed ``.npz`` (NIfTI-1 has no float16): keys ``probabilities``
+    (C, X, Y, Z), (C, X, Y) for a 2D file, ``class_names`` and ``affine`` (voxel (i, j, k) -> RAS mm
+    of the original layout, 4 x 4 also for a 2D file: k = 0 is its plane)."""
     probs = np.asarray(probs, dtype=np.float16)
-    orig = np.moveaxis(scan.to_original(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
+    orig = np.moveaxis(scan.to_file(np.moveaxis(probs, 0, -1)), -1, 0) if scan.is_volume else probs
     affine = original_affine(scan)
 
     with atomic_path(path, prefix=TEMP_PREFIX, suffix=".npz") as tmp, open(tmp, "wb") as f:

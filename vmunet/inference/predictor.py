@@ -57,9 +57,15 @@ log = logging.getLogger(__name__)
 class Prediction:
     """Result of :meth:`Predictor.predict_volume` / :meth:`Predictor.predict_scan`.
 
-    ``labels``: label map in the original layout of the input (the input array itself for numpy
-    inputs). ``labels_oriented``: the same laid out like ``scan.array`` (RAS for volumes).
-    ``probabilities``: float16 ``(C, ...)`` in the original layout, or None.
+    ``labels``: label map in the layout of the input file, with its number of axes: what
+    :meth:`Predictor.predict_file` writes (the input array itself for numpy inputs; ``(X, Y)`` for
+    a 2D MetaImage/NRRD/NIfTI file, :attr:`vmunet.inference.io.Scan.plane_axis`).
+    ``labels_oriented``: the same laid out like ``scan.array`` (RAS for volumes; ``(X, Y, 1)`` for
+    a 2D file, read as one slice). ``probabilities``: float16 ``(C, ...)`` in the layout of
+    ``labels``, or None.
+
+    Sizes of the predicted classes: :meth:`volumes_ml` for volumes, :meth:`areas_mm2` for 2D files
+    (one image has no slice thickness: its volume would be an area times a nominal 1 mm).
     """
 
     labels: np.ndarray
@@ -73,11 +79,36 @@ class Prediction:
     #: NaN/inf voxels replaced (``fill_nonfinite``); 0 when the scan had none
     nonfinite_filled: int = 0
 
+    @property
+    def size_unit(self) -> str | None:
+        """How the class sizes of this prediction are measured: ``"volumes_ml"`` (a volume),
+        ``"areas_mm2"`` (a 2D file), None (a png/jpg image or a 2D array: no physical spacing)."""
+        if not self.scan.is_volume:
+            return None
+        return "areas_mm2" if self.scan.plane_axis is not None else "volumes_ml"
+
+    def _class_sizes(self, unit: str) -> dict[str, float]:
+        """Foreground voxel (pixel) count of each class x the voxel volume (pixel area), in ``unit``."""
+        if self.size_unit != unit:
+            what = {"volumes_ml": "a volume (its sizes: volumes_ml())",
+                    "areas_mm2": "a 2D file, one image without a slice thickness (its sizes: areas_mm2())",
+                    None: "a 2D image without physical pixel spacing (png/jpg or array: count the pixels of labels)"}
+            raise ValueError(f"{self.scan.path or self.scan.name}: {unit}() does not apply, the prediction is of "
+                             f"{what[self.size_unit]}")
+        image, spacing = self.scan.as_image(self.labels_oriented)
+        per_voxel = float(np.prod(spacing)) / (1000.0 if unit == "volumes_ml" else 1.0)  # mm^3 -> ml
+        counts = np.bincount(image.ravel(), minlength=len(self.class_names))
+        return {name: float(counts[i]) * per_voxel for i, name in enumerate(self.class_names) if i > 0}
+
     def volumes_ml(self) -> dict[str, float]:
-        """Volume of each foreground class in millilitres (voxel count x voxel volume)."""
-        voxel_ml = float(np.prod(self.scan.spacing)) / 1000.0
-        counts = np.bincount(self.labels_oriented.ravel(), minlength=len(self.class_names))
-        return {name: float(counts[i]) * voxel_ml for i, name in enumerate(self.class_names) if i > 0}
+        """Volume of each foreground class in millilitres (voxel count x voxel volume); a 2D file
+        or image has none (ValueError: see :meth:`areas_mm2`)."""
+        return self._class_sizes("volumes_ml")
+
+    def areas_mm2(self) -> dict[str, float]:
+        """Area of each foreground class of a 2D file in mm^2 (pixel count x the product of its two
+        pixel spacings); anything else is refused (ValueError)."""
+        return self._class_sizes("areas_mm2")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -112,12 +143,24 @@ MIN_INPLANE = 8
 WINDOW_MIN = "window-min"
 
 
+#: Names of the planes perpendicular to each RAS axis.
+PLANES = ("sagittal", "coronal", "axial")
+
+
 def _check_inplane(where: Any, shape: tuple[int, ...], inplane_axes: list[int]) -> None:
     size = [int(shape[a]) for a in inplane_axes]
     if min(size) < MIN_INPLANE:
+        slice_axis = ({0, 1, 2} - set(inplane_axes)).pop()
+        thin = [a for a in inplane_axes if shape[a] == 1]
+        why = "expected slices of an image, not a degenerate or mis-oriented file"
+        if len(thin) == 1 and min(int(shape[a]) for a in range(3) if a != thin[0]) >= MIN_INPLANE:
+            # one image (a single-frame DICOM, a 2D file) in another plane than the model's slices
+            why = (f"the scan is a single {PLANES[thin[0]]} image (one voxel along RAS axis {thin[0]}), but this "
+                   f"model segments {PLANES[slice_axis]} slices (slice_axis {slice_axis}); expected a scan with "
+                   f"{PLANES[slice_axis]} slices")
         raise io.ScanReadError(
             f"{where}: in-plane size {size[0]} x {size[1]} (array shape {tuple(shape)}) is below the minimum "
-            f"of {MIN_INPLANE} voxels; expected slices of an image, not a degenerate or mis-oriented file")
+            f"of {MIN_INPLANE} voxels; {why}")
 
 
 class Predictor:
@@ -279,7 +322,8 @@ class Predictor:
         where = scan.path or scan.name
         if scan.is_volume:
             if pp["slice_axis"] is None:
-                raise io.ScanReadError(f"{where}: this model takes 2D images (slice_axis is null), got a 3D volume")
+                raise io.ScanReadError(f"{where}: this model takes 2D images ({', '.join(io.IMAGE_EXTS)}; slice_axis "
+                                       f"is null), got a scan read as a volume of shape {scan.array.shape[:3]}")
             if scan.array.ndim not in (3, 4):
                 raise io.ScanReadError(f"{where}: expected a 3D volume, got shape {scan.array.shape}")
             chans = 1 if scan.array.ndim == 3 else scan.array.shape[-1]
@@ -329,8 +373,8 @@ class Predictor:
         else:
             lab_o = np.ascontiguousarray(slices_to_volume(labels, axis))
             prob_o = None if probs is None else np.ascontiguousarray(slices_to_volume(probs, axis))
-            lab = scan.to_original(lab_o)
-            prob = None if prob_o is None else np.moveaxis(scan.to_original(np.moveaxis(prob_o, 0, -1)), -1, 0)
+            lab = scan.to_file(lab_o)  # as written: a 2D file's label map is 2D
+            prob = None if prob_o is None else np.moveaxis(scan.to_file(np.moveaxis(prob_o, 0, -1)), -1, 0)
         return Prediction(lab, lab_o, prob, prob_o, scan, int(slices.shape[0]), time.perf_counter() - t0,
                           self.class_names, nonfinite_filled=filled)
 

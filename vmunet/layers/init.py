@@ -34,3 +34,23 @@ def init_he_conv(module: nn.Module, neg_slope: float = 1e-2) -> None:
         nn.init.kaiming_normal_(module.weight, a=neg_slope)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def init_ultralight_weights(module: nn.Module) -> None:
+    """UltraLight VM-UNet's ``_init_weights``, applied by the original to every module, its Mamba
+    blocks' included: Linear as :func:`init_vmunet_weights` (truncated normal std 0.02, bias 0 --
+    so each Mamba ``dt_proj`` loses Mamba's own dt initialisation: weight std 0.02, bias 0);
+    Conv1d weight normal with std ``sqrt(2 / (kernel * out_channels))``, bias left as is; Conv2d
+    weight normal with std ``sqrt(2 / fan_out)``, ``fan_out = kh * kw * out_channels / groups``,
+    bias 0. Meant for ``model.apply``."""
+    if isinstance(module, (nn.Linear, nn.LayerNorm)):
+        init_vmunet_weights(module)
+    elif isinstance(module, nn.Conv1d):
+        with torch.no_grad():
+            module.weight.normal_(0.0, (2.0 / (module.kernel_size[0] * module.out_channels)) ** 0.5)
+    elif isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        with torch.no_grad():
+            module.weight.normal_(0.0, (2.0 / fan_out) ** 0.5)
+            if module.bias is not None:
+                module.bias.zero_()

@@ -29,7 +29,7 @@ from vmunet.ops.cross_scan import check_directions
 from vmunet.ops.selective_scan import check_backend_name
 
 
-def _dt_bias_init(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> Tensor:
+def dt_bias_init(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> Tensor:
     """Mamba's dt bias: softplus(bias) is log-uniform in [dt_min, dt_max] (inverse softplus)."""
     dt = torch.exp(
         torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
@@ -99,7 +99,7 @@ class SS2D(nn.Module):
             raise ValueError(f"SS2D: dt_init must be 'random' or 'constant', got {dt_init!r}")
         self.dt_projs_weight = nn.Parameter(dt_w)
         self.dt_projs_bias = nn.Parameter(
-            torch.stack([_dt_bias_init(di, dt_min, dt_max, dt_init_floor) for _ in range(K)])
+            torch.stack([dt_bias_init(di, dt_min, dt_max, dt_init_floor) for _ in range(K)])
         )
         # S4D-real: A = -(1..N) for every channel; layout "(k d) n" as in VMamba
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * di, 1)

@@ -11,7 +11,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vmunet.layers import SS2D, PatchEmbed
+from vmunet.layers import SCAN_MODULES, PatchEmbed
 from vmunet.layers.stage import vmamba_encoder_stages
 from vmunet.ops.cross_scan import check_directions
 from vmunet.ops.selective_scan import check_backend_name
@@ -82,10 +82,10 @@ def stage_directions(directions: Directions, model: str, encoder: int, decoder: 
 
 
 def set_scan_backend(model: nn.Module, backend: str) -> None:
-    """Switch the selective-scan backend of every SS2D in ``model``."""
+    """Switch the selective-scan backend of every SS2D and Mamba block in ``model``."""
     check_backend_name(backend, "scan_backend")
     for m in model.modules():
-        if isinstance(m, SS2D):
+        if isinstance(m, SCAN_MODULES):
             m.scan_backend = backend
 
 
@@ -132,7 +132,7 @@ class VSSModel(nn.Module, metaclass=ABCMeta):
         return stage_directions(directions, cls.__name__, *cls.vss_stage_counts(num_stages))
 
     def set_scan_backend(self, backend: str) -> None:
-        """Switch the selective-scan backend of every SS2D ("auto" | "torch" | "numba" | "ref" |
+        """Switch the selective-scan backend of every SS2D and Mamba block ("auto" | "torch" | "numba" | "ref" |
         "cuda" | "triton")."""
         set_scan_backend(self, backend)
 

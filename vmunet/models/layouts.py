@@ -14,6 +14,8 @@ layout                   recognised by                                          
 ``mamba_unet_original``  Mamba-UNet's ``MambaUnet.state_dict()``: keys ``mamba_unet.*``  by name
 ``swin_umamba``          Swin-UMamba or Swin-UMamba† (ours or the original's, also an  by name
                          nnU-Net checkpoint's ``network_weights``): ``vssm_encoder.*``
+``ultralight_vmunet``    UltraLight VM-UNet (ours or the original's ``best.pth`` /      by name
+                         ``latest.pth``): PVM layers ``encoder4.0.mamba.*``
 ``vmamba_v0``            VMamba v0 ImageNet weights: blocks ``ln_1`` +                  encoder, and
                          ``self_attention``, ``patch_embed.proj``, ``norm``/``head``    blocks into the
                                                                                      mirrored decoder
@@ -52,6 +54,7 @@ LAYOUTS = {
     "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
     "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
     "swin_umamba": "Swin-UMamba or Swin-UMamba† (this project's or the original's)",
+    "ultralight_vmunet": "UltraLight VM-UNet (this project's or the original's)",
     "vmamba_v0": "VMamba v0 ImageNet classifier",
     "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
     "vmamba_v2": "later VMamba (v2/v3) model",
@@ -61,6 +64,8 @@ LAYOUTS = {
 _BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
 #: top-level modules of VM-UNet-V2's SDI decoder (ours and the original's)
 _V2_DECODER = ("sdi_1.", "Translayer_1.")
+#: a PVM layer's Mamba block at a top-level encoder/decoder (UltraLight VM-UNet, ours and the original's)
+_PVM_KEY = re.compile(r"^(?:en|de)coder\d+\.0\.mamba\.")
 _V0_BLOCK_PARTS = {"ln_1", "self_attention"}
 _NEW_BLOCK_PARTS = {"norm", "op"}
 #: later VMamba names -> v0 names: the inverse of ``change_name`` in VMamba's
@@ -112,6 +117,8 @@ def detect(ckpt: Mapping[str, Any], *, entry: str = "auto", where: str = "checkp
                         used, dropped)
     if any(k.startswith("vssm_encoder.") for k in state):
         return Detected("swin_umamba", state, used, dropped)
+    if any(_PVM_KEY.match(k) for k in state):
+        return Detected("ultralight_vmunet", state, used, dropped)
     if any(k.startswith("mamba_unet.") for k in state):
         return _strip("mamba_unet_original", "mamba_unet.", "Mamba-UNet", state, used, dropped)
     if any(k.startswith("vmunet.") for k in state):

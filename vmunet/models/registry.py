@@ -12,6 +12,7 @@ from torch import nn
 
 from vmunet.models.mamba_unet import MambaUNet
 from vmunet.models.swin_umamba import SwinUMamba, SwinUMambaD
+from vmunet.models.ultralight import UltraLightVMUNet
 from vmunet.models.vmunet import VMUNet
 from vmunet.models.vmunet_v2 import VMUNetV2
 from vmunet.models.weights import load_weights
@@ -42,6 +43,10 @@ _REGISTRY: dict[str, ModelSpec] = {
     "swin_umamba_d": ModelSpec(
         SwinUMambaD, dict(depths=(2, 2, 9, 2), depths_decoder=(2, 2, 2), **_VMAMBA_T, drop_path_rate=0.2),
         "Swin-UMamba† (Liu et al. 2024): VMamba-T v0 encoder, Mamba decoder (VSS blocks, concatenated skips)",
+    ),
+    "ultralight_vmunet": ModelSpec(
+        UltraLightVMUNet, dict(dims=(8, 16, 24, 32, 48, 64), split_att="fc", bridge=True),
+        "UltraLight VM-UNet (Wu et al. 2024): conv + Parallel Vision Mamba U-Net, attention bridge, 49k parameters",
     ),
     "vmunet": ModelSpec(
         VMUNet, dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), **_VMAMBA_T, drop_path_rate=0.2),

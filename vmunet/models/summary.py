@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vmunet.layers import SS2D
+from vmunet.layers import SCAN_MODULES
 
 
 def scan_macs(batch: int, dim: int, length: int, d_state: int) -> int:
@@ -51,8 +51,8 @@ class ComputeReport:
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> ComputeReport:
     """Count MACs of ``model`` on an input of ``input_shape`` without computing anything.
 
-    The model is copied to the meta device; each SS2D's scan call is replaced by a shape-only
-    stand-in that adds ``scan_macs`` of its arguments.
+    The model is copied to the meta device; each SS2D's and Mamba block's scan call is replaced
+    by a shape-only stand-in that adds ``scan_macs`` of its arguments.
     """
     meta = copy.deepcopy(model).to("meta").eval()
     scan_total = 0
@@ -63,7 +63,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> ComputeReport:
         return torch.empty_like(u)
 
     for m in meta.modules():
-        if isinstance(m, SS2D):
+        if isinstance(m, SCAN_MODULES):
             m.selective_scan = counting_scan  # instance attribute shadows the method
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

@@ -10,6 +10,8 @@ Files are read without running code from them (``vmunet.models.safe_load``). Map
   name; the original's deep-supervision heads are skipped (``original_unused()``). VMamba v0
   weights go into its encoder by the model's ``vmamba_targets`` renaming (each original's
   ``load_pretrained_ckpt``).
+* ``ultralight_vmunet`` (ours and the original's ``best.pth``/``latest.pth``: the same names): by
+  name; missing/unexpected keys are errors when strict.
 * ``vmunet_v2``, ``vmunet_v2_original``: by name, like ``vmunet``; the original's keys of modules
   it builds but never uses (the model's ``original_unused()``: e.g. its last encoder stage) are
   skipped with that reason.
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 _PATCH_EMBED = "patch_embed.proj.weight"
 #: layouts whose every tensor maps by name onto ours (so missing/unexpected keys are problems)
 _COMPLETE = ("vmunet", "vmunet_original", "vmunet_v2", "vmunet_v2_original", "mamba_unet_original",
-             "swin_umamba")
+             "swin_umamba", "ultralight_vmunet")
 
 
 @dataclass

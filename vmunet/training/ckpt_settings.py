@@ -17,6 +17,10 @@ the checkpoint's:
 * training settings (optimizer, schedule, loss, initial weights): ``fit`` continues the checkpoint's
   run, whose optimizer and schedule state are restored anyway, so a different given value is
   refused; ``test`` / ``validate`` do not use them: they are logged as not used.
+
+The data settings (:func:`warn_changed_data_settings`) and Trainer settings
+(:func:`warn_changed_trainer_settings`) of a resumed ``fit`` take effect, so each kind that differs
+from the checkpoint's run is named in one warning (one mechanism: :func:`_changed`).
 """
 
 from __future__ import annotations
@@ -150,24 +154,48 @@ def check_same_preprocessing(ckpt_path: str, saved: Mapping[str, Any] | None, cu
                       f"trained on: preprocessing {', '.join(diffs)}; {why}; use the data settings of the training run")
 
 
+def _changed(saved: Mapping[str, Any], current: Mapping[str, Any], name: Any, skip: Any = ()) -> list[str]:
+    """``<name(key)>=<current> (checkpoint: <saved>)`` for each key whose values differ (:func:`_close`)."""
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if key in skip:
+            continue
+        a, b = _plain(current.get(key)), _plain(saved.get(key))
+        if not _close(a, b):
+            diffs.append(f"{name(key)}={a!r} (checkpoint: {b!r})")
+    return diffs
+
+
+def _warn_changed(what: str, diffs: list[str]) -> list[str]:
+    # one mechanism for the settings a resume lets take effect: one warning naming each key and both values
+    if diffs:
+        log.warning("resuming with %s settings other than the checkpoint's run: %s; they apply from here on, so "
+                    "the resumed run does not repeat an uninterrupted one", what, ", ".join(diffs))
+    return diffs
+
+
 def warn_changed_data_settings(saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
     """Log one warning naming the data settings (other than :data:`LOADING_ONLY`) a resumed ``fit`` gives
     otherwise than the checkpoint's run (batch size, seed, augmentation, root ...): they take effect, so
     the resumed run no longer repeats an uninterrupted one. Returns the differences."""
     if not saved or current is None:
         return []
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        if key in LOADING_ONLY or (key.startswith("_") and key != "_class_path"):
-            continue
-        a, b = _plain(current.get(key)), _plain(saved.get(key))
-        if not _close(a, b):
-            name = "class_path" if key == "_class_path" else key
-            diffs.append(f"data.{name}={a!r} (checkpoint: {b!r})")
-    if diffs:
-        log.warning("resuming with data settings other than the checkpoint's run: %s; they apply from here on, so "
-                    "the resumed run does not repeat an uninterrupted one", ", ".join(diffs))
-    return diffs
+    skip = {k for k in set(saved) | set(current) if k in LOADING_ONLY or (k.startswith("_") and k != "_class_path")}
+    return _warn_changed("data", _changed(saved, current, lambda k: "data.class_path" if k == "_class_path" else
+                                          f"data.{k}", skip))
+
+
+#: How :func:`warn_changed_trainer_settings` names a recorded value that is not itself a Trainer argument
+TRAINER_NAMES = {"world_size": "processes (trainer.devices x trainer.num_nodes)"}
+
+
+def warn_changed_trainer_settings(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Log one warning naming the Trainer settings a resumed ``fit`` gives otherwise than the checkpoint's
+    run (``vmunet.training.fit_checks.trainer_settings``: accumulation, precision, clipping, determinism,
+    batches per epoch, processes, validation interval). Unlike the model's optimizer or schedule settings,
+    which the restored state would override (refused by :func:`reconcile`), they take effect: the
+    resumed run goes on, but does not repeat an uninterrupted one. Returns the differences."""
+    return _warn_changed("trainer", _changed(saved, current, lambda k: TRAINER_NAMES.get(k, f"trainer.{k}")))
 
 
 def saved_schedule(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:

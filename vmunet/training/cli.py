@@ -27,7 +27,8 @@ instantiated data module into the model, so a config states them once. Always ad
   line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`),
   for ``test`` / ``validate`` one per evaluated case (:class:`~vmunet.training.progress.EvalCaseLine`).
 
-A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`),
+A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`;
+a resume also by :func:`~vmunet.training.fit_checks.check_resume`, before the fit writes into the run),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
 ``vmunet`` prints them as one line.
 """
@@ -71,11 +72,10 @@ from vmunet.training.checkpoints import (
 )
 from vmunet.training.ckpt_settings import (
     check_same_preprocessing,
-    check_schedule_length,
     reconcile,
-    saved_schedule,
     warn_changed_data_settings,
 )
+from vmunet.training.fit_checks import RESUME_KEYS
 from vmunet.training.module import CHECKPOINT_REPLACES_WEIGHTS, SegmentationModule
 from vmunet.training.noise import (
     RANK_ZERO_LOGGERS,
@@ -207,7 +207,8 @@ class VMUNetCLI(LightningCLI):
         # config; reconcile() says which of the user's settings win, and refuses conflicts. What the
         # checkpoint checks say (here and in instantiate_trainer, warnings too) is held until the
         # configuration is built, then shown after the other start-up lines ("Seed set to 42", ...)
-        self._held_ckpt = HeldNotices(("vmunet.training.ckpt_settings",), upto=logging.WARNING)
+        self._held_ckpt = HeldNotices(("vmunet.training.ckpt_settings", "vmunet.training.fit_checks"),
+                                     upto=logging.WARNING)
         super()._parse_ckpt_path()
         sub = self.config.get("subcommand")
         ckpt_path = self.config.get(sub, {}).get("ckpt_path") if sub else None
@@ -246,7 +247,7 @@ class VMUNetCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
         ckpt_path = self._get(self.config_init, "ckpt_path") if self.subcommand else None
-        resume_step = resume_epoch = schedule = None
+        resume_step = resume_epoch = resume = None
         if is_file_path(ckpt_path):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
             check_same_preprocessing(str(ckpt_path), (ckpt.get("vmunet") or {}).get("preprocessing"),
@@ -254,7 +255,7 @@ class VMUNetCLI(LightningCLI):
             if self.subcommand == "fit":
                 warn_changed_data_settings(ckpt.get("datamodule_hyper_parameters"),
                                            getattr(self.datamodule, "hparams", None))
-                schedule = saved_schedule(ckpt)
+                resume = {k: ckpt[k] for k in RESUME_KEYS if k in ckpt}  # (not the weights)
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt
         self._check_before_trainer(cfg)
@@ -335,9 +336,14 @@ class VMUNetCLI(LightningCLI):
         except BaseException:
             self._discard_fresh_run()
             raise
-        if schedule is not None and not trainer.fast_dev_run:
-            # the restored schedule keeps the length of the checkpoint's run (see check_schedule_length)
-            check_schedule_length(schedule, _planned_max_epochs(trainer), str(ckpt_path))
+        if resume is not None and isinstance(self.model, SegmentationModule):
+            # the module checks a resume when the fit restores the checkpoint; here already, before the
+            # fit writes its config or logs into the run's folder (the module then does not repeat it)
+            try:
+                self.model.check_resume(resume, trainer, str(ckpt_path))
+            except BaseException:
+                self._discard_fresh_run()
+                raise
         if last is not None and last in trainer.callbacks and best in trainer.callbacks:
             # trainer.checkpoint_callback (ckpt_path="best") is the first ModelCheckpoint: the best one
             trainer.callbacks.remove(last)
@@ -381,14 +387,6 @@ class VMUNetCLI(LightningCLI):
             self.model.check_data(rec)
         if self.subcommand == "fit" and not cfg.get("fast_dev_run") and isinstance(max_epochs, int):
             self.model.check_schedule(max_epochs)
-
-
-def _planned_max_epochs(trainer: Trainer) -> int:
-    """The ``max_epochs`` the fit loop will run under (-1: no limit): Lightning fills in an unset one only
-    when ``fit`` starts (``_parse_loop_limits``, the length ``configure_optimizers`` then sees)."""
-    if trainer.max_epochs is not None:
-        return trainer.max_epochs
-    return 1000 if trainer.max_steps == -1 and not any(isinstance(c, Timer) for c in trainer.callbacks) else -1
 
 
 def _epoch_timer(max_time: Any, cfg: Mapping[str, Any]) -> Timer:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -33,11 +34,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.evaluation import metrics as M
 from vmunet.inference.slicewise import SliceInferer, check_model_input_size, decide
+from vmunet.training.fit_checks import check_best_monitor, trainer_settings
+from vmunet.training.fit_checks import check_resume as check_resume_of
 from vmunet.training.losses import DiceCELoss
 from vmunet.training.reports import write_test_reports
 from vmunet.training.schedulers import LRSchedule
@@ -262,6 +266,8 @@ class SegmentationModule(pl.LightningModule):
         self._rows: list[dict[str, Any]] = []
         self._confusion = M.BinaryConfusion(threshold=threshold)
         self.last_summary: dict[str, Any] | None = None
+        self._fit_settings: dict[str, Any] | None = None  # trainer_settings of the fit, for its checkpoints
+        self._resume_checked: str | None = None  # the ckpt_path check_resume was called for before fit
 
     # ----------------------------------------------------------------------------- building
     @property
@@ -303,7 +309,10 @@ class SegmentationModule(pl.LightningModule):
             raise ConfigError(f"model: {err}") from None
 
     def setup(self, stage: str) -> None:
-        """Take the preprocessing record from the data module and check it matches the model."""
+        """Take the preprocessing record from the data module and check it matches the model; note the
+        fit's Trainer settings (before a callback adjusts any mid-run) for its checkpoints."""
+        if self._trainer is not None:
+            self._fit_settings = trainer_settings(self.trainer) if stage == "fit" else None
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         rec = getattr(dm, "preprocessing", None)
         if rec is None:
@@ -332,10 +341,27 @@ class SegmentationModule(pl.LightningModule):
             "preprocessing": None if hp.preprocessing is None else {**dict(hp.preprocessing), **self.decision_record()},
             "version": _version(),
         }
+        if self._fit_settings is not None:  # compared when a fit resumes from this checkpoint
+            checkpoint["vmunet"]["trainer"] = dict(self._fit_settings)
         checkpoint["rng_states"] = get_rng_states()
 
+    def check_resume(self, checkpoint: Mapping[str, Any], trainer: pl.Trainer, ckpt_path: str) -> None:
+        """:func:`vmunet.training.fit_checks.check_resume` of a ``fit`` from ``checkpoint`` under ``trainer``.
+
+        ``on_load_checkpoint`` calls it when a fit restores a checkpoint (``Trainer.fit(..., ckpt_path=X)``);
+        ``vmunet fit`` calls it before the fit starts, so that a refused resume writes nothing into the
+        run's folder, and the hook then does not repeat it."""
+        check_resume_of(checkpoint, trainer, str(ckpt_path))
+        self._resume_checked = os.path.abspath(ckpt_path)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the RNG streams of a resumed single-process run (shuffling, dropout, augmentation)."""
+        """Check a resumed fit (:meth:`check_resume`), then restore the RNG streams of a resumed
+        single-process run (shuffling, dropout, augmentation)."""
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            path = str(self.trainer.ckpt_path)
+            checked, self._resume_checked = self._resume_checked, None
+            if checked != os.path.abspath(path):
+                check_resume_of(checkpoint, self.trainer, path)
         states = checkpoint.get("rng_states")
         if states is None:
             return
@@ -363,6 +389,9 @@ class SegmentationModule(pl.LightningModule):
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
+
+    def on_train_start(self) -> None:
+        check_best_monitor(self.trainer)  # before the first step; the validation loader is known by now
 
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
