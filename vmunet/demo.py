@@ -76,7 +76,8 @@ def predict_one(ckpt: Path, out: Path, size: int, slices: int, seed: int) -> dic
     target.parent.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
     pred = predictor.predict_file(scan, target)
-    volumes = pred.volumes_ml() if hasattr(pred, "volumes_ml") else {}
+    # Prediction.size_unit, the public rule, says whether volumes apply (this synthetic scan is a volume)
+    volumes = pred.volumes_ml() if pred.size_unit == "volumes_ml" else {}
     return {"input": str(scan), "output": str(target), "volumes_ml": volumes}
 
 

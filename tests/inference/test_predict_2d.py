@@ -53,7 +53,7 @@ def test_2d_file_gives_a_2d_label_map_and_areas_in_mm2(tmp_path):
 
     assert pred.size_unit == "areas_mm2"
     assert pred.areas_mm2() == pytest.approx({"organ": int(expected.sum()) * 0.7 * 1.3}, rel=1e-6)
-    with pytest.raises(ValueError, match=r"volumes_ml\(\) does not apply, the prediction is of a 2D file"):
+    with pytest.raises(ValueError, match=r"volumes_ml\(\) does not apply, the prediction is of a single 2D image"):
         pred.volumes_ml()
 
 

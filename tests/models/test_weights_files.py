@@ -312,3 +312,69 @@ def test_numpy_scalars_load_and_numpy_arrays_and_object_scalars_are_refused(tmp_
     torch.save({"w": torch.ones(2), "x": _Reduces(scalar, np.dtype(object), [1, 2])}, tmp_path / "object.pth")
     with pytest.raises(WeightsError, match=r"object\.pth: .*but got <class 'numpy\.dtypes\.ObjectDType'>"):
         read_checkpoint(tmp_path / "object.pth")
+
+
+# one hand-written key sample per layout, with the registered model that layout names (what
+# `weights inspect` builds when neither --model nor a record in the file names one)
+_LAYOUT_SAMPLES = [
+    (["layers_up.0.blocks.0.norm.weight", "final_conv.weight"], "vmunet", "vmunet"),
+    (["vmunet.layers_up.0.blocks.0.norm.weight"], "vmunet_original", "vmunet"),
+    (["sdi_1.convs.0.weight"], "vmunet_v2", "vmunet_v2"),
+    (["vmunet.layers.0.blocks.0.ln_1.weight", "sdi_1.convs.0.weight"], "vmunet_v2_original", "vmunet_v2"),
+    (["mamba_unet.layers.0.blocks.0.ln_1.weight"], "mamba_unet_original", "mamba_unet"),
+    (["vssm_encoder.patch_embed.proj.weight", "decoder1.layer.conv1.conv.weight"], "swin_umamba", "swin_umamba"),
+    (["vssm_encoder.patch_embed.proj.weight", "decoder.stages.0.blocks.0.ln_1.weight"], "swin_umamba",
+     "swin_umamba_d"),
+    (["encoder4.0.mamba.A_log", "final.weight"], "ultralight_vmunet", "ultralight_vmunet"),
+    (["layers.0.blocks.0.ln_1.weight", "layers.0.blocks.0.self_attention.A_logs"], "vmamba_v0", "vmunet"),
+    (["layers.0.blocks.0.norm.weight", "layers.0.blocks.0.op.A_logs"], "vmamba_v0_new_names", "vmunet"),
+    (["layers.0.blocks.0.norm.weight", "layers.0.blocks.0.mlp.fc1.weight"], "vmamba_v2", None),
+    (["conv1.weight", "fc.weight"], "unknown", None),
+]
+
+
+@pytest.mark.parametrize("keys, layout, model", _LAYOUT_SAMPLES, ids=[f"{s[1]}-{s[2]}" for s in _LAYOUT_SAMPLES])
+def test_every_layout_names_the_model_its_weights_are_for(keys, layout, model):
+    from vmunet.models import list_models
+    from vmunet.models.layouts import detect
+
+    found = detect({k: torch.zeros(2) for k in keys})
+    assert (found.layout, found.model) == (layout, model)
+    assert model is None or model in list_models()
+
+
+def test_the_layout_samples_cover_every_layout():
+    from vmunet.models.layouts import LAYOUT_MODELS, LAYOUTS
+
+    assert {s[1] for s in _LAYOUT_SAMPLES} == set(LAYOUTS) == set(LAYOUT_MODELS)
+
+
+def test_inspect_assumes_the_model_the_layout_names(tmp_path, capsys):
+    """An UltraLight VM-UNet best.pth (the original's bare state dict: its key names and shapes,
+    frozen from the original code; random values) inspected without --model is loaded into
+    ultralight_vmunet, not vmunet; an explicit --model still wins; a layout naming no model
+    falls back to vmunet, and the output says which and why."""
+    import json
+
+    frozen = json.loads((REPO / "tests" / "parity" / "frozen" / "ultralight_vmunet.json").read_text())
+    shapes = {}
+    for entry in frozen["paper"]["keys"]:  # "name [d0, d1, ...]"
+        key, dims = entry.split(" ", 1)
+        shapes[key] = [int(d) for d in dims.strip("[]").split(",") if d.strip()]
+    best = tmp_path / "best.pth"
+    torch.save(random_tensors(shapes, seed=3), best)
+    assert main(["weights", "inspect", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "layout:  ultralight_vmunet" in out
+    assert f"model:   ultralight_vmunet (num_classes=1, in_chans=3), {len(shapes)} tensors" in out
+    assert "(assumed: no --model and no model record in the file; layout ultralight_vmunet names it)" in out
+    assert f"load:    {len(shapes)} of {len(shapes)} model tensors" in out and "strict:  loads" in out
+    assert main(["weights", "inspect", str(best), "--model", "vmunet_test"]) == 1
+    out = capsys.readouterr().out
+    assert "model:   vmunet_test (num_classes=1, in_chans=3)" in out and "(from --model)" in out
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.ones(8, 3, 7, 7), "fc.weight": torch.ones(10, 8)}, other)
+    assert main(["weights", "inspect", str(other)]) == 1
+    out = capsys.readouterr().out
+    assert "model:   vmunet (num_classes=1, in_chans=3)" in out
+    assert "(assumed: no --model, no model record in the file, and layout unknown names no model)" in out

@@ -153,9 +153,13 @@ def test_real_oblique_single_frame_mr_round_trips_or_is_refused_by_plane(pydicom
     ref = sitk.GetArrayFromImage(src)  # (1, rows, columns)
     t = float(np.percentile(ref, 70)) + 0.5
     out = tmp_path / "mr2.nii.gz"
-    Predictor(ThresholdModel(t), record((1024, 1024), slice_axis=0), device="cpu").predict_file(folder, out)
+    pred = Predictor(ThresholdModel(t), record((1024, 1024), slice_axis=0), device="cpu").predict_file(folder, out)
     got = sitk.ReadImage(str(out))
     assert_same_geometry(got, src, "MR2_UNCR")
+    # one image (PixelSpacing 0.195313 \\ 0.195313; GDCM's third spacing is SpacingBetweenSlices 6.6, the
+    # thickness 6.0): an area on the sagittal plane, RAS axis 0
+    assert src.GetSpacing()[2] == pytest.approx(6.6) and pred.scan.plane_axis == 0
+    assert pred.areas_mm2() == pytest.approx({"above": float((ref > t).sum()) * 0.195313 ** 2}, rel=1e-6)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(got), (ref > t).astype(np.uint8))
     np.testing.assert_allclose(nib.load(str(out)).affine, ras_affine(src), atol=1e-4)
     with pytest.raises(ScanReadError) as err:
@@ -255,3 +259,41 @@ def test_real_slice_rows_are_the_ras_axis(source, name, slice_axis, request, tmp
     expected = (ras[row_axis] < canon.shape[row_axis] / 2).astype(np.uint8)
     got = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).transpose(2, 1, 0)
     np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+def test_real_single_frame_dicom_is_sized_as_an_area_and_written_as_its_series(pydicom_files, tmp_path):
+    """pydicom's single CT slices (693_UNCR: SliceThickness 5, SpacingBetweenSlices 20, so GDCM's
+    third spacing is 20 mm; explicit_VR-UN: no SpacingBetweenSlices, 1.0) and CR radiographs
+    (RG1_UNCR: PixelSpacing 0\\0; RG3_UNCR: none; GDCM gives both 1.0 mm): each is one 2D image,
+    sized as pixel count x the two pixel spacings (pydicom's PixelSpacing for the CTs; GDCM's 1.0
+    for the radiographs, which state none) -- it was a "volume" of area x the third spacing -- and
+    its label map is the one-slice NIfTI of the series as SimpleITK reads it."""
+    import pydicom
+
+    torch.set_num_threads(1)
+    for name, pixel_mm, third_mm in (("693_UNCR.dcm", (0.478516, 0.478516), 20.0),
+                                     ("explicit_VR-UN.dcm", (0.859375, 0.859375), 1.0),
+                                     ("RG1_UNCR.dcm", None, 1.0), ("RG3_UNCR.dcm", None, 1.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(pydicom_files["root"] / "files" / name, folder)
+        ds = pydicom.dcmread(folder / name, stop_before_pixels=True)
+        assert "NumberOfFrames" not in ds, name
+        if pixel_mm is not None:
+            assert [float(v) for v in ds.PixelSpacing] == list(pixel_mm), name
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+        src = reader.Execute()
+        assert src.GetSpacing()[2] == pytest.approx(third_mm), name
+        ref = sitk.GetArrayFromImage(src)[0]  # (rows, columns)
+        t = float(ref.mean())  # RG3 is mostly saturated (1023): a percentile would mark nothing
+        out = tmp_path / f"{name}.nii.gz"
+        pred = Predictor(ThresholdModel(t), record(ref.shape), device="cpu").predict_file(folder, out)
+        got = sitk.ReadImage(str(out))
+        assert_same_geometry(got, src, name)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(got)[0], (ref > t).astype(np.uint8), err_msg=name)
+        assert pred.size_unit == "areas_mm2" and 0 < (ref > t).sum() < ref.size, name
+        pixel_area = float(np.prod(pixel_mm)) if pixel_mm is not None else 1.0
+        assert pred.areas_mm2() == pytest.approx({"above": float((ref > t).sum()) * pixel_area}, rel=1e-6), name
+        with pytest.raises(ValueError, match="single 2D image"):
+            pred.volumes_ml()

@@ -1,18 +1,22 @@
 """What a fit checks once model, data, Trainer and checkpoint meet (vmunet.training.fit_checks): a
 resume of a run that already ended, a poly schedule resumed for another length (through the CLI and
-through a plain ``Trainer.fit``), Trainer settings that differ from the checkpoint's run, and a
-best-checkpoint monitor that no validation will ever log."""
+through a plain ``Trainer.fit``), Trainer settings that differ from the checkpoint's run, data prepared
+otherwise or data settings changed (``Trainer.fit`` / ``test`` as the CLI), and a best-checkpoint
+monitor that no validation will ever log (said once: Lightning's own warning hidden)."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import model_checkpoint as lightning_model_checkpoint
+from lightning.pytorch.utilities.rank_zero import WarningCache
 
 from vmunet.cli import main
 from vmunet.errors import ConfigError
@@ -23,7 +27,7 @@ from vmunet.training.module import SegmentationModule
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.num_sanity_val_steps", "0", "--trainer.limit_train_batches", "1",
         "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
-BASE = ["--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95", "false", *FAST]
+BASE = ["--data", "train_toy.RecordedToyVolumeData", "--model.model_name", "vmunet_test", "--model.val_hd95", "false", *FAST]
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +149,26 @@ def test_other_trainer_settings_of_a_resume_are_named_in_a_warning(run_folder, t
     assert resumed["epoch"] == 1 and resumed["vmunet"]["trainer"]["accumulate_grad_batches"] == 2
 
 
-def test_a_validation_monitor_without_validation_data_is_said_before_training(tmp_path, caplog):
+def test_a_validation_monitor_without_validation_data_is_said_before_training(tmp_path, caplog, monkeypatch):
     """No validation data and checkpoint.monitor val/dice: no best checkpoint was ever written; Lightning
-    said only, after the first epoch, that val/dice was not logged ("Did you call log('val/dice')?")."""
+    said only, after the first epoch, that val/dice was not logged ("Did you call log('val/dice')?").
+    Now our warning says why, before the first step, and Lightning's is hidden for that fit only."""
     caplog.set_level(logging.INFO)
-    run_lightning_cli(["fit", *BASE, "--data.n_val", "0", "--trainer.max_epochs", "1", "--trainer.default_root_dir",
-                       str(tmp_path / "a")])
+    # Lightning says its warning once per process (a module-level WarningCache): as in a fresh process
+    monkeypatch.setattr(lightning_model_checkpoint, "warning_cache", WarningCache())
+    lightning_says = ("`ModelCheckpoint(monitor='val/dice')` could not find the monitored key in the returned "
+                      "metrics: ")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        run_lightning_cli(["fit", *BASE, "--data.n_val", "0", "--trainer.max_epochs", "1",
+                           "--trainer.default_root_dir", str(tmp_path / "a")])
+        assert not [w for w in shown if lightning_says in str(w.message)], [str(w.message) for w in shown]
+        # (Lightning did reach it: its cache holds the text it would have shown)
+        assert any(m.startswith(lightning_says) for m in lightning_model_checkpoint.warning_cache)
+        # scoped to that fit: the same warning from another fit shows again
+        warnings.warn(f"{lightning_says}['train/loss']. HINT: ...", UserWarning, stacklevel=1)
+        assert [str(w.message) for w in shown if lightning_says in str(w.message)] == [
+            f"{lightning_says}['train/loss']. HINT: ..."]
     said = [r.getMessage() for r in caplog.records]
     why = ("the checkpoint callback monitors 'val/dice' (checkpoint.monitor), which only validation logs, but this fit "
            "has no validation data (an empty val_dataloader, e.g. data.val_cases 0, or trainer.limit_val_batches 0)")
@@ -170,3 +188,67 @@ def test_a_validation_monitor_without_validation_data_is_said_before_training(tm
     caplog.clear()
     check_best_monitor(_trainer(limit_val_batches=0, callbacks=[ModelCheckpoint(monitor="train/loss_epoch")]))
     assert not [r for r in caplog.records if r.name.startswith("vmunet")]
+
+
+
+def _python_trainer(root: Path, max_epochs: int = 2) -> pl.Trainer:
+    return _trainer(max_epochs=max_epochs, default_root_dir=root, num_sanity_val_steps=0, limit_train_batches=1,
+                    limit_val_batches=1, limit_test_batches=1)
+
+
+def _python_module() -> SegmentationModule:
+    return SegmentationModule("vmunet_test", num_classes=3, in_chans=1, val_hd95=False)  # (BASE's model)
+
+
+def test_trainer_fit_and_test_from_python_refuse_otherwise_prepared_data_as_the_cli(run_folder, tmp_path, capfd):
+    """Data prepared otherwise than the checkpoint's training data was refused by `vmunet fit|test` only:
+    `Trainer.fit(module, dm, ckpt_path=X)` trained a 32-px model on 64-px inputs, `Trainer.test` scored it
+    on them, without a word."""
+    from train_toy import RecordedToyVolumeData
+
+    run = tmp_path / "runs" / "version_0"
+    shutil.copytree(run_folder, run)
+    last = run / "checkpoints" / "last.ckpt"
+    before = _files(run)
+    for sub, why in [("test", "the model would be scored on inputs prepared otherwise than in its training"),
+                     ("fit", "a resumed run would go on training on inputs prepared otherwise (to train on from its "
+                      f"weights with this data, start a new run with --model.weights {last})")]:
+        expected = (f"{last}: the data module prepares its data differently from the data the checkpoint was trained "
+                    f"on: preprocessing image_size=[64, 64] (checkpoint: [32, 32]); {why}; use the data settings of "
+                    "the training run")
+        assert _one_error_line([sub, *BASE, "--data.size", "64", "--trainer.max_epochs", "2", "--ckpt_path",
+                                str(last)], capfd) == f"vmunet {sub}: error: {expected}"
+        with pytest.raises(ConfigError) as err:
+            getattr(_python_trainer(tmp_path / "py"), sub)(_python_module(), RecordedToyVolumeData(size=64),
+                                                           ckpt_path=str(last))
+        assert str(err.value) == expected
+    assert _files(run) == before and not (tmp_path / "py").exists()  # nothing written by either
+
+
+def test_changed_data_settings_of_a_resume_from_python_are_named_as_by_the_cli(run_folder, tmp_path, caplog):
+    """A resume's other data settings (batch size, seed, ...) were named in a warning by `vmunet fit` only;
+    `Trainer.fit(module, dm, ckpt_path=X)` went on without a word. (The run here is the CLI's, resumed from
+    Python too: the data class, which only LightningCLI records, is not compared.)"""
+    from train_toy import RecordedToyVolumeData
+
+    logger = "vmunet.training.ckpt_settings"
+    caplog.set_level(logging.WARNING, logger=logger)
+    said = {}
+    for name in ("cli", "py"):
+        run = tmp_path / name / "version_0"
+        shutil.copytree(run_folder, run)
+        last = str(run / "checkpoints" / "last.ckpt")
+        caplog.clear()
+        if name == "cli":
+            run_lightning_cli(["fit", *BASE, "--data.batch_size", "2", "--trainer.max_epochs", "2",
+                               "--trainer.default_root_dir", str(tmp_path / name), "--ckpt_path", last])
+        else:
+            _python_trainer(tmp_path / "py_out").fit(_python_module(), RecordedToyVolumeData(batch_size=2),
+                                                     ckpt_path=last)
+        said[name] = [r.getMessage() for r in caplog.records if r.name == logger and "data settings" in r.getMessage()]
+    assert said["cli"] == said["py"] == [
+        "resuming with data settings other than the checkpoint's run: data.batch_size=2 (checkpoint: 4); they apply "
+        "from here on, so the resumed run does not repeat an uninterrupted one"], said
+    # the resumed epoch ran with it: its checkpoint records the new setting
+    resumed = torch.load(tmp_path / "py_out" / "checkpoints" / "epoch=1-step=2.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["datamodule_hyper_parameters"]["batch_size"] == 2

@@ -87,6 +87,16 @@ class ToyVolumeData(pl.LightningDataModule):
         return DataLoader(_Volumes(self.n_val, self.depth, self.size, self.native, self.num_classes, 2), batch_size=1)
 
 
+class RecordedToyVolumeData(ToyVolumeData):
+    """:class:`ToyVolumeData` that records its settings (``save_hyperparameters``) as the project's data
+    modules do: what a checkpoint stores (``datamodule_hyper_parameters``) and a resume compares."""
+
+    def __init__(self, num_classes: int = 3, size: int = 32, native: int = 40, n_train: int = 16,
+                 n_val: int = 3, depth: int = 5, batch_size: int = 4) -> None:
+        super().__init__(num_classes, size, native, n_train, n_val, depth, batch_size)
+        self.save_hyperparameters()
+
+
 class _Images(Dataset):
     def __init__(self, n: int, size: int, seed: int) -> None:
         rng = np.random.default_rng(seed)

@@ -161,10 +161,17 @@ def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, probs: Path 
         "spacing_ras_mm": list(pred.scan.as_image(pred.labels_oriented)[1]),  # no nominal thickness for 2D
         "num_slices": pred.num_slices,
         "seconds": round(seconds, 3),
-        # one of the two, named by its unit: a 2D file's "volume" would be its area x a nominal 1 mm
+        # one of the two, named by its unit: a single 2D image's "volume" would be its area x a nominal
+        # 1 mm (2D file) or x SpacingBetweenSlices (single-frame DICOM), not x a thickness
         "volumes_ml": pred.volumes_ml() if pred.size_unit == "volumes_ml" else None,
         "areas_mm2": pred.areas_mm2() if pred.size_unit == "areas_mm2" else None,
     }
+
+
+def _sidecar_areas(sidecar: Path) -> bool:
+    """Whether a sidecar reports areas (``areas_mm2``): its prediction was of a single 2D image."""
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    return isinstance(meta, dict) and meta.get("areas_mm2") is not None
 
 
 def reference_files(ref_dir: Path) -> dict[str, Path]:
@@ -227,8 +234,9 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, scan: Any, ref_path: Pat
     gt = _reference_labels(ref_path, predictor, scan.affine)
     if gt.shape != pred_oriented.shape:
         raise ValueError(f"reference {ref_path} has shape {gt.shape} after reorientation, prediction {pred_oriented.shape}")
-    # a 2D file is scored as the image it is: its contour, distances with its two pixel spacings (on
-    # the one-slice volume every pixel would be surface, the slice's faces, and HD95 would differ)
+    # a single 2D image (2D file, single-frame DICOM) is scored as the image it is: its contour,
+    # distances with its two pixel spacings (on the one-slice volume every pixel would be surface,
+    # the slice's faces, and HD95 would differ)
     pred_image, spacing = scan.as_image(pred_oriented)
     gt_image, _ = scan.as_image(gt)
     rows = case_metrics(pred_image, gt_image, predictor.class_names, spacing=spacing, hd95=hd95)
@@ -337,6 +345,9 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref
             log.info("%s: %s is up to date (same checkpoint, preprocessing, options and input), reused", label, out.name)
             if ref is not None:
                 existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
+                # the one-slice NIfTI of a single-frame DICOM is scored as the image it is, like the
+                # computed case: its sidecar (checked above) reported areas, i.e. a single 2D image
+                existing.single_frame = _sidecar_areas(sidecar)
                 tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing, ref, predictor,
                                                    args.hd95)
             return

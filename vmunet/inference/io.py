@@ -29,6 +29,7 @@ of the raw file named by the sidecar). Label maps are written in that layout.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -82,6 +83,9 @@ class Scan:
     template: Any = field(default=None, repr=False)  # nibabel header / sitk geometry / h5 affine
     #: True when intensities are already model-ready (Synapse h5 images are stored windowed to [0, 1])
     normalized: bool = False
+    #: True for a single-frame DICOM series (one 2D image: see :attr:`plane_axis`), or the label map
+    #: ``vmunet predict`` wrote for one (its sidecar reports areas), read back to be scored
+    single_frame: bool = False
 
     @property
     def is_volume(self) -> bool:
@@ -103,23 +107,40 @@ class Scan:
 
     @property
     def plane_axis(self) -> int | None:
-        """For a 2D file (a MetaImage/NRRD/NIfTI image, read as one slice: its third axis, of 1 voxel
-        and a nominal 1 mm, is not in the file), the axis of ``array`` that holds it; None for every
-        other scan (volumes, single-frame DICOM series, png/jpg images, numpy arrays)."""
-        if self.kind not in ("nifti", "sitk") or volumes.file_ndim(self.template) != 2:
+        """For a single 2D image read as one slice, the axis of ``array`` that holds it; None for
+        every other scan (volumes, png/jpg images, numpy arrays). A single 2D image is
+
+        * a 2D MetaImage/NRRD/NIfTI file: its third axis, of 1 voxel and a nominal 1 mm, is not in
+          the file;
+        * a single-frame DICOM series (one file of one frame: a CR/DX radiograph, one CT slice):
+          GDCM reads it as a 3D image whose third spacing is SpacingBetweenSlices (0018,0088), or
+          1.0 when absent -- never the slice thickness -- so area x that spacing is no volume.
+
+        Sizes and ``--reference`` metrics are taken on that image (:meth:`as_image`)."""
+        if self.kind not in ("nifti", "sitk"):
+            return None
+        if volumes.file_ndim(self.template) != 2 and not self.single_frame:
             return None
         return 2 if self.ornt is None else int(self.ornt[2, 0])  # ornt[i, 0]: where file axis i went
 
     def to_file(self, data: np.ndarray) -> np.ndarray:
         """An array laid out like ``array`` (extra trailing axes allowed) in the layout and number
         of axes of the file itself: :meth:`to_original`, and a 2D file's added third axis dropped.
-        What ``vmunet predict`` writes and :class:`~vmunet.inference.Prediction` returns."""
+        What ``vmunet predict`` writes and :class:`~vmunet.inference.Prediction` returns.
+
+        A single-frame DICOM series keeps its third axis, ``(X, Y, 1)``: the label map is written as
+        the 3D NIfTI of the series as GDCM reads it (origin, direction and third spacing), which
+        places the slice in the patient's space. A 2D NIfTI cannot: SimpleITK reads an axial one
+        back in the plane z = 0 (the slice's position dropped) and refuses any other plane ("Bad
+        direction, determinant is 0")."""
         out = self.to_original(data)
-        return out[:, :, 0] if self.plane_axis is not None else out
+        if self.kind in ("nifti", "sitk") and volumes.file_ndim(self.template) == 2:
+            return out[:, :, 0]
+        return out
 
     def as_image(self, data: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
         """A label map laid out like ``array`` and the voxel size (mm) of each of its axes, with the
-        number of axes the file has: a 2D file's one slice as a 2D image with its two pixel sizes
+        number of axes of the image: a single 2D image's one slice (:attr:`plane_axis`) as a 2D image with its two pixel sizes
         (no nominal thickness: areas and 2D contours are measured on it), else unchanged."""
         axis = self.plane_axis
         if axis is None:
@@ -322,7 +343,9 @@ def _read_dicom(p: Path) -> Scan:
             f"{p}: cannot read its DICOM series ({len(files)} file{'s' if len(files) > 1 else ''}: {names}); "
             f"expected complete DICOM files that GDCM can decode (SimpleITK: {first_line(err)})"
         ) from err
-    return _from_sitk(p, img, p.name)
+    scan = _from_sitk(p, img, p.name)
+    scan.single_frame = img.GetDimension() == 3 and img.GetSize()[2] == 1  # one file of one frame: one 2D image
+    return scan
 
 
 #: SOP classes under 1.2.840.10008.5.1.4.1.1.66 hold no image to segment: segmentations (66.4,
@@ -412,8 +435,7 @@ def _to_ras(scan: Scan) -> Scan:
         return scan
     ornt = volumes.ras_ornt(scan.affine)
     arr, affine = volumes.to_ras(scan.array, scan.affine)
-    return Scan(scan.name, scan.path, scan.kind, arr, affine, ornt, scan.original_shape, scan.template,
-                scan.normalized)
+    return dataclasses.replace(scan, array=arr, affine=affine, ornt=ornt)
 
 
 def input_files(path: str | os.PathLike) -> list[Path]:

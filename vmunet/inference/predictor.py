@@ -64,8 +64,10 @@ class Prediction:
     a 2D file, read as one slice). ``probabilities``: float16 ``(C, ...)`` in the layout of
     ``labels``, or None.
 
-    Sizes of the predicted classes: :meth:`volumes_ml` for volumes, :meth:`areas_mm2` for 2D files
-    (one image has no slice thickness: its volume would be an area times a nominal 1 mm).
+    Sizes of the predicted classes: :meth:`volumes_ml` for volumes, :meth:`areas_mm2` for a single
+    2D image (a 2D file or a single-frame DICOM series, :attr:`~vmunet.inference.io.Scan.plane_axis`:
+    one image has no slice thickness; its "volume" would be an area times a nominal 1 mm, or times
+    the DICOM's SpacingBetweenSlices). :attr:`size_unit` says which applies.
     """
 
     labels: np.ndarray
@@ -82,7 +84,8 @@ class Prediction:
     @property
     def size_unit(self) -> str | None:
         """How the class sizes of this prediction are measured: ``"volumes_ml"`` (a volume),
-        ``"areas_mm2"`` (a 2D file), None (a png/jpg image or a 2D array: no physical spacing)."""
+        ``"areas_mm2"`` (a single 2D image: a 2D file or a single-frame DICOM series), None (a
+        png/jpg image or a 2D array: no physical spacing). The name of the method to call."""
         if not self.scan.is_volume:
             return None
         return "areas_mm2" if self.scan.plane_axis is not None else "volumes_ml"
@@ -91,7 +94,8 @@ class Prediction:
         """Foreground voxel (pixel) count of each class x the voxel volume (pixel area), in ``unit``."""
         if self.size_unit != unit:
             what = {"volumes_ml": "a volume (its sizes: volumes_ml())",
-                    "areas_mm2": "a 2D file, one image without a slice thickness (its sizes: areas_mm2())",
+                    "areas_mm2": "a single 2D image (2D file or single-frame DICOM), without a slice thickness "
+                                 "(its sizes: areas_mm2())",
                     None: "a 2D image without physical pixel spacing (png/jpg or array: count the pixels of labels)"}
             raise ValueError(f"{self.scan.path or self.scan.name}: {unit}() does not apply, the prediction is of "
                              f"{what[self.size_unit]}")
@@ -101,12 +105,12 @@ class Prediction:
         return {name: float(counts[i]) * per_voxel for i, name in enumerate(self.class_names) if i > 0}
 
     def volumes_ml(self) -> dict[str, float]:
-        """Volume of each foreground class in millilitres (voxel count x voxel volume); a 2D file
-        or image has none (ValueError: see :meth:`areas_mm2`)."""
+        """Volume of each foreground class in millilitres (voxel count x voxel volume); a single 2D
+        image has none (ValueError: see :meth:`areas_mm2`)."""
         return self._class_sizes("volumes_ml")
 
     def areas_mm2(self) -> dict[str, float]:
-        """Area of each foreground class of a 2D file in mm^2 (pixel count x the product of its two
+        """Area of each foreground class of a single 2D image (2D file, single-frame DICOM) in mm^2 (pixel count x the product of its two
         pixel spacings); anything else is refused (ValueError)."""
         return self._class_sizes("areas_mm2")
 

@@ -28,6 +28,9 @@ layout                   recognised by                                          
 ``unknown``              anything else                                               by name
 =======================  ==========================================================  ===============
 
+Each layout names the registered model its weights are for (:data:`LAYOUT_MODELS`,
+``Detected.model``); ``vmunet weights inspect`` builds that model when nothing else names one.
+
 VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and ``model_ema``;
 ``entry="auto"`` takes ``model_ema`` when present and logs that it did.
 """
@@ -60,6 +63,27 @@ LAYOUTS = {
     "vmamba_v2": "later VMamba (v2/v3) model",
     "unknown": "no known layout",
 }
+
+#: the registered model whose weights each layout holds: what ``vmunet weights inspect`` builds when
+#: neither ``--model`` nor the file's own record names one (``Detected.model``); None where no model
+#: of ours takes the weights whole. VMamba v0 classifiers name ``vmunet``: the paper initialises
+#: VM-UNet's encoder and mirrored decoder from them (its ``load_from``).
+LAYOUT_MODELS: dict[str, str | None] = {
+    "vmunet": "vmunet",
+    "vmunet_original": "vmunet",  # the original's configs build the paper model (depths 2, 2, 2, 2)
+    "vmunet_v2": "vmunet_v2",
+    "vmunet_v2_original": "vmunet_v2",
+    "mamba_unet_original": "mamba_unet",
+    "swin_umamba": "swin_umamba",  # swin_umamba_d when the Mamba decoder's keys are there (Detected.model)
+    "ultralight_vmunet": "ultralight_vmunet",
+    "vmamba_v0": "vmunet",
+    "vmamba_v0_new_names": "vmunet",
+    "vmamba_v2": None,
+    "unknown": None,
+}
+#: Swin-UMamba†'s Mamba decoder (``decoder.stages``, ``decoder.expand_layers``, ...); Swin-UMamba's
+#: UNETR decoder is ``decoder1`` .. ``decoder6``
+_SWIN_UMAMBA_D_DECODER = "decoder."
 
 _BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
 #: top-level modules of VM-UNet-V2's SDI decoder (ours and the original's)
@@ -94,6 +118,14 @@ class Detected:
     dropped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str | None:
+        """The registered model these weights are for (:data:`LAYOUT_MODELS`; the one layout of
+        two models, ``swin_umamba``, told apart by the decoder's keys), or None."""
+        if self.layout == "swin_umamba" and any(k.startswith(_SWIN_UMAMBA_D_DECODER) for k in self.state):
+            return "swin_umamba_d"
+        return LAYOUT_MODELS[self.layout]
 
     @property
     def description(self) -> str:

@@ -20,7 +20,10 @@ the checkpoint's:
 
 The data settings (:func:`warn_changed_data_settings`) and Trainer settings
 (:func:`warn_changed_trainer_settings`) of a resumed ``fit`` take effect, so each kind that differs
-from the checkpoint's run is named in one warning (one mechanism: :func:`_changed`).
+from the checkpoint's run is named in one warning (one mechanism: :func:`_changed`). Data prepared
+otherwise than the checkpoint's training data is refused (:func:`check_same_preprocessing`); both data
+checks are :func:`check_checkpoint_data`, run by ``SegmentationModule.on_load_checkpoint`` (and by
+``vmunet fit|validate|test`` before the Trainer starts).
 """
 
 from __future__ import annotations
@@ -180,9 +183,26 @@ def warn_changed_data_settings(saved: Mapping[str, Any] | None, current: Mapping
     the resumed run no longer repeats an uninterrupted one. Returns the differences."""
     if not saved or current is None:
         return []
-    skip = {k for k in set(saved) | set(current) if k in LOADING_ONLY or (k.startswith("_") and k != "_class_path")}
+    # LightningCLI records the data class (``_class_path``); a module built in Python records none, so
+    # the class is compared only when both runs have one (a CLI run resumed from Python is not "changed")
+    both = set(saved) & set(current)
+    skip = {k for k in set(saved) | set(current) if k in LOADING_ONLY or (k.startswith("_") and k != "_class_path")
+            or (k == "_class_path" and k not in both)}
     return _warn_changed("data", _changed(saved, current, lambda k: "data.class_path" if k == "_class_path" else
                                           f"data.{k}", skip))
+
+
+def check_checkpoint_data(ckpt: Mapping[str, Any], datamodule: Any, ckpt_path: str, stage: str) -> None:
+    """The data checks of a ``fit`` / ``validate`` / ``test`` (``stage``) from the checkpoint ``ckpt``:
+    data prepared otherwise than its training data is refused (:func:`check_same_preprocessing`), a
+    resumed ``fit``'s other data settings are named in a warning (:func:`warn_changed_data_settings`).
+    ``datamodule``: the run's data module (None: a fit from bare loaders, nothing to compare).
+    ``SegmentationModule.check_checkpoint_data`` calls it, from ``vmunet fit|validate|test`` before the
+    Trainer starts and from its ``on_load_checkpoint`` hook otherwise (``Trainer.fit(..., ckpt_path=X)``)."""
+    record = ckpt.get("vmunet") or {}
+    check_same_preprocessing(ckpt_path, record.get("preprocessing"), getattr(datamodule, "preprocessing", None), stage)
+    if stage == "fit":
+        warn_changed_data_settings(ckpt.get("datamodule_hyper_parameters"), getattr(datamodule, "hparams", None))
 
 
 #: How :func:`warn_changed_trainer_settings` names a recorded value that is not itself a Trainer argument

@@ -27,8 +27,9 @@ instantiated data module into the model, so a config states them once. Always ad
   line per epoch with the training loss and validation Dice (:class:`~vmunet.training.progress.EpochLine`),
   for ``test`` / ``validate`` one per evaluated case (:class:`~vmunet.training.progress.EvalCaseLine`).
 
-A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`;
-a resume also by :func:`~vmunet.training.fit_checks.check_resume`, before the fit writes into the run),
+A ``--ckpt_path`` is checked before anything starts (:func:`~vmunet.training.checkpoints.check_checkpoint`,
+its data by :func:`~vmunet.training.ckpt_settings.check_checkpoint_data`; a resume also by
+:func:`~vmunet.training.fit_checks.check_resume`, before the fit writes into the run),
 and invalid values found while building the model / data / trainer are :class:`~vmunet.errors.ConfigError`:
 ``vmunet`` prints them as one line.
 """
@@ -70,11 +71,7 @@ from vmunet.training.checkpoints import (
     read_training_checkpoint,
     remove_stale_temp_checkpoints,
 )
-from vmunet.training.ckpt_settings import (
-    check_same_preprocessing,
-    reconcile,
-    warn_changed_data_settings,
-)
+from vmunet.training.ckpt_settings import check_checkpoint_data, reconcile
 from vmunet.training.fit_checks import RESUME_KEYS
 from vmunet.training.module import CHECKPOINT_REPLACES_WEIGHTS, SegmentationModule
 from vmunet.training.noise import (
@@ -250,11 +247,13 @@ class VMUNetCLI(LightningCLI):
         resume_step = resume_epoch = resume = None
         if is_file_path(ckpt_path):
             ckpt = check_checkpoint(ckpt_path, self.model, resume=self.subcommand == "fit")
-            check_same_preprocessing(str(ckpt_path), (ckpt.get("vmunet") or {}).get("preprocessing"),
-                                     getattr(self.datamodule, "preprocessing", None), self.subcommand)
+            # the module checks the data when the Trainer restores the checkpoint; here already, before a
+            # run folder is chosen or written (the module then does not repeat it)
+            if isinstance(self.model, SegmentationModule):
+                self.model.check_checkpoint_data(ckpt, self.datamodule, str(ckpt_path), self.subcommand)
+            else:
+                check_checkpoint_data(ckpt, self.datamodule, str(ckpt_path), self.subcommand)
             if self.subcommand == "fit":
-                warn_changed_data_settings(ckpt.get("datamodule_hyper_parameters"),
-                                           getattr(self.datamodule, "hparams", None))
                 resume = {k: ckpt[k] for k in RESUME_KEYS if k in ckpt}  # (not the weights)
             resume_step, resume_epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
             del ckpt

@@ -13,13 +13,20 @@ into the run's folder (the hook then skips it, see ``SegmentationModule.check_re
   by :func:`~vmunet.training.ckpt_settings.warn_changed_trainer_settings`).
 * :func:`check_best_monitor` (``fit`` start): a checkpoint callback monitoring a validation value
   (``val/dice``) in a fit without validation data writes no best checkpoint; said before the first
-  step (a warning), refused when no checkpoint at all would be written.
+  step (a warning), refused when no checkpoint at all would be written. Lightning's own warning
+  about it after the first epoch (``could not find the monitored key ... Did you call log('val/dice')``)
+  is then hidden for that fit (:func:`hide_missing_monitor_warnings`).
+
+The data checks of a run from a checkpoint (its preprocessing, a resume's data settings) are
+:func:`vmunet.training.ckpt_settings.check_checkpoint_data`, called from the same hook.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -165,17 +172,17 @@ def validation_batches(trainer: pl.Trainer) -> float | None:
         return None
 
 
-def check_best_monitor(trainer: pl.Trainer) -> None:
+def check_best_monitor(trainer: pl.Trainer) -> list[str]:
     """A checkpoint callback whose monitor only validation logs (``val/...``), in a fit without validation
     data: no best checkpoint would ever be written (Lightning says, after the first epoch, only that the
     key was not logged). A warning before the first step; :class:`ConfigError` when no checkpoint
-    callback would write anything at all (no ``last.ckpt`` either)."""
+    callback would write anything at all (no ``last.ckpt`` either). Returns the monitors warned about."""
     callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
     blind = [cb for cb in callbacks if _only_validation_logs(cb.monitor) and cb.save_top_k != 0]
     if trainer.fast_dev_run or not blind:
-        return
+        return []
     if validation_batches(trainer) != 0:  # some, or not countable
-        return
+        return []
     monitors = ", ".join(sorted({repr(cb.monitor) for cb in blind}))
     why = (f"the checkpoint callback monitors {monitors} (checkpoint.monitor), which only validation logs, but this fit "
            f"has no validation data (an empty val_dataloader, e.g. data.val_cases 0, or trainer.limit_val_batches 0)")
@@ -186,3 +193,30 @@ def check_best_monitor(trainer: pl.Trainer) -> None:
         raise ConfigError(f"{why}: no checkpoint would be written at all (checkpoint.save_last is off); {keep}, or set "
                           "--checkpoint.save_last true")
     log.warning("%s: no best checkpoint will be written, only last.ckpt; %s", why, keep)
+    return sorted({str(cb.monitor) for cb in blind})
+
+
+def missing_monitor_message(monitor: str) -> str:
+    """The start of Lightning's warning for a ``ModelCheckpoint`` monitor that no logged value matches
+    (``ModelCheckpoint._save_topk_checkpoint``, lightning 2.6), as a regular expression."""
+    return re.escape(f"`ModelCheckpoint(monitor={monitor!r})` could not find the monitored key in the returned "
+                     "metrics: ")
+
+
+def hide_missing_monitor_warnings(monitors: list[str]) -> list[Any]:
+    """Hide Lightning's "could not find the monitored key" warning for exactly these monitors (one
+    ``warnings`` filter each, matching its text; nothing else). Returns the filters, for
+    :func:`show_hidden_warnings` at the end of the fit."""
+    hidden = []
+    for monitor in monitors:
+        warnings.filterwarnings("ignore", message=missing_monitor_message(monitor), category=UserWarning)
+        hidden.append(warnings.filters[0])  # (filterwarnings puts it first)
+    return hidden
+
+
+def show_hidden_warnings(hidden: list[Any]) -> None:
+    """Remove the filters :func:`hide_missing_monitor_warnings` added (those still there). An "ignore"
+    filter never enters a module's ``__warningregistry__``, so removing it takes effect at once."""
+    for entry in hidden:
+        if entry in warnings.filters:
+            warnings.filters.remove(entry)

@@ -40,7 +40,13 @@ from torch import nn
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.evaluation import metrics as M
 from vmunet.inference.slicewise import SliceInferer, check_model_input_size, decide
-from vmunet.training.fit_checks import check_best_monitor, trainer_settings
+from vmunet.training.ckpt_settings import check_checkpoint_data
+from vmunet.training.fit_checks import (
+    check_best_monitor,
+    hide_missing_monitor_warnings,
+    show_hidden_warnings,
+    trainer_settings,
+)
 from vmunet.training.fit_checks import check_resume as check_resume_of
 from vmunet.training.losses import DiceCELoss
 from vmunet.training.reports import write_test_reports
@@ -267,7 +273,9 @@ class SegmentationModule(pl.LightningModule):
         self._confusion = M.BinaryConfusion(threshold=threshold)
         self.last_summary: dict[str, Any] | None = None
         self._fit_settings: dict[str, Any] | None = None  # trainer_settings of the fit, for its checkpoints
-        self._resume_checked: str | None = None  # the ckpt_path check_resume was called for before fit
+        # the checks vmunet fit|validate|test made before the Trainer started: (check, stage, abspath(ckpt_path))
+        self._checked_before: set[tuple[str, str, str]] = set()
+        self._hidden_warnings: list[Any] = []  # Lightning's warnings hidden during this fit (check_best_monitor)
 
     # ----------------------------------------------------------------------------- building
     @property
@@ -345,6 +353,16 @@ class SegmentationModule(pl.LightningModule):
             checkpoint["vmunet"]["trainer"] = dict(self._fit_settings)
         checkpoint["rng_states"] = get_rng_states()
 
+    def check_checkpoint_data(self, checkpoint: Mapping[str, Any], datamodule: Any, ckpt_path: str,
+                              stage: str) -> None:
+        """:func:`vmunet.training.ckpt_settings.check_checkpoint_data` of a ``stage`` (``fit``, ``validate``,
+        ``test``) from ``checkpoint`` with ``datamodule``: otherwise prepared data refused, a resume's
+        changed data settings named. ``on_load_checkpoint`` calls it when the Trainer restores a
+        checkpoint; ``vmunet fit|validate|test`` before the Trainer starts (nothing written into the run
+        before a refusal), and the hook then does not repeat it."""
+        check_checkpoint_data(checkpoint, datamodule, str(ckpt_path), stage)
+        self._checked_before.add(("data", stage, os.path.abspath(ckpt_path)))
+
     def check_resume(self, checkpoint: Mapping[str, Any], trainer: pl.Trainer, ckpt_path: str) -> None:
         """:func:`vmunet.training.fit_checks.check_resume` of a ``fit`` from ``checkpoint`` under ``trainer``.
 
@@ -352,15 +370,20 @@ class SegmentationModule(pl.LightningModule):
         ``vmunet fit`` calls it before the fit starts, so that a refused resume writes nothing into the
         run's folder, and the hook then does not repeat it."""
         check_resume_of(checkpoint, trainer, str(ckpt_path))
-        self._resume_checked = os.path.abspath(ckpt_path)
+        self._checked_before.add(("resume", "fit", os.path.abspath(ckpt_path)))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Check a resumed fit (:meth:`check_resume`), then restore the RNG streams of a resumed
-        single-process run (shuffling, dropout, augmentation)."""
-        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+        """Check the data of a fit / validate / test from a checkpoint (:meth:`check_checkpoint_data`) and a
+        resumed fit (:meth:`check_resume`), then restore the RNG streams of a resumed single-process run
+        (shuffling, dropout, augmentation)."""
+        fn = self.trainer.state.fn if self._trainer is not None else None  # (None: load_from_checkpoint)
+        if fn in (TrainerFn.FITTING, TrainerFn.VALIDATING, TrainerFn.TESTING):
             path = str(self.trainer.ckpt_path)
-            checked, self._resume_checked = self._resume_checked, None
-            if checked != os.path.abspath(path):
+            where = (fn.value, os.path.abspath(path))
+            done, self._checked_before = self._checked_before, set()
+            if ("data", *where) not in done:
+                check_checkpoint_data(checkpoint, self.trainer.datamodule, path, fn.value)
+            if fn == TrainerFn.FITTING and ("resume", *where) not in done:
                 check_resume_of(checkpoint, self.trainer, path)
         states = checkpoint.get("rng_states")
         if states is None:
@@ -391,7 +414,15 @@ class SegmentationModule(pl.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
-        check_best_monitor(self.trainer)  # before the first step; the validation loader is known by now
+        show_hidden_warnings(self._hidden_warnings)  # (a fit that failed left them hidden: not its teardown)
+        # before the first step; the validation loader is known by now. Having said why no best checkpoint
+        # is written, Lightning's later "could not find the monitored key ... Did you call log(...)"
+        # about the same monitors would mislead: hidden for this fit only
+        self._hidden_warnings = hide_missing_monitor_warnings(check_best_monitor(self.trainer))
+
+    def teardown(self, stage: str) -> None:
+        show_hidden_warnings(self._hidden_warnings)
+        self._hidden_warnings = []
 
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
