@@ -86,6 +86,11 @@ class Scan:
     #: True for a single-frame DICOM series (one 2D image: see :attr:`plane_axis`), or the label map
     #: ``vmunet predict`` wrote for one (its sidecar reports areas), read back to be scored
     single_frame: bool = False
+    #: False when the file states no physical pixel spacing and the reader's nominal 1.0 mm stands in
+    #: (a DICOM without PixelSpacing / ImagerPixelSpacing, or with ``0\0``: :func:`_read_dicom`); its
+    #: sizes are then pixel counts and distances pixels. Files that cannot tell (a NIfTI pixdim of 1,
+    #: a png) keep True: only a detectable absence is recorded.
+    spacing_known: bool = True
 
     @property
     def is_volume(self) -> bool:
@@ -345,7 +350,41 @@ def _read_dicom(p: Path) -> Scan:
         ) from err
     scan = _from_sitk(p, img, p.name)
     scan.single_frame = img.GetDimension() == 3 and img.GetSize()[2] == 1  # one file of one frame: one 2D image
+    if tuple(img.GetSpacing()[:2]) == (1.0, 1.0) and not _pixel_spacing_stated(files[0]):
+        scan.spacing_known = False
+        log.warning("%s: %s states no pixel spacing (PixelSpacing (0028,0030) and ImagerPixelSpacing (0018,1164) "
+                    "absent or 0); GDCM's nominal 1.0 mm stands in, so its sizes (areas_mm2, volumes_ml) are "
+                    "pixel counts and HD95 (mm) is not reported (spacing_known false in the sidecar)",
+                    p, Path(files[0]).name)
     return scan
+
+
+#: Top-level tags GDCM takes an in-plane spacing from (SimpleITK metadata keys): PixelSpacing,
+#: ImagerPixelSpacing (CR/DX/MG), NominalScannedPixelSpacing (secondary capture).
+_SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
+
+
+def _pixel_spacing_stated(first: str) -> bool:
+    """Whether the file states a positive in-plane spacing in a top-level tag. GDCM gives 1.0 mm when
+    none does (absent, or ``0\\0`` as in pydicom's RG1_UNCR.dcm), indistinguishable in the image
+    from a stated 1.0: hence the tags. Enhanced multi-frame objects keep their spacing in functional
+    groups (not read here): one of those is called unstated only when GDCM also gave exactly 1.0."""
+    reader = volumes.sitk().ImageFileReader()
+    reader.SetFileName(first)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # the series itself was read: an unreadable header here says nothing
+        return True
+    for key in _SPACING_TAGS:
+        if not reader.HasMetaDataKey(key):
+            continue
+        try:
+            values = [float(v) for v in reader.GetMetaData(key).strip().split("\\")]
+        except ValueError:
+            continue
+        if len(values) == 2 and all(v > 0 for v in values):
+            return True
+    return False
 
 
 #: SOP classes under 1.2.840.10008.5.1.4.1.1.66 hold no image to segment: segmentations (66.4,
