@@ -9,13 +9,14 @@ traced) and with the default CPU backend (``auto``: numba, what ``vmunet predict
 share of pixels whose argmax class agrees with the latter. Per format it also reports the peak
 resident memory of this process during the export (sampled; the model and inputs are already
 built) and the inference time per slice of one batch of ``--speed-batch`` (default 4) through the
-exported file (onnxruntime on CPU / ``torch.jit.load``) and through the eager model with the
-default CPU backend (numba) and with the ``torch`` backend, best of ``--repeats`` after one warm-up
-call.
+exported file (onnxruntime on CPU / ``torch.jit.load`` / ``torch.export.load``) and through the
+eager model with the default CPU backend (numba) and with the ``torch`` backend: min / median wall
+time of ``--repeats`` calls after two warm-up calls, and in brackets the least process CPU time.
 
     python benchmarks/bench_export.py                                  # vmunet_test, 64x64, 9 classes
     python benchmarks/bench_export.py --model vmunet --size 224        # the paper model
     python benchmarks/bench_export.py --model vmunet --size 224 --formats onnx
+    PYTHONPATH=/path/to/old/checkout python benchmarks/bench_export.py ...   # another vmunet's export
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -37,15 +39,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_predict import PeakRSS  # noqa: E402  (benchmarks/bench_predict.py)
 
 
-def best_ms_per_slice(run: Callable[[], object], slices: int, repeats: int) -> float:
-    """Wall ms per slice of ``run()`` (one batch of ``slices``), best of ``repeats`` after a warm-up."""
+def ms_per_slice(run: Callable[[], object], slices: int, repeats: int) -> str:
+    """``"min / median wall (min CPU)"`` ms per slice of ``run()`` (one batch of ``slices``) over
+    ``repeats`` calls after two warm-up calls (TorchScript optimises a graph on its second call). The
+    process CPU time (all threads) is steadier than wall time on a shared machine."""
     run()
-    best = float("inf")
+    run()
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000.0 / slices
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    k = 1000.0 / slices
+    return f"{min(wall) * k:.0f} / {statistics.median(wall) * k:.0f} ({min(cpu) * k:.0f})"
 
 
 def main() -> None:
@@ -94,48 +101,51 @@ def run(args: argparse.Namespace, model: torch.nn.Module, kwargs: dict, record: 
     eager_ms = {}
     with torch.no_grad():
         ref_auto = [model(x) for x in inputs]
-        eager_ms["default"] = best_ms_per_slice(lambda: model(xs), args.speed_batch, args.repeats)
+        eager_ms["default"] = ms_per_slice(lambda: model(xs), args.speed_batch, args.repeats)
         model.set_scan_backend("torch")
         ref_torch = [model(x) for x in inputs]
-        eager_ms["torch"] = best_ms_per_slice(lambda: model(xs), args.speed_batch, args.repeats)
+        eager_ms["torch"] = ms_per_slice(lambda: model(xs), args.speed_batch, args.repeats)
+
+    import vmunet
 
     print(f"# {args.model} {args.size}x{args.size}, {args.classes} classes, {args.in_chans} channel(s), "
-          f"random weights; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"random weights; vmunet from {Path(vmunet.__file__).parent}; "
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
-    print("| format | export s | export peak RSS MiB | file MB | max abs diff vs torch backend | vs default backend "
-          "| argmax agreement | ms / slice (exported file) |")
+    print("| format | export s (CPU s) | export peak RSS MiB | file MiB | max abs diff vs torch backend "
+          "| vs default backend | argmax agreement | ms / slice, exported file: min / median wall (min CPU) |")
     print("|---|---|---|---|---|---|---|---|")
     for fmt in args.formats:
         out = work / f"model.{ {'onnx': 'onnx', 'pt2': 'pt2'}.get(fmt, 'pt') }"
         with PeakRSS() as mem:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             export_checkpoint(ckpt, out, fmt)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         if fmt in ("torchscript", "pt2"):
             loaded = torch.jit.load(str(out)) if fmt == "torchscript" else torch.export.load(str(out)).module()
             with torch.no_grad():
                 got = [loaded(x) for x in inputs]
-                ms = best_ms_per_slice(lambda f=loaded: f(xs), args.speed_batch, args.repeats)
+                ms = ms_per_slice(lambda f=loaded: f(xs), args.speed_batch, args.repeats)
         elif fmt == "onnx" and onnxruntime_available():
             import onnxruntime
 
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
             got = [torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0]) for x in inputs]
-            ms = best_ms_per_slice(lambda s=session: s.run(["logits"], {"image": xs.numpy()}), args.speed_batch,
-                                   args.repeats)
+            ms = ms_per_slice(lambda s=session: s.run(["logits"], {"image": xs.numpy()}), args.speed_batch,
+                              args.repeats)
         else:
-            print(f"| {fmt} | {seconds:.1f} | {mem.peak:.0f} | {out.stat().st_size / 2**20:.1f} | "
+            print(f"| {fmt} | {seconds:.1f} ({cpu_s:.1f}) | {mem.peak:.0f} | {out.stat().st_size / 2**20:.1f} | "
                   "(onnxruntime not installed) | | | |")
             continue
         d_torch = max(float((a - b).abs().max()) for a, b in zip(got, ref_torch, strict=True))
         d_auto = max(float((a - b).abs().max()) for a, b in zip(got, ref_auto, strict=True))
         agree = np.mean([float((a.argmax(1) == b.argmax(1)).float().mean()) for a, b in zip(got, ref_auto, strict=True)])
-        print(f"| {fmt} | {seconds:.1f} | {mem.peak:.0f} | {out.stat().st_size / 2**20:.1f} | {d_torch:.2e} | "
-              f"{d_auto:.2e} | {agree:.5f} | {ms:.1f} |")
+        print(f"| {fmt} | {seconds:.1f} ({cpu_s:.1f}) | {mem.peak:.0f} | {out.stat().st_size / 2**20:.1f} | "
+              f"{d_torch:.2e} | {d_auto:.2e} | {agree:.5f} | {ms} |")
     scale = max(float(r.abs().max()) for r in ref_auto)
     print(f"\nlogit scale: max |logit| = {scale:.3g}; batches of 1 and 4 (the export traced a batch of 2)")
-    print(f"eager model, batch {args.speed_batch}, ms / slice (best of {args.repeats}): default CPU backend "
-          f"{eager_ms['default']:.1f}, torch backend {eager_ms['torch']:.1f}; load average now "
+    print(f"eager model, batch {args.speed_batch}, ms / slice, min / median wall (min CPU) of {args.repeats}: "
+          f"default CPU backend {eager_ms['default']}, torch backend {eager_ms['torch']}; load average now "
           f"{os.getloadavg()[0]:.1f}")
 
 

@@ -2,8 +2,11 @@
 
 Each mutant is one textual edit of one source line (a flipped comparison, an off-by-one, a
 dropped term, a swapped argument, ...) in code whose bug would silently change a reported
-number: metrics, losses, scan geometry, slice-wise inference, the reference scan and cross-scan,
-intensity preprocessing. For each mutant the script
+number or a decision: metrics, losses, scan geometry, slice-wise inference, the reference scan and
+cross-scan, intensity preprocessing; since the second sweep also the settings compared when a run
+resumes from a checkpoint, final-epoch validation and per-rank seeds, the checked reads and atomic
+writes of ``fileio``, the checkpoint hash, the numba kernels, the Swin-UMamba† decoder, the ISIC /
+Synapse paper augmentation and the ablation table. For each mutant the script
 
 1. writes the mutated file into a private copy of the working tree (the tracked and untracked,
    not ignored, files; your checkout is never touched, so nothing can be left mutated),
@@ -14,8 +17,12 @@ intensity preprocessing. For each mutant the script
    ``survived`` (every test passed) or ``timeout``.
 
 A survivor is either equivalent (no behaviour change; its ``note`` says why where that is known)
-or a gap in the tests. The list below is the sweep of November 2026; the mutants that survived
-then and were closed by new tests name those tests in their note.
+or a gap in the tests. The list below is two sweeps of 2026-11-26: the first 147 mutants, then 70
+more in the groups from ``resume`` on. The mutants that survived and were closed by new tests name
+those tests in their note. In the newer groups the tests added for the gaps come last in the
+group's list, so ``killed_by`` tells whether a mutant fell to the tests as they were (an older
+file) or only to the new ones (``callbacks`` is the exception: its one older test, a 3-epoch fit,
+comes last there).
 
 Usage (not part of ``make test``; run under ``nice``, it takes minutes)::
 
@@ -62,6 +69,27 @@ GROUPS: dict[str, list[str]] = {
     "preprocessing": ["tests/data/test_normalization.py", "tests/data/test_transforms.py",
                       "tests/data/test_btcv_labels.py", "tests/data/test_synapse.py", "tests/data/test_prepare.py",
                       "tests/inference/test_predictor.py"],
+    # the unit tests of the resume checks (the file's CLI runs take 2 min a mutant)
+    "resume": ["tests/training/test_resume_settings.py", "tests/training/test_ckpt_settings_rules.py",
+               "-k", "rules or reconcile_decides or changed_data_settings or schedule_length_of_a_resume"],
+    "callbacks": ["tests/training/test_epoch_callbacks.py",
+                  "tests/training/test_fit_cli_settings.py::test_the_final_epoch_is_validated_and_competes_for_the_best_checkpoint"],
+    # selected tests of the readers, writers and the disk-full / interrupted-write paths
+    "fileio": ["tests/data/test_synapse.py", "tests/inference/test_io.py", "tests/test_audit_leftovers.py",
+               "tests/training/test_checkpoints.py", "tests/data/test_fileio.py", "-k", "fileio or bad_slice_content or nifti_round_trip or "
+               "interrupted or input_hash or full_disk or nan_voxels or crash_mid_write"],
+    "checkpoint": ["tests/inference/test_audit_predict.py::test_a_checkpoint_replaced_while_predict_reads_it_is_refused",
+                   "tests/models/test_weights_files.py::test_rebuild_from_lightning_hyper_parameters_when_there_is_no_record",
+                   "tests/models/test_model_weights.py::test_lightning_checkpoint_and_model_from_checkpoint",
+                   "tests/models/test_checkpoint_record.py"],
+    # the numba kernels against the default cross-scan / the reference scan (both other files)
+    "numba_cross_scan": ["tests/ops/test_ops_cross_scan_fused.py", "-k", "numba"],
+    "numba_scan": ["tests/ops/test_ops_scan_numba_exp.py", "-k", "decay_paths"],
+    "swin_umamba_d": ["tests/parity/test_original_swin_umamba_d.py", "tests/models/test_swin_umamba.py",
+                      "tests/models/test_stage_directions.py"],
+    "isic_paper": ["tests/parity/test_original_isic_transforms.py", "tests/data/test_transforms.py"],
+    # all but the two-variant `vmunet ablate` run (4 min); its survivors were run against it separately
+    "ablation": ["tests/training/test_ablation.py", "-k", "not ablate_writes_the_table"],
 }
 
 
@@ -92,6 +120,14 @@ SS2D = "vmunet/layers/ss2d.py"
 PP = "vmunet/data/preprocessing.py"
 TF = "vmunet/data/transforms.py"
 SF = "vmunet/data/synapse_format.py"
+CKS = "vmunet/training/ckpt_settings.py"
+CB = "vmunet/training/callbacks.py"
+FIO = "vmunet/data/fileio.py"
+CKP = "vmunet/models/checkpoint.py"
+CSN = "vmunet/ops/cross_scan_numba.py"
+SN = "vmunet/ops/scan_numba.py"
+SU = "vmunet/models/swin_umamba.py"
+AB = "vmunet/training/ablation.py"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ metrics: Dice
@@ -263,17 +299,14 @@ MUTANTS: list[Mutant] = [
       "equivalent: nibabel resets scl_slope/scl_inter of a loaded header (the scaling moves into "
       "the data), so the header template never carries scaling; the call stays as a guard"),
     M("geometry", IO, "    img.set_data_dtype(data.dtype)\n", "", "drop"),
-    M("geometry", IO, "img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))",
-      "img = sitk.GetImageFromArray(np.ascontiguousarray(data))", "axis order"),
-    M("geometry", IO, '    img.SetDirection(scan.template["direction"])\n', "", "drop"),
     M("geometry", IO, "        if self.ornt is None:\n            return data\n", "", "drop branch"),
     M("geometry", IO, "back = nib.orientations.ornt_transform(volumes.RAS_ORNT, scan.ornt)",
       "back = nib.orientations.ornt_transform(scan.ornt, volumes.RAS_ORNT)", "swap args",
       "gap closed by test_probability_file_has_the_original_affine_and_layout"),
     M("geometry", IO, "return scan.affine @ nib.orientations.inv_ornt_aff(back, scan.array.shape)",
       "return scan.affine", "drop term"),
-    M("geometry", PRED, "voxel_ml = float(np.prod(self.scan.spacing)) / 1000.0",
-      "voxel_ml = float(np.prod(self.scan.spacing)) / 1024.0", "constant"),
+    M("geometry", PRED, '(1000.0 if unit == "volumes_ml" else 1.0)', '(1024.0 if unit == "volumes_ml" else 1.0)',
+      "constant"),
     M("geometry", PRED, "if min(size) < MIN_INPLANE:", "if min(size) <= MIN_INPLANE:", "< vs <="),
     # ------------------------------------------------------------------ slice-wise inference
     M("slicewise", SW, "return (probs[:, 0] >= threshold).long()", "return (probs[:, 0] > threshold).long()",
@@ -383,12 +416,187 @@ MUTANTS: list[Mutant] = [
       'return ("rotate", int(self.R.randint(-20, 21)))', "off-by-one"),
     M("preprocessing", TF, "weights.append(0.25 if rot_flip else 0.5)", "weights.append(0.5 if rot_flip else 0.5)",
       "constant"),
-    M("preprocessing", TF, 'mode=("bilinear", "bilinear"))]', 'mode=("bilinear", "nearest"))]', "mode"),
+    M("preprocessing", TF, 'mode=("bilinear", "bilinear"), dtype=np.float64)]',
+      'mode=("bilinear", "nearest"), dtype=np.float64)]', "mode"),
     M("preprocessing", TF, "RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=0)",
       "RandFlipd(keys=keys, prob=0.5, spatial_axis=1), RandFlipd(keys=keys, prob=0.5, spatial_axis=1)", "axis",
       "gap closed by test_isic_flips_cover_both_axes"),
     M("preprocessing", TF, "divisor=np.asarray(std, dtype=np.float32), channel_wise=True)",
       "divisor=np.asarray(std, dtype=np.float32), channel_wise=False)", "flag"),
+    # ================================================================== second sweep, 2026-11-26 (evening)
+    # Per group, against the tests as they were / after the new tests (killed, equivalent, gaps):
+    #   resume            5 killed, 10 gaps -> 15 killed          callbacks     1* killed, 4 gaps, 1 equivalent -> 5 killed
+    #   fileio            4* killed, 5 gaps, 2 equivalent -> 9    checkpoint    1 killed, 3 gaps -> 4 killed
+    #   numba_cross_scan  4 killed                                numba_scan    8 killed, 1 equivalent
+    #   swin_umamba_d     5 killed, 1 gap, 1 equivalent -> 6      isic_paper    6 killed, 1 gap -> 7 killed
+    #   ablation          4 killed, 3 gaps -> 7 killed
+    # (* one of them by reading only: run with the new tests first, the older test was not reached)
+    # ------------------------------------------------------------------ resume: settings compared on --ckpt_path
+    M("resume", CKS, 'EVALUATION_KEYS = ("slice_batch_size", "val_hd95", "hd95", "metric_conventions", "threshold", '
+      '"resample")', 'EVALUATION_KEYS = ("slice_batch_size", "val_hd95", "hd95", "metric_conventions", "resample")',
+      "drop key", "gap closed by test_each_evaluation_setting_given_is_used"),
+    M("resume", CKS, 'RUNTIME_MODEL_KWARGS = ("scan_backend", "use_checkpoint")', 'RUNTIME_MODEL_KWARGS = ("scan_backend",)',
+      "drop key", "gap closed by test_runtime_model_options_given_are_used_when_resuming"),
+    M("resume", CKS, 'NOT_COMPARED = ("num_classes", "in_chans", "preprocessing")',
+      'NOT_COMPARED = ("num_classes", "in_chans")', "drop key",
+      "gap closed by test_linked_and_private_keys_are_not_compared"),
+    M("resume", CKS, "if key in NOT_COMPARED or key.startswith(\"_\"):", "if key in NOT_COMPARED:", "drop term",
+      "gap closed by test_linked_and_private_keys_are_not_compared"),
+    M("resume", CKS, "    if isinstance(value, (list, tuple)):\n        return [_plain(v)",
+      "    if isinstance(value, list):\n        return [_plain(v)", "drop tuple",
+      "gap closed by test_a_tuple_given_equals_the_checkpoints_list"),
+    M("resume", CKS, "if sub not in mine_kw or a == b:", "if a == b:", "drop term"),
+    M("resume", CKS, "                merged[sub] = a\n", "                merged[sub] = b\n", "swap"),
+    M("resume", CKS, 'elif subcommand == "fit":', 'elif subcommand != "test":', "validate as fit",
+      "gap closed by test_validate_does_not_refuse_training_settings_it_does_not_use"),
+    M("resume", CKS, "math.isclose(a, b, rel_tol=1e-6)", "math.isclose(a, b, rel_tol=1e-2)", "tolerance",
+      "gap closed by test_preprocessing_records_that_differ_are_refused"),
+    M("resume", CKS, "return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)",
+      "return all(_close(a[k], b.get(k)) for k in a)", "drop term",
+      "gap closed by test_preprocessing_records_that_differ_are_refused"),
+    M("resume", CKS, "if key not in DECISION_KEYS and not _close(", "if not _close(", "drop term",
+      "gap closed by test_preprocessing_records_equal_to_a_relative_1e_6_pass"),
+    M("resume", CKS, 'if k in LOADING_ONLY or (k.startswith("_") and k != "_class_path")',
+      'if k in LOADING_ONLY or k.startswith("_")', "drop term",
+      "gap closed by test_another_data_module_class_is_named_in_the_resume_warning"),
+    M("resume", CKS, "if new is None or (old is not None and new > old)", "if old is not None and new > old",
+      "drop term"),
+    M("resume", CKS, "if new is None or (old is not None and new > old)", "if new is None or (old is not None and new < old)",
+      "flip"),
+    M("resume", CKS, "new = max_epochs if max_epochs > 0 else None", "new = max_epochs", "drop rule"),
+    # ------------------------------------------------------------------ callbacks: final-epoch validation, rank seeds
+    M("callbacks", CB, "and trainer.current_epoch == max_epochs - 1 and", "and trainer.current_epoch == max_epochs and",
+      "off-by-one",
+      "killed by test_the_final_epoch_is_validated_and_the_interval_restored, run first; not run against the older 3-epoch fit alone (by reading it fails there too: epoch 2 is not validated)"),
+    M("callbacks", CB, " and max_epochs % every != 0):", "):", "drop term",
+      "equivalent: when max_epochs is a multiple of the interval Lightning validates the final epoch "
+      "anyway, so setting the interval to 1 there changes nothing; it is restored at the end of training"),
+    M("callbacks", CB, "        # a run resumed in the middle of its final epoch gets no on_train_epoch_start for it\n"
+      "        self._final_epoch(trainer)", "        pass", "drop hook",
+      "gap closed by test_a_run_resumed_inside_its_final_epoch_validates_it"),
+    M("callbacks", CB, "trainer.check_val_every_n_epoch, self._every = self._every, None", "self._every = None",
+      "not restored",
+      "gap closed by test_the_final_epoch_is_validated_and_the_interval_restored"),
+    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, epoch, 0, 0x5EED]", "drop rank",
+      "gap closed by test_epoch_seed_repeats_an_epoch_and_separates_epochs_and_ranks"),
+    M("callbacks", CB, "[seed % 2**32, epoch, rank, 0x5EED]", "[seed % 2**32, 0, rank, 0x5EED]", "drop epoch",
+      "gap closed by test_epoch_seed_repeats_an_epoch_and_separates_epochs_and_ranks"),
+    # ------------------------------------------------------------------ fileio: checked reads, atomic writes
+    M("fileio", FIO, "bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])",
+      "bad = np.unique(lab[(lab < 0) | (lab > num_labels)])", ">= vs >"),
+    M("fileio", FIO, "bad = np.unique(lab[(lab < 0) | (lab >= num_labels)])",
+      "bad = np.unique(lab[(lab < -1) | (lab >= num_labels)])", "off-by-one",
+      "gap closed by test_label_values_just_outside_the_classes_are_refused"),
+    M("fileio", FIO, "if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():",
+      "if np.issubdtype(image.dtype, np.floating) and np.isnan(image).any():", "NaN only",
+      "gap closed by test_an_image_with_a_nan_or_infinite_voxel_is_refused"),
+    M("fileio", FIO, "        if not np.isfinite(lab).all():\n            raise DataError(f\"{path}: label contains",
+      "        if np.isnan(lab).any():\n            raise DataError(f\"{path}: label contains", "NaN only",
+      "gap closed by test_a_non_finite_label_is_refused"),
+    M("fileio", FIO, "elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):",
+      "elif not np.issubdtype(lab.dtype, np.integer):", "drop bool",
+      "gap closed by test_boolean_masks_are_class_ids_0_and_1"),
+    M("fileio", FIO, "expected = tuple(image.shape if image_shape is None else image_shape)",
+      "expected = tuple(image.shape)", "drop argument",
+      "equivalent: no caller passes image_shape (every reader checks the label against the image's own shape)"),
+    M("fileio", FIO, "        os.chmod(tmp, _FILE_MODE)\n", "", "drop"),
+    M("fileio", FIO, "        with contextlib.suppress(FileNotFoundError):\n            os.unlink(tmp)\n",
+      "        pass\n", "leave temporary file",
+      "killed by test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file, run first (by reading, test_interrupted_label_map_write_leaves_nothing fails too)"),
+    M("fileio", FIO, "err.errno is not None and err.filename in (None, tmp):",
+      "err.errno is not None and err.filename is None:", "drop term",
+      "gap closed by test_a_full_disk_names_the_file_being_written[temporary]"),
+    M("fileio", FIO, 'writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})',
+      "writer.writerow({k: row.get(k) for k in fields})", "drop rule",
+      "equivalent: csv.DictWriter writes None as an empty cell itself; the explicit rule documents it"),
+    M("fileio", FIO, "            digest.update(block)\n", "            digest.update(block[: 1 << 19])\n",
+      "drop bytes past the first half MiB of a block"),
+    # ------------------------------------------------------------------ checkpoint: hash of the weights read, rebuild
+    M("checkpoint", CKP, "    sha256 = file_sha256(path)\n    ckpt = read_checkpoint(path)\n",
+      "    ckpt = read_checkpoint(path)\n    sha256 = file_sha256(path)\n", "hash after the read"),
+    M("checkpoint", CKP, "kwargs = {**dict(record[\"model_kwargs\"]), **overrides}",
+      "kwargs = {**overrides, **dict(record[\"model_kwargs\"])}", "precedence",
+      "gap closed by test_overrides_replace_the_recorded_model_options"),
+    M("checkpoint", CKP, '"num_classes": hparams["num_classes"], "in_chans": hparams["in_chans"]}',
+      '"num_classes": hparams["num_classes"], "in_chans": 1}', "constant",
+      "gap closed by test_an_rgb_model_is_rebuilt_from_lightning_hyper_parameters"),
+    M("checkpoint", CKP, 'if record.get("preprocessing") is None:', 'if "preprocessing" not in record:', "rule",
+      "gap closed by test_a_record_without_preprocessing_takes_the_hyper_parameters_one"),
+    # ------------------------------------------------------------------ numba: cross-scan and scan kernels
+    M("numba_cross_scan", CSN, "                v = xr[h * W + w]\n                t = w * H + h\n",
+      "                v = xr[h * W + w]\n                t = h * W + w\n", "swap axes"),
+    M("numba_cross_scan", CSN, "row[i] = ((y0[i] + y1[t]) + y2[L - 1 - i]) + y3[L - 1 - t]",
+      "row[i] = ((y0[i] + y1[t]) + y2[L - 1 - t]) + y3[L - 1 - i]", "swap"),
+    M("numba_cross_scan", CSN, "row[i] = ((y0[i] + y1[t]) + y2[L - 1 - i]) + y3[L - 1 - t]",
+      "row[i] = y0[i] + (y1[t] + (y2[L - 1 - i] + y3[L - 1 - t]))", "order of additions"),
+    M("numba_cross_scan", CSN, "n_tiles = (C + tile - 1) // tile", "n_tiles = C // tile", "off-by-one"),
+    M("numba_scan", SN, "sp = max(x, np.float32(0.0)) + np.float32(2.0) * s * p",
+      "sp = max(x, np.float32(0.0)) + np.float32(1.0) * s * p", "constant"),
+    M("numba_scan", SN, "g = r if x >= np.float32(0.0) else e * r", "g = r", "drop branch"),
+    M("numba_scan", SN, "            if dt_row[t] < 0:\n", "            if dt_row[t] < -1:\n", "off-by-one",
+      "equivalent (it ran into the 600 s limit at load 9, the full group takes 460 s): a channel with dt in "
+      "[-1, 0) then takes the exp without the upper clamp at 88, which gives the same float32 values for "
+      "exponents up to 88 and exp(x) itself up to float32's overflow at 88.7 (the clamp gives exp(88)); "
+      "past that the reference scan overflows to inf too"),
+    M("numba_scan", SN, "hn1 = decay(dtv1 * a1[n]) * h1[n] + xv1 * brow[n]", "hn1 = decay(dtv1 * a0[n]) * h1[n] + xv1 * brow[n]",
+      "wrong channel"),
+    M("numba_scan", SN, "        gi = di // dg\n        zero = np.zeros(1, dtype=u.dtype)[0]\n        Bg = Bt[bi, gi]",
+      "        gi = di % dg\n        zero = np.zeros(1, dtype=u.dtype)[0]\n        Bg = Bt[bi, gi]", "group index"),
+    M("numba_scan", SN, "wn = gn * (hn - xv * brow[n])", "wn = gn * hn", "drop term"),
+    M("numba_scan", SN, "carry[n] = abuf[k, n] * gn", "carry[n] = gn", "drop decay"),
+    M("numba_scan", SN, "            if softplus:\n                ddt_t *= sg[t]\n", "", "drop chain rule"),
+    M("numba_scan", SN, "n_ck = (L + every - 1) // every", "n_ck = L // every", "off-by-one"),
+    # ------------------------------------------------------------------ Swin-UMamba† decoder
+    M("swin_umamba_d", SU, "first = sum(depths[:s])", "first = sum(depths[:s + 1])", "off-by-one"),
+    M("swin_umamba_d", SU, "torch.cat([x, skips[-(s + 2)].permute(0, 2, 3, 1)], dim=-1)",
+      "torch.cat([skips[-(s + 2)].permute(0, 2, 3, 1), x], dim=-1)", "swap"),
+    M("swin_umamba_d", SU, "drop_path_rates(drop_path_rate, sum(depths_decoder))[::-1]",
+      "drop_path_rates(drop_path_rate, sum(depths_decoder))", "drop reversal"),
+    M("swin_umamba_d", SU, "                                    per_stage[n:], use_checkpoint",
+      "                                    per_stage[n:][::-1], use_checkpoint", "stage order"),
+    M("swin_umamba_d", SU, "        self.vssm_encoder.apply(init_vmunet_weights)\n        self.apply(init_he_conv)\n",
+      "        self.apply(init_he_conv)\n        self.vssm_encoder.apply(init_vmunet_weights)\n", "order",
+      "equivalent: the two inits touch disjoint module types (Linear/LayerNorm vs Conv2d), so the swap "
+      "changes only which numbers of the seeded stream each draws, not the distributions; the project "
+      "makes no seed-for-seed claim about initial weights"),
+    M("swin_umamba_d", SU, "size_multiple=patch_size * 2 ** (n - 1))", "size_multiple=patch_size * 2 ** n)",
+      "off-by-one"),
+    M("swin_umamba_d", SU, 'if key.startswith("patch_embed.") and self.in_chans != 3:',
+      'if key.startswith("patch_embed.") and self.in_chans < 3:', "!= vs <",
+      "gap closed by test_swin_umamba_d_vmamba_patch_embedding_loads_only_into_three_channels[4]"),
+    # ------------------------------------------------------------------ ISIC paper chain, Synapse paper draws
+    M("isic_paper", TF, 'norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=255.0, dtype=np.float64)]',
+      'norm = [ScaleIntensityd(keys="image", minv=0.0, maxv=1.0, dtype=np.float64)]', "constant"),
+    M("isic_paper", TF, 'mode=("nearest", "nearest") if paper else ("bilinear", "nearest"),',
+      'mode=("bilinear", "nearest"),', "mode"),
+    M("isic_paper", TF, "padding_mode=\"zeros\", dtype=np.float64 if paper else np.float32))",
+      "padding_mode=\"zeros\", dtype=np.float32))", "dtype"),
+    M("isic_paper", TF, "aug.append(RandRotated(keys=keys, range_x=(0.0, 2 * math.pi), prob=0.5,",
+      "aug.append(RandRotated(keys=keys, range_x=(0.0, math.pi), prob=0.5,", "range",
+      "gap closed by test_isic_rotation_turns_the_mask_all_the_way_round"),
+    M("isic_paper", TF, 'mode=("bilinear", "bilinear"), dtype=np.float64)]', 'mode=("bilinear", "bilinear"))]',
+      "dtype"),
+    M("isic_paper", TF, 'return ("rot_flip", int(self.R.randint(0, 4)), int(self.R.randint(0, 2)))',
+      'return ("rot_flip", int(self.R.randint(1, 4)), int(self.R.randint(0, 2)))', "off-by-one"),
+    M("isic_paper", TF, "            if self.branch_random.random() > 0.5:\n                return (\"rotate\"",
+      "            if self.branch_random.random() > 0.25:\n                return (\"rotate\"", "constant"),
+    # ------------------------------------------------------------------ ablation results table
+    M("ablation", AB, 'return per_class, summary["mean"]["dice"], summary["mean"].get("hd95")',
+      'return per_class, summary["mean"]["dice"], summary["mean"].get("hd95_mm")', "mm vs voxels",
+      "gap closed by test_the_table_takes_the_mean_hd95_in_voxels_and_rounds_it_to_two_digits"),
+    M("ablation", AB, "key = tuple(sorted((k, None if _missing(r[k]) else r[k]) for k in r",
+      "key = tuple(sorted((k, r[k]) for k in r", "NaN grouping"),
+    M("ablation", AB, "return [names for names in groups.values() if len(names) > 1]",
+      "return [names for names in groups.values() if len(names) >= 1]", "> vs >="),
+    M("ablation", AB, '"|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"',
+      '"|" + "|".join("---" if i < 2 else "---:" for i in range(len(cols))) + "|"', "off-by-one"),
+    M("ablation", AB, '_fmt(r["mean_dice"], 4), _fmt(r["mean_hd95"], 2)]', '_fmt(r["mean_dice"], 4), _fmt(r["mean_hd95"], 4)]',
+      "digits", "gap closed by test_the_table_takes_the_mean_hd95_in_voxels_and_rounds_it_to_two_digits"),
+    M("ablation", AB, 'conditions + ("" if len(rows) == len(variants) else',
+      'conditions + ("" if len(rows) > 0 else', "partial never said",
+      "gap closed by test_results_written_after_each_variant_say_partial_until_the_last"),
+    M("ablation", AB, "if monitored.best_model_path:\n        return Path(monitored.best_model_path)",
+      "if monitored.last_model_path:\n        return Path(monitored.last_model_path)", "last instead of best"),
 ]
 
 
@@ -445,6 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", action="append", type=int,
                     help="only the mutant with this number in --list (1-based, repeatable)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--first", action="append", default=[], metavar="TEST",
+                    help="run this test file (or node id) before the group's tests, e.g. the test written for a "
+                         "survivor when re-running it (repeatable; -x stops at the first failure)")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="do not run each group's tests on the unmutated copy first (only for re-runs of survivors "
+                         "right after a full run whose baselines passed)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (default 600)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -469,8 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         if not where.startswith(str(copy)):  # the editable install must not shadow the mutated copy
             print(f"the copy's vmunet is not the one imported ({where})", file=sys.stderr)
             return 2
-        for group in dict.fromkeys(m.group for m in mutants):
-            status, secs, failed = run_tests(copy, GROUPS[group], args.timeout)
+        for group in dict.fromkeys(m.group for m in mutants if not args.skip_baseline):
+            status, secs, failed = run_tests(copy, [*args.first, *GROUPS[group]], args.timeout)
             print(f"baseline {group}: {status} in {secs:.1f}s {failed}", flush=True)
             if status != "survived":
                 print(f"baseline of group {group} does not pass; fix that first", file=sys.stderr)
@@ -481,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
             line = locate(original, m)
             try:
                 target.write_text(original.replace(m.old, m.new, 1))
-                status, secs, failed = run_tests(copy, GROUPS[m.group], args.timeout)
+                status, secs, failed = run_tests(copy, [*args.first, *GROUPS[m.group]], args.timeout)
             finally:
                 target.write_text(original)
             res = Result(m.group, m.path, line, m.what, m.old, m.new, status, round(secs, 1), failed, m.note)
@@ -495,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     gaps = [r for r in results if r.status != "killed" and not r.note.startswith("equivalent")]
     print(f"\n{len(results)} mutants: {killed} killed, {len(equivalent)} survived (equivalent), "
           f"{len(gaps)} survived (gaps); {total / 60:.1f} min")
+    for group in dict.fromkeys(r.group for r in results):
+        mine = [r for r in results if r.group == group]
+        print(f"  {group}: {sum(r.status == 'killed' for r in mine)} killed, "
+              f"{sum(r in equivalent for r in mine)} equivalent, {sum(r in gaps for r in mine)} gaps")
     for r in gaps:
         print(f"  GAP {r.path}:{r.line} {r.what}: {r.old!r} -> {r.new!r}")
     if args.json:

@@ -208,6 +208,25 @@ def test_isic_flips_cover_both_axes(paper):
     assert seen == set(outcomes)
 
 
+@pytest.mark.parametrize("paper", [False, True])
+def test_isic_rotation_turns_the_mask_all_the_way_round(paper):
+    # "random rotation in [0, 360) degrees": a blob right of the centre ends up in every quadrant
+    # around it over 120 draws (p 0.5 each; half the circle would leave two quadrants empty)
+    mask = np.zeros((1, 32, 32), np.float32)
+    mask[0, 15:17, 24:28] = 1.0
+    img = np.repeat(mask * 100.0 + 1.0, 3, axis=0)
+    tr = Compose(isic_transforms((32, 32), [0.0] * 3, [1.0] * 3, augment=True, flips=False, paper=paper))
+    tr.set_random_state(seed=3)
+    quadrants = set()
+    for _ in range(120):
+        rows, cols = np.nonzero(np.asarray(tr({"image": img.copy(), "label": mask.copy()})["label"])[0] >= 0.5)
+        dy, dx = 15.5 - rows.mean(), cols.mean() - 15.5  # up and right of the centre
+        assert 8.0 < np.hypot(dx, dy) < 13.0  # turned about the centre, not moved or lost
+        if abs(dx) > 1.0 and abs(dy) > 1.0:
+            quadrants.add((dx > 0, dy > 0))
+    assert quadrants == {(True, True), (True, False), (False, True), (False, False)}
+
+
 def test_paper_augmentation_streams_follow_set_random_state():
     """Branches from ``random.Random(seed)``, k / axis / angle from ``RandomState(seed)``, in the
     original's order (a plain loop here); MONAI's seed handling (NumPy integers, modulo 2**32);

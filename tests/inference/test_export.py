@@ -20,6 +20,14 @@ HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.uti
 CLASSES = ["background", "liver", "spleen"]
 
 
+def _scan_calls(ckpt) -> int:
+    """Selective-scan calls of one forward pass of the checkpoint's model (one per SS2D layer)."""
+    from vmunet.layers.ss2d import SS2D
+
+    model, _ = model_from_checkpoint(ckpt)
+    return sum(isinstance(m, SS2D) for m in model.modules())
+
+
 def _reference(ckpt, x: torch.Tensor) -> torch.Tensor:
     """Logits of the checkpoint's model as `vmunet predict` runs it (default scan backend)."""
     model, _ = model_from_checkpoint(ckpt)
@@ -64,6 +72,8 @@ def test_torchscript_export_gives_the_pytorch_logits(tiny_checkpoint, tiny_recor
     info = _check_record(out, "torchscript", tiny_record)
     assert info["parity"]["max_abs_diff"] <= 1e-5
     loaded = torch.jit.load(str(out))
+    # each scan is recorded as a loop over its blocks (vmunet.ops.scan_export), not unrolled
+    assert str(loaded.inlined_graph).count("prim::Loop") >= _scan_calls(tiny_checkpoint) > 0
     for x in _inputs():
         with torch.no_grad():
             got = loaded(x)
@@ -72,6 +82,7 @@ def test_torchscript_export_gives_the_pytorch_logits(tiny_checkpoint, tiny_recor
 
 @pytest.mark.skipif(not HAVE_ORT, reason="onnx/onnxruntime not installed (both are in the [dev] extra)")
 def test_onnx_export_gives_the_pytorch_logits_in_onnxruntime(tiny_checkpoint, tiny_record, tmp_path):
+    import onnx
     import onnxruntime
 
     out = tmp_path / "model.onnx"
@@ -80,6 +91,9 @@ def test_onnx_export_gives_the_pytorch_logits_in_onnxruntime(tiny_checkpoint, ti
     assert info["parity"]["max_abs_diff"] <= 1e-4 and info["parity"]["runtime"].startswith("onnxruntime")
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
+    # one ONNX Loop over the blocks per scan call (vmunet.ops.scan_export), not an unrolled scan
+    graph = onnx.load(str(out), load_external_data=False).graph
+    assert [n.op_type for n in graph.node].count("Loop") == _scan_calls(tiny_checkpoint) > 0
     for x in _inputs():
         (got,) = session.run(["logits"], {"image": x.numpy()})
         ref = _reference(tiny_checkpoint, x).numpy()
@@ -166,7 +180,11 @@ def test_pt2_export_gives_the_pytorch_logits_at_other_batch_sizes(tiny_checkpoin
     info = _check_record(out, "pt2", tiny_record)
     assert info["parity"]["max_abs_diff"] <= 1e-5 and info["parity"]["runtime"].endswith("(torch.export.load)")
     assert info["onnx_opset"] is None
-    loaded = torch.export.load(out).module()
+    program = torch.export.load(out)
+    # each scan is one scan operator (a loop over its blocks, vmunet.ops.scan_export), not unrolled
+    targets = [n.target for n in program.graph.nodes]
+    assert targets.count(torch.ops.higher_order.scan) == _scan_calls(tiny_checkpoint) > 0
+    loaded = program.module()
     for x in _inputs():  # batch 1 and 3: the export saw a batch of 2, its batch dimension is dynamic
         with torch.no_grad():
             got = loaded(x)

@@ -178,18 +178,19 @@ def test_swin_umamba_d_drop_path_is_the_originals():
     assert dec == pytest.approx([0.2, 0.16, 0.12, 0.08, 0.04, 0.0])
 
 
-def test_swin_umamba_d_vmamba_patch_embedding_loads_only_into_three_channels():
+@pytest.mark.parametrize("channels", [1, 4])
+def test_swin_umamba_d_vmamba_patch_embedding_loads_only_into_three_channels(channels):
     """load_pretrained_ckpt skips every patch_embed key when the file's channels (VMamba: 3) are
-    not the model's; a 1-channel model gets no summed kernel (what the other models get)."""
+    not the model's, fewer or more; a 1-channel model gets no summed kernel (what the other models get)."""
     tensors = random_tensors(vmamba_v0_shapes([1, 1, 2, 1], SMALL["dims"]))
-    rgb, gray = _d(in_chans=3), _d(in_chans=1)
+    rgb, gray = _d(in_chans=3), _d(in_chans=channels)
     before = gray.state_dict()["vssm_encoder.patch_embed.proj.weight"].clone()
     load_weights(rgb, {"model": tensors})
     report = load_weights(gray, {"model": tensors})
     for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight", "patch_embed.norm.bias"):
         assert torch.equal(rgb.state_dict()["vssm_encoder." + k], tensors[k])
         assert dict(report.skipped)[k] == ("skipped by Swin-UMamba†'s load_pretrained_ckpt (3-channel patch "
-                                           "embedding, the model has 1)")
+                                           f"embedding, the model has {channels})")
     assert torch.equal(gray.state_dict()["vssm_encoder.patch_embed.proj.weight"], before) and report.adapted == []
     assert len(report.loaded) == (1 + 1 + 2 + 1) * 13 + 3 * 3
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_model_weights import random_tensors, vmamba_v0_shapes
+from test_model_weights import PAPER, original_vmunet_shapes, random_tensors, vmamba_v0_shapes
 
 from vmunet.cli import main
 from vmunet.models import create_model
@@ -312,3 +312,162 @@ def test_numpy_scalars_load_and_numpy_arrays_and_object_scalars_are_refused(tmp_
     torch.save({"w": torch.ones(2), "x": _Reduces(scalar, np.dtype(object), [1, 2])}, tmp_path / "object.pth")
     with pytest.raises(WeightsError, match=r"object\.pth: .*but got <class 'numpy\.dtypes\.ObjectDType'>"):
         read_checkpoint(tmp_path / "object.pth")
+
+
+# one hand-written key sample per layout, with the registered model that layout names (what
+# `weights inspect` builds when neither --model nor a record in the file names one)
+_LAYOUT_SAMPLES = [
+    (["layers_up.0.blocks.0.norm.weight", "final_conv.weight"], "vmunet", "vmunet"),
+    (["vmunet.layers_up.0.blocks.0.norm.weight"], "vmunet_original", "vmunet"),
+    (["sdi_1.convs.0.weight"], "vmunet_v2", "vmunet_v2"),
+    (["vmunet.layers.0.blocks.0.ln_1.weight", "sdi_1.convs.0.weight"], "vmunet_v2_original", "vmunet_v2"),
+    (["mamba_unet.layers.0.blocks.0.ln_1.weight"], "mamba_unet_original", "mamba_unet"),
+    (["vssm_encoder.patch_embed.proj.weight", "decoder1.layer.conv1.conv.weight"], "swin_umamba", "swin_umamba"),
+    (["vssm_encoder.patch_embed.proj.weight", "decoder.stages.0.blocks.0.ln_1.weight"], "swin_umamba",
+     "swin_umamba_d"),
+    (["encoder4.0.mamba.A_log", "final.weight"], "ultralight_vmunet", "ultralight_vmunet"),
+    (["layers.0.blocks.0.ln_1.weight", "layers.0.blocks.0.self_attention.A_logs"], "vmamba_v0", "vmunet"),
+    (["layers.0.blocks.0.norm.weight", "layers.0.blocks.0.op.A_logs"], "vmamba_v0_new_names", "vmunet"),
+    (["layers.0.blocks.0.norm.weight", "layers.0.blocks.0.mlp.fc1.weight"], "vmamba_v2", None),
+    (["conv1.weight", "fc.weight"], "unknown", None),
+]
+
+
+@pytest.mark.parametrize("keys, layout, model", _LAYOUT_SAMPLES, ids=[f"{s[1]}-{s[2]}" for s in _LAYOUT_SAMPLES])
+def test_every_layout_names_the_model_its_weights_are_for(keys, layout, model):
+    from vmunet.models import list_models
+    from vmunet.models.layouts import detect
+
+    found = detect({k: torch.zeros(2) for k in keys})
+    assert (found.layout, found.model) == (layout, model)
+    assert model is None or model in list_models()
+
+
+def test_the_layout_samples_cover_every_layout():
+    from vmunet.models.layouts import LAYOUT_MODELS, LAYOUTS
+
+    assert {s[1] for s in _LAYOUT_SAMPLES} == set(LAYOUTS) == set(LAYOUT_MODELS)
+
+
+def test_inspect_assumes_the_model_the_layout_names(tmp_path, capsys):
+    """An UltraLight VM-UNet best.pth (the original's bare state dict: its key names and shapes,
+    frozen from the original code; random values) inspected without --model is loaded into
+    ultralight_vmunet, not vmunet; an explicit --model still wins; a layout naming no model
+    falls back to vmunet, and the output says which and why."""
+    import json
+
+    frozen = json.loads((REPO / "tests" / "parity" / "frozen" / "ultralight_vmunet.json").read_text())
+    shapes = {}
+    for entry in frozen["paper"]["keys"]:  # "name [d0, d1, ...]"
+        key, dims = entry.split(" ", 1)
+        shapes[key] = [int(d) for d in dims.strip("[]").split(",") if d.strip()]
+    best = tmp_path / "best.pth"
+    torch.save(random_tensors(shapes, seed=3), best)
+    assert main(["weights", "inspect", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "layout:  ultralight_vmunet" in out
+    assert f"model:   ultralight_vmunet (num_classes=1, in_chans=3), {len(shapes)} tensors" in out
+    assert "(assumed: no --model and no model record in the file; layout ultralight_vmunet names it)" in out
+    assert f"load:    {len(shapes)} of {len(shapes)} model tensors" in out and "strict:  loads" in out
+    assert main(["weights", "inspect", str(best), "--model", "vmunet_test"]) == 1
+    out = capsys.readouterr().out
+    assert "model:   vmunet_test (num_classes=1, in_chans=3)" in out and "(from --model)" in out
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.ones(8, 3, 7, 7), "fc.weight": torch.ones(10, 8)}, other)
+    assert main(["weights", "inspect", str(other)]) == 1
+    out = capsys.readouterr().out
+    assert "model:   vmunet (num_classes=1, in_chans=3)" in out
+    assert "(assumed: no --model, no model record in the file, and layout unknown names no model)" in out
+
+
+def _frozen_shapes(name: str, size: str = "paper") -> dict[str, list[int]]:
+    """Key names and shapes frozen from the original code (tests/parity/frozen), "name [d0, ...]"."""
+    import json
+
+    frozen = json.loads((REPO / "tests" / "parity" / "frozen" / f"{name}.json").read_text())
+    return {key: [int(d) for d in dims.strip("[]").split(",") if d.strip()]
+            for key, dims in (entry.split(" ", 1) for entry in frozen[size]["keys"])}
+
+
+def _original_files() -> list[tuple[str, dict[str, list[int]], str, int, int, str]]:
+    """(name, the originals' key names and shapes with non-default heads, layout, classes, input
+    channels, the key that tells the classes). VM-UNet's, VM-UNet-V2's and Mamba-UNet's lists are
+    written from the originals' structure in their tests (test_model_weights, test_vmunet_v2,
+    test_mamba_unet); the others are frozen from the original code."""
+    from test_mamba_unet import original_mamba_unet_shapes
+    from test_vmunet_v2 import DEFAULT, original_v2_shapes
+
+    vmunet = {"vmunet." + k: v for k, v in original_vmunet_shapes(**PAPER, num_classes=9).items()}
+    ultralight = _frozen_shapes("ultralight_vmunet")  # the paper's 1 class, 3 channels -> 4 and 2
+    ultralight["final.weight"][0] = ultralight["final.bias"][0] = 4
+    ultralight["encoder1.0.weight"][1] = 2
+    return [
+        ("vmunet_synapse_best", vmunet, "vmunet_original", 9, 3, "final_conv.weight"),
+        ("vmunet_v2", {**original_v2_shapes(**DEFAULT, num_classes=5)}, "vmunet_v2_original", 5, 3,
+         "seg_outs.3.weight"),
+        ("mamba_unet", {"mamba_unet." + k: v for k, v in
+                        original_mamba_unet_shapes([2, 2, 2, 2], [96, 192, 384, 768], 6).items()},
+         "mamba_unet_original", 6, 3, "output.weight"),
+        ("swin_umamba", _frozen_shapes("swin_umamba"), "swin_umamba", 14, 1, "out_layers.0.conv.conv.weight"),
+        ("swin_umamba_d", _frozen_shapes("swin_umamba_d"), "swin_umamba", 14, 1, "decoder.seg_layers.3.weight"),
+        ("ultralight_vmunet", ultralight, "ultralight_vmunet", 4, 2, "final.weight"),
+    ]
+
+
+def test_inspect_reads_classes_and_channels_from_the_file(tmp_path, capsys):
+    """Each original's file (its key names and shapes, zeros) with a head other than inspect's
+    defaults (1 class, 3 channels) is inspected without options: classes from the final head,
+    channels from the first conv, and the file loads strictly into that model."""
+    for name, shapes, layout, classes, chans, head in _original_files():
+        path = tmp_path / f"{name}.pth"
+        torch.save({k: torch.zeros(s) for k, s in shapes.items()}, path)
+        assert main(["weights", "inspect", str(path)]) == 0, name
+        out = capsys.readouterr().out
+        assert f"layout:  {layout} " in out, name
+        assert f"(num_classes={classes}, in_chans={chans})" in out, name
+        assert f"num_classes={classes} (from the file: {head} has {classes} output channels)" in out, name
+        assert f"in_chans={chans} (from the file: " in out and "strict:  loads" in out, name
+        if layout == "vmunet_original":  # the original repeats gray input to 3 channels: says so
+            assert ("in_chans=3 (from the file: patch_embed.proj.weight has 3 input channels; the original "
+                    "repeats gray input to 3 channels, and --in-chans 1 takes it with the kernel summed)") in out
+    # explicit options win over the file
+    best = tmp_path / "vmunet_synapse_best.pth"
+    assert main(["weights", "inspect", str(best), "--in-chans", "1", "--num-classes", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "(num_classes=2, in_chans=1)" in out and "in_chans=1 (from --in-chans)" in out
+    assert "num_classes=2 (from --num-classes)" in out and "final_conv.weight -> final_conv.weight: shape" in out
+    assert "adapt:   patch_embed.proj.weight (summed 3 input channels into 1)" in out
+
+
+def test_inspect_without_a_head_in_the_file_takes_the_defaults_and_says_why(tmp_path, capsys):
+    shapes = _frozen_shapes("ultralight_vmunet")
+    del shapes["final.weight"], shapes["final.bias"]
+    path = tmp_path / "headless.pth"
+    torch.save({k: torch.zeros(s) for k, s in shapes.items()}, path)
+    assert main(["weights", "inspect", str(path)]) == 1  # the head is missing: strict refuses
+    out = capsys.readouterr().out
+    assert "num_classes=1 (default: layout ultralight_vmunet's final.weight is not in the file)" in out
+    assert "in_chans=3 (from the file: encoder1.0.weight has 3 input channels)" in out
+    assert "missing key final.weight" in out
+    # a VMamba classifier's head is ImageNet's: classes default, channels from its stem
+    v0 = tmp_path / "v0.pth"
+    torch.save(random_tensors(vmamba_v0_shapes([1, 1, 2, 1], TEST_DIMS, d_state=4), seed=6), v0)
+    assert main(["weights", "inspect", str(v0), "--model", "vmunet_test"]) == 0
+    out = capsys.readouterr().out
+    assert ("num_classes=1 (default: layout vmamba_v0: an ImageNet classifier: its 1000-class head is not a "
+            "segmentation head)") in out
+    assert "in_chans=3 (from the file: patch_embed.proj.weight has 3 input channels;" in out
+
+
+def test_inspect_takes_the_record_before_the_file(tmp_path, capsys):
+    """Our training checkpoint's record wins over the tensors; what it leaves out (here in_chans,
+    which older records may lack) is read from the file."""
+    model = create_model("vmunet_test", num_classes=3, in_chans=1)
+    path = tmp_path / "ours.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in model.state_dict().items()},
+                "vmunet": {"model_name": "vmunet_test", "model_kwargs": {"num_classes": 3}}}, path)
+    assert main(["weights", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "model:   vmunet_test (num_classes=3, in_chans=1)" in out
+    assert "num_classes=3 (from the checkpoint's own record)" in out
+    assert "in_chans=1 (from the file: patch_embed.proj.weight has 1 input channel)" in out

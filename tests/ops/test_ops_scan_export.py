@@ -1,6 +1,8 @@
-"""The ``torch`` scan backend under tracing (``vmunet export``): the out-of-place forward it records
-equals the step-by-step "ref" loop, in TorchScript and, when onnxruntime is installed, in ONNX.
-(Exported graphs are for inference: there is no backward to test.)"""
+"""The ``torch`` scan backend under tracing (``vmunet export``): the exportable form it records
+(:mod:`vmunet.ops.scan_export`) equals the step-by-step "ref" loop, in TorchScript, in
+``torch.export`` and, when onnxruntime is installed, in ONNX; its loop over blocks is a loop of the
+recorded graph (the graph does not grow with the sequence length). Exported graphs are for
+inference; the exportable form's eager gradients are checked against the reference too.)"""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import warnings
 
 import pytest
 import torch
-from test_ops_selective_scan import TOL, make_inputs
+from test_ops_selective_scan import TOL, assert_matches_ref, make_inputs
 
+from vmunet.ops.scan_export import selective_scan_export
 from vmunet.ops.scan_ref import selective_scan_ref
 from vmunet.ops.scan_torch import plan_blocks, selective_scan_torch
 
@@ -31,9 +34,9 @@ class _Scan(torch.nn.Module):
                                     return_last_state=True, **self.blocking)
 
 
-def _case(dtype, blocking):
-    ins = make_inputs(batch=2, dim=6, L=37, N=4, groups=2, dtype=dtype)
-    n_blocks, nc, _ = plan_blocks(2, 6, 4, 37, **blocking)
+def _case(dtype, blocking, L=37):
+    ins = make_inputs(batch=2, dim=6, L=L, N=4, groups=2, dtype=dtype)
+    n_blocks, nc, _ = plan_blocks(2, 6, 4, L, **blocking)
     module = _Scan(ins["A"], ins["D"], ins["delta_bias"], **blocking)
     args = tuple(ins[k] for k in ("u", "delta", "B", "C", "z"))
     ref = selective_scan_ref(**ins, delta_softplus=True, return_last_state=True)
@@ -89,6 +92,8 @@ def test_torch_export_with_a_dynamic_batch_equals_the_reference_at_other_batch_s
     assert plan_blocks(1, 6, 4, 37, **blocking)[1] > 1  # the exported plan joins several chunks
     batch = torch.export.Dim("batch")
     program = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} for _ in args))
+    # the blocks are one scan operator of the graph, not unrolled
+    assert [n.target for n in program.graph.nodes].count(torch.ops.higher_order.scan) == 1
     buf = io.BytesIO()
     torch.export.save(program, buf)
     buf.seek(0)
@@ -102,3 +107,59 @@ def test_torch_export_with_a_dynamic_batch_equals_the_reference_at_other_batch_s
         assert out.shape[0] == b
         torch.testing.assert_close(out, out_r, **TOL[dtype])
         torch.testing.assert_close(last, last_r, **TOL[dtype])
+
+
+@pytest.mark.parametrize("loop", ["script", "python"])
+@pytest.mark.parametrize("blocking", PLANS + [{}], ids=["blocks", "chunks", "default"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_exportable_form_equals_the_reference_forward_and_backward(dtype, blocking, loop):
+    # the loop over blocks as TorchScript and as plain Python, run eagerly: output, last state and
+    # (autograd through it) every input gradient against the step-by-step loop; L=37 pads the last chunk
+    ins = make_inputs(batch=2, dim=6, L=37, N=4, groups=2, dtype=dtype)
+
+    def fn(**kw):
+        return selective_scan_export(**kw, loop=loop, **blocking)
+
+    assert_matches_ref(fn, ins, True, dtype)
+
+
+def test_exportable_form_rejects_an_unknown_loop():
+    ins = make_inputs(batch=1, dim=2, L=5, N=2)
+    with pytest.raises(ValueError, match="loop must be 'auto', 'script', 'scan' or 'python', got 'unrolled'"):
+        selective_scan_export(**ins, loop="unrolled")
+
+
+def _onnx_bytes(module, args) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=17,
+                          input_names=["u", "delta", "B", "C", "z"], output_names=["out", "last"])
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnx/onnxruntime not installed (pip install -e .[dev])")
+def test_recorded_graph_loops_over_blocks_instead_of_unrolling_them():
+    # 37 and 370 steps in blocks of 4 x 1 steps: 10 and 93 blocks. The traced and the ONNX graphs
+    # hold one loop and have the same size at both lengths; the long ONNX graph still computes the scan.
+    blocking = dict(chunk_steps=4, slab_target=1)
+    import onnx
+    import onnxruntime
+
+    sizes = []
+    for L in (37, 370):
+        module, args, (out_r, last_r), (n_blocks, _) = _case(torch.float32, blocking, L=L)
+        assert n_blocks == -(-L // 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(module, args, check_trace=False)
+        assert "prim::Loop" in str(traced.inlined_graph)
+        model = _onnx_bytes(module, args)
+        nodes = list(onnx.load_from_string(model).graph.node)
+        assert [n.op_type for n in nodes].count("Loop") == 1
+        sizes.append((len(list(traced.inlined_graph.nodes())), len(nodes)))
+    assert sizes[0] == sizes[1]
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    out, last = session.run(None, {k: a.numpy() for k, a in zip(["u", "delta", "B", "C", "z"], args, strict=True)})
+    torch.testing.assert_close(torch.from_numpy(out), out_r, **TOL[torch.float32])
+    torch.testing.assert_close(torch.from_numpy(last), last_r, **TOL[torch.float32])

@@ -231,3 +231,43 @@ def test_a_variant_without_a_best_checkpoint_tests_its_last_one(tmp_path, caplog
         tested_checkpoint([cb(monitor="val/dice")], tmp_path, "v")
     assert str(err.value) == (f"{tmp_path}: the fit of v wrote no checkpoint to test (checkpoint.monitor val/dice "
                               "never logged and checkpoint.save_last false)")
+
+
+def test_the_table_takes_the_mean_hd95_in_voxels_and_rounds_it_to_two_digits():
+    """The column says "mean HD95 (vox)": the summary's ``hd95``, not its ``hd95_mm`` (a spacing of
+    0.5 mm makes the two differ here), printed with two decimals."""
+    from vmunet.training.ablation import _summary_scores, markdown_table
+
+    summary = {"per_class": {"liver": {"dice": 0.5}, "spleen": {"dice": 0.25}},
+               "mean": {"dice": 0.375, "hd95": 12.3456, "hd95_mm": 6.1728}}
+    per_class, mean_dice, mean_hd95 = _summary_scores(summary)
+    assert (per_class, mean_dice, mean_hd95) == ({"liver": 0.5, "spleen": 0.25}, 0.375, 12.3456)
+    row = {"variant": "m__a", "model": "m", "directions": "h", "params": 12, "fit_s": 3.0, "test_s": 1.04,
+           "dice_liver": 0.5, "dice_spleen": 0.25, "mean_dice": mean_dice, "mean_hd95": mean_hd95}
+    assert markdown_table([row], ["liver", "spleen"], "head").splitlines()[-1] == (
+        "| m__a | m | `h` | 12 | 3.0 | 1.0 | 0.5000 | 0.2500 | 0.3750 | 12.35 |")
+
+
+def test_results_written_after_each_variant_say_partial_until_the_last(tmp_path, monkeypatch):
+    """The table is rewritten after every variant, so a stopped ablation keeps its finished rows;
+    until the last variant its header says how many of how many (run_variant stubbed: no training)."""
+    import vmunet.training.ablation as ablation
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": {"model_name": "vmunet_test"}}))
+    out, seen = tmp_path / "out", []
+
+    def fake_run(variant, *args):
+        seen.append((out / "results.md").read_text().splitlines()[0] if seen else None)
+        return {"variant": variant.name, "model": variant.model, "directions": variant.directions_text,
+                "params": 1, "fit_s": 1.0, "test_s": 1.0, "dice_liver": 0.5 + len(seen) / 8, "mean_dice": 0.5,
+                "mean_hd95": None, "convention": "strict", "hd95_definition": "pooled"}
+
+    monkeypatch.setattr(ablation, "run_variant", fake_run)
+    result = ablation.run_ablation(config, out, direction_sets=["a=h", "b=v", "c=h,v"], seed=3)
+    assert [r["variant"] for r in result.rows] == ["vmunet_test__a", "vmunet_test__b", "vmunet_test__c"]
+    assert seen[0] is None
+    assert seen[1].endswith("Conditions: config " + str(config) + ", seed 3; times are wall-clock seconds on this "
+                            "machine; partial: 1 of 3 variants.")
+    assert seen[2].endswith("; partial: 2 of 3 variants.")
+    assert (out / "results.md").read_text().splitlines()[0].endswith("seconds on this machine.")

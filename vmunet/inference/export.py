@@ -3,14 +3,17 @@ preprocessing record.
 
 The model is rebuilt with the pure-PyTorch ``torch`` selective-scan backend whatever the checkpoint
 says: the ``numba`` backend runs compiled code the tracers cannot see, and ``torch`` is the one that
-traces to plain tensor operations (:func:`vmunet.ops.scan_torch._exporting`). Every format is
-recorded by tracing one example batch at the model's input size (the record's ``image_size``):
+traces to plain tensor operations: while recording, it runs :mod:`vmunet.ops.scan_export`, whose
+loop over the sequence's blocks is a loop of the recorded graph (TorchScript ``prim::Loop``, ONNX
+``Loop``, the ``scan`` operator in ``torch.export``), so the graph does not grow with the input
+size. Every format is recorded by tracing one example batch at the model's input size (the
+record's ``image_size``):
 
 * ``torchscript``: ``torch.jit.trace`` -> ``torch.jit.save``; load with ``torch.jit.load``. PyTorch
   deprecates TorchScript (torch 2.13 raises a ``DeprecationWarning`` from each of these calls);
   it still works; ``pt2`` or ``onnx`` are the formats to prefer.
 * ``onnx``: ``torch.onnx.export`` through the TorchScript-based exporter (``dynamo=False``; the
-  ``torch.export`` exporter needs onnxscript and takes many minutes on the unrolled scan), opset
+  ``torch.export`` exporter needs onnxscript and was not tried with the scan's loops), opset
   :data:`ONNX_OPSET`, batch dimension dynamic.
 * ``pt2``: ``torch.export.export`` with a dynamic batch dimension -> ``torch.export.save``; load with
   ``torch.export.load(FILE).module()``. What PyTorch recommends instead of TorchScript.
@@ -176,9 +179,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, *,
 
     with contextlib.ExitStack() as stack:  # both files appear together or not at all
         tmp_model = stack.enter_context(atomic_path(output))
-        # tracing records the scan's loops unrolled: minutes for the paper model (docs/export.md), so say so
-        log.info("exporting %s at %dx%d to %s (tracing the unrolled scan: from seconds for small models to "
-                 "many minutes for large inputs) ...", record["model_name"], height, width, fmt)
+        # seconds to a minute or more for the paper model at 224 x 224 on a small CPU (docs/export.md): say so
+        log.info("exporting %s at %dx%d to %s (seconds for small models, a minute or more for large ones) ...",
+                 record["model_name"], height, width, fmt)
         t0 = time.perf_counter()
         checking = "exported and saved in %.0f s; loading the written file to check it against PyTorch ..."
         if fmt == "torchscript":

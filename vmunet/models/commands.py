@@ -39,15 +39,17 @@ def add_parsers(subparsers: Any) -> None:
         description="Read FILE safely (no code from it runs), name its layout (ours, the original "
         "VM-UNet's, VMamba v0, VMamba v0 in later names, VMamba v2/v3, unknown) and list what would "
         "load into the model, what would be skipped and why, and what would keep its "
-        "initialisation. Exit status: 0 it loads strictly, 1 it loads only non-strictly, 2 bad "
+        "initialisation. The model: --model, else the file's own record, else the model its layout "
+        "names, else vmunet; classes and input channels: the options, else the record's, else the file's head and first conv, else 1 and 3. Exit status: 0 it loads strictly, 1 it loads only non-strictly, 2 bad "
         "file or arguments.",
     )
     i.add_argument("file", help="checkpoint file (.ckpt, .pth, .pt)")
     i.add_argument("--model", default=None,
-                   help="registered model to load into (default: the checkpoint's own record, else vmunet)")
+                   help="registered model to load into (default: the checkpoint's own record, else the model "
+                        "its detected layout names, else vmunet)")
     i.add_argument("--num-classes", type=int, default=None,
-                   help="model output channels (default: the record's, else 1)")
-    i.add_argument("--in-chans", type=int, default=None, help="model input channels (default: the record's, else 3)")
+                   help="model output channels (default: the record's, else the file's final head, else 1)")
+    i.add_argument("--in-chans", type=int, default=None, help="model input channels (default: the record's, else the file's first conv, else 3)")
     i.add_argument("--entry", default="auto", choices=("auto", "model", "model_ema"),
                    help="which weights of a VMamba file (auto: model_ema when present)")
     i.add_argument("--all", action="store_true", help="list every key instead of the first dozen per group")
@@ -110,6 +112,7 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
     import sys
 
     from vmunet.models.checkpoint import checkpoint_record
+    from vmunet.models.layouts import detect, file_options
     from vmunet.models.registry import create_model
     from vmunet.models.safe_load import WeightsError, read_checkpoint
     from vmunet.models.weights import plan_weights
@@ -121,13 +124,14 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
         except WeightsError:  # not one of our training checkpoints: no model named inside
             record = {"model_kwargs": {}}
         kwargs = dict(record["model_kwargs"])
-        name = args.model or record.get("model_name") or "vmunet"
+        found = detect(ckpt, entry=args.entry, where=args.file)
+        name, why = _inspected_model(args.model, record.get("model_name"), found.layout, found.model)
         if args.model and args.model != record.get("model_name"):
             kwargs = {}  # the record's options belong to its own model
-        kwargs["num_classes"] = args.num_classes or kwargs.get("num_classes") or 1
-        kwargs["in_chans"] = args.in_chans or kwargs.get("in_chans") or 3
+        origins = _inspected_options(args, kwargs, file_options(found))
+        kwargs.update({option: value for option, (value, _) in origins.items()})
         model = create_model(name, **kwargs)
-        report, _ = plan_weights(model, ckpt, entry=args.entry, where=args.file)
+        report, _ = plan_weights(model, ckpt, entry=args.entry, where=args.file, found=found)
     except (ValueError, TypeError) as err:
         print(f"vmunet weights inspect: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,7 +142,8 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
         f"file:    {args.file}",
         f"layout:  {report.layout} ({_layout_description(report.layout)}); weights from {report.entry!r}",
         f"model:   {name} (num_classes={kwargs['num_classes']}, in_chans={kwargs['in_chans']}), {n_model} tensors",
-    ]
+        f"         ({why})",
+    ] + [f"         {option}={value} ({origin})" for option, (value, origin) in origins.items()]
     if isinstance(config, dict) and isinstance(config.get("MODEL"), dict):
         lines.append(f"config:  MODEL.TYPE={config['MODEL'].get('TYPE')} MODEL.NAME={config['MODEL'].get('NAME')}")
     lines += [f"note:    {n}" for n in report.notes]
@@ -153,6 +158,42 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
         lines.append("strict:  loads")
     print("\n".join(lines))
     return 1 if report.problems else 0
+
+
+def _inspected_model(option: str | None, recorded: str | None, layout: str, named: str | None
+                     ) -> tuple[str, str]:
+    """The model ``weights inspect`` loads into, and why: ``--model``, else the file's own record,
+    else the model the detected layout names (``Detected.model``), else ``vmunet``."""
+    if option:
+        return option, "from --model"
+    if recorded:
+        return recorded, "from the checkpoint's own record"
+    if named:
+        return named, f"assumed: no --model and no model record in the file; layout {layout} names it"
+    return "vmunet", f"assumed: no --model, no model record in the file, and layout {layout} names no model"
+
+
+#: what ``weights inspect`` builds when neither an option, the record nor the file gives a value
+_OPTION_DEFAULTS = {"num_classes": 1, "in_chans": 3}
+
+
+def _inspected_options(args: argparse.Namespace, recorded: dict[str, Any],
+                       from_file: dict[str, tuple[int | None, str]]) -> dict[str, tuple[int, str]]:
+    """``num_classes`` / ``in_chans`` and where each came from: the option, else the file's own
+    record, else the file's tensors (``layouts.file_options``), else the default (saying why)."""
+    out = {}
+    for option, default in _OPTION_DEFAULTS.items():
+        given = getattr(args, option)
+        value, origin = from_file[option]
+        if given:
+            out[option] = (given, "from --" + option.replace("_", "-"))
+        elif recorded.get(option):
+            out[option] = (recorded[option], "from the checkpoint's own record")
+        elif value is not None:
+            out[option] = (value, origin)
+        else:
+            out[option] = (default, f"default: {origin}")
+    return out
 
 
 def _layout_description(layout: str) -> str:

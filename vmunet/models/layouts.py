@@ -28,6 +28,10 @@ layout                   recognised by                                          
 ``unknown``              anything else                                               by name
 =======================  ==========================================================  ===============
 
+Each layout names the registered model its weights are for (:data:`LAYOUT_MODELS`,
+``Detected.model``); ``vmunet weights inspect`` builds that model when nothing else names one, with
+the classes and input channels its tensors show (:data:`LAYOUT_SHAPES`, :func:`file_options`).
+
 VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and ``model_ema``;
 ``entry="auto"`` takes ``model_ema`` when present and logs that it did.
 """
@@ -60,6 +64,85 @@ LAYOUTS = {
     "vmamba_v2": "later VMamba (v2/v3) model",
     "unknown": "no known layout",
 }
+
+#: the registered model whose weights each layout holds: what ``vmunet weights inspect`` builds when
+#: neither ``--model`` nor the file's own record names one (``Detected.model``); None where no model
+#: of ours takes the weights whole. VMamba v0 classifiers name ``vmunet``: the paper initialises
+#: VM-UNet's encoder and mirrored decoder from them (its ``load_from``).
+LAYOUT_MODELS: dict[str, str | None] = {
+    "vmunet": "vmunet",
+    "vmunet_original": "vmunet",  # the original's configs build the paper model (depths 2, 2, 2, 2)
+    "vmunet_v2": "vmunet_v2",
+    "vmunet_v2_original": "vmunet_v2",
+    "mamba_unet_original": "mamba_unet",
+    "swin_umamba": "swin_umamba",  # swin_umamba_d when the Mamba decoder's keys are there (Detected.model)
+    "ultralight_vmunet": "ultralight_vmunet",
+    "vmamba_v0": "vmunet",
+    "vmamba_v0_new_names": "vmunet",
+    "vmamba_v2": None,
+    "unknown": None,
+}
+@dataclass(frozen=True)
+class Shapes:
+    """Where a layout's tensors (under ``Detected.state``'s names) give the model's options: the
+    final head's weight (dim 0: ``num_classes``) and the first conv's (dim 1: ``in_chans``), the
+    first of each tuple that the file holds; ``gray`` says the original code repeats a 1-channel
+    image to 3 channels, so its 3-channel kernel also takes gray input (summed, ``weights._fit``);
+    ``no_head`` / ``no_stem``: why the file cannot tell (empty tuple)."""
+
+    head: tuple[str, ...] = ()
+    stem: tuple[str, ...] = ()
+    gray: bool = False
+    no_head: str = ""
+    no_stem: str = ""
+
+
+_CLASSIFIER = "an ImageNet classifier: its 1000-class head is not a segmentation head"
+_FOREIGN = "no model of ours takes these weights"
+#: what ``vmunet weights inspect`` reads ``num_classes`` / ``in_chans`` from when neither an option
+#: nor the file's own record gives them (:func:`file_options`)
+LAYOUT_SHAPES: dict[str, Shapes] = {
+    "vmunet": Shapes(("final_conv.weight",), ("patch_embed.proj.weight",)),
+    "vmunet_original": Shapes(("final_conv.weight",), ("patch_embed.proj.weight",), gray=True),
+    "vmunet_v2": Shapes(("seg_outs.3.weight",), ("patch_embed.proj.weight",)),
+    "vmunet_v2_original": Shapes(("seg_outs.3.weight",), ("patch_embed.proj.weight",), gray=True),
+    "mamba_unet_original": Shapes(("output.weight",), ("patch_embed.proj.weight",), gray=True),
+    # Swin-UMamba's UNETR head, else Swin-UMamba†'s full-resolution head (the last of its seg_layers)
+    "swin_umamba": Shapes(("out_layers.0.conv.conv.weight", "decoder.seg_layers.3.weight"),
+                          ("stem.0.weight", "vssm_encoder.patch_embed.proj.weight")),
+    "ultralight_vmunet": Shapes(("final.weight",), ("encoder1.0.weight",)),
+    "vmamba_v0": Shapes((), ("patch_embed.proj.weight",), gray=True, no_head=_CLASSIFIER),
+    "vmamba_v0_new_names": Shapes((), ("patch_embed.proj.weight",), gray=True, no_head=_CLASSIFIER),
+    "vmamba_v2": Shapes(no_head=_FOREIGN, no_stem=_FOREIGN),
+    "unknown": Shapes(no_head=_FOREIGN, no_stem=_FOREIGN),
+}
+
+
+def file_options(found: Detected) -> dict[str, tuple[int | None, str]]:
+    """``num_classes`` and ``in_chans`` as ``found``'s tensors give them (:data:`LAYOUT_SHAPES`):
+    option -> (value, where it was read), or (None, why the file does not tell)."""
+    rule = LAYOUT_SHAPES[found.layout]
+    out: dict[str, tuple[int | None, str]] = {}
+    for option, keys, dim, what, why_not in (
+        ("num_classes", rule.head, 0, "output", rule.no_head),
+        ("in_chans", rule.stem, 1, "input", rule.no_stem),
+    ):
+        key = next((k for k in keys if k in found.state and found.state[k].dim() > dim), None)
+        if key is not None:
+            n = int(found.state[key].shape[dim])
+            gray = ("; the original repeats gray input to 3 channels, and --in-chans 1 takes it with the "
+                    "kernel summed" if option == "in_chans" and rule.gray and n == 3 else "")
+            out[option] = (n, f"from the file: {key} has {n} {what} channel{'s' * (n != 1)}{gray}")
+        elif keys:
+            out[option] = (None, f"layout {found.layout}'s {' / '.join(keys)} is not in the file")
+        else:
+            out[option] = (None, f"layout {found.layout}: {why_not}")
+    return out
+
+
+#: Swin-UMamba†'s Mamba decoder (``decoder.stages``, ``decoder.expand_layers``, ...); Swin-UMamba's
+#: UNETR decoder is ``decoder1`` .. ``decoder6``
+_SWIN_UMAMBA_D_DECODER = "decoder."
 
 _BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.([A-Za-z_0-9]+)\.")
 #: top-level modules of VM-UNet-V2's SDI decoder (ours and the original's)
@@ -94,6 +177,14 @@ class Detected:
     dropped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str | None:
+        """The registered model these weights are for (:data:`LAYOUT_MODELS`; the one layout of
+        two models, ``swin_umamba``, told apart by the decoder's keys), or None."""
+        if self.layout == "swin_umamba" and any(k.startswith(_SWIN_UMAMBA_D_DECODER) for k in self.state):
+            return "swin_umamba_d"
+        return LAYOUT_MODELS[self.layout]
 
     @property
     def description(self) -> str:

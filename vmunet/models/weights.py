@@ -156,10 +156,11 @@ def _fit(name: str, value: Tensor, target: Tensor) -> tuple[Tensor | None, str]:
 
 
 def plan_weights(model: nn.Module, ckpt: Mapping[str, Any], *, entry: str = "auto",
-                 where: str = "checkpoint") -> tuple[LoadReport, dict[str, Tensor]]:
+                 where: str = "checkpoint", found: Detected | None = None) -> tuple[LoadReport, dict[str, Tensor]]:
     """What loading ``ckpt`` into ``model`` would do: the report (with ``problems``, what strict
-    refuses) and the tensors to assign, by model key. Nothing is changed."""
-    found = detect(ckpt, entry=entry, where=where)
+    refuses) and the tensors to assign, by model key. Nothing is changed. ``found``: ``ckpt``'s
+    ``detect(ckpt, entry=entry)`` when the caller has it already."""
+    found = found or detect(ckpt, entry=entry, where=where)
     own = model.state_dict()
     report = LoadReport(found.layout, found.entry, skipped=list(found.dropped), notes=list(found.notes))
     if found.layout in ("vmamba_v2", "unknown"):

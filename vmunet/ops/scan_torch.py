@@ -128,44 +128,12 @@ def _lay_inputs(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, plan: tu
 
 def _exporting() -> bool:
     """True while ``torch.jit.trace`` / ``torch.onnx.export`` / ``torch.export`` records the model.
-    They cannot record a Python ``autograd.Function``, and the ONNX exporter mistranslates the
-    in-place writes into views of :class:`_SelectiveScanCore` (wrong outputs, no error), so the
-    out-of-place :func:`_scan_forward_traceable` is used instead (an exported graph is for
-    inference; it has no backward)."""
+    They cannot record a Python ``autograd.Function``, the ONNX exporter mistranslates the in-place
+    writes into views of :class:`_SelectiveScanCore` (wrong outputs, no error), and every tracer
+    unrolls its Python loops; so :func:`vmunet.ops.scan_export.selective_scan_export` is recorded
+    instead: no in-place writes, and its loop over blocks is a loop of the graph (an exported graph
+    is for inference; it has no backward)."""
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
-
-
-def _scan_forward_traceable(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                            plan: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
-    """The forward of :class:`_SelectiveScanCore` (y, last state) with the same blocking but no in-place
-    operation: every state is a new tensor, joined with ``torch.stack``.
-
-    Inside a block, each chunk is scanned from zero (``h_t = a_t h_{t-1} + b_t``); the state
-    entering chunk c (``s_0`` = the previous block's last state, ``s_c = h_end(c-1) + P_end(c-1)
-    s_{c-1}``) is added to its steps times the cumulative decay ``P_t = exp(A sum_{s<=t} delta_s)``.
-    """
-    n_blocks, nc, T = plan
-    batch, dim, L = u.shape
-    A_v, dt_l, dtu_l, B_l, C_l = _lay_inputs(u, dt, A, B, C, plan)
-    G, dg, N = A_v.shape
-    state = torch.zeros(batch, G, dg, N, dtype=u.dtype, device=u.device)
-    ys = []
-    for i in range(n_blocks):
-        a = torch.exp(dt_l[i].unsqueeze(-1) * A_v)                       # (T, nc, b, G, dg, N)
-        bx = dtu_l[i].unsqueeze(-1) * B_l[i].unsqueeze(-2)
-        steps = [bx[0]]
-        for t in range(1, T):
-            steps.append(a[t] * steps[-1] + bx[t])
-        local = torch.stack(steps)                                      # chunks scanned from zero
-        decay = torch.exp(dt_l[i].cumsum(0).unsqueeze(-1) * A_v)        # P_t per chunk
-        entering = [state]
-        for c in range(1, nc):
-            entering.append(local[T - 1, c - 1] + decay[T - 1, c - 1] * entering[-1])
-        h = local + decay * torch.stack(entering)                       # (nc, ...) broadcast over T
-        state = h[T - 1, nc - 1]
-        ys.append(torch.matmul(h, C_l[i].unsqueeze(-1)).squeeze(-1))
-    y = _unlay(torch.stack(ys), L).reshape(batch, dim, L)
-    return y, state.reshape(batch, dim, N)
 
 
 class _SelectiveScanCore(torch.autograd.Function):
@@ -252,16 +220,15 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
                          slab_target: int | None = None):
     """The "torch" backend; see :func:`vmunet.ops.selective_scan`. ``chunk_steps`` and
     ``slab_target`` override the blocking (for tests and tuning only)."""
+    if _exporting():
+        # imported here: scan_export builds on this module's block layout (plan_blocks, _lay_inputs)
+        from vmunet.ops.scan_export import selective_scan_export
+
+        return selective_scan_export(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                     chunk_steps=chunk_steps, slab_target=slab_target)
     s = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, L = u.shape
-    if _exporting():
-        # The recorded graph must serve any batch size: torch.export keeps the batch symbolic, and a
-        # plan computed from it would become a guard pinning the batch (and a traced/ONNX graph
-        # would carry the blocking of the example batch). So the exported plan is the one of batch 1.
-        plan = plan_blocks(1, dim, A.shape[1], L, chunk_steps, slab_target)
-        y, h = _scan_forward_traceable(s.u, s.dt, s.A, s.B, s.C, plan)
-    else:
-        plan = plan_blocks(batch, dim, A.shape[1], L, chunk_steps, slab_target)
-        y, h = _SelectiveScanCore.apply(s.u, s.dt, s.A, s.B, s.C, plan)
+    plan = plan_blocks(batch, dim, A.shape[1], L, chunk_steps, slab_target)
+    y, h = _SelectiveScanCore.apply(s.u, s.dt, s.A, s.B, s.C, plan)
     out = finish(y, s.u, D, z, u.dtype)
     return (out, h) if return_last_state else out
