@@ -165,8 +165,8 @@ def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, probs: Path 
         # 1 mm (2D file) or x SpacingBetweenSlices (single-frame DICOM), not x a thickness
         "volumes_ml": pred.volumes_ml() if pred.size_unit == "volumes_ml" else None,
         "areas_mm2": pred.areas_mm2() if pred.size_unit == "areas_mm2" else None,
-        # false: the file states no pixel spacing (a DICOM without PixelSpacing, or 0\0) and the
-        # sizes above are pixel counts x a nominal 1 mm (also false for png/jpg, whose sizes are null)
+        # false: the file states no pixel spacing (a DICOM without PixelSpacing, or 0\0; an NRRD /
+        # MetaImage header without one) and the sizes above are pixel counts x a nominal 1 mm (also false for png/jpg, whose sizes are null)
         "spacing_known": pred.scan.is_volume and pred.scan.spacing_known,
     }
 

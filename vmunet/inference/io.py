@@ -87,7 +87,8 @@ class Scan:
     #: ``vmunet predict`` wrote for one (its sidecar reports areas), read back to be scored
     single_frame: bool = False
     #: False when the file states no physical pixel spacing and the reader's nominal 1.0 mm stands in
-    #: (a DICOM without PixelSpacing / ImagerPixelSpacing, or with ``0\0``: :func:`_read_dicom`); its
+    #: (a DICOM without PixelSpacing / ImagerPixelSpacing, or with ``0\0``: :func:`_read_dicom`; an NRRD /
+    #: MetaImage header without a spacing field: :func:`_header_states_spacing`); its
     #: sizes are then pixel counts and distances pixels. Files that cannot tell (a NIfTI pixdim of 1,
     #: a png) keep True: only a detectable absence is recorded.
     spacing_known: bool = True

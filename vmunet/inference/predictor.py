@@ -68,7 +68,8 @@ class Prediction:
     2D image (a 2D file or a single-frame DICOM series, :attr:`~vmunet.inference.io.Scan.plane_axis`:
     one image has no slice thickness; its "volume" would be an area times a nominal 1 mm, or times
     the DICOM's SpacingBetweenSlices). :attr:`size_unit` says which applies. Where the file states no
-    pixel spacing (``scan.spacing_known`` False: a DICOM without PixelSpacing, warned at read), both
+    pixel spacing (``scan.spacing_known`` False: a DICOM without PixelSpacing, an NRRD / MetaImage
+    header without spacing; warned at read), both
     are pixel counts x GDCM's nominal 1 mm.
     """
 
