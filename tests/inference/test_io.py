@@ -321,3 +321,45 @@ def test_probability_file_has_the_original_affine_and_layout(tmp_path, name):
         np.testing.assert_allclose(npz["affine"], nib.load(str(src)).affine, atol=1e-6)
         np.testing.assert_allclose(npz["probabilities"][1], (data / 10.0).astype(np.float16))
         assert npz["class_names"].tolist() == ["background", "organ"]
+
+
+#: NRRD / MetaImage headers of a 10 x 10 x 3 float volume, and whether they state a spacing (ITK
+#: reads 1.0 mm where they do not, and for NRRD spacings of nan).
+SPACING_HEADERS = {
+    "none.nrrd": ("NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 3\nencoding: raw\nendian: little\n\n", False),
+    "nan.nrrd": ("NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 3\nspacings: nan nan nan\nencoding: raw\n"
+                 "endian: little\n\n", False),
+    "spacings.nrrd": ("NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 3\nspacings: 0.5 0.5 2\nencoding: raw\n"
+                      "endian: little\n\n", True),
+    "directions.nrrd": ("NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 10 10 3\n"
+                        "space directions: (0.5,0,0) (0,0.5,0) (0,0,2)\nencoding: raw\nendian: little\n\n", True),
+    "stated_1mm.nrrd": ("NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 3\nspacings: 1 1 1\nencoding: raw\n"
+                        "endian: little\n\n", True),
+    "none.mha": ("ObjectType = Image\nNDims = 3\nDimSize = 10 10 3\nElementType = MET_FLOAT\n"
+                 "ElementDataFile = LOCAL\n", False),
+    "size.mha": ("ObjectType = Image\nNDims = 3\nDimSize = 10 10 3\nElementSize = 0.5 0.5 2\n"
+                 "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n", True),
+    "spacing.mha": ("ObjectType = Image\nNDims = 3\nDimSize = 10 10 3\nElementSpacing = 0.7 0.7 2\n"
+                    "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n", True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPACING_HEADERS))
+def test_nrrd_and_metaimage_without_a_spacing_are_warned_and_marked(tmp_path, caplog, name):
+    """What the header states decides (SimpleITK's spacing read alongside: 1.0 where nothing is
+    stated); one warning naming the file where nothing is."""
+    import logging
+
+    header, stated = SPACING_HEADERS[name]
+    path = tmp_path / name
+    path.write_bytes(header.encode() + np.arange(300, dtype="<f4").tobytes())
+    itk = sitk.ReadImage(str(path)).GetSpacing()
+    assert (itk == (1.0, 1.0, 1.0)) is (not stated or name == "stated_1mm.nrrd")
+    with caplog.at_level(logging.WARNING, logger="vmunet.inference.io"):
+        scan = io.read_scan(path)
+    assert scan.spacing_known is stated
+    warned = [r.getMessage() for r in caplog.records if "states no spacing" in r.getMessage()]
+    assert warned == ([] if stated else [
+        f"{path}: its header states no spacing (NRRD 'spacings' / 'space directions', MetaImage 'ElementSpacing' / "
+        "'ElementSize'); ITK's nominal 1.0 mm stands in, so its sizes (areas_mm2, volumes_ml) are pixel counts and "
+        "HD95 (mm) is not reported (spacing_known false in the sidecar)"])

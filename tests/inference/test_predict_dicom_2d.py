@@ -150,3 +150,68 @@ def test_predict_reference_on_a_single_frame_dicom_scores_the_image(tmp_path, th
     side = json.loads((out / "s1.json").read_text())
     assert side["areas_mm2"] == pytest.approx({"organ": 30.0}) and side["volumes_ml"] is None
     assert side["shape"] == [16, 16, 1] and side["spacing_ras_mm"] == pytest.approx([0.5, 3.0])
+
+
+#: PixelSpacing as stored (None: the tag deleted); GDCM reads 1.0 mm for the first two.
+PIXEL_SPACING = {"absent": None, "zero": "0\\0", "stated_1mm": "1\\1", "stated": "3.0\\0.5"}
+
+
+@pytest.mark.parametrize("spacing", PIXEL_SPACING)
+def test_dicom_without_a_pixel_spacing_is_warned_and_recorded(tmp_path, threshold_checkpoint, gdcm_writer_locale,
+                                                               caplog, spacing):
+    """A radiograph that states no pixel spacing (PixelSpacing deleted, or ``0\\0`` like pydicom's
+    RG1_UNCR.dcm) is given 1.0 mm by GDCM: one warning naming the file, ``spacing_known`` false in
+    the sidecar, its ``areas_mm2`` the pixel count, and no HD95 (mm) in metrics.csv (HD95 (vox) in
+    pixels) -- also when the reused label map is scored. A stated spacing, 1\\1 included, is none of
+    that. Images of the --reference test above: A = 20 px, Dice 8/27, HD95 3.0 px; with the stated
+    3.0 \\ 0.5 mm, 30 mm^2 and 6.0 mm."""
+    import logging
+
+    from vmunet.cli import main
+
+    a = np.zeros((16, 16))
+    a[6:11, 6:10] = 100.0
+    b = np.zeros((16, 16), np.uint8)
+    b[7:14, 6] = 1
+    images, refs, out = tmp_path / "images", tmp_path / "refs", tmp_path / "out"
+    write_dicom(images / "cr", a, (0.5, 3.0), None)
+    ds = pydicom.dcmread(images / "cr" / "slice.dcm")
+    if PIXEL_SPACING[spacing] is None:
+        del ds.PixelSpacing
+    else:
+        ds.PixelSpacing = PIXEL_SPACING[spacing].split("\\")
+    ds.save_as(images / "cr" / "slice.dcm")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(images / "cr")))
+    src = reader.Execute()
+    unknown = spacing in ("absent", "zero")
+    assert src.GetSpacing()[:2] == ((1.0, 1.0) if spacing != "stated" else (0.5, 3.0))
+    ref = sitk.GetImageFromArray(b[None])
+    ref.CopyInformation(src)
+    refs.mkdir()
+    sitk.WriteImage(ref, str(refs / "cr.nii.gz"))
+    argv = ["predict", "-i", str(images), "-o", str(out), "-m", str(tmp_path / "t.ckpt"), "--device", "cpu",
+            "--reference", str(refs)]
+    caplog.set_level(logging.WARNING)
+    for run in ("computed", "reused"):
+        caplog.clear()
+        assert main(argv) == 0, run
+        warned = [r.getMessage() for r in caplog.records if "states no pixel spacing" in r.getMessage()]
+        if unknown and run == "computed":  # the reused case reads its label map, not the DICOM
+            assert warned == [f"{images / 'cr'}: slice.dcm states no pixel spacing (PixelSpacing (0028,0030) and "
+                              "ImagerPixelSpacing (0018,1164) absent or 0); GDCM's nominal 1.0 mm stands in, so its "
+                              "sizes (areas_mm2, volumes_ml) are pixel counts and HD95 (mm) is not reported "
+                              "(spacing_known false in the sidecar)"]
+        else:
+            assert warned == [], run
+        with open(out / "metrics.csv") as f:
+            (row,) = list(csv.DictReader(f))
+        assert float(row["dice"]) == pytest.approx(8 / 27), run
+        assert float(row["hd95"]) == pytest.approx(3.0), run
+        if unknown:
+            assert row["hd95_mm"] == "", run
+        else:
+            assert float(row["hd95_mm"]) == pytest.approx(6.0 if spacing == "stated" else 3.0), run
+    side = json.loads((out / "cr.json").read_text())
+    assert side["spacing_known"] is not unknown
+    assert side["areas_mm2"] == pytest.approx({"organ": 30.0 if spacing == "stated" else 20.0})

@@ -261,13 +261,17 @@ def test_real_slice_rows_are_the_ras_axis(source, name, slice_axis, request, tmp
     np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
-def test_real_single_frame_dicom_is_sized_as_an_area_and_written_as_its_series(pydicom_files, tmp_path):
+def test_real_single_frame_dicom_is_sized_as_an_area_and_written_as_its_series(pydicom_files, tmp_path, caplog):
     """pydicom's single CT slices (693_UNCR: SliceThickness 5, SpacingBetweenSlices 20, so GDCM's
     third spacing is 20 mm; explicit_VR-UN: no SpacingBetweenSlices, 1.0) and CR radiographs
     (RG1_UNCR: PixelSpacing 0\\0; RG3_UNCR: none; GDCM gives both 1.0 mm): each is one 2D image,
     sized as pixel count x the two pixel spacings (pydicom's PixelSpacing for the CTs; GDCM's 1.0
     for the radiographs, which state none) -- it was a "volume" of area x the third spacing -- and
-    its label map is the one-slice NIfTI of the series as SimpleITK reads it."""
+    its label map is the one-slice NIfTI of the series as SimpleITK reads it. The radiographs, and
+    only they (pydicom reads no positive PixelSpacing), are warned about and marked
+    ``spacing_known`` False: their "mm^2" are pixel counts."""
+    import logging
+
     import pydicom
 
     torch.set_num_threads(1)
@@ -281,6 +285,8 @@ def test_real_single_frame_dicom_is_sized_as_an_area_and_written_as_its_series(p
         assert "NumberOfFrames" not in ds, name
         if pixel_mm is not None:
             assert [float(v) for v in ds.PixelSpacing] == list(pixel_mm), name
+        stated = "PixelSpacing" in ds and all(float(v) > 0 for v in ds.PixelSpacing)
+        assert "ImagerPixelSpacing" not in ds and stated == (pixel_mm is not None), name
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
         src = reader.Execute()
@@ -288,7 +294,12 @@ def test_real_single_frame_dicom_is_sized_as_an_area_and_written_as_its_series(p
         ref = sitk.GetArrayFromImage(src)[0]  # (rows, columns)
         t = float(ref.mean())  # RG3 is mostly saturated (1023): a percentile would mark nothing
         out = tmp_path / f"{name}.nii.gz"
-        pred = Predictor(ThresholdModel(t), record(ref.shape), device="cpu").predict_file(folder, out)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vmunet.inference.io"):
+            pred = Predictor(ThresholdModel(t), record(ref.shape), device="cpu").predict_file(folder, out)
+        warned = [r.getMessage() for r in caplog.records if "states no pixel spacing" in r.getMessage()]
+        assert pred.scan.spacing_known is stated, name
+        assert len(warned) == (0 if stated else 1) and all(m.startswith(f"{folder}: {name} ") for m in warned), name
         got = sitk.ReadImage(str(out))
         assert_same_geometry(got, src, name)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(got)[0], (ref > t).astype(np.uint8), err_msg=name)

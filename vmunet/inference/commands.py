@@ -165,13 +165,20 @@ def _sidecar(pred: Any, predictor: Any, case: CaseFiles, out: Path, probs: Path 
         # 1 mm (2D file) or x SpacingBetweenSlices (single-frame DICOM), not x a thickness
         "volumes_ml": pred.volumes_ml() if pred.size_unit == "volumes_ml" else None,
         "areas_mm2": pred.areas_mm2() if pred.size_unit == "areas_mm2" else None,
+        # false: the file states no pixel spacing (a DICOM without PixelSpacing, or 0\0; an NRRD /
+        # MetaImage header without one) and the sizes above are pixel counts x a nominal 1 mm (also false for png/jpg, whose sizes are null)
+        "spacing_known": pred.scan.is_volume and pred.scan.spacing_known,
     }
 
 
-def _sidecar_areas(sidecar: Path) -> bool:
-    """Whether a sidecar reports areas (``areas_mm2``): its prediction was of a single 2D image."""
+def _sidecar_scan_facts(sidecar: Path, scan: io.Scan) -> None:
+    """What a reused label map, read back, cannot tell and its sidecar recorded: a single 2D image
+    (the sidecar reports ``areas_mm2``) and an unstated pixel spacing (``spacing_known`` false;
+    sidecars older than that field: known)."""
     meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    return isinstance(meta, dict) and meta.get("areas_mm2") is not None
+    meta = meta if isinstance(meta, dict) else {}
+    scan.single_frame = meta.get("areas_mm2") is not None
+    scan.spacing_known = meta.get("spacing_known") is not False
 
 
 def reference_files(ref_dir: Path) -> dict[str, Path]:
@@ -239,7 +246,10 @@ def _metrics_rows(case: str, pred_oriented: np.ndarray, scan: Any, ref_path: Pat
     # the slice's faces, and HD95 would differ)
     pred_image, spacing = scan.as_image(pred_oriented)
     gt_image, _ = scan.as_image(gt)
-    rows = case_metrics(pred_image, gt_image, predictor.class_names, spacing=spacing, hd95=hd95)
+    # no HD95 (mm) from a nominal 1 mm spacing: the mm column stays empty (as for any row without
+    # spacing), HD95 (vox) is the distance in pixels
+    rows = case_metrics(pred_image, gt_image, predictor.class_names, spacing=spacing if scan.spacing_known else None,
+                        hd95=hd95)
     return [{"case": case, **row} for row in rows]
 
 
@@ -346,8 +356,9 @@ def _predict_case(args: argparse.Namespace, predictor: Any, case: CaseFiles, ref
             if ref is not None:
                 existing = io.read_scan(out, orientation=predictor.preprocessing["orientation"], label=True)
                 # the one-slice NIfTI of a single-frame DICOM is scored as the image it is, like the
-                # computed case: its sidecar (checked above) reported areas, i.e. a single 2D image
-                existing.single_frame = _sidecar_areas(sidecar)
+                # computed case: its sidecar (checked above) reported areas, i.e. a single 2D image;
+                # and without HD95 (mm) where the sidecar says the spacing was unknown
+                _sidecar_scan_facts(sidecar, existing)
                 tally.metric_rows += _metrics_rows(name, np.asarray(existing.array), existing, ref, predictor,
                                                    args.hd95)
             return

@@ -86,6 +86,12 @@ class Scan:
     #: True for a single-frame DICOM series (one 2D image: see :attr:`plane_axis`), or the label map
     #: ``vmunet predict`` wrote for one (its sidecar reports areas), read back to be scored
     single_frame: bool = False
+    #: False when the file states no physical pixel spacing and the reader's nominal 1.0 mm stands in
+    #: (a DICOM without PixelSpacing / ImagerPixelSpacing, or with ``0\0``: :func:`_read_dicom`; an NRRD /
+    #: MetaImage header without a spacing field: :func:`_header_states_spacing`); its
+    #: sizes are then pixel counts and distances pixels. Files that cannot tell (a NIfTI pixdim of 1,
+    #: a png) keep True: only a detectable absence is recorded.
+    spacing_known: bool = True
 
     @property
     def is_volume(self) -> bool:
@@ -274,6 +280,9 @@ def read_scan(path: str | os.PathLike, *, orientation: str | None = "RAS", label
             return _read_image(p)
         elif _has_ext(p, volumes.VOLUME_SUFFIXES):
             scan = _scan(p, case_name(p), volumes.read_volume(p))
+            if _has_ext(p, SITK_EXTS) and not _header_states_spacing(p) and all(s == 1.0 for s in scan.spacing):
+                _nominal_spacing(scan, f"{p}: its header states no spacing (NRRD 'spacings' / 'space directions', "
+                                       "MetaImage 'ElementSpacing' / 'ElementSize'); ITK's nominal 1.0 mm")
         else:
             raise ScanReadError(unsupported_file(p))
     except ScanReadError:
@@ -345,7 +354,80 @@ def _read_dicom(p: Path) -> Scan:
         ) from err
     scan = _from_sitk(p, img, p.name)
     scan.single_frame = img.GetDimension() == 3 and img.GetSize()[2] == 1  # one file of one frame: one 2D image
+    if tuple(img.GetSpacing()[:2]) == (1.0, 1.0) and not _pixel_spacing_stated(files[0]):
+        _nominal_spacing(scan, f"{p}: {Path(files[0]).name} states no pixel spacing (PixelSpacing (0028,0030) and "
+                               "ImagerPixelSpacing (0018,1164) absent or 0); GDCM's nominal 1.0 mm")
     return scan
+
+
+def _nominal_spacing(scan: Scan, what: str) -> None:
+    """Mark a scan whose file states no spacing (the reader's nominal 1.0 mm stands in), with the one
+    warning that says so; ``what`` names the file, the missing fields and the reader."""
+    scan.spacing_known = False
+    log.warning("%s stands in, so its sizes (areas_mm2, volumes_ml) are pixel counts and HD95 (mm) is not "
+                "reported (spacing_known false in the sidecar)", what)
+
+
+#: Header fields that state a spacing: NRRD ``spacings:`` / ``space directions:`` (the header ends at
+#: its first blank line), MetaImage ``ElementSpacing =`` / ``ElementSize =`` (ITK takes the latter
+#: when the former is absent). ITK reads 1.0 mm without them.
+_SPACING_FIELD = re.compile(r"^\s*(spacings\s*:|space directions\s*:|ElementSpacing\s*=|ElementSize\s*=)\s*(.*?)\s*$",
+                            re.IGNORECASE)
+
+
+def _header_states_spacing(header: Path) -> bool:
+    """Whether a NRRD / MetaImage header states a spacing (NRRD ``spacings`` must be finite and
+    positive: ITK reads ``nan`` as 1.0)."""
+    try:
+        with open(header, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:  # it was just read: say nothing rather than guess
+        return True
+    nrrd = _has_ext(header, (".nrrd", ".nhdr"))
+    for raw in head.split(b"\n"):
+        line = raw.decode("latin-1").rstrip("\r")
+        if nrrd and not line.strip():
+            break
+        m = _SPACING_FIELD.match(line)
+        if m is None:
+            continue
+        if not m.group(1).lower().startswith("spacings"):
+            return True
+        try:
+            values = [float(v) for v in m.group(2).split()]
+        except ValueError:
+            continue
+        if values and all(np.isfinite(v) and v > 0 for v in values):
+            return True
+    return False
+
+
+#: Top-level tags GDCM takes an in-plane spacing from (SimpleITK metadata keys): PixelSpacing,
+#: ImagerPixelSpacing (CR/DX/MG), NominalScannedPixelSpacing (secondary capture).
+_SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
+
+
+def _pixel_spacing_stated(first: str) -> bool:
+    """Whether the file states a positive in-plane spacing in a top-level tag. GDCM gives 1.0 mm when
+    none does (absent, or ``0\\0`` as in pydicom's RG1_UNCR.dcm), indistinguishable in the image
+    from a stated 1.0: hence the tags. Enhanced multi-frame objects keep their spacing in functional
+    groups (not read here): one of those is called unstated only when GDCM also gave exactly 1.0."""
+    reader = volumes.sitk().ImageFileReader()
+    reader.SetFileName(first)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # the series itself was read: an unreadable header here says nothing
+        return True
+    for key in _SPACING_TAGS:
+        if not reader.HasMetaDataKey(key):
+            continue
+        try:
+            values = [float(v) for v in reader.GetMetaData(key).strip().split("\\")]
+        except ValueError:
+            continue
+        if len(values) == 2 and all(v > 0 for v in values):
+            return True
+    return False
 
 
 #: SOP classes under 1.2.840.10008.5.1.4.1.1.66 hold no image to segment: segmentations (66.4,

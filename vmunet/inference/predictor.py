@@ -67,7 +67,10 @@ class Prediction:
     Sizes of the predicted classes: :meth:`volumes_ml` for volumes, :meth:`areas_mm2` for a single
     2D image (a 2D file or a single-frame DICOM series, :attr:`~vmunet.inference.io.Scan.plane_axis`:
     one image has no slice thickness; its "volume" would be an area times a nominal 1 mm, or times
-    the DICOM's SpacingBetweenSlices). :attr:`size_unit` says which applies.
+    the DICOM's SpacingBetweenSlices). :attr:`size_unit` says which applies. Where the file states no
+    pixel spacing (``scan.spacing_known`` False: a DICOM without PixelSpacing, an NRRD / MetaImage
+    header without spacing; warned at read), both
+    are pixel counts x GDCM's nominal 1 mm.
     """
 
     labels: np.ndarray
