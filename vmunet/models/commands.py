@@ -113,7 +113,7 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
 
     from vmunet.models.checkpoint import checkpoint_record
     from vmunet.models.layouts import detect, file_options
-    from vmunet.models.registry import create_model
+    from vmunet.models.registry import create_model, model_for_weights
     from vmunet.models.safe_load import WeightsError, read_checkpoint
     from vmunet.models.weights import plan_weights
 
@@ -125,7 +125,7 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
             record = {"model_kwargs": {}}
         kwargs = dict(record["model_kwargs"])
         found = detect(ckpt, entry=args.entry, where=args.file)
-        name, why = _inspected_model(args.model, record.get("model_name"), found.layout, found.model)
+        name, why = _inspected_model(args.model, record.get("model_name"), found.layout, model_for_weights(found))
         if args.model and args.model != record.get("model_name"):
             kwargs = {}  # the record's options belong to its own model
         origins = _inspected_options(args, kwargs, file_options(found))
@@ -163,7 +163,7 @@ def run_weights_inspect(args: argparse.Namespace) -> int:
 def _inspected_model(option: str | None, recorded: str | None, layout: str, named: str | None
                      ) -> tuple[str, str]:
     """The model ``weights inspect`` loads into, and why: ``--model``, else the file's own record,
-    else the model the detected layout names (``Detected.model``), else ``vmunet``."""
+    else the model the detected layout names (``registry.model_for_weights``), else ``vmunet``."""
     if option:
         return option, "from --model"
     if recorded:

@@ -31,8 +31,8 @@ layout                   recognised by                                          
 =======================  ==========================================================  ===============
 
 The layouts are tried in the order of :data:`_RULES`, the one table of what identifies each.
-Each layout names the registered model its weights are for (:data:`LAYOUT_MODELS`,
-``Detected.model``); ``vmunet weights inspect`` builds that model when nothing else names one, with
+Each layout names the registered models its weights are for (:data:`LAYOUT_MODELS`;
+``registry.model_for_weights`` picks one); ``vmunet weights inspect`` builds that model when nothing else names one, with
 the classes and input channels its tensors show (:data:`LAYOUT_SHAPES`, :func:`file_options`).
 
 VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and ``model_ema``;
@@ -41,7 +41,6 @@ VMamba files (``save_checkpoint_ema``) may hold two state dicts, ``model`` and `
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -71,8 +70,8 @@ LAYOUTS = {
 }
 
 #: the registered models whose weights each layout holds: what ``vmunet weights inspect`` builds when
-#: neither ``--model`` nor the file's own record names one (``Detected.model``: of several, the one
-#: whose default configuration's key names fit the file best, the first on a tie); empty where no
+#: neither ``--model`` nor the file's own record names one (``registry.model_for_weights``: of
+#: several, the one whose default configuration's key names fit the file best); empty where no
 #: model of ours takes the weights whole. VMamba v0 classifiers name ``vmunet``: the paper
 #: initialises VM-UNet's encoder and mirrored decoder from them (its ``load_from``).
 _VMUNETS = ("vmunet", "vmunet_deep", "vmunet_test")  # one class; the depths tell them apart
@@ -184,17 +183,6 @@ class Detected:
     features: list[str] = field(default_factory=list)
 
     @property
-    def model(self) -> str | None:
-        """The registered model these weights are for (:data:`LAYOUT_MODELS`), or None: of several,
-        the largest whose default configuration's keys are all in the file, else the one with the
-        most of its keys there (a partial file), the first on a tie."""
-        names = LAYOUT_MODELS[self.layout]
-        if len(names) < 2:
-            return names[0] if names else None
-        have = set(self.state)
-        return max(names, key=lambda n: (_model_keys(n) <= have, len(_model_keys(n) & have)))
-
-    @property
     def description(self) -> str:
         return LAYOUTS[self.layout] + (f" ({'; '.join(self.features)})" if self.features else "")
 
@@ -275,18 +263,6 @@ _RULES: tuple[tuple[str, _Test, Callable[[Detected, set[str]], Detected]], ...] 
     ("vmamba_v2", lambda s, p: bool(p & _NEW_BLOCK_PARTS) and bool(_later_vmamba_features(s, p)), _later_vmamba),
     ("vmamba_v0_new_names", lambda s, p: bool(p & _NEW_BLOCK_PARTS), _v0_renamed),
 )
-
-
-@functools.cache
-def _model_keys(name: str) -> frozenset[str]:
-    """The state-dict keys of the registered model ``name`` at its defaults (built on the meta
-    device: names only, no memory, no init)."""
-    import torch
-
-    from vmunet.models.registry import create_model  # the registry imports the weights loader
-
-    with torch.device("meta"):
-        return frozenset(create_model(name, num_classes=1).state_dict())
 
 
 def _unwrap(ckpt: Mapping[str, Any], entry: str, where: str

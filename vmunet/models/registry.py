@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from vmunet.models.layouts import LAYOUT_MODELS, Detected
 from vmunet.models.mamba_unet import MambaUNet
 from vmunet.models.swin_umamba import SwinUMamba, SwinUMambaD
 from vmunet.models.ultralight import UltraLightVMUNet
@@ -72,6 +75,26 @@ _REGISTRY: dict[str, ModelSpec] = {
 def list_models() -> list[str]:
     """Names accepted by ``create_model``, sorted."""
     return sorted(_REGISTRY)
+
+
+def model_for_weights(found: Detected) -> str | None:
+    """The registered model ``found``'s weights are for (``layouts.LAYOUT_MODELS``), or None: of
+    several, the largest whose default configuration's keys are all in the file, else the one with
+    the most of its keys there (a partial file), the first on a tie. Here, not in ``layouts``: the
+    weights modules stay below the registry."""
+    names = LAYOUT_MODELS[found.layout]
+    if len(names) < 2:
+        return names[0] if names else None
+    have = set(found.state)
+    return max(names, key=lambda n: (_model_keys(n) <= have, len(_model_keys(n) & have)))
+
+
+@functools.cache
+def _model_keys(name: str) -> frozenset[str]:
+    """The state-dict keys of the registered model ``name`` at its defaults (built on the meta
+    device: names only, no memory, no init)."""
+    with torch.device("meta"):
+        return frozenset(create_model(name, num_classes=1).state_dict())
 
 
 def model_spec(name: str) -> ModelSpec:
