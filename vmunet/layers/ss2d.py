@@ -51,7 +51,7 @@ class SS2D(nn.Module):
         conv_bias, bias: bias of the depthwise conv / of in_proj and out_proj.
         directions: scan orders (names from ``vmunet.ops.cross_scan``, e.g. ``h``, ``hilbert``,
             ``local4``); K = len(directions).
-        scan_backend: selective-scan backend, "auto" | "torch" | "numba" | "ref" | "cuda".
+        scan_backend: selective-scan backend, "auto" | "torch" | "numba" | "ref" | "cuda" | "triton".
     """
 
     def __init__(
