@@ -12,9 +12,6 @@ string: VM-UNet commit, torchvision, torch and numpy versions).
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from isic_transform_cases import CASES, FROZEN_FILE, original_chain, write_folder  # noqa: E402
-from original_code import TORCHVISION_VERSION, VMUNET_COMMIT, torchvision_0_14, vmunet_dir  # noqa: E402
+from original_code import (  # noqa: E402
+    TORCHVISION_VERSION,
+    VMUNET_COMMIT,
+    torchvision_0_14,
+    vmunet_dir,
+    write_frozen_npz,
+)
 
 
 def main() -> int:
@@ -43,13 +46,7 @@ def main() -> int:
         arrays[f"{case.name}/mask"] = mask.float().numpy()
     provenance = {"vmunet_commit": VMUNET_COMMIT, "torchvision": TORCHVISION_VERSION, "torch": torch.__version__,
                   "numpy": np.__version__}
-    arrays["provenance"] = np.array(json.dumps(provenance))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    FROZEN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = FROZEN_FILE.with_suffix(".npz.tmp")
-    tmp_file.write_bytes(buffer.getvalue())
-    os.replace(tmp_file, FROZEN_FILE)  # atomic: a failed run leaves the previous file
+    write_frozen_npz(FROZEN_FILE, arrays, provenance)
     sys.stdout.write(f"wrote {FROZEN_FILE} ({len(CASES)} cases, {FROZEN_FILE.stat().st_size} bytes)\n")
     return 0
 

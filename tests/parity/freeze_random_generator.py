@@ -13,9 +13,6 @@ numpy, scipy and torch versions).
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import platform
 import sys
 import tempfile
@@ -28,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from original_code import VMUNET_COMMIT, vmunet_dir  # noqa: E402
+from original_code import VMUNET_COMMIT, vmunet_dir, write_frozen_npz  # noqa: E402
 from random_generator_cases import FROZEN_FILE, SEEDS, original_outputs, write_slices  # noqa: E402
 
 
@@ -47,13 +44,7 @@ def main() -> int:
             arrays[f"seed{seed}/label"] = torch.stack([item["label"] for item in items]).numpy()
     provenance = {"vmunet_commit": VMUNET_COMMIT, "python": platform.python_version(), "numpy": np.__version__,
                   "scipy": scipy.__version__, "torch": torch.__version__}
-    arrays["provenance"] = np.array(json.dumps(provenance))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    FROZEN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = FROZEN_FILE.with_suffix(".npz.tmp")
-    tmp_file.write_bytes(buffer.getvalue())
-    os.replace(tmp_file, FROZEN_FILE)  # atomic: a failed run leaves the previous file
+    write_frozen_npz(FROZEN_FILE, arrays, provenance)
     sys.stdout.write(f"wrote {FROZEN_FILE} ({len(SEEDS)} seeds, {FROZEN_FILE.stat().st_size} bytes)\n")
     return 0
 

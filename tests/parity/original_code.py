@@ -504,3 +504,19 @@ def deterministic_input(shape: tuple[int, ...]):
     import torch
 
     return torch.cos(torch.arange(math.prod(shape), dtype=torch.float64) * 0.11).reshape(shape).float()
+
+
+def write_frozen_npz(path: Path, arrays: dict[str, Any], provenance: dict[str, str]) -> None:
+    """Write ``arrays`` and ``provenance`` (as the JSON string under key ``provenance``) to the
+    compressed ``path`` atomically: a failed run leaves the previous frozen file."""
+    import io
+    import json
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays, provenance=np.array(json.dumps(provenance)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = path.with_suffix(".npz.tmp")
+    tmp_file.write_bytes(buffer.getvalue())
+    os.replace(tmp_file, path)
