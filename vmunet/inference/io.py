@@ -342,7 +342,8 @@ def _read_dicom(p: Path) -> Scan:
                             f"{short_list(series, 3)}); expected one series per folder: put each in its own folder")
     reader = sitk.ImageSeriesReader()
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
-    _check_dicom_image(p, files[0])
+    tags = _first_file_tags(files[0])
+    _check_dicom_image(p, files[0], tags)
     reader.SetFileNames(files)
     try:
         img = reader.Execute()
@@ -354,7 +355,7 @@ def _read_dicom(p: Path) -> Scan:
         ) from err
     scan = _from_sitk(p, img, p.name)
     scan.single_frame = img.GetDimension() == 3 and img.GetSize()[2] == 1  # one file of one frame: one 2D image
-    if tuple(img.GetSpacing()[:2]) == (1.0, 1.0) and not _pixel_spacing_stated(files[0]):
+    if tuple(img.GetSpacing()[:2]) == (1.0, 1.0) and not _pixel_spacing_stated(tags):
         _nominal_spacing(scan, f"{p}: {Path(files[0]).name} states no pixel spacing (PixelSpacing (0028,0030) and "
                                "ImagerPixelSpacing (0018,1164) absent or 0); GDCM's nominal 1.0 mm")
     return scan
@@ -407,22 +408,33 @@ def _header_states_spacing(header: Path) -> bool:
 _SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
 
 
-def _pixel_spacing_stated(first: str) -> bool:
-    """Whether the file states a positive in-plane spacing in a top-level tag. GDCM gives 1.0 mm when
-    none does (absent, or ``0\\0`` as in pydicom's RG1_UNCR.dcm), indistinguishable in the image
-    from a stated 1.0: hence the tags. Enhanced multi-frame objects keep their spacing in functional
-    groups (not read here): one of those is called unstated only when GDCM also gave exactly 1.0."""
+def _first_file_tags(first: str) -> dict[str, str] | None:
+    """The tags of the series' first file that the checks below read (SimpleITK metadata keys:
+    SOP class, modality and :data:`_SPACING_TAGS`), from one header read; None when the header
+    cannot be read (the series itself was read, or its read reports the files)."""
     reader = volumes.sitk().ImageFileReader()
     reader.SetFileName(first)
     try:
         reader.ReadImageInformation()
-    except RuntimeError:  # the series itself was read: an unreadable header here says nothing
+    except RuntimeError:
+        return None
+    keys = ("0008|0016", "0008|0060", *_SPACING_TAGS)
+    return {k: reader.GetMetaData(k) for k in keys if reader.HasMetaDataKey(k)}
+
+
+def _pixel_spacing_stated(tags: dict[str, str] | None) -> bool:
+    """Whether the first file states a positive in-plane spacing in a top-level tag. GDCM gives 1.0 mm
+    when none does (absent, or ``0\\0`` as in pydicom's RG1_UNCR.dcm), indistinguishable in the image
+    from a stated 1.0: hence the tags. Enhanced multi-frame objects keep their spacing in functional
+    groups (not read here): one of those is called unstated only when GDCM also gave exactly 1.0.
+    An unreadable header (``tags`` None) says nothing: stated."""
+    if tags is None:
         return True
     for key in _SPACING_TAGS:
-        if not reader.HasMetaDataKey(key):
+        if key not in tags:
             continue
         try:
-            values = [float(v) for v in reader.GetMetaData(key).strip().split("\\")]
+            values = [float(v) for v in tags[key].strip().split("\\")]
         except ValueError:
             continue
         if len(values) == 2 and all(v > 0 for v in values):
@@ -436,16 +448,13 @@ def _pixel_spacing_stated(first: str) -> bool:
 _NON_IMAGE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.66"
 
 
-def _check_dicom_image(folder: Path, first: str) -> None:
+def _check_dicom_image(folder: Path, first: str, tags: dict[str, str] | None) -> None:
     """Refuse a series that is not an image (a DICOM-SEG is read by SimpleITK as if it were one,
-    and would be segmented without a word)."""
-    reader = volumes.sitk().ImageFileReader()
-    reader.SetFileName(first)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:  # unreadable header: the series read reports it, naming the files
+    and would be segmented without a word); ``tags``: :func:`_first_file_tags` of ``first`` (None:
+    unreadable header, which the series read reports, naming the files)."""
+    if tags is None:
         return
-    tag = {k: reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in ("0008|0016", "0008|0060")}
+    tag = {k: tags.get(k, "").strip() for k in ("0008|0016", "0008|0060")}
     sop, modality = tag["0008|0016"], tag["0008|0060"]
     if sop.startswith(_NON_IMAGE_SOP_PREFIX) or modality in ("SEG", "RTSTRUCT", "REG"):
         what = "a segmentation (DICOM-SEG)" if sop == _NON_IMAGE_SOP_PREFIX + ".4" or modality == "SEG" else "not an image"
