@@ -376,17 +376,25 @@ _SPACING_FIELD = re.compile(r"^\s*(spacings\s*:|space directions\s*:|ElementSpac
                             re.IGNORECASE)
 
 
-def _header_states_spacing(header: Path) -> bool:
-    """Whether a NRRD / MetaImage header states a spacing (NRRD ``spacings`` must be finite and
-    positive: ITK reads ``nan`` as 1.0)."""
+def _header_lines(header: Path) -> list[str] | None:
+    """The lines of a MetaImage / NRRD header file's first 64 KiB (the header; an attached file's
+    data follows it), latin-1, without line ends; None when it cannot be read."""
     try:
         with open(header, "rb") as fh:
             head = fh.read(1 << 16)
-    except OSError:  # it was just read: say nothing rather than guess
+    except OSError:
+        return None
+    return [raw.decode("latin-1").rstrip("\r") for raw in head.split(b"\n")]
+
+
+def _header_states_spacing(header: Path) -> bool:
+    """Whether a NRRD / MetaImage header states a spacing (NRRD ``spacings`` must be finite and
+    positive: ITK reads ``nan`` as 1.0)."""
+    lines = _header_lines(header)
+    if lines is None:  # it was just read: say nothing rather than guess
         return True
     nrrd = _has_ext(header, (".nrrd", ".nhdr"))
-    for raw in head.split(b"\n"):
-        line = raw.decode("latin-1").rstrip("\r")
+    for line in lines:
         if nrrd and not line.strip():
             break
         m = _SPACING_FIELD.match(line)
@@ -553,14 +561,10 @@ def detached_data_files(header: Path) -> list[Path]:
     X.raw``; ``LIST`` and ``<printf pattern> min max step`` forms too), relative to its folder.
     Read from the header, not guessed from its name: ITK's ``...DirectionMinus30.mhd`` reads
     ``BrainProtonDensitySliceBorder20.zraw``, and ``.mha`` files may be detached as well."""
-    try:
-        with open(header, "rb") as fh:
-            head = fh.read(1 << 16)
-    except OSError:
+    lines = _header_lines(header)
+    if lines is None:
         return []
-    lines = head.split(b"\n")
-    for n, raw in enumerate(lines):
-        line = raw.decode("latin-1").rstrip("\r")
+    for n, line in enumerate(lines):
         if not line.strip() and _has_ext(header, (".nrrd", ".nhdr")):
             break  # NRRD: the header ends at the first blank line
         m = _DATA_FILE_FIELD.match(line)
@@ -571,7 +575,7 @@ def detached_data_files(header: Path) -> list[Path]:
         if not fields or fields[0].upper() == "LOCAL":
             return []
         if fields[0].upper() == "LIST":  # one file name per following line
-            names = [x.decode("latin-1").strip() for x in lines[n + 1:]]
+            names = [x.strip() for x in lines[n + 1:]]
             return [header.parent / x for x in names if x]
         if "%" in fields[0] and len(fields) >= 4:  # printf pattern, first, last, step
             try:
