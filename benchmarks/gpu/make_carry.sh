@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # `make gpu-carry`: put in .gpu-carry/ (ignored) what the GPU check needs and the device image
 # lacks, check the 64 MiB limit, and print the device command.
-#   wheels/   monai (the only required package the image lacks; --no-deps, py3.12)
+#   wheels/   monai (the only required package of the model and data path the image lacks), and for
+#             benchmarks/gpu/fit_check.py (`vmunet fit` on synthetic Synapse data): jsonargparse +
+#             docstring-parser + typeshed-client (LightningCLI's `jsonargparse[signatures]`) and nibabel
+#             (the synthetic data's reorientation, vmunet.data.volumes.to_ras); all pure Python, ~4.5 MB;
+#             --no-deps (their other dependencies are in the image), py3.12, the versions of this venv.
+#             Not carried: SimpleITK (~50 MB), pydicom: imported only inside the functions that read
+#             DICOM/MetaImage/NRRD files, which neither check uses.
 #   prebuilt/ selective_scan_cuda.so + .json (from GPU_SO_DIR; built by build_selective_scan.sh if absent)
 #   mamba_ssm-2.3.2.post1.tar.gz  (for the on-device build when the .so does not load)
 #   VM-UNet/  the original model code (models/vmunet/*.py, LICENSE) from ORIGINAL, when present
@@ -13,13 +19,16 @@ ORIGINAL=${ORIGINAL:-third_party/VM-UNet}
 PY=${PY:-.venv/bin/python}
 MAMBA=2.3.2.post1
 LIMIT=$((64 * 1024 * 1024))
-MONAI=$("$PY" -c "import importlib.metadata as m; print(m.version('monai'))")
+version() { "$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
+MONAI=$(version monai)
+FIT_PKGS=()
+for pkg in jsonargparse docstring-parser typeshed-client nibabel; do FIT_PKGS+=("$pkg==$(version "$pkg")"); done
 TMP=.gpu/carry.tmp  # inside the ignored .gpu/, so it is not counted as working tree
 rm -rf "$TMP"
 mkdir -p "$TMP/wheels" "$TMP/prebuilt" .gpu/wheels
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d "$TMP/wheels" "monai==$MONAI"
+  -d "$TMP/wheels" "monai==$MONAI" "${FIT_PKGS[@]}"
 if [ ! -f ".gpu/wheels/mamba_ssm-$MAMBA.tar.gz" ]; then
   MAMBA_SKIP_CUDA_BUILD=TRUE "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
     "mamba-ssm==$MAMBA" -d .gpu/wheels
@@ -55,4 +64,6 @@ cat <<MSG
 Device command (one call, machine start not included; ~5-8 min):
   run(command="bash benchmarks/gpu/device_check.sh", carry=[".gpu-carry"], timeout_s=570)
 Results come back in \$OUT: gpu_check.json, gpu_check.md, gpu_check.log, pytest_cuda.txt, env.txt.
+The fit check (benchmarks/gpu/fit_check.py, ~150 s) runs with the same installed wheels:
+  PYTHONPATH=\$SITE:\$PWD python3 benchmarks/gpu/fit_check.py --out \$OUT/fit
 MSG

@@ -1,0 +1,624 @@
+"""The user's GPU path in one short device run: ``vmunet fit`` of the Synapse paper config.
+
+Made for the same device call as benchmarks/gpu_check.py (after it; ~150 s on an H200):
+
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu/fit_check.py --out $OUT/fit
+
+Stages, in priority order; each is timed, guarded (an error is recorded, the next stage runs),
+started only while ``--budget-s`` lasts, and written to ``<out>/fit_check.json`` when it ends
+(``fit_check.md``: the tables; both written atomically):
+
+1. ``env``, ``extension``: GPU and versions; the carried ``selective_scan_cuda`` (``--so``).
+2. ``data``: synthetic Synapse data from the project's generator (:func:`vmunet.data.synth.synth_synapse`,
+   ``--cases`` phantoms of ``--size``\\ :sup:`2` x ``--slices``; 6 cases = 4 training + 2 test cases).
+   The data module holds 2 training cases out for validation (``val_cases: 2``; volumes of
+   ``--slices`` slices); the 2 others' slices are hard-linked under new case names up to
+   ``--train-slices`` training slices, so an epoch has many more batches than loader workers
+   (their steady rate is what an epoch of the real 2211 slices sees) without generating them all.
+   The validation split's seed is chosen so the 2 held-out cases are phantoms no training slice
+   comes from.
+3. ``fit_fp32``: the real entry point (:func:`vmunet.training.cli.run_lightning_cli`, what
+   ``vmunet fit`` runs) with ``--config experiments/paper/synapse.yaml`` and overrides: one GPU,
+   precision 32-true, ``--epochs`` epochs, scan backend ``cuda``, no pretrained weights, validation
+   every epoch, every epoch's checkpoint kept. Measured by :class:`fit_timing.FitTimer`: seconds
+   and img/s per epoch (through the DataModule: paper augmentation on CPU workers), the share of the
+   epoch spent waiting for batches, validation seconds, the Dice/HD95 it logs, peak GPU memory,
+   non-finite losses.
+4. ``loader``: the same training DataLoader alone (no model), one epoch, img/s, for each worker count.
+5. ``step_fp32``/``step_bf16``: the model's training step alone (forward, the paper loss, backward,
+   fused AdamW) on batches from that loader pre-loaded to the GPU, img/s. Bottleneck: the lower of
+   ``loader`` and ``step`` img/s bounds what the fit can reach.
+6. ``resume``: the fp32 run's checkpoint after epoch ``--epochs - 1``, copied out of its run, resumed
+   (``fit --ckpt_path``) to the same end; final weights and metrics against the uninterrupted run's:
+   the max abs weight difference is RECORDED (the kernel's backward may accumulate with atomics).
+7. ``fit_bf16``: as 3 with ``bf16-mixed``, ``--bf16-epochs`` epochs.
+8. ``deterministic``: one short fit with ``trainer.deterministic: true``: whether it runs, or the
+   error it raises (one line).
+
+``--smoke``: every stage on CPU at tiny sizes (64^2 phantoms, 32^2 model input, model
+``vmunet_test``) with the CPU stand-in of the compiled kernel (benchmarks/gpu/standin); it proves
+the script runs and its files are complete, not the numbers (tests/benchmarks/test_fit_check_smoke.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _common (md_table)
+sys.path.insert(0, str(HERE))  # fit_timing (the callback the fit loads by name), _timing
+
+from vmunet.runtime import apply_process_defaults  # noqa: E402  (imports no torch)
+
+apply_process_defaults()  # what `vmunet` does before torch loads
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from fit_timing import FitTimer  # noqa: E402
+
+from vmunet.data import synapse_format as SF  # noqa: E402
+from vmunet.data.datamodule import held_out_cases  # noqa: E402
+from vmunet.data.fileio import write_json, write_text  # noqa: E402
+from vmunet.ops import scan_cuda  # noqa: E402
+
+logger = logging.getLogger("fit_check")
+STANDIN_DIR = HERE / "standin"
+CONFIG = ROOT / "experiments" / "paper" / "synapse.yaml"
+VAL_CASES = 2
+METRIC_KEYS = ("train/loss_epoch", "val/loss", "val/dice", "val/hd95", "val/hd95_mm")
+
+
+# ------------------------------------------------------------------------------------------------
+# run bookkeeping
+# ------------------------------------------------------------------------------------------------
+class Run:
+    """Results, the clock and the output files of one run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.perf_counter()
+        self.res: dict[str, Any] = {"smoke": args.smoke, "settings": settings_of(args), "stages": {}}
+        self.cuda = not args.smoke
+
+    def left(self) -> float:
+        return self.args.budget_s - (time.perf_counter() - self.t0)
+
+    def save(self) -> None:
+        self.res["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        write_json(self.out / "fit_check.json", self.res)
+        write_text(self.out / "fit_check.md", "\n".join(markdown(self.res)) + "\n")
+
+    def stage(self, name: str, fn: Callable[[], dict], need_s: float) -> dict:
+        """Run ``fn`` if ``need_s`` seconds are left; record its dict, or the error; save."""
+        if self.left() < need_s:
+            rec = {"status": "skipped", "why": f"time budget: {self.left():.0f} s left, needs ~{need_s:.0f} s"}
+        else:
+            logger.info("[%6.1f s] %s ...", time.perf_counter() - self.t0, name)
+            t = time.perf_counter()
+            try:
+                rec = {"status": "ok", **fn()}
+            except Exception as exc:  # record and go on: one failed stage must not hide the rest
+                rec = {"status": "error", "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:2000],
+                       "traceback": traceback.format_exc()[-3000:]}
+            rec["seconds"] = round(time.perf_counter() - t, 1)
+        self.res["stages"][name] = rec
+        self.save()
+        logger.info("[%6.1f s] %-14s %s%s", time.perf_counter() - self.t0, name, rec["status"],
+                    f": {rec.get('error') or rec.get('why')}" if rec["status"] != "ok" else "")
+        return rec
+
+    def ok(self, name: str) -> dict | None:
+        rec = self.res["stages"].get(name)
+        return rec if rec is not None and rec["status"] == "ok" else None
+
+
+def settings_of(a: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(a, k) for k in ("config", "cases", "size", "slices", "train_slices", "image_size", "batch",
+                                       "workers", "loader_workers", "epochs", "bf16_epochs", "model", "budget_s")}
+
+
+def sync(run: Run) -> None:
+    if run.cuda:
+        torch.cuda.synchronize()
+
+
+def reset_peak(run: Run) -> None:
+    if run.cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(run: Run) -> dict[str, float | None]:
+    if not run.cuda:
+        return {"peak_allocated_gib": None, "peak_reserved_gib": None}
+    return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+
+
+# ------------------------------------------------------------------------------------------------
+# 1: environment and kernel
+# ------------------------------------------------------------------------------------------------
+def env_info(run: Run) -> dict:
+    import lightning
+
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "torch_cuda": torch.version.cuda, "lightning": lightning.__version__,
+                            "cpu_cores": os.cpu_count()}
+    with contextlib.suppress(Exception):
+        import monai
+        info["monai"] = monai.__version__
+    if run.cuda:
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1))
+    return info
+
+
+def load_extension(run: Run) -> dict:
+    folder = STANDIN_DIR if run.args.smoke else Path(run.args.so)
+    folder = folder if folder.is_dir() else folder.parent
+    # the environment variable, not a module attribute: LightningCLI builds the model in this process
+    os.environ[scan_cuda.EXTENSION_DIR_ENV] = str(folder)
+    sys.modules.pop(scan_cuda.EXTENSION_NAME, None)
+    scan_cuda.extension.cache_clear()
+    ext = scan_cuda.extension()
+    if ext is None:
+        raise RuntimeError(f"selective_scan_cuda does not load from {folder}: {scan_cuda.load_error()}")
+    return {"source": "CPU stand-in (benchmarks/gpu/standin)" if run.args.smoke else str(folder),
+            "file": getattr(ext, "__file__", None)}
+
+
+# ------------------------------------------------------------------------------------------------
+# 2: data
+# ------------------------------------------------------------------------------------------------
+def split_seed(names: list[str], originals: list[str]) -> int:
+    """The smallest validation-split seed >= 42 (the config's) that holds out two ``originals``:
+    phantoms whose slices are not copied into the training set."""
+    for seed in range(42, 42 + 10_000):
+        picked = held_out_cases(len(names), VAL_CASES, seed)
+        if all(names[i] in originals for i in picked):
+            return seed
+    raise RuntimeError("no split seed holds out two original cases")
+
+
+def make_data(run: Run) -> dict:
+    from vmunet.data.synth import synth_synapse
+
+    a = run.args
+    root = Path(a.work) / "Synapse"
+    if root.exists():
+        shutil.rmtree(root)
+    t = time.perf_counter()
+    summary = synth_synapse(root, cases=a.cases, size=a.size, slices=a.slices, seed=0)
+    gen_s = time.perf_counter() - t
+    list_file = SF.find_list_dir(root) / "train.txt"
+    base = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
+    originals = sorted({SF.case_of_slice(n) for n in base})
+    if len(originals) < VAL_CASES + 1:
+        raise RuntimeError(f"{len(originals)} training cases; need {VAL_CASES + 1} (raise --cases)")
+    per_case = a.slices
+    # copies named after the originals (case9NNN); the split seed below holds out two originals,
+    # and only the other originals are copied
+    n_train_orig = per_case * (len(originals) - VAL_CASES)
+    copies_needed = max(0, math.ceil((a.train_slices - n_train_orig) / per_case))
+    copy_names = [SF.case_name(9000 + i) for i in range(copies_needed)]
+    names = originals + copy_names
+    seed = split_seed(names, originals)
+    picked = [names[i] for i in held_out_cases(len(names), VAL_CASES, seed)]
+    train_sources = [c for c in originals if c not in picked]  # never a validation case
+    train_dir = root / SF.TRAIN_DIR
+    lines = list(base)
+    for i, new in enumerate(copy_names):
+        src = train_sources[i % len(train_sources)]
+        for n in (x for x in base if SF.case_of_slice(x) == src):
+            dst = SF.slice_name(new, int(n.rsplit("_slice", 1)[1]))
+            try:
+                os.link(train_dir / f"{n}.npz", train_dir / f"{dst}.npz")
+            except OSError:
+                shutil.copyfile(train_dir / f"{n}.npz", train_dir / f"{dst}.npz")
+            lines.append(dst)
+        geom = train_dir / f"{src}{SF.GEOMETRY_SUFFIX}"
+        if geom.is_file():
+            shutil.copyfile(geom, train_dir / f"{new}{SF.GEOMETRY_SUFFIX}")
+    write_text(list_file, "".join(f"{n}\n" for n in lines))
+    n_train = len(lines) - per_case * VAL_CASES
+    a.data_root, a.split_seed = str(root), seed
+    # the data module's one-time read of every slice (check_files, cached in $VMUNET_CACHE_DIR): timed
+    # here, so the fits' times are the training's
+    t = time.perf_counter()
+    dm = datamodule(run, 0)
+    check_s = time.perf_counter() - t
+    if len(dm.train_slices) != n_train or sorted(dm.val_case_names) != sorted(picked):
+        raise RuntimeError(f"the data module split {len(dm.train_slices)} training slices / {dm.val_case_names}, "
+                           f"expected {n_train} / {picked}")
+    return {"root": str(root), "generator": "vmunet.data.synth.synth_synapse", "generate_s": round(gen_s, 1),
+            "generated_cases": summary["train_cases"] + summary["test_cases"], "size": a.size, "slices": per_case,
+            "file_check_s": round(check_s, 1),
+            "val_cases": picked, "split_seed": seed, "train_slices": n_train,
+            "distinct_train_slices": per_case * len(train_sources), "copies": copy_names[:3] + (
+                ["..."] if len(copy_names) > 3 else []),
+            "bytes": sum(f.stat().st_size for f in root.rglob("*") if f.is_file())}
+
+
+# ------------------------------------------------------------------------------------------------
+# 3, 6, 7, 8: fits through the real CLI
+# ------------------------------------------------------------------------------------------------
+def fit_argv(run: Run, root: Path, precision: str, epochs: int, extra: list[str] = ()) -> list[str]:
+    a = run.args
+    minutes = max(1.0, run.left()) / 60  # a run still inside the budget stops at an epoch's end
+    max_time = f"00:00:{int(minutes):02d}:{int((minutes % 1) * 60):02d}"
+    argv = ["fit", "--config", str(a.config),
+            "--trainer.default_root_dir", str(root),
+            "--trainer.accelerator", "cpu" if a.smoke else "gpu", "--trainer.devices", "1",
+            "--trainer.precision", precision, "--trainer.max_epochs", str(epochs),
+            "--trainer.max_time", max_time,
+            "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks+=fit_timing.FitTimer",
+            "--model.weights", "null", "--model.model_name", a.model,
+            "--model.model_kwargs", json.dumps({"scan_backend": "cuda"}),
+            "--data.init_args.root", a.data_root, "--data.init_args.batch_size", str(a.batch),
+            "--data.init_args.num_workers", str(a.workers), "--data.init_args.image_size", str(a.image_size),
+            "--data.init_args.val_cases", str(VAL_CASES), "--data.init_args.seed", str(a.split_seed),
+            "--checkpoint.save_top_k", "-1"]
+    return argv + list(extra)
+
+
+def run_fit(run: Run, argv: list[str]) -> tuple[Any, dict]:
+    from vmunet.training.cli import run_lightning_cli
+
+    reset_peak(run)
+    logger.info("vmunet %s", " ".join(argv))
+    t = time.perf_counter()
+    cli = run_lightning_cli(argv)
+    sync(run)
+    total = time.perf_counter() - t
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, FitTimer))
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k in METRIC_KEYS}
+    summary = cli.model.last_summary or {}
+    mean = summary.get("mean") or {}
+    rec = {"precision": str(cli.trainer.precision), "total_s": round(total, 1), "epochs": timer.epochs,
+           "validations": timer.validations, "non_finite_losses": timer.non_finite_losses,
+           "metrics": metrics, "val_convention": summary.get("convention"),
+           "val_hd95_definition": cli.model.hparams.hd95, "val_mean": {k: mean.get(k) for k in ("dice", "hd95", "hd95_mm")},
+           "run_dir": str(cli.trainer.log_dir), "epochs_done": int(cli.trainer.current_epoch), **peak_gib(run)}
+    steady = [e for e in timer.epochs[1:]] or timer.epochs  # the first epoch starts the workers
+    if steady:
+        rec["mean_epoch_s"] = round(sum(e["seconds"] for e in steady) / len(steady), 2)
+        rec["mean_img_s"] = round(sum(e["samples"] for e in steady) / sum(e["seconds"] for e in steady), 1)
+        rec["mean_data_wait_share"] = round(sum(e["data_wait_share"] or 0 for e in steady) / len(steady), 3)
+    return cli, rec
+
+
+def fit_stage(run: Run, name: str, precision: str, epochs: int) -> dict:
+    cli, rec = run_fit(run, fit_argv(run, Path(run.args.work) / name, precision, epochs))
+    run.res.setdefault("_runs", {})[name] = rec["run_dir"]
+    del cli
+    return rec
+
+
+def state_of(ckpt_path: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    return ckpt["state_dict"]
+
+
+def resume_stage(run: Run) -> dict:
+    a = run.args
+    full = run.ok("fit_fp32")
+    if full is None:
+        raise RuntimeError("needs the fit_fp32 run")
+    if full["epochs_done"] < a.epochs or len(full["epochs"]) < a.epochs:
+        raise RuntimeError(f"the fp32 run stopped after {len(full['epochs'])} of {a.epochs} epochs (time budget)")
+    ckpt_dir = Path(full["run_dir"]) / "checkpoints"
+    mid_epoch = a.epochs - 2  # the checkpoint at the end of epoch index mid_epoch: one epoch left
+    mids = sorted(ckpt_dir.glob(f"best-epoch{mid_epoch:03d}-*.ckpt"))
+    finals = sorted(ckpt_dir.glob(f"best-epoch{a.epochs - 1:03d}-*.ckpt"))
+    if not mids or not finals:
+        raise RuntimeError(f"no epoch {mid_epoch} / {a.epochs - 1} checkpoints in {ckpt_dir}: "
+                           f"{sorted(p.name for p in ckpt_dir.glob('*.ckpt'))}")
+    # copied out of the run: resuming inside it would be refused (later checkpoints there)
+    mid = Path(a.work) / "resume_from" / mids[0].name
+    mid.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mids[0], mid)
+    cli, rec = run_fit(run, fit_argv(run, Path(a.work) / "fit_fp32_resumed", "32-true", a.epochs,
+                                     ["--ckpt_path", str(mid)]))
+    resumed_dir = Path(rec["run_dir"]) / "checkpoints"
+    ends = sorted(resumed_dir.glob(f"best-epoch{a.epochs - 1:03d}-*.ckpt"))
+    if not ends:
+        raise RuntimeError(f"the resumed run wrote no epoch {a.epochs - 1} checkpoint in {resumed_dir}")
+    sa, sb = state_of(finals[0]), state_of(ends[0])
+    if sa.keys() != sb.keys():
+        raise RuntimeError("the two runs' final checkpoints hold different parameters")
+    diffs = {k: float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].is_floating_point()}
+    worst = max(diffs, key=diffs.get)
+    scale = max(float(v.double().abs().max()) for k, v in sa.items() if v.is_floating_point())
+    ma = {k: v for k, v in full["metrics"].items()}
+    mb = rec["metrics"]
+    del cli
+    return {"resumed_from": mids[0].name, "resumed_epochs": [e["epoch"] for e in rec["epochs"]],
+            "max_abs_weight_diff": diffs[worst], "worst_tensor": worst, "max_abs_weight": scale,
+            "tensors_differing": sum(d > 0 for d in diffs.values()), "tensors": len(diffs),
+            "metrics_uninterrupted": ma, "metrics_resumed": mb,
+            "metric_abs_diff": {k: abs(ma[k] - mb[k]) for k in ma if k in mb},
+            "resumed_run": {k: rec[k] for k in ("total_s", "epochs", "validations", "non_finite_losses")}}
+
+
+def deterministic_stage(run: Run) -> dict:
+    a = run.args
+    argv = fit_argv(run, Path(a.work) / "deterministic", "32-true", 1,
+                    ["--trainer.deterministic", "true", "--trainer.limit_train_batches", "2",
+                     "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0"])
+    try:
+        _, rec = run_fit(run, argv)
+    except Exception as exc:  # the point of the stage: what it raises, on one line
+        return {"runs": False, "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:1000],
+                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    return {"runs": True, "epochs": rec["epochs"], "non_finite_losses": rec["non_finite_losses"],
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+
+
+# ------------------------------------------------------------------------------------------------
+# 4, 5: the loader alone, the model step alone
+# ------------------------------------------------------------------------------------------------
+def config_section(run: Run, key: str) -> dict[str, Any]:
+    """One top-level section of ``--config`` (the fits read the same file through LightningCLI)."""
+    return dict(yaml.safe_load(Path(run.args.config).read_text())[key] or {})
+
+
+def datamodule(run: Run, workers: int):
+    from vmunet.data.synapse import SynapseDataModule
+
+    a = run.args
+    data = dict(config_section(run, "data")["init_args"])
+    data.update(root=a.data_root, batch_size=a.batch, num_workers=workers, image_size=a.image_size,
+                val_cases=VAL_CASES, seed=a.split_seed)
+    dm = SynapseDataModule(**data)
+    dm.setup("fit")
+    return dm
+
+
+def loader_stage(run: Run) -> dict:
+    from lightning.fabric.utilities.seed import seed_everything
+
+    rows = []
+    for w in run.args.loader_workers:
+        if run.left() < 5:
+            break
+        seed_everything(42, workers=True, verbose=False)
+        dm = datamodule(run, w)
+        t = time.perf_counter()
+        first = None
+        n = 0
+        it = iter(dm.train_dataloader())
+        for batch in it:
+            if first is None:
+                first = time.perf_counter() - t
+                t1 = time.perf_counter()
+                n1 = int(batch["image"].shape[0])
+            n += int(batch["image"].shape[0])
+        total = time.perf_counter() - t
+        steady_s = time.perf_counter() - t1
+        del it
+        rows.append({"workers": w, "samples": n, "seconds": round(total, 2), "img_s": round(n / total, 1),
+                     "first_batch_s": round(first or 0.0, 2),
+                     "steady_img_s": round((n - n1) / steady_s, 1) if steady_s > 0 and n > n1 else None})
+    return {"rows": rows}
+
+
+def step_stage(run: Run, precision: str) -> dict:
+    from vmunet.training.module import SegmentationModule
+
+    a = run.args
+    dev = torch.device("cpu" if a.smoke else "cuda")
+    model_cfg = config_section(run, "model")
+    for key in ("weights", "weights_entry"):
+        model_cfg.pop(key, None)
+    model_cfg.update(model_name=a.model, num_classes=9, in_chans=1, model_kwargs={"scan_backend": "cuda"})
+    torch.manual_seed(0)
+    module = SegmentationModule(**model_cfg).to(dev).train()
+    opt = torch.optim.AdamW(module.parameters(), lr=module.hparams.lr, betas=tuple(module.hparams.betas),
+                            weight_decay=module.hparams.weight_decay, fused=True)
+    dm = datamodule(run, min(a.workers, 4))
+    batches = []
+    for batch in dm.train_dataloader():  # the real augmented batches, on the GPU before timing
+        batches.append((batch["image"].to(dev), batch["label"].long().to(dev)))
+        if len(batches) >= a.step_batches:
+            break
+    amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext())
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        with amp:
+            loss = module.loss_fn(module(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss)  # a sync, as the module's isfinite check
+
+    reset_peak(run)
+    for x, y in batches[:2]:  # warm-up (first-call allocations)
+        step(x, y)
+    sync(run)
+    non_finite = 0
+    t = time.perf_counter()
+    n = 0
+    rounds = max(1, a.step_rounds)
+    for _ in range(rounds):
+        for x, y in batches:
+            non_finite += not math.isfinite(step(x, y))
+            n += x.shape[0]
+    sync(run)
+    sec = time.perf_counter() - t
+    return {"precision": precision, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "batches": len(batches), "steps": len(batches) * rounds, "samples": n,
+            "seconds": round(sec, 2), "img_s": round(n / sec, 1), "non_finite_losses": non_finite, **peak_gib(run)}
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------------
+def _f(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{nd}g}" if abs(v) < 1e-2 and v != 0 else f"{v:.{nd}f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def markdown(res: dict) -> list[str]:
+    from _common import md_table  # benchmarks/_common.py
+
+    st = res["stages"]
+    env = st.get("env", {})
+    s = res["settings"]
+    data = st.get("data", {})
+    gpu = "SMOKE, CPU stand-in: not GPU numbers" if res["smoke"] else env.get("gpu", "?")
+    lines = [f"# vmunet fit check ({gpu})", "",
+             f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), lightning {env.get('lightning')}, "
+             f"python {env.get('python')}, {env.get('cpu_cores')} CPU cores; total {res.get('elapsed_s')} s "
+             f"(budget {s['budget_s']} s)", "",
+             f"Config {Path(s['config']).name} (paper augmentation on CPU workers), model {s['model']}, scan backend "
+             f"cuda, batch {s['batch']}, {s['workers']} loader workers, input {s['image_size']}x{s['image_size']}. "
+             f"Data: synthetic Synapse ({data.get('generator', '')}), {s['size']}x{s['size']} slices: "
+             f"{data.get('train_slices')} training slices ({data.get('distinct_train_slices')} distinct), "
+             f"validation {VAL_CASES} volumes x {s['slices']} slices ({', '.join(data.get('val_cases', []))}); "
+             f"generated in {data.get('generate_s')} s; the data module's one-time file check "
+             f"{data.get('file_check_s')} s.", ""]
+    lines += md_table(["stage", "status", "s", "note"],
+                      [(k, v["status"], v.get("seconds", ""), v.get("error") or v.get("why") or "")
+                       for k, v in st.items()])
+    fits = [(k, v) for k, v in st.items() if k.startswith("fit_") and v["status"] == "ok"]
+    if fits:
+        lines += md_table(["run", "precision", "epochs", "s/epoch", "img/s (fit)", "data-wait share", "last val s",
+                           "val Dice", "val HD95", "HD95 mm", "peak alloc GiB", "non-finite"],
+                          [(k, v["precision"], len(v["epochs"]), _f(v.get("mean_epoch_s")), _f(v.get("mean_img_s"), 1),
+                            _f(v.get("mean_data_wait_share")),
+                            _f(next((x["seconds"] for x in v["validations"][::-1] if not x["sanity"]), None)),
+                            _f(v["metrics"].get("val/dice"), 4), _f(v["metrics"].get("val/hd95")),
+                            _f(v["metrics"].get("val/hd95_mm")), _f(v.get("peak_allocated_gib")),
+                            v["non_finite_losses"]) for k, v in fits],
+                          title="Fit through `vmunet fit` (LightningCLI + SynapseDataModule + SegmentationModule); "
+                                "s/epoch, img/s and data-wait share: epochs after the first (training only); "
+                                "val: the last epoch's validation (Dice/HD95 strict convention, HD95 in voxels)")
+        lines += md_table(["run", "epoch", "s", "samples", "img/s", "first batch wait s", "steady img/s",
+                           "data-wait share"],
+                          [(k, e["epoch"], e["seconds"], e["samples"], e["img_s"], e["first_batch_wait_s"],
+                            e["steady_img_s"], e["data_wait_share"]) for k, v in fits for e in v["epochs"]],
+                          title="Per epoch")
+    ld = st.get("loader", {})
+    steps = [v for k, v in st.items() if k.startswith("step_") and v["status"] == "ok"]
+    if ld.get("rows") or steps:
+        rows = [(f"loader alone, {r['workers']} workers", r["samples"], r["seconds"], r["img_s"], r["steady_img_s"], "")
+                for r in ld.get("rows", [])]
+        rows += [(f"model step alone ({v['precision']}, pre-loaded batches)", v["samples"], v["seconds"],
+                  v["img_s"], "", _f(v.get("peak_allocated_gib"))) for v in steps]
+        rows += [(f"fit ({v['precision']}, through the DataModule)", sum(e["samples"] for e in v["epochs"]),
+                  round(sum(e["seconds"] for e in v["epochs"]), 2), _f(v.get("mean_img_s"), 1), "", "")
+                 for _, v in fits]
+        lines += md_table(["what", "samples", "s", "img/s", "steady img/s", "peak alloc GiB"], rows,
+                          title="Bottleneck: the training loader alone vs the model step alone vs the fit")
+    rs = st.get("resume", {})
+    if rs.get("status") == "ok":
+        lines += md_table(["resumed from", "epochs re-run", "max abs weight diff", "max abs weight", "worst tensor",
+                           "tensors differing", "metric abs diff"],
+                          [(rs["resumed_from"], rs["resumed_epochs"], _f(rs["max_abs_weight_diff"]),
+                            _f(rs["max_abs_weight"]), rs["worst_tensor"], f"{rs['tensors_differing']}/{rs['tensors']}",
+                            ", ".join(f"{k} {_f(v)}" for k, v in rs["metric_abs_diff"].items()))],
+                          title="Resume from a mid-run checkpoint vs the uninterrupted fp32 run (final weights)")
+    det = st.get("deterministic", {})
+    if det.get("status") == "ok":
+        lines += ["", f"trainer.deterministic=true: {'runs' if det['runs'] else 'fails: ' + det['error']}"]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder for fit_check.json / fit_check.md")
+    p.add_argument("--budget-s", type=float, default=150.0, help="no stage starts after this many seconds")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, stand-in kernel")
+    p.add_argument("--so", default=os.environ.get(scan_cuda.EXTENSION_DIR_ENV) or str(ROOT / ".gpu-carry" / "prebuilt"),
+                   help=f"folder (or file) of the compiled selective_scan_cuda (default ${scan_cuda.EXTENSION_DIR_ENV}, "
+                        "else .gpu-carry/prebuilt)")
+    p.add_argument("--config", default=str(CONFIG))
+    p.add_argument("--work", default=None, help="folder for the data and runs (default: a new temp folder)")
+    p.add_argument("--keep", action="store_true", help="keep --work afterwards")
+    full = {"cases": 6, "size": 512, "slices": 32, "train_slices": 1024, "image_size": 224, "batch": 32,
+            "workers": max(1, (os.cpu_count() or 2) - 2), "epochs": 3, "bf16_epochs": 2, "model": "vmunet",
+            "step_batches": 8, "step_rounds": 3}
+    smoke = {"cases": 5, "size": 64, "slices": 4, "train_slices": 8, "image_size": 32, "batch": 4,
+             "workers": 0, "epochs": 2, "bf16_epochs": 1, "model": "vmunet_test", "step_batches": 1, "step_rounds": 1}
+    for k in full:
+        p.add_argument(f"--{k.replace('_', '-')}", type=type(full[k]), default=None,
+                       help=f"default {full[k]}; smoke {smoke[k]}")
+    p.add_argument("--loader-workers", default=None,
+                   help="comma-separated worker counts for the loader-alone stage (default: 8 and --workers)")
+    args = p.parse_args(argv)
+    for k in full:
+        if getattr(args, k) is None:
+            setattr(args, k, smoke[k] if args.smoke else full[k])
+    if args.loader_workers is None:
+        args.loader_workers = [args.workers] if args.smoke else sorted({8, args.workers})
+    else:
+        args.loader_workers = [int(w) for w in args.loader_workers.split(",")]
+    if args.epochs < 2:
+        p.error("--epochs must be >= 2 (the resume stage resumes after epoch --epochs - 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.smoke and not torch.cuda.is_available():
+        print("fit_check: no CUDA device (use --smoke on CPU)", file=sys.stderr)
+        return 2
+    work_given = args.work is not None
+    args.work = args.work or tempfile.mkdtemp(prefix="vmunet_fit_check_")
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    # the data module's file-check records: with the data, not in the home folder
+    os.environ["VMUNET_CACHE_DIR"] = str(Path(args.work) / "cache")
+    args.data_root, args.split_seed = None, 42
+    run = Run(args)
+    smoke = args.smoke
+    try:
+        run.stage("env", lambda: env_info(run), 0)
+        if run.stage("extension", lambda: load_extension(run), 0)["status"] != "ok":
+            return 1
+        if run.stage("data", lambda: make_data(run), 10 if not smoke else 0)["status"] != "ok":
+            return 1
+        run.stage("fit_fp32", lambda: fit_stage(run, "fit_fp32", "32-true", args.epochs), 0 if smoke else 40)
+        run.stage("loader", lambda: loader_stage(run), 0 if smoke else 10)
+        run.stage("step_fp32", lambda: step_stage(run, "32-true"), 0 if smoke else 8)
+        run.stage("resume", lambda: resume_stage(run), 0 if smoke else 20)
+        run.stage("fit_bf16", lambda: fit_stage(run, "fit_bf16", "bf16-mixed", args.bf16_epochs), 0 if smoke else 25)
+        run.stage("step_bf16", lambda: step_stage(run, "bf16-mixed"), 0 if smoke else 8)
+        run.stage("deterministic", lambda: deterministic_stage(run), 0 if smoke else 8)
+    finally:
+        run.res.pop("_runs", None)
+        run.save()
+        if not (work_given or args.keep):
+            shutil.rmtree(args.work, ignore_errors=True)
+    bad = [k for k, v in run.res["stages"].items() if v["status"] == "error"]
+    logger.info("fit_check: %s in %.1f s; results in %s", "errors in " + ", ".join(bad) if bad else "all stages ran",
+                time.perf_counter() - run.t0, run.out)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
