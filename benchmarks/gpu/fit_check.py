@@ -262,8 +262,9 @@ def make_data(run: Run) -> dict:
 # ------------------------------------------------------------------------------------------------
 def fit_argv(run: Run, root: Path, precision: str, epochs: int, extra: list[str] = ()) -> list[str]:
     a = run.args
-    minutes = max(1.0, run.left()) / 60  # a run still inside the budget stops at an epoch's end
-    max_time = f"00:00:{int(minutes):02d}:{int((minutes % 1) * 60):02d}"
+    # the budget left: Lightning's Timer (vmunet fit checks it at epoch ends) stops a run that reaches it
+    left = max(1, int(run.left()))
+    max_time = f"00:{left // 3600:02d}:{left % 3600 // 60:02d}:{left % 60:02d}"
     argv = ["fit", "--config", str(a.config),
             "--trainer.default_root_dir", str(root),
             "--trainer.accelerator", "cpu" if a.smoke else "gpu", "--trainer.devices", "1",
@@ -298,7 +299,7 @@ def run_fit(run: Run, argv: list[str]) -> tuple[Any, dict]:
            "metrics": metrics, "val_convention": summary.get("convention"),
            "val_hd95_definition": cli.model.hparams.hd95, "val_mean": {k: mean.get(k) for k in ("dice", "hd95", "hd95_mm")},
            "run_dir": str(cli.trainer.log_dir), "epochs_done": int(cli.trainer.current_epoch), **peak_gib(run)}
-    steady = [e for e in timer.epochs[1:]] or timer.epochs  # the first epoch starts the workers
+    steady = timer.epochs[1:] or timer.epochs  # the first epoch starts the loader workers
     if steady:
         rec["mean_epoch_s"] = round(sum(e["seconds"] for e in steady) / len(steady), 2)
         rec["mean_img_s"] = round(sum(e["samples"] for e in steady) / sum(e["seconds"] for e in steady), 1)
@@ -308,7 +309,6 @@ def run_fit(run: Run, argv: list[str]) -> tuple[Any, dict]:
 
 def fit_stage(run: Run, name: str, precision: str, epochs: int) -> dict:
     cli, rec = run_fit(run, fit_argv(run, Path(run.args.work) / name, precision, epochs))
-    run.res.setdefault("_runs", {})[name] = rec["run_dir"]
     del cli
     return rec
 
@@ -610,7 +610,6 @@ def main(argv: list[str] | None = None) -> int:
         run.stage("step_bf16", lambda: step_stage(run, "bf16-mixed"), 0 if smoke else 8)
         run.stage("deterministic", lambda: deterministic_stage(run), 0 if smoke else 8)
     finally:
-        run.res.pop("_runs", None)
         run.save()
         if not (work_given or args.keep):
             shutil.rmtree(args.work, ignore_errors=True)
