@@ -1,7 +1,7 @@
 """benchmarks/gpu/build_selective_scan.py without a compiler: the dtype trimming of mamba-ssm's
 dispatch, the -gencode flags, and that a kept build tree is updated file by file (unchanged
 sources keep their bytes and mtime, so ninja recompiles only what changed: adding bf16 to an
-fp32 build must not recompile the fp32 kernels, ~1 CPU-hour here)."""
+fp32 build must not recompile the fp32 kernels)."""
 
 from __future__ import annotations
 
