@@ -26,8 +26,9 @@ started only while ``--budget-s`` lasts, and written to ``<out>/fit_check.json``
    non-finite losses.
 4. ``loader``: the same training DataLoader alone (no model), one epoch, img/s, for each worker count.
 5. ``step_fp32``/``step_bf16``: the model's training step alone (forward, the paper loss, backward,
-   fused AdamW) on batches from that loader pre-loaded to the GPU, img/s. Bottleneck: the lower of
-   ``loader`` and ``step`` img/s bounds what the fit can reach.
+   fused AdamW) on batches from that loader pre-loaded to the GPU, img/s, under the deterministic-
+   algorithms mode the fits ran with (the config's ``deterministic: warn``) and with it off.
+   Bottleneck: the lower of ``loader`` and ``step`` img/s bounds what the fit can reach.
 6. ``resume``: the fp32 run's checkpoint after epoch ``--epochs - 1``, copied out of its run, resumed
    (``fit --ckpt_path``) to the same end; final weights and metrics against the uninterrupted run's:
    the max abs weight difference is RECORDED (the kernel's backward may accumulate with atomics).
@@ -450,23 +451,34 @@ def step_stage(run: Run, precision: str) -> dict:
         opt.step()
         return float(loss)  # a sync, as the module's isfinite check
 
+    def timed() -> tuple[int, float, int]:
+        sync(run)
+        non_finite, n, t = 0, 0, time.perf_counter()
+        for _ in range(max(1, a.step_rounds)):
+            for x, y in batches:
+                non_finite += not math.isfinite(step(x, y))
+                n += x.shape[0]
+        sync(run)
+        return n, time.perf_counter() - t, non_finite
+
     reset_peak(run)
     for x, y in batches[:2]:  # warm-up (first-call allocations)
         step(x, y)
-    sync(run)
-    non_finite = 0
-    t = time.perf_counter()
-    n = 0
-    rounds = max(1, a.step_rounds)
-    for _ in range(rounds):
-        for x, y in batches:
-            non_finite += not math.isfinite(step(x, y))
-            n += x.shape[0]
-    sync(run)
-    sec = time.perf_counter() - t
-    return {"precision": precision, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "batches": len(batches), "steps": len(batches) * rounds, "samples": n,
-            "seconds": round(sec, 2), "img_s": round(n / sec, 1), "non_finite_losses": non_finite, **peak_gib(run)}
+    # first under the deterministic-algorithms mode the fits left (the config's `deterministic: warn`
+    # turns it on for the process, warn-only: e.g. uninitialized memory is filled), then with it off
+    # (as benchmarks/gpu_check.py's training numbers), so the mode's own cost shows
+    mode = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    n, sec, non_finite = timed()
+    torch.use_deterministic_algorithms(False)
+    try:
+        n_off, sec_off, non_finite_off = timed()
+    finally:
+        torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
+    return {"precision": precision, "deterministic_algorithms": "warn" if mode == (True, True) else mode[0],
+            "batches": len(batches), "steps": len(batches) * max(1, a.step_rounds), "samples": n,
+            "seconds": round(sec, 2), "img_s": round(n / sec, 1),
+            "seconds_deterministic_off": round(sec_off, 2), "img_s_deterministic_off": round(n_off / sec_off, 1),
+            "non_finite_losses": non_finite + non_finite_off, **peak_gib(run)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -525,8 +537,12 @@ def markdown(res: dict) -> list[str]:
     if ld.get("rows") or steps:
         rows = [(f"loader alone, {r['workers']} workers", r["samples"], r["seconds"], r["img_s"], r["steady_img_s"], "")
                 for r in ld.get("rows", [])]
-        rows += [(f"model step alone ({v['precision']}, pre-loaded batches)", v["samples"], v["seconds"],
-                  v["img_s"], "", _f(v.get("peak_allocated_gib"))) for v in steps]
+        for v in steps:
+            rows += [(f"model step alone ({v['precision']}, pre-loaded batches, deterministic algorithms "
+                      f"{v['deterministic_algorithms']} as the fit)", v["samples"], v["seconds"], v["img_s"], "",
+                      _f(v.get("peak_allocated_gib"))),
+                     (f"model step alone ({v['precision']}, pre-loaded batches, deterministic algorithms off)",
+                      v["samples"], v["seconds_deterministic_off"], v["img_s_deterministic_off"], "", "")]
         rows += [(f"fit ({v['precision']}, through the DataModule)", sum(e["samples"] for e in v["epochs"]),
                   round(sum(e["seconds"] for e in v["epochs"]), 2), _f(v.get("mean_img_s"), 1), "", "")
                  for _, v in fits]
@@ -604,10 +620,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run.stage("fit_fp32", lambda: fit_stage(run, "fit_fp32", "32-true", args.epochs), 0 if smoke else 40)
         run.stage("loader", lambda: loader_stage(run), 0 if smoke else 10)
-        run.stage("step_fp32", lambda: step_stage(run, "32-true"), 0 if smoke else 8)
+        run.stage("step_fp32", lambda: step_stage(run, "32-true"), 0 if smoke else 12)
         run.stage("resume", lambda: resume_stage(run), 0 if smoke else 20)
         run.stage("fit_bf16", lambda: fit_stage(run, "fit_bf16", "bf16-mixed", args.bf16_epochs), 0 if smoke else 25)
-        run.stage("step_bf16", lambda: step_stage(run, "bf16-mixed"), 0 if smoke else 8)
+        run.stage("step_bf16", lambda: step_stage(run, "bf16-mixed"), 0 if smoke else 12)
         run.stage("deterministic", lambda: deterministic_stage(run), 0 if smoke else 8)
     finally:
         run.save()
