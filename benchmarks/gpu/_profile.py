@@ -125,7 +125,8 @@ def profiler_records(events, on_cuda: bool) -> tuple[list[tuple[str, tuple[str, 
     device = [e for e in events if e.device_type == DeviceType.CUDA]
     device_us = sum(e.time_range.end - e.time_range.start for e in device)
     for e in events:
-        if e.device_type == DeviceType.CPU and e.kernels:
+        # a "legacy" event carries its own CUDA time as a kernel of its own name: not a kernel
+        if e.device_type == DeviceType.CPU and e.kernels and not getattr(e, "is_legacy", False):
             chain = _chain(e)
             records.extend((k.name, chain, float(k.duration)) for k in e.kernels)
     linked = bool(records)
