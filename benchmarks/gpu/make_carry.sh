@@ -2,13 +2,14 @@
 # `make gpu-carry`: put in .gpu-carry/ (ignored) what the GPU check needs and the device image
 # lacks, check the 64 MiB limit, and print the device command.
 #   wheels/   monai (the only required package the image lacks; --no-deps, py3.12)
-#   prebuilt/ selective_scan_cuda.so + .json (from GPU_SO_DIR; built by build_selective_scan.sh if absent)
+#   prebuilt/ selective_scan_cuda.so + .json (from GPU_SO_DIR, default fp32+bf16 inputs for sm_90;
+#             built by build_selective_scan.sh if absent)
 #   mamba_ssm-2.3.2.post1.tar.gz  (for the on-device build when the .so does not load)
 #   VM-UNet/  the original model code (models/vmunet/*.py, LICENSE) from ORIGINAL, when present
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry
-GPU_SO_DIR=${GPU_SO_DIR:-.gpu/prebuilt/fp32-sm90}
+GPU_SO_DIR=${GPU_SO_DIR:-.gpu/prebuilt/fp32-bf16-sm90}
 ORIGINAL=${ORIGINAL:-third_party/VM-UNet}
 PY=${PY:-.venv/bin/python}
 MAMBA=2.3.2.post1
@@ -27,7 +28,7 @@ fi
 cp ".gpu/wheels/mamba_ssm-$MAMBA.tar.gz" "$TMP/"
 if [ ! -f "$GPU_SO_DIR/selective_scan_cuda.so" ]; then
   echo "gpu-carry: no $GPU_SO_DIR/selective_scan_cuda.so: building it (cross build, minutes)"
-  OUT="$GPU_SO_DIR" bash benchmarks/gpu/build_selective_scan.sh
+  DTYPES=${DTYPES:-fp32,bf16} OUT="$GPU_SO_DIR" bash benchmarks/gpu/build_selective_scan.sh
 fi
 cp "$GPU_SO_DIR/selective_scan_cuda.so" "$GPU_SO_DIR/selective_scan_cuda.json" "$TMP/prebuilt/"
 if [ -f "$ORIGINAL/models/vmunet/vmamba.py" ]; then

@@ -6,6 +6,8 @@ apply."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -190,11 +192,12 @@ def test_ss2d_layer_same_output_and_gradients(impl):
 def test_selection_and_fallbacks(monkeypatch):
     x = torch.zeros(1, 1, 2, 2, device=DEV)
     with csf.use_cross_scan_impl("default"):
-        assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"  # gradients on: the default code
+        # gradients on: the default code on CPU, the fused Function on CUDA (faster there)
+        assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("function" if x.is_cuda else "torch")
         with torch.no_grad():  # inference: numba on CPU
-            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("torch" if x.is_cuda else "numba")
+            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("function" if x.is_cuda else "numba")
             monkeypatch.setattr(csf, "numba_available", lambda: False)
-            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"
+            assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("function" if x.is_cuda else "torch")
             monkeypatch.undo()
             monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)  # a tracer sees no numba code
             assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == "torch"
@@ -216,6 +219,20 @@ def test_selection_and_fallbacks(monkeypatch):
         assert csf.resolve_impl(x, csf.FUSED_DIRECTIONS) == ("function" if x.is_cuda else "numba")
         assert csf.resolve_impl(x.half(), csf.FUSED_DIRECTIONS) == "function"
     assert csf.cross_scan_impl() == "torch"  # the context manager restored it
+
+
+def test_default_on_cuda_tensors_is_the_fused_function(monkeypatch):
+    """CUDA tensors take "function" by default (measured faster on an H200, gpu_check cross_scan),
+    with gradients on or off; a tracer still records "torch", other orders stay "torch". A
+    stand-in with the attributes resolve_impl reads stands for a CUDA tensor on a CPU machine."""
+    cuda_like = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda"), dtype=torch.float32)
+    with csf.use_cross_scan_impl("default"):
+        assert csf.resolve_impl(cuda_like, csf.FUSED_DIRECTIONS) == "function"
+        with torch.no_grad():
+            assert csf.resolve_impl(cuda_like, csf.FUSED_DIRECTIONS) == "function"
+        assert csf.resolve_impl(cuda_like, ("h", "v")) == "torch"
+        monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+        assert csf.resolve_impl(cuda_like, csf.FUSED_DIRECTIONS) == "torch"
 
 
 def test_environment_variable_and_bad_names(monkeypatch):
