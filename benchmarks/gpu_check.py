@@ -706,6 +706,8 @@ def profile_section(chk: Check) -> dict:
             wall_s = time.perf_counter() - t
         t = time.perf_counter()
         records, link = profiler_records(prof.events(), on_cuda)
+        if not records:  # e.g. CUPTI unavailable: say so rather than a table of zeros
+            raise RuntimeError(f"the profiler recorded no {'CUDA kernels' if on_cuda else 'CPU ops'} ({precision})")
         summary = summarize(records)
         runs.append({"precision": precision, "steps": steps, "clock": "CUDA kernel time" if on_cuda else "CPU self time",
                      "ms_per_step": round(summary["total_us"] / 1e3 / steps, 2),
