@@ -62,9 +62,8 @@ echo "gpu-carry: $CARRY ready: $carry_bytes bytes + working tree $tree_bytes byt
 find "$CARRY" -type f | sort | sed 's/^/  /'
 cat <<MSG
 
-Device command (one call, machine start not included; ~5-8 min):
-  run(command="bash benchmarks/gpu/device_check.sh", carry=[".gpu-carry"], timeout_s=570)
-Results come back in \$OUT: gpu_check.json, gpu_check.md, gpu_check.log, pytest_cuda.txt, env.txt.
-The fit check (benchmarks/gpu/fit_check.py, ~150 s) runs with the same installed wheels:
-  PYTHONPATH=\$SITE:\$PWD python3 benchmarks/gpu/fit_check.py --out \$OUT/fit
+Device command (one call, machine start not included; ~6-8 min):
+  run(command="bash benchmarks/gpu/device_check.sh", carry=[".gpu-carry"], timeout_s=590)
+Results come back in \$OUT: gpu_check.json, gpu_check.md, gpu_check.log, pytest_cuda.txt, predict.md,
+fit/fit_check.json, fit/fit_check.md, fit/fit_check.log.
 MSG

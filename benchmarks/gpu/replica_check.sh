@@ -64,7 +64,8 @@ echo "replica: $("$PY" -c 'import sys, torch, numpy, triton; print("python", sys
 export PATH="$VENV/bin:$PATH"
 t0=$(date +%s)
 rc=0
-OUT="$OUT/smoke" GPU_CHECK_ARGS=--smoke CARRY="$CARRY" bash benchmarks/gpu/device_check.sh > "$OUT/device_check_smoke.log" 2>&1 || rc=$?
+OUT="$OUT/smoke" GPU_CHECK_ARGS=--smoke FIT_CHECK_ARGS=--smoke \
+  PREDICT_ARGS="--device cpu --slices 2 --no-tta --batch-size 2" CARRY="$CARRY" bash benchmarks/gpu/device_check.sh > "$OUT/device_check_smoke.log" 2>&1 || rc=$?
 echo "device_check.sh --smoke: exit $rc, $(( $(date +%s) - t0 )) s (log: $OUT/device_check_smoke.log)"
 [ "$rc" -eq 0 ] || fail "device_check.sh with --smoke exited $rc: see $OUT/device_check_smoke.log"
 summary=$(grep -E "passed|failed|error" "$OUT/smoke/pytest_cuda.txt" | tail -1)
