@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmunet.data.fileio import missing_folders, remove_empty_folders
 from vmunet.errors import VmunetError
 
 try:
@@ -212,10 +213,8 @@ def logger_dirs(loggers: list) -> LoggerDirs:
         if path.is_dir():
             dirs.existing[path] = frozenset(p.name for p in path.iterdir())
             continue
-        dirs.new[path] = True
-        while not path.parent.exists() and path.parent not in dirs.new:
-            path = path.parent
-            dirs.new[path] = False
+        for folder in missing_folders(path):
+            dirs.new.setdefault(folder, folder == path)
     dirs.new = dict(sorted(dirs.new.items(), key=lambda item: len(item[0].parts), reverse=True))
     return dirs
 
@@ -231,12 +230,8 @@ def discard_new_logger_files(dirs: LoggerDirs) -> list[Path]:
         if is_log_dir:
             if discard_unused_run(path):
                 removed.append(path)
-            continue
-        try:
-            path.rmdir()  # only an empty folder: one this run made and nothing has filled since
-            removed.append(path)
-        except OSError:
-            pass
+        else:
+            removed += remove_empty_folders([path])
     for path, before in dirs.existing.items():
         if is_rank_zero() and path.is_dir():
             for p in path.iterdir():
