@@ -56,7 +56,7 @@ class GiveBackNewLogDirs(pl.Callback):
         self.dirs = dirs
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self.dirs is None or not trainer.is_global_zero:
+        if self.dirs is None or not (self.dirs.new or self.dirs.existing) or not trainer.is_global_zero:
             return
         for logger in trainer.loggers:
             # closed first: a TensorBoard writer re-creates its file when it flushes. (Lightning finalizes

@@ -378,7 +378,12 @@ class SegmentationModule(pl.LightningModule):
         """:class:`~vmunet.training.callbacks.GiveBackNewLogDirs` with the log folders this run's loggers are
         about to create (Lightning calls this hook before it starts them): a run refused in a hook below
         (``on_load_checkpoint``, ``setup``) leaves no empty ``lightning_logs/version_N`` behind."""
-        return [GiveBackNewLogDirs(logger_dirs(self.trainer.loggers) if is_rank_zero() else None)]
+        dirs = logger_dirs(self.trainer.loggers) if is_rank_zero() else None
+        kept = next((c for c in self.trainer.callbacks if isinstance(c, GiveBackNewLogDirs)), None)
+        if kept is not None:  # the same Trainer runs again (fit, then test): renewed, not added twice (which
+            kept.dirs = dirs  # Lightning would announce as "callbacks ... will override existing callbacks")
+            return []
+        return [GiveBackNewLogDirs(dirs)]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check the data of a fit / validate / test from a checkpoint (:meth:`check_checkpoint_data`) and a
