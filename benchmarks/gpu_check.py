@@ -23,10 +23,21 @@ holds the tables. Sections, in priority order:
    model's training/inference img/s with its ``selective_scan_fn`` pointed at the SAME kernel
    wrapper, and the ratio ours/original.
 8. ``cross_scan``: before/after of the fused cross-scan (vmunet/ops/cross_scan_fused.py): the
-   model's training step ms (scan "cuda", batch ``--batch``, fp32 and bf16-mixed) with the default
+   model's training step ms (scan "cuda", batch ``--batch``, fp32 and bf16-mixed) with the plain
    "torch" cross-scan, the autograd "function" and the "triton" kernels, in the same run, with
    ``change_vs_torch_pct``; cross_scan + cross_merge forward+backward ms per stage shape; logits
    and gradients of each against "torch".
+9. ``models``: ``--models`` (registered names; default vmunet and ultralight_vmunet, the latter at
+   its paper's ISIC 256x256 / batch 8 and at 224x224 / batch 32): training and inference img/s,
+   peak memory, non-finite steps, fp32 and bf16-mixed (the ``train`` section's timing), each row
+   labelled with the cross-scan implementation that actually ran (the process default).
+10. ``profile``: torch.profiler over a few training steps of ``--model`` (after warm-up), fp32 and
+   bf16-mixed: the share of CUDA kernel time per category (selective scan, cross-scan/merge,
+   layout copies, dtype casts, matmul, conv, norm, elementwise, optimizer, other;
+   benchmarks/gpu/_profile.py) and the top-10 kernels.
+
+``--sections a,b`` runs only those (env and extension always run); a section not run is absent
+from the JSON and the Markdown, and the exit code asks only about those that ran.
 
 ``--smoke`` runs every section on CPU at tiny sizes, with the CPU stand-in extension
 (benchmarks/gpu/standin) in place of the compiled kernel: it proves the script runs, not the
@@ -65,10 +76,12 @@ if "--smoke" in sys.argv:
 
 import torch.nn.functional as F  # noqa: E402
 from _common import PAPER_STAGES_224, md_table  # noqa: E402  (benchmarks/_common.py)
+from _profile import CATEGORIES, profiler_records, summarize  # noqa: E402  (benchmarks/gpu/_profile.py)
 from _timing import rel, scan_ms, sync, time_ms  # noqa: E402  (benchmarks/gpu/_timing.py)
 
 from vmunet.data.fileio import atomic_path, write_json  # noqa: E402
-from vmunet.models import create_model  # noqa: E402
+from vmunet.layers import ss2d  # noqa: E402
+from vmunet.models import create_model, list_models  # noqa: E402
 from vmunet.ops import BACKENDS, cross_merge, cross_scan, resolve_backend, scan_cuda, selective_scan  # noqa: E402
 from vmunet.ops import cross_scan_fused as csf  # noqa: E402
 from vmunet.ops.scan_ref import selective_scan_ref  # noqa: E402
@@ -303,11 +316,14 @@ def model_agreement(chk: Check) -> dict:
 # 5, 7: training and inference throughput (our model and the original)
 # ------------------------------------------------------------------------------------------------
 def throughput(chk: Check, make_model: Callable, precision: str, steps: int, infer_iters: int,
-               max_s: float = 100.0) -> dict:
+               max_s: float = 100.0, size: int | None = None, batch: int | None = None,
+               num_classes: int = NUM_CLASSES) -> dict:
     """Train ``steps`` steps (fewer if ``max_s`` seconds pass: ``steps`` says how many ran) and time
-    the steps after a short warm-up; then time ``infer_iters`` inference batches."""
+    the steps after a short warm-up; then time ``infer_iters`` inference batches. ``size`` and
+    ``batch`` default to ``--size``/``--batch``; the loss is cross-entropy over ``num_classes``
+    classes, binary cross-entropy on the logits for one class (ISIC's task)."""
     a = chk.args
-    size, batch = a.size, a.batch
+    size, batch = size or a.size, batch or a.batch
     dev = chk.device
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
                 else contextlib.nullcontext())
@@ -315,7 +331,14 @@ def throughput(chk: Check, make_model: Callable, precision: str, steps: int, inf
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
     g = torch.Generator().manual_seed(11)
     x = torch.randn(batch, 3, size, size, generator=g).to(dev)
-    y = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=g).to(dev)
+    y = torch.randint(0, max(2, num_classes), (batch, size, size), generator=g).to(dev)
+    if num_classes == 1:
+        y = y[:, None].float()
+
+    def loss_fn(logits: torch.Tensor) -> torch.Tensor:
+        return (F.binary_cross_entropy_with_logits(logits.float(), y) if num_classes == 1
+                else F.cross_entropy(logits, y))
+
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -333,7 +356,7 @@ def throughput(chk: Check, make_model: Callable, precision: str, steps: int, inf
         if i > warm and i % 10 == 0 and time.perf_counter() > deadline:
             break
         with autocast:
-            loss = F.cross_entropy(model(x), y)
+            loss = loss_fn(model(x))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
@@ -345,6 +368,7 @@ def throughput(chk: Check, make_model: Callable, precision: str, steps: int, inf
     train_s = time.perf_counter() - t_start
     timed = done - warm
     rec = {"precision": precision, "size": size, "batch": batch, "steps": done, "steps_asked": steps,
+           "timed_steps": timed,
            "train_img_s": round(timed * batch / train_s, 1), "train_ms_per_step": round(1e3 * train_s / timed, 1),
            "nonfinite_steps": int(bad.item()), "final_loss": float(loss.item()),
            "max_grad_norm": float(max_gn.item())}
@@ -456,7 +480,7 @@ def scan_time(chk: Check) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# 8: cross-scan before/after (the default torch code against the fused Function / Triton kernels)
+# 8: cross-scan before/after (the plain torch code against the fused Function / Triton kernels)
 # ------------------------------------------------------------------------------------------------
 def cross_scan_impls(chk: Check) -> dict[str, str]:
     """Cross-scan implementation -> "" when it runs here as itself, else why not."""
@@ -556,6 +580,145 @@ def cross_scan_section(chk: Check) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# 9: every named model's throughput
+# ------------------------------------------------------------------------------------------------
+#: the ``models`` section's rows per model: (size, batch, classes, what the row is); a model not
+#: listed gets --size/--batch and 9 classes (Synapse, the paper's VM-UNet setting). UltraLight
+#: VM-UNet at its paper's ISIC setting (256x256, batch 8, binary: one logit, BCE) and at vmunet's
+#: 224x224, batch 32, to compare the two.
+MODEL_CASES: dict[str, tuple[tuple[int, int, int, str], ...]] = {
+    "ultralight_vmunet": ((256, 8, 1, "paper (ISIC)"), (224, 32, 1, "as vmunet")),
+}
+MODELS_DEFAULT, MODELS_SMOKE = "vmunet,ultralight_vmunet", "vmunet_test,ultralight_vmunet"
+
+
+def resolved_cross_scan(dev: torch.device) -> dict[str, str]:
+    """The cross-scan implementation SS2D runs on ``dev`` for VMamba's four orders, in training
+    (gradients on) and in inference (off): the process default, whatever it is today."""
+    probe = torch.zeros(1, 1, 2, 2, device=dev)
+    with torch.enable_grad():
+        train = csf.resolve_impl(probe, csf.FUSED_DIRECTIONS)
+    with torch.inference_mode():
+        infer = csf.resolve_impl(probe, csf.FUSED_DIRECTIONS)
+    return {"train": train, "infer": infer}
+
+
+def models_section(chk: Check) -> dict:
+    """Training and inference img/s, peak memory and non-finite steps of each ``--models`` model
+    (scan backend "cuda", the process's default cross-scan), fp32 and bf16-mixed: the
+    :func:`throughput` of the ``train`` section, ``--model-steps`` steps (warm-up excluded), each
+    row capped at ``--model-max-s`` seconds of training."""
+    a = chk.args
+    cs = resolved_cross_scan(chk.device)
+    rows = []
+    for name in a.models:
+        cases = MODEL_CASES.get(name, ((a.size, a.batch, NUM_CLASSES, ""),))
+        for size, batch, classes, what in cases:
+            if a.smoke:
+                size, batch = 32, 1  # one small step per row: the code path, not the numbers
+            info: dict = {}
+
+            def make(name=name, classes=classes, info=info):
+                torch.manual_seed(0)
+                m = create_model(name, num_classes=classes, in_chans=3, scan_backend="cuda").to(chk.device)
+                info["params"] = sum(p.numel() for p in m.parameters())
+                info["cross_scan"] = any(isinstance(mod, ss2d.SS2D) for mod in m.modules())
+                return m
+
+            for precision in ("fp32", "bf16-mixed"):
+                r = throughput(chk, make, precision, a.model_steps, a.infer_iters, max_s=a.model_max_s,
+                               size=size, batch=batch, num_classes=classes)
+                rows.append({"model": name, "case": what, "classes": classes, "params": info["params"],
+                             "cross_scan_train": cs["train"] if info["cross_scan"] else "n/a",
+                             "cross_scan_infer": cs["infer"] if info["cross_scan"] else "n/a", **r})
+    return {"backend": "cuda", "cross_scan_impl": cs, "rows": rows,
+            "no_nan": bool(rows) and all(r["nonfinite_steps"] == 0 for r in rows)}
+
+
+# ------------------------------------------------------------------------------------------------
+# 10: where a training step's time goes (torch.profiler)
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def labelled_cross_scan():
+    """SS2D's cross_scan / cross_merge calls inside ``record_function`` labels, so the profile
+    finds their forward ops whatever the implementation ("torch" has no op of its own; the fused
+    ones are also named by their autograd Functions, forward and backward). The backward of the
+    "torch" implementation stays unlabelled (autograd nodes Stack/Flip/...Backward: layout copies)."""
+    from torch.profiler import record_function
+
+    scan, merge = ss2d.cross_scan, ss2d.cross_merge
+
+    def labelled_scan(*args, **kwargs):
+        with record_function("vmunet::cross_scan"):
+            return scan(*args, **kwargs)
+
+    def labelled_merge(*args, **kwargs):
+        with record_function("vmunet::cross_merge"):
+            return merge(*args, **kwargs)
+
+    ss2d.cross_scan, ss2d.cross_merge = labelled_scan, labelled_merge
+    try:
+        yield
+    finally:
+        ss2d.cross_scan, ss2d.cross_merge = scan, merge
+
+
+def profile_section(chk: Check) -> dict:
+    """torch.profiler over ``--profile-steps`` training steps (forward + cross-entropy + backward +
+    AdamW, scan "cuda", the default cross-scan) of ``--model`` at ``--size``/``--batch`` after 3
+    warm-up steps, fp32 and bf16-mixed: the share of CUDA kernel time per category
+    (benchmarks/gpu/_profile.py) and the top-10 kernels. On CPU (--smoke): ops' self CPU time, one
+    step, fp32 only."""
+    from torch.profiler import ProfilerActivity, profile
+
+    a = chk.args
+    dev = chk.device
+    on_cuda = dev.type == "cuda"
+    warm, steps = (1, 1) if a.smoke else (3, a.profile_steps)
+    model = build_model(chk, "cuda")
+    g = torch.Generator().manual_seed(19)
+    x = torch.randn(a.batch, 3, a.size, a.size, generator=g).to(dev)
+    y = torch.randint(0, NUM_CLASSES, (a.batch, a.size, a.size), generator=g).to(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    runs = []
+    # smoke: fp32 only, the same code as bf16-mixed; on CPU bf16 convolutions fall back to a slow
+    # per-sample path whose ~10^4 profiler events took 10 s to read on the 2-core VM
+    for precision in ("fp32",) if a.smoke else ("fp32", "bf16-mixed"):
+        autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
+                    else contextlib.nullcontext())
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
+
+        def step(opt=opt, autocast=autocast) -> None:
+            with autocast:
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(warm):
+            step()
+        chk.sync()
+        with labelled_cross_scan(), profile(activities=activities) as prof:
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            chk.sync()
+            wall_s = time.perf_counter() - t
+        t = time.perf_counter()
+        records, link = profiler_records(prof.events(), on_cuda)
+        if not records:  # e.g. CUPTI unavailable: say so rather than a table of zeros
+            raise RuntimeError(f"the profiler recorded no {'CUDA kernels' if on_cuda else 'CPU ops'} ({precision})")
+        summary = summarize(records)
+        runs.append({"precision": precision, "steps": steps, "clock": "CUDA kernel time" if on_cuda else "CPU self time",
+                     "ms_per_step": round(summary["total_us"] / 1e3 / steps, 2),
+                     "profiled_wall_ms_per_step": round(1e3 * wall_s / steps, 2), **link,
+                     "parse_s": round(time.perf_counter() - t, 1), **summary})
+        del opt, prof, records
+    return {"model": a.model, "size": a.size, "batch": a.batch, "backend": "cuda",
+            "cross_scan_impl": resolved_cross_scan(dev)["train"], "categories": list(CATEGORIES), "runs": runs}
+
+
+# ------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
@@ -604,34 +767,122 @@ def markdown(res: dict) -> str:
                           ([r["precision"], r["impl"], r["steps"], r["ms_per_step"],
                             f"{r['change_vs_torch_pct']:+.1f}%"] for r in cs["step_rows"]),
                           f"Cross-scan before/after: training step of {cs['model']} ({cs['size']}x{cs['size']}, "
-                          f"batch {cs['batch']}, scan cuda), ms; change vs the default torch cross-scan")
+                          f"batch {cs['batch']}, scan cuda), ms; change vs the plain torch cross-scan")
         lines += md_table(["C", "H=W", "batch", *impls],
                           ([r["C"], r["H=W"], r["batch"], *(r.get(f"{i}_ms", "") for i in impls)]
                            for r in cs["ops_rows"]),
                           "cross_scan + cross_merge forward+backward, ms (median)")
         for r in cs["agreement"]:
             lines.append(f"\n{r['impl']} vs torch: logits rel {r['logits_rel']:.2e}, grads rel {r['grads_rel']:.2e}")
+        lines.append("")
+    ms = s.get("models", {})
+    if ms.get("rows"):
+        lines += md_table(["model", "case", "params", "cross-scan (train/infer)", "precision", "size", "batch", "steps",
+                           "train img/s", "infer img/s", "train peak", "infer peak", "non-finite steps"],
+                          ([r["model"], r["case"], f"{r['params']:,}", "n/a" if r["cross_scan_train"] == "n/a" else f"{r['cross_scan_train']}/{r['cross_scan_infer']}",
+                            r["precision"], r["size"], r["batch"], r["timed_steps"],
+                            r["train_img_s"], r["infer_img_s"], r.get("train_peak_gib", "n/a"),
+                            r.get("infer_peak_gib", "n/a"), r["nonfinite_steps"]] for r in ms["rows"]),
+                          "Models (scan: cuda), img/s; peak GiB; steps = timed training steps (warm-up excluded)")
+    pr = s.get("profile", {})
+    if pr.get("runs"):
+        runs = pr["runs"]
+        head = (f"Where a training step's time goes: {pr['model']} ({pr['size']}x{pr['size']}, batch {pr['batch']}, "
+                f"scan cuda, cross-scan {pr['cross_scan_impl']}), {runs[0]['clock']} per category, "
+                f"{runs[0]['steps']} profiled step(s) after warm-up")
+        lines += md_table(["category", *(f"{r['precision']} ms/step" for r in runs), *(f"{r['precision']} share" for r in runs)],
+                          ([c, *(round(r["categories"][c]["us"] / 1e3 / r["steps"], 2) for r in runs),
+                            *(f"{100 * r['categories'][c]['share']:.1f}%" for r in runs)] for c in pr["categories"]),
+                          head)
+        lines.append(" ".join(f"{r['precision']}: {r['ms_per_step']} ms/step in kernels/ops, {r['profiled_wall_ms_per_step']} "
+                              f"ms/step wall under the profiler, coverage {r['coverage']}, linked {r['linked']}."
+                              for r in runs) + "\n")
+        for r in runs:
+            lines += md_table(["#", "kernel / op", "category", "calls", "ms/step", "share"],
+                              ([i + 1, t["name"][:110].replace("|", "\\|"), t["category"], t["calls"],
+                                round(t["us"] / 1e3 / r["steps"], 3), f"{100 * t['share']:.1f}%"]
+                               for i, t in enumerate(r["top"])),
+                              f"Top 10 by {r['clock']}, {r['precision']}")
     return "\n".join(lines) + "\n"
+
+
+#: every section, in the order they run (``--sections`` picks some; env and extension always run:
+#: the rest needs the kernel they load)
+SECTIONS: tuple[str, ...] = ("parity", "model_agreement", "train", "scan_time", "original", "cross_scan", "models",
+                             "profile")
+ALWAYS: tuple[str, ...] = ("env", "extension")
+
+
+def parse_sections(text: str) -> list[str]:
+    """``--sections``: "all" or comma-separated names of :data:`SECTIONS` (env and extension may be
+    named; they run anyway), in the order given by SECTIONS; ``ValueError`` naming the valid ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(SECTIONS)
+    bad = [n for n in names if n not in SECTIONS + ALWAYS]
+    if bad or not names:
+        raise ValueError(f"--sections: unknown section(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                         f"valid: all, {', '.join(ALWAYS + SECTIONS)}")
+    return [n for n in SECTIONS if n in names]
+
+
+def parse_models(text: str) -> list[str]:
+    """``--models``: comma-separated registered model names; ``ValueError`` naming the valid ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in list_models()]
+    if bad or not names:
+        raise ValueError(f"--models: unknown model(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                         f"valid: {', '.join(list_models())}")
+    return names
+
+
+def passed(res: dict) -> bool:
+    """Exit 0 when every section that ran is ok and, of those that ran, parity is within tolerance
+    and training (train, models) saw no non-finite step."""
+    secs = res["sections"]
+    return (all(r["status"] == "ok" for r in secs.values())
+            and all(secs[name].get(key, False) for name, key in
+                    (("parity", "all_ok"), ("train", "no_nan"), ("models", "no_nan")) if name in secs))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_check"), help="results folder ($OUT)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, stand-in kernel")
+    p.add_argument("--sections", default="all",
+                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)}); env and "
+                        "extension always run")
     p.add_argument("--so", default=None, help="selective_scan_cuda .so (or its folder) to load")
     p.add_argument("--sdist", default=None, help="mamba-ssm sdist to build from when --so does not load")
     p.add_argument("--build-dtypes", default="fp32,bf16", help="dtypes of an on-device build")
     p.add_argument("--original", default=None, help="checkout of github:JCruan519/VM-UNet")
     p.add_argument("--model", default=None, help=f"model name (default {MODEL}; smoke vmunet_test)")
+    p.add_argument("--models", default=None,
+                   help=f"models of the models section (default {MODELS_DEFAULT}; smoke {MODELS_SMOKE})")
     p.add_argument("--size", type=int, default=None, help="image size (default 224; smoke 32)")
     p.add_argument("--batch", type=int, default=None, help="batch (default 32; smoke 1)")
     p.add_argument("--steps", type=int, default=None, help="training steps per precision (default 200; smoke 3)")
+    p.add_argument("--model-steps", type=int, default=None,
+                   help="models section: training steps per row, warm-up included (default 50; smoke 2)")
+    p.add_argument("--model-max-s", type=float, default=8.0, help="models section: training seconds per row, at most")
+    p.add_argument("--profile-steps", type=int, default=3, help="profile section: profiled steps per precision")
     p.add_argument("--infer-iters", type=int, default=None, help="timed inference batches (default 20; smoke 1)")
     p.add_argument("--budget-s", type=float, default=450.0, help="stop starting sections after this")
     args = p.parse_args(argv)
-    for name, full, smoke in (("model", MODEL, "vmunet_test"), ("size", 224, 32), ("batch", 32, 1), ("steps", 200, 3), ("infer_iters", 20, 1)):
+    for name, full, smoke in (("model", MODEL, "vmunet_test"), ("size", 224, 32), ("batch", 32, 1), ("steps", 200, 3),
+                              ("infer_iters", 20, 1), ("models", MODELS_DEFAULT, MODELS_SMOKE),
+                              ("model_steps", 50, 2)):
         if getattr(args, name) is None:
             setattr(args, name, smoke if args.smoke else full)
+    try:
+        named = args.sections != "all"
+        args.sections = parse_sections(args.sections)
+        args.models = parse_models(args.models)
+        if named and "original" in args.sections and not args.original:
+            raise ValueError("--sections original needs --original PATH (a checkout of the original VM-UNet)")
+    except ValueError as exc:
+        print(f"gpu_check: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if args.smoke:
         torch.set_num_threads(1)  # tiny shapes: threads only add overhead (and stall on a busy CPU)
@@ -639,24 +890,23 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device (use --smoke on CPU)", file=sys.stderr)
         return 2
     chk = Check(args)
+    chk.res["sections_asked"] = args.sections
     chk.section("env", lambda: env_info(chk), 0)
     ext = chk.section("extension", lambda: load_extension(chk), 0)
     if ext["status"] == "ok":
-        chk.section("parity", lambda: parity(chk), 30)
-        chk.section("model_agreement", lambda: model_agreement(chk), 20)
-        chk.section("train", lambda: train_infer(chk), 60)
-        chk.section("scan_time", lambda: scan_time(chk), 20)
-        if args.original:
-            chk.section("original", lambda: original(chk), 40)
-        chk.section("cross_scan", lambda: cross_scan_section(chk), 30)
+        runs = {"parity": (lambda: parity(chk), 30), "model_agreement": (lambda: model_agreement(chk), 20),
+                "train": (lambda: train_infer(chk), 60), "scan_time": (lambda: scan_time(chk), 20),
+                "original": (lambda: original(chk), 40), "cross_scan": (lambda: cross_scan_section(chk), 30),
+                "models": (lambda: models_section(chk), 40), "profile": (lambda: profile_section(chk), 30)}
+        for name in args.sections:
+            if name == "original" and not args.original:
+                continue  # needs a checkout of the original code (asked for by name: refused above)
+            chk.section(name, *runs[name])
     md = markdown(chk.res)
     with atomic_path(chk.out / "gpu_check.md") as tmp:
         tmp.write_text(md)
     print(md)
-    secs = chk.res["sections"]
-    ok = (all(r["status"] == "ok" for r in secs.values())
-          and secs.get("parity", {}).get("all_ok", False) and secs.get("train", {}).get("no_nan", False))
-    return 0 if ok else 1
+    return 0 if passed(chk.res) else 1
 
 
 if __name__ == "__main__":
