@@ -18,6 +18,7 @@ from test_model_weights import PAPER, original_vmunet_shapes, random_tensors, vm
 
 from vmunet.cli import main
 from vmunet.models import create_model
+from vmunet.models.layouts import LAYOUT_SHAPES
 from vmunet.models.safe_load import UnsafeCheckpointError, WeightsError, read_checkpoint
 from vmunet.models.weights import load_weights
 
@@ -366,7 +367,19 @@ def test_the_registered_models_are_the_ones_inspected_above():
 def test_the_layout_samples_cover_every_layout():
     from vmunet.models.layouts import LAYOUT_MODELS, LAYOUTS
 
-    assert {s[1] for s in _LAYOUT_SAMPLES} == set(LAYOUTS) == set(LAYOUT_MODELS)
+    assert {s[1] for s in _LAYOUT_SAMPLES} == set(LAYOUTS) == set(LAYOUT_MODELS) == set(LAYOUT_SHAPES)
+
+
+def test_weights_inspect_help_names_every_layout_it_detects(capsys):
+    """The help listed 6 of the 12 layouts (no VM-UNet-V2, Mamba-UNet, Swin-UMamba, UltraLight): it is now
+    built from the list the detection uses. Every layout a sample file is detected as is named in it."""
+    from vmunet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["weights", "inspect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    named = {layout for layout in {s[1] for s in _LAYOUT_SAMPLES} if f" {layout}: " in text or f"({layout}: " in text}
+    assert named == set(LAYOUT_SHAPES), set(LAYOUT_SHAPES) - named
 
 
 _OWN_FILES = [("mamba_unet", "mamba_unet"), ("swin_umamba", "swin_umamba"), ("swin_umamba_d", "swin_umamba"),

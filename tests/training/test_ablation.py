@@ -271,3 +271,17 @@ def test_results_written_after_each_variant_say_partial_until_the_last(tmp_path,
                             "machine; partial: 1 of 3 variants.")
     assert seen[2].endswith("; partial: 2 of 3 variants.")
     assert (out / "results.md").read_text().splitlines()[0].endswith("seconds on this machine.")
+
+
+def test_a_refused_first_variant_leaves_no_out_folder(tiny_config, tmp_path, capsys):
+    """A setting refused in the first variant's fit (a trainer value, after --out was created): the new --out
+    folder and the variant's run folder were left behind, empty. Now nothing new is; an existing --out stays."""
+    from vmunet.cli import main
+
+    out = tmp_path / "new" / "out"
+    argv = ["ablate", "--config", str(tiny_config), "--out", str(out), "--", "--trainer.devices", "abc"]
+    assert main(argv) == 2
+    assert "trainer.devices: expected a positive integer" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir(parents=True)
+    assert main(argv) == 2 and out.is_dir() and list(out.iterdir()) == []

@@ -252,3 +252,37 @@ def test_changed_data_settings_of_a_resume_from_python_are_named_as_by_the_cli(r
     # the resumed epoch ran with it: its checkpoint records the new setting
     resumed = torch.load(tmp_path / "py_out" / "checkpoints" / "epoch=1-step=2.ckpt", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["datamodule_hyper_parameters"]["batch_size"] == 2
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``folder``."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def test_a_refused_run_from_python_leaves_no_log_folder_and_touches_no_earlier_one(run_folder, tmp_path):
+    """Lightning creates its loggers' folders (`lightning_logs/version_N` + a TensorBoard event file) before any
+    hook can check the run: `Trainer.fit(module, dm, ckpt_path=X)` refused in the module's hook left an empty
+    `version_1` (or the configured logger's folder) behind. Now nothing new is left, and the earlier run --
+    its checkpoints, logs and folder -- is byte for byte what it was."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from train_toy import RecordedToyVolumeData
+
+    root = tmp_path / "root"
+    shutil.copytree(run_folder, root / "lightning_logs" / "version_0")
+    last = str(root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    before = _tree(tmp_path)
+
+    def refused(stage: str, data: RecordedToyVolumeData, max_epochs: int, logger) -> None:
+        trainer = pl.Trainer(logger=logger, default_root_dir=root, max_epochs=max_epochs, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=1,
+                             limit_val_batches=1, limit_test_batches=1)
+        with pytest.raises(ConfigError, match="its run has already ended|prepares its data differently"):
+            getattr(trainer, stage)(_python_module(), data, ckpt_path=last)
+
+    refused("fit", RecordedToyVolumeData(), 1, True)  # the run has ended; Lightning's default logger (TensorBoard)
+    # data prepared otherwise: a CSV logger whose folders (two levels) do not exist yet; a test run, default logger
+    refused("fit", RecordedToyVolumeData(size=64), 2, CSVLogger(tmp_path / "new" / "logs"))
+    refused("test", RecordedToyVolumeData(size=64), 2, True)
+    # a logger told to write into the earlier run's own folder: its new (empty) event file goes, nothing else
+    refused("fit", RecordedToyVolumeData(), 1, TensorBoardLogger(root, name="lightning_logs", version=0))
+    assert _tree(tmp_path) == before

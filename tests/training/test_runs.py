@@ -157,12 +157,49 @@ def test_failed_start_leaves_no_run_folder(tmp_path, capsys):
             "--model.model_name", "vmunet_test", "--trainer.default_root_dir", str(runs), *FAST]
     assert main(args) == 2
     assert "label values [7] outside the declared classes 0..1" in capsys.readouterr().err
-    assert runs.is_dir() and list(runs.iterdir()) == []
+    assert not runs.exists()  # (the root this run created goes too; an existing one stays: test below)
     assert main([*args[:4], str(tmp_path / "nothing"), *args[5:]]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"vmunet fit: error: {tmp_path / 'nothing'}: expected an nnU-Net raw folder (dataset.json")
     assert "`vmunet synth nifti --out DIR`" in err and "`vmunet prepare synapse|isic`" in err
-    assert list(runs.iterdir()) == []
+    assert not runs.exists()
+
+
+def test_a_refused_start_leaves_no_new_root_folder_and_keeps_an_existing_one(tmp_path, capsys):
+    """A trainer setting refused after the run folder was claimed: its version_N was given back, but a new
+    trainer.default_root_dir (with its new parents) stayed, empty. A root that existed stays, as it was."""
+    from vmunet.cli import main
+
+    args = ["fit", "--data", "train_toy.ToyVolumeData", "--model.model_name", "vmunet_test",
+            "--trainer.devices", "abc", *FAST, "--trainer.default_root_dir"]
+    assert main([*args, str(tmp_path / "new" / "runs")]) == 2
+    assert "trainer.devices: expected a positive integer" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "runs" / "version_0").mkdir(parents=True)  # an earlier run (empty, so the test is strict)
+    assert main([*args, str(tmp_path / "runs")]) == 2
+    assert [p.relative_to(tmp_path) for p in sorted(tmp_path.rglob("*"))] == [Path("runs"), Path("runs/version_0")]
+
+
+def test_missing_folders_are_given_back_only_while_empty(tmp_path, monkeypatch):
+    from vmunet.data import fileio
+    from vmunet.data.errors import DataError
+
+    (tmp_path / "a").mkdir()
+    assert fileio.missing_folders(tmp_path / "a" / "b" / "c") == [tmp_path / "a" / "b" / "c", tmp_path / "a" / "b"]
+    assert fileio.missing_folders(tmp_path / "a") == []
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "kept.txt").write_text("x")  # written by someone else meanwhile
+    assert fileio.remove_empty_folders([tmp_path / "a" / "b" / "c", tmp_path / "a" / "b"]) == [tmp_path / "a" / "b" / "c"]
+    assert (tmp_path / "a" / "b" / "kept.txt").read_text() == "x"
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # an output folder found unwritable after it was created: refused, and the folders it created removed
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", unwritable)
+    with pytest.raises(DataError, match="folder is not writable"):
+        fileio.ensure_writable_folder(tmp_path / "a" / "new" / "out", "--output")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b"]
 
 
 #: A process that holds a run folder's lock until it is killed, and a forked child (as a data-loader

@@ -76,6 +76,30 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
+def missing_folders(path: str | Path) -> list[Path]:
+    """``path`` and the folders above it that do not exist yet, deepest first (absolute): read before a
+    run creates them, they are what it may give back on failure (:func:`remove_empty_folders`) without
+    touching anything that existed before."""
+    missing, path = [], Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> list[Path]:
+    """Remove each of ``folders`` (deepest first) that is empty; returns those removed. A folder someone
+    has written into since is kept (``rmdir`` removes only an empty one)."""
+    removed = []
+    for folder in folders:
+        try:
+            folder.rmdir()
+            removed.append(folder)
+        except OSError:  # not empty, gone already, or not ours to remove
+            pass
+    return removed
+
+
 def ensure_writable_folder(path: str | Path, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents) if needed and check a file can be written there, so a bad
     output folder is reported before hours of computing, not after each case. ``what`` names the
@@ -83,6 +107,7 @@ def ensure_writable_folder(path: str | Path, what: str = "output folder") -> Pat
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DataError(f"{what} {path}: is a regular file, expected a folder")
+    created = missing_folders(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -95,6 +120,7 @@ def ensure_writable_folder(path: str | Path, what: str = "output folder") -> Pat
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
+        remove_empty_folders(created)  # a refusal leaves no new empty folder behind
         raise DataError(f"{what} {path}: folder is not writable ({err.strerror or err})") from None
     return path
 

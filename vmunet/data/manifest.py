@@ -19,14 +19,19 @@ over another would leave a mix of both. :func:`prepared_folder` therefore
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vmunet.data.errors import DataError, short_list
-from vmunet.data.fileio import ensure_writable_folder, read_json, write_json
+from vmunet.data.fileio import (
+    ensure_writable_folder,
+    missing_folders,
+    read_json,
+    remove_empty_folders,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +86,12 @@ def prepared_folder(out: str | Path, *, overwrite: bool, command: str, source: s
     also removes the folders it created (``out`` and missing parents) once they are empty -- never
     one that existed before, nor one that holds anything (``rmdir`` refuses those)."""
     out = Path(out)
-    created = list(itertools.takewhile(lambda p: not p.exists(), (out, *out.parents)))  # deepest first
+    created = missing_folders(out)
     try:
         with _claimed_folder(out, overwrite=overwrite, command=command, source=source) as claimed:
             yield claimed
     except BaseException:
-        for folder in created:
-            try:
-                folder.rmdir()
-            except OSError:  # not empty (e.g. a killed run's manifest), or gone: the ones above stay too
-                break
+        remove_empty_folders(created)  # (one that holds anything, e.g. a killed run's manifest, and those above stay)
         raise
 
 

@@ -36,9 +36,8 @@ def add_parsers(subparsers: Any) -> None:
     i = wsub.add_parser(
         "inspect",
         help="a checkpoint's layout and what would load, skip or stay at init",
-        description="Read FILE safely (no code from it runs), name its layout (ours, the original "
-        "VM-UNet's, VMamba v0, VMamba v0 in later names, VMamba v2/v3, unknown) and list what would "
-        "load into the model, what would be skipped and why, and what would keep its "
+        description="Read FILE safely (no code from it runs), name its layout (" + _layout_list() + ") and "
+        "list what would load into the model, what would be skipped and why, and what would keep its "
         "initialisation. The model: --model, else the file's own record, else the model its layout "
         "names, else vmunet; classes and input channels: the options, else the record's, else the file's head and first conv, else 1 and 3. Exit status: 0 it loads strictly, 1 it loads only non-strictly, 2 bad "
         "file or arguments.",
@@ -55,6 +54,14 @@ def add_parsers(subparsers: Any) -> None:
     i.add_argument("--all", action="store_true", help="list every key instead of the first dozen per group")
     i.set_defaults(func=run_weights_inspect)
     w.set_defaults(func=lambda args: (w.print_help(), EXIT_USAGE)[1])
+
+
+def _layout_list() -> str:
+    """The layouts ``weights inspect`` knows, for its help: from the one list (torch-free, unlike the
+    detection in ``layouts``), so a new layout is named there by adding it."""
+    from vmunet.models.layout_names import LAYOUTS
+
+    return "; ".join(f"{name}: {what}" for name, what in LAYOUTS.items())
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -49,25 +49,13 @@ from typing import Any
 
 from torch import Tensor
 
+# (the one list, torch-free for the CLI's help; re-exported here)
+from vmunet.models.layout_names import LAYOUTS as LAYOUTS
 from vmunet.models.safe_load import WeightsError
 
 logger = logging.getLogger(__name__)
 
 ENTRIES = ("auto", "model", "model_ema")
-LAYOUTS = {
-    "vmunet": "this project's VM-UNet",
-    "vmunet_original": "the original VM-UNet code's VMUNet",
-    "vmunet_v2": "this project's VM-UNet-V2",
-    "vmunet_v2_original": "the original VM-UNet-V2 code's VMUNetV2",
-    "mamba_unet_original": "the original Mamba-UNet code's MambaUnet",
-    "mamba_unet": "this project's Mamba-UNet",
-    "swin_umamba": "Swin-UMamba or Swin-UMamba† (this project's or the original's)",
-    "ultralight_vmunet": "UltraLight VM-UNet (this project's or the original's)",
-    "vmamba_v0": "VMamba v0 ImageNet classifier",
-    "vmamba_v0_new_names": "VMamba v0 ImageNet classifier saved by later VMamba code",
-    "vmamba_v2": "later VMamba (v2/v3) model",
-    "unknown": "no known layout",
-}
 
 #: the registered models whose weights each layout holds: what ``vmunet weights inspect`` builds when
 #: neither ``--model`` nor the file's own record names one (``registry.model_for_weights``: of

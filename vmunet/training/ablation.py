@@ -313,7 +313,7 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
                  direction_sets: Sequence[str] | None = None, seed: int = 42,
                  overrides: Sequence[str] = ()) -> AblationResult:
     """Train and test every variant, then write ``results.csv|md|json`` and ``dice.png`` to ``out``."""
-    from vmunet.data.fileio import ensure_writable_folder
+    from vmunet.data.fileio import ensure_writable_folder, missing_folders, remove_empty_folders
 
     config, out = Path(config), Path(out)
     cfg = _read_config(config)
@@ -324,7 +324,19 @@ def run_ablation(config: str | Path, out: str | Path, *, models: Sequence[str] |
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"--seed: expected an integer in [0, 2**32), got {seed!r}")  # before any run starts
     variants = plan_variants(cfg, models, direction_sets)
+    created = missing_folders(out)
     ensure_writable_folder(out, "--out")
+    try:
+        return _run_variants(variants, config, out, seed, cfg, overrides)
+    except BaseException:
+        # refused before a result was written (the first variant's config, a trainer setting): no new empty
+        # --out folder left behind (its variants' run folders give themselves back)
+        remove_empty_folders(created)
+        raise
+
+
+def _run_variants(variants: list[Variant], config: Path, out: Path, seed: int, cfg: Mapping[str, Any],
+                  overrides: Sequence[str]) -> AblationResult:
     base_kwargs = dict((cfg.get("model") or {}).get("model_kwargs") or {})
     conditions = (f"config {config}, seed {seed}" + (f", overrides {' '.join(overrides)}" if overrides else "")
                   + "; times are wall-clock seconds on this machine")

@@ -1,5 +1,5 @@
 """Callbacks: ``last.ckpt`` every epoch, per-epoch reseeding, validation of the final epoch, the
-validation preview (PNG + TensorBoard)."""
+validation preview (PNG + TensorBoard), the log folders of a failed start given back."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vmunet.data.fileio import atomic_path
+from vmunet.training.runs import LoggerDirs, discard_new_logger_files
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,32 @@ def last_checkpoint(dirpath: str | None = None) -> ModelCheckpoint:
     """
     return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                            enable_version_counter=False, save_on_train_epoch_end=True)
+
+
+class GiveBackNewLogDirs(pl.Callback):
+    """Remove the log folders and empty event files a run's loggers created (``dirs``:
+    :func:`~vmunet.training.runs.logger_dirs`, read before Lightning started them) when the run fails
+    before it has produced anything.
+
+    Lightning creates ``lightning_logs/version_N`` and its TensorBoard event file before any hook can
+    check the run, so ``Trainer.fit(module, dm, ckpt_path=X)`` refused in a hook (a run that has ended,
+    data prepared otherwise) left an empty version folder behind. What existed before the run, and any
+    folder holding a checkpoint, metrics or a logged value, is kept. Added by
+    :meth:`SegmentationModule.configure_callbacks <vmunet.training.module.SegmentationModule.configure_callbacks>`.
+    """
+
+    def __init__(self, dirs: LoggerDirs | None) -> None:
+        self.dirs = dirs
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.dirs is None or not (self.dirs.new or self.dirs.existing) or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            # closed first: a TensorBoard writer re-creates its file when it flushes. (Lightning finalizes
+            # them again right after this hook; a second finalize("failed") writes nothing.)
+            logger.finalize("failed")
+        discard_new_logger_files(self.dirs)
+        self.dirs = None
 
 
 def rank_seed(seed: int, epoch: int, rank: int) -> int:

@@ -55,6 +55,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from vmunet.data.fileio import missing_folders, remove_empty_folders
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.runtime import LOG_FORMAT
 from vmunet.training.callbacks import (
@@ -126,6 +127,7 @@ class VMUNetCLI(LightningCLI):
         return parser
 
     _fresh_run: Path | None = None
+    _fresh_root: Sequence[Path] = ()  # the folders claiming _fresh_run created above it
     _run_lock: RunLock | None = None
 
     _held: HeldNotices | None = None
@@ -145,8 +147,9 @@ class VMUNetCLI(LightningCLI):
                 self._run_lock.release()
 
     def _discard_fresh_run(self) -> None:
-        if self._fresh_run is not None:
-            discard_unused_run(self._fresh_run)
+        if self._fresh_run is not None and discard_unused_run(self._fresh_run):
+            # and the folders claiming it created (a new trainer.default_root_dir): a refusal leaves none
+            remove_empty_folders(self._fresh_root)
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -266,8 +269,9 @@ class VMUNetCLI(LightningCLI):
             self.save_config_kwargs["config_filename"] = f"config.{self.subcommand}.yaml"
             log.info("%s of %s: reports go to its run folder %s", self.subcommand, ckpt_path, evaluated[0])
         elif cfg.get("logger") in (None, True) and "logger" not in kwargs:
-            run_dir, version, resumed = select_run_dir(cfg.get("default_root_dir") or "runs",
-                                                       ckpt_path if self.subcommand == "fit" else None)
+            root = cfg.get("default_root_dir") or "runs"
+            self._fresh_root = missing_folders(root)  # (read before claiming: what this run creates)
+            run_dir, version, resumed = select_run_dir(root, ckpt_path if self.subcommand == "fit" else None)
             if is_rank_zero():  # DDP: rank 0 holds the lock for the processes it launched
                 self._run_lock = lock_run_dir(run_dir)  # before anything is written into the folder
             if resumed:  # (under the lock: no process is writing the folder's checkpoints now)

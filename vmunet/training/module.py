@@ -40,6 +40,7 @@ from torch import nn
 from vmunet.errors import ConfigError, VmunetError
 from vmunet.evaluation import metrics as M
 from vmunet.inference.slicewise import SliceInferer, check_model_input_size, decide
+from vmunet.training.callbacks import GiveBackNewLogDirs
 from vmunet.training.ckpt_settings import check_checkpoint_data
 from vmunet.training.fit_checks import (
     check_best_monitor,
@@ -50,6 +51,7 @@ from vmunet.training.fit_checks import (
 from vmunet.training.fit_checks import check_resume as check_resume_of
 from vmunet.training.losses import DiceCELoss
 from vmunet.training.reports import write_test_reports
+from vmunet.training.runs import is_rank_zero, logger_dirs
 from vmunet.training.schedulers import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -371,6 +373,17 @@ class SegmentationModule(pl.LightningModule):
         run's folder, and the hook then does not repeat it."""
         check_resume_of(checkpoint, trainer, str(ckpt_path))
         self._checked_before.add(("resume", "fit", os.path.abspath(ckpt_path)))
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """:class:`~vmunet.training.callbacks.GiveBackNewLogDirs` with the log folders this run's loggers are
+        about to create (Lightning calls this hook before it starts them): a run refused in a hook below
+        (``on_load_checkpoint``, ``setup``) leaves no empty ``lightning_logs/version_N`` behind."""
+        dirs = logger_dirs(self.trainer.loggers) if is_rank_zero() else None
+        kept = next((c for c in self.trainer.callbacks if isinstance(c, GiveBackNewLogDirs)), None)
+        if kept is not None:  # the same Trainer runs again (fit, then test): renewed, not added twice (which
+            kept.dirs = dirs  # Lightning would announce as "callbacks ... will override existing callbacks")
+            return []
+        return [GiveBackNewLogDirs(dirs)]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check the data of a fit / validate / test from a checkpoint (:meth:`check_checkpoint_data`) and a

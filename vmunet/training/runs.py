@@ -28,8 +28,10 @@ import csv
 import logging
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmunet.data.fileio import missing_folders, remove_empty_folders
 from vmunet.errors import VmunetError
 
 try:
@@ -174,6 +176,69 @@ def discard_unused_run(run_dir: str | Path) -> bool:
     run_dir.rmdir()
     log.info("the run failed before it started: removed its empty folder %s", run_dir)
     return True
+
+
+@dataclass
+class LoggerDirs:
+    """Where a run's file loggers are about to write, read before Lightning starts them (:func:`logger_dirs`)."""
+
+    #: folders they will create, deepest first: True for a logger's ``log_dir``, False for one above it
+    new: dict[Path, bool] = field(default_factory=dict)
+    #: ``log_dir`` folders that exist already, with the names of the files in them then
+    existing: dict[Path, frozenset[str]] = field(default_factory=dict)
+
+
+def logger_dirs(loggers: list) -> LoggerDirs:
+    """The local folders of Lightning's file loggers (TensorBoard, CSV) among ``loggers``: those they are
+    about to create, and the files already in those that exist.
+
+    Lightning creates a logger's folder (``lightning_logs/version_N`` with a TensorBoard event file) when
+    a fit, validate or test starts, before any hook can check the run: read before that, this tells
+    what the run made itself, so a run that fails before producing anything can give back exactly that
+    (:func:`discard_new_logger_files`), never a folder or file that existed before. Reading ``log_dir``
+    fixes an unversioned logger's ``version_N`` now; Lightning would pick the same N a moment later.
+    """
+    from lightning.fabric.loggers import CSVLogger as FabricCSV
+    from lightning.fabric.loggers import TensorBoardLogger as FabricTB
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    dirs = LoggerDirs()
+    for logger in loggers:
+        if not isinstance(logger, (TensorBoardLogger, CSVLogger, FabricTB, FabricCSV)):
+            continue  # other loggers (W&B, MLflow, ...) keep their own records: not ours to remove
+        log_dir = logger.log_dir
+        if log_dir is None or "://" in str(log_dir):  # a remote store: left alone
+            continue
+        path = Path(log_dir).resolve()
+        if path.is_dir():
+            dirs.existing[path] = frozenset(p.name for p in path.iterdir())
+            continue
+        for folder in missing_folders(path):
+            dirs.new.setdefault(folder, folder == path)
+    dirs.new = dict(sorted(dirs.new.items(), key=lambda item: len(item[0].parts), reverse=True))
+    return dirs
+
+
+def discard_new_logger_files(dirs: LoggerDirs) -> list[Path]:
+    """Remove what the loggers made since :func:`logger_dirs`, where it holds nothing a run produced: a
+    new log folder by :func:`discard_unused_run` (start files and empty TensorBoard event files only), a
+    new folder above one only when empty, in a log folder that existed only the new empty event files.
+    Returns what was removed. The loggers must be finalized first (a TensorBoard writer re-creates its
+    file when it flushes)."""
+    removed = []
+    for path, is_log_dir in dirs.new.items():  # (deepest first)
+        if is_log_dir:
+            if discard_unused_run(path):
+                removed.append(path)
+        else:
+            removed += remove_empty_folders([path])
+    for path, before in dirs.existing.items():
+        if is_rank_zero() and path.is_dir():
+            for p in path.iterdir():
+                if p.name not in before and p.is_file() and _empty_event_file(p):
+                    p.unlink()
+                    removed.append(p)
+    return removed
 
 
 def _empty_event_file(path: Path) -> bool:
