@@ -383,3 +383,73 @@ def test_per_image_dice_and_iou_are_the_plain_per_image_ratios():
         got = conf.per_image(convention)
         for key in ("dice", "iou"):
             assert got[key] == pytest.approx(np.mean(expected[key]), abs=1e-12), (convention, key)
+
+
+# ------------------------------------------------------------------------------ speed-up: values unchanged
+def surface_distances_e1518e9(a, b, spacing=None):
+    """``surface_distances`` before the validation speed-up (commit e1518e9), verbatim but for names:
+    two scipy erosions and scipy's whole distance map per call."""
+    from scipy import ndimage
+
+    from vmunet.evaluation.metrics import _bounding_box
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    sampling = None if spacing is None else [float(s) for s in spacing]
+    box = _bounding_box(a | b, margin=1)
+    a, b = a[box], b[box]
+    struct = ndimage.generate_binary_structure(a.ndim, 1)
+    surf_a = a ^ ndimage.binary_erosion(a, structure=struct, border_value=0)
+    surf_b = b ^ ndimage.binary_erosion(b, structure=struct, border_value=0)
+    return ndimage.distance_transform_edt(~surf_b, sampling=sampling)[surf_a]
+
+
+def mask_pairs(seed: int, count: int):
+    """Random and blob-like mask pairs in 2D and 3D (some touching the array border), with a
+    spacing that ties distances of different offsets (0.76, 3.0) or none."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        ndim = 2 + i % 2
+        shape = tuple(int(n) for n in rng.integers(2, 15, ndim))
+        if i % 3 == 0:
+            idx = np.indices(shape)
+            centre = [rng.uniform(0, n) for n in shape]
+            a = sum(((idx[k] - centre[k]) / rng.uniform(1, 6)) ** 2 for k in range(ndim)) < 1
+            b = np.roll(a, int(rng.integers(-2, 3)), axis=ndim - 1) | (rng.random(shape) < 0.03)
+        else:
+            a, b = rng.random(shape) < rng.uniform(0.02, 0.9), rng.random(shape) < rng.uniform(0.02, 0.9)
+        if a.any() and b.any():
+            yield a, b, tuple(float(s) for s in rng.choice([0.76, 3.0, 1.0, 0.7, 2.5], ndim))
+
+
+def test_surface_distances_and_hd95_bit_identical_to_before_and_to_medpy():
+    n = 0
+    for a, b, spacing in mask_pairs(seed=3, count=120):
+        for sp in (None, spacing):
+            for x, y in ((a, b), (b, a)):
+                np.testing.assert_array_equal(surface_distances(x, y, sp), surface_distances_e1518e9(x, y, sp))
+            assert hausdorff95(a, b, sp) == medpy_metric.binary.hd95(a, b, voxelspacing=sp)  # exactly
+        n += 1
+    assert n > 100
+
+
+def test_case_rows_bit_identical_to_before_on_label_maps_with_anisotropic_spacing():
+    rng = np.random.default_rng(4)
+    gt = np.zeros((6, 40, 36), np.int64)
+    z, y, x = np.ogrid[:6, :40, :36]
+    for k, (cy, cx, r) in enumerate([(10, 9, 7), (28, 12, 6), (20, 27, 8)], start=1):
+        gt[((z - 3) / 2.5) ** 2 + ((y - cy) / r) ** 2 + ((x - cx) / (r - 1)) ** 2 < 1] = k
+    noisy = rng.integers(0, 5, gt.shape)  # class 4: a false positive everywhere, absent from gt
+    near = np.roll(gt, 1, axis=2)
+    near[0, :3, :3] = 2  # a stray island far from organ 2
+    spacing = (3.0, 0.76, 0.76)
+    names = ["background", "a", "b", "c", "d"]
+    for pred in (noisy, near):
+        rows = case_metrics(pred, gt, names, spacing=spacing)
+        assert [r["status"] for r in rows][:3] == ["scored"] * 3 and rows[3]["status"] == \
+            ("false_positive" if pred is noisy else "absent")
+        for k, row in enumerate(rows[:3], start=1):
+            p, g = pred == k, gt == k
+            assert row["dice"] == 2 * (p & g).sum() / (p.sum() + g.sum())
+            for key, sp in (("hd95", None), ("hd95_mm", spacing)):
+                pooled = np.concatenate([surface_distances_e1518e9(p, g, sp), surface_distances_e1518e9(g, p, sp)])
+                assert row[key] == float(np.percentile(pooled, 95))

@@ -112,23 +112,14 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | N
 
     Surface = mask XOR its binary erosion with the 1-connectivity cross (voxels on the array border
     are surface), as medpy's ``__surface_distances`` and MONAI's ``get_mask_edges``. Both masks must
-    be non-empty. The arrays are cropped to the bounding box of ``a | b`` plus one voxel first: the
-    erosion and the distances between surface voxels are unchanged by that (every surface voxel lies
-    inside the box and the margin is background), and it makes whole-CT evaluation cheap.
+    be non-empty. Distances are in the order of ``np.argwhere`` of ``a``'s surface. See
+    :class:`_Surfaces` for how it is computed (cropped, one feature transform, values as scipy's).
     """
-    from scipy import ndimage
-
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     _check_same_shape(a, b)
     if not a.any() or not b.any():
         raise ValueError("surface distances need two non-empty masks")
-    sampling = _check_spacing(spacing, a.ndim)
-    box = _bounding_box(a | b, margin=1)
-    a, b = a[box], b[box]
-    struct = ndimage.generate_binary_structure(a.ndim, 1)
-    surf_a = a ^ ndimage.binary_erosion(a, structure=struct, border_value=0)
-    surf_b = b ^ ndimage.binary_erosion(b, structure=struct, border_value=0)
-    return ndimage.distance_transform_edt(~surf_b, sampling=sampling)[surf_a]
+    return _Surfaces(a, b).directed(0, _check_spacing(spacing, a.ndim))
 
 
 def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
@@ -140,11 +131,84 @@ def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | Non
     business of the convention (:func:`summarize_cases`), not of the distance.
     """
     check_hd95_definition(definition)
-    pred_to_gt = surface_distances(pred, gt, spacing)
-    gt_to_pred = surface_distances(gt, pred, spacing)
-    if definition == "pooled":
-        return float(np.percentile(np.concatenate([pred_to_gt, gt_to_pred]), 95))
-    return float(max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95)))
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    _check_same_shape(pred, gt)
+    if not pred.any() or not gt.any():
+        raise ValueError("surface distances need two non-empty masks")
+    return _Surfaces(pred, gt).hd95(_check_spacing(spacing, pred.ndim), definition)
+
+
+class _Surfaces:
+    """The surfaces of two non-empty masks, computed once and shared by both directions and by the
+    HD95 in voxels and in mm (validation asks for both: before, each of the four directed distances
+    recomputed both erosions).
+
+    * Crop: the surfaces are found in the bounding box of ``a | b`` plus one voxel (the erosion is
+      unchanged there: every surface voxel lies inside and the margin is background or the array
+      border, which counts as outside), and the feature transforms run on the box without that
+      margin (it holds every surface voxel of both masks: a mask's extreme voxels along each axis
+      are surface). The feature transform of a box that holds all of its features (the zeros of
+      its input) and all the query voxels is the full volume's, shifted: values are medpy's.
+    * Erosion by the cross written as shifted ANDs (boolean, so identical to
+      ``ndimage.binary_erosion`` with ``border_value=0``; about 10x faster).
+    * Distances: scipy's ``distance_transform_edt`` computes the feature transform (nearest
+      surface voxel of the other mask, for every voxel of the box), then a float64 distance map of
+      the whole box from it (``ndim + 1`` float64 arrays of the box's size), of which only the
+      surface voxels of one mask are read. :meth:`directed` takes the feature transform from
+      :func:`vmunet.evaluation.edt.feature_transform` (scipy's algorithm bit for bit, on all
+      cores) and evaluates scipy's distance formula, ``sqrt(sum_i ((f_i - x_i) * s_i)**2)`` (same
+      float64 operations in the same order), at those voxels only: bit-identical values.
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray) -> None:
+        tight = _bounding_box(a | b, margin=0)
+        box = tuple(slice(max(t.start - 1, 0), min(t.stop + 1, n)) for t, n in zip(tight, a.shape, strict=True))
+        inner = tuple(slice(t.start - m.start, t.stop - m.start) for t, m in zip(tight, box, strict=True))
+        a, b = a[box], b[box]
+        self.surfaces = (_surface(a)[inner], _surface(b)[inner])
+        self.points = tuple(np.nonzero(s) for s in self.surfaces)
+
+    def directed(self, source: int, sampling: list[float] | None) -> np.ndarray:
+        """Distances from the surface voxels of mask ``source`` (0: ``a``, 1: ``b``) to the other surface."""
+        from vmunet.evaluation.edt import feature_transform
+
+        return _distances_at(feature_transform(self.surfaces[1 - source], sampling), self.points[source], sampling)
+
+    def hd95(self, sampling: list[float] | None, definition: str) -> float:
+        a_to_b, b_to_a = self.directed(0, sampling), self.directed(1, sampling)
+        if definition == "pooled":
+            return float(np.percentile(np.concatenate([a_to_b, b_to_a]), 95))
+        return float(max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95)))
+
+
+def _distances_at(ft: np.ndarray, points: tuple[np.ndarray, ...], sampling: list[float] | None) -> np.ndarray:
+    """scipy's ``distance_transform_edt`` distances, from its feature transform ``ft``, at ``points``
+    only: ``sqrt(sum_i ((ft_i - x_i) * s_i) ** 2)`` in float64, summed over axes in order (as its
+    ``np.add.reduce(dt, axis=0)``), so bit-identical to the full map read at ``points``."""
+    total = None
+    for axis, coord in enumerate(points):
+        d = (ft[axis][points] - coord).astype(np.float64)
+        if sampling is not None:
+            d *= np.float64(sampling[axis])
+        np.multiply(d, d, d)
+        total = d if total is None else np.add(total, d, out=total)
+    return np.sqrt(total)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """``mask`` minus its erosion by the 1-connectivity cross, the array border counting as outside."""
+    interior = mask.copy()
+    for axis in range(mask.ndim):
+        lo = [slice(None)] * mask.ndim
+        hi = [slice(None)] * mask.ndim
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        interior[tuple(hi)] &= mask[tuple(lo)]  # the neighbour before along this axis is inside
+        interior[tuple(lo)] &= mask[tuple(hi)]  # the neighbour after
+        edge = [slice(None)] * mask.ndim
+        for end in (0, -1):
+            edge[axis] = end
+            interior[tuple(edge)] = False
+    return mask & ~interior
 
 
 def pair_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
@@ -160,8 +224,7 @@ def pair_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | No
     _check_same_shape(pred, gt)
     if hd95 is not None:
         check_hd95_definition(hd95)
-    if spacing is not None:
-        _check_spacing(spacing, pred.ndim)
+    sampling = _check_spacing(spacing, pred.ndim)
     has_p, has_g = bool(pred.any()), bool(gt.any())
     status = "scored" if has_p and has_g else "miss" if has_g else "false_positive" if has_p else "absent"
     dice = dice_coefficient(pred, gt)
@@ -169,8 +232,9 @@ def pair_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | No
                            "hd95": None, "hd95_mm": None, "hd95_definition": hd95,
                            "has_spacing": spacing is not None}
     if status == "scored" and hd95 is not None:
-        row["hd95"] = hausdorff95(pred, gt, None, hd95)
-        row["hd95_mm"] = None if spacing is None else hausdorff95(pred, gt, spacing, hd95)
+        surfaces = _Surfaces(pred, gt)  # shared by the HD95 in voxels and in mm
+        row["hd95"] = surfaces.hd95(None, hd95)
+        row["hd95_mm"] = None if sampling is None else surfaces.hd95(sampling, hd95)
     return row
 
 
@@ -186,11 +250,17 @@ def case_metrics(
     One :func:`pair_metrics` row per foreground class, plus ``"class"``. ``spacing``: voxel size per
     array axis, e.g. ``(sz, sy, sx)`` for a (D, H, W) volume. Apply a convention with
     :func:`apply_convention` / :func:`summarize_cases` before reading Dice/HD95 as scores.
+
+    The classes run one after the other; the distance transforms inside use every core
+    (:mod:`vmunet.evaluation.edt`, numba's threads).
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     _check_same_shape(pred, gt)
     if len(class_names) < 2:
         raise ValueError(f"class_names needs background plus at least one class, got {list(class_names)}")
+    if hd95 is not None:
+        check_hd95_definition(hd95)
+    _check_spacing(spacing, pred.ndim)
     return [{"class": str(name), **pair_metrics(pred == idx, gt == idx, spacing, hd95)}
             for idx, name in enumerate(class_names) if idx > 0]
 
