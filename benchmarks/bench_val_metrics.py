@@ -152,7 +152,7 @@ def split_now(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
                 t0 = time.perf_counter()
                 ft = feature_transform(s.surfaces[1 - source], sampling)
                 t1 = time.perf_counter()
-                dists.append(M._distances_at(ft, s.points[source], sampling))
+                dists.append(M._distances_at(ft, s.flat[source], s.points[source], sampling))
                 t["transform"] += t1 - t0
                 t["distances"] += time.perf_counter() - t1
             t0 = time.perf_counter()

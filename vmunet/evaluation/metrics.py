@@ -166,13 +166,15 @@ class _Surfaces:
         inner = tuple(slice(t.start - m.start, t.stop - m.start) for t, m in zip(tight, box, strict=True))
         a, b = a[box], b[box]
         self.surfaces = (_surface(a)[inner], _surface(b)[inner])
-        self.points = tuple(np.nonzero(s) for s in self.surfaces)
+        self.flat = tuple(np.flatnonzero(s) for s in self.surfaces)  # C order, as np.argwhere
+        self.points = tuple(np.unravel_index(f, s.shape) for f, s in zip(self.flat, self.surfaces, strict=True))
 
     def directed(self, source: int, sampling: list[float] | None) -> np.ndarray:
         """Distances from the surface voxels of mask ``source`` (0: ``a``, 1: ``b``) to the other surface."""
         from vmunet.evaluation.edt import feature_transform
 
-        return _distances_at(feature_transform(self.surfaces[1 - source], sampling), self.points[source], sampling)
+        ft = feature_transform(self.surfaces[1 - source], sampling)
+        return _distances_at(ft, self.flat[source], self.points[source], sampling)
 
     def hd95(self, sampling: list[float] | None, definition: str) -> float:
         a_to_b, b_to_a = self.directed(0, sampling), self.directed(1, sampling)
@@ -181,13 +183,16 @@ class _Surfaces:
         return float(max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95)))
 
 
-def _distances_at(ft: np.ndarray, points: tuple[np.ndarray, ...], sampling: list[float] | None) -> np.ndarray:
-    """scipy's ``distance_transform_edt`` distances, from its feature transform ``ft``, at ``points``
-    only: ``sqrt(sum_i ((ft_i - x_i) * s_i) ** 2)`` in float64, summed over axes in order (as its
-    ``np.add.reduce(dt, axis=0)``), so bit-identical to the full map read at ``points``."""
+def _distances_at(ft: np.ndarray, flat: np.ndarray, points: tuple[np.ndarray, ...],
+                  sampling: list[float] | None) -> np.ndarray:
+    """scipy's ``distance_transform_edt`` distances, from its feature transform ``ft``, at the
+    voxels ``points`` (C-order flat indices ``flat``) only: ``sqrt(sum_i ((ft_i - x_i) * s_i) ** 2)``
+    in float64, summed over axes in order (as its ``np.add.reduce(dt, axis=0)``), so bit-identical
+    to the full map read at ``points``."""
+    ft = ft.reshape(len(points), -1)
     total = None
     for axis, coord in enumerate(points):
-        d = (ft[axis][points] - coord).astype(np.float64)
+        d = (ft[axis].take(flat) - coord).astype(np.float64)
         if sampling is not None:
             d *= np.float64(sampling[axis])
         np.multiply(d, d, d)
