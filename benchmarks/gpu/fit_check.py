@@ -24,7 +24,7 @@ epoch, took the whole budget: the plan below is cut from those numbers).
 3. ``fit_fp32``: the real entry point (:func:`vmunet.training.cli.run_lightning_cli`, what
    ``vmunet fit`` runs) with ``--config experiments/paper/synapse.yaml`` and overrides: one GPU,
    precision 32-true, ``--epochs`` epochs, scan backend ``cuda``, no pretrained weights, every
-   epoch's checkpoint kept, NO sanity check (``num_sanity_val_steps 0``: stage 11 measures it; it
+   epoch's checkpoint kept, NO sanity check (``num_sanity_val_steps 0``: stage 10 measures it; it
    took 76-78 s), the full validation (2 volumes, Dice + HD95) after the last epoch only
    (``check_val_every_n_epoch`` = ``--epochs``). Measured by :class:`fit_timing.FitTimer`: the time
    from the call to the first training batch (split: set-up, sanity, first batch), seconds and img/s
@@ -42,7 +42,7 @@ epoch, took the whole budget: the plan below is cut from those numbers).
    whether the gradients repeat bit for bit. The process's flags are restored afterwards. ~9 s.
 6. ``loader``: the same training DataLoader alone (no model), one epoch, img/s, for each worker
    count (default: the fit's only; ``--loader-workers 8,14`` adds rows at ~6 s each). ~6 s.
-7. ``step_fp32``/``step_bf16`` (9): the model's training step alone (forward, the paper loss,
+7, 9. ``step_fp32``, ``step_bf16``: the model's training step alone (forward, the paper loss,
    backward, fused AdamW) on batches from that loader pre-loaded to the GPU, img/s, under the
    deterministic-algorithms mode the fits ran with (the config's ``deterministic: warn``) and with
    it off. Bottleneck: the lower of ``loader`` and ``step`` img/s bounds what the fit can reach.
@@ -56,6 +56,12 @@ epoch, took the whole budget: the plan below is cut from those numbers).
    holds them, else 1 (``--sanity-volumes``). Needs ~5 s + 39 s a volume (scaled by this run's HD95
    validation against the H200 run's), so at the default budget it runs only if the metrics got
    faster (another branch) or the stages before came in under their estimates.
+
+Estimated at the defaults: ~106 s for stages 1-9, ~150 s with a 1-volume sanity stage. The reserved
+stages answer the open questions (is a resumed GPU run equal to the uninterrupted one; does
+``trainer.deterministic=true`` run with mamba's kernel), so they run right after the fit they need,
+and the stages before them (data, fit_fp32) start only if the reserved stages' estimates still fit
+after theirs.
 
 ``--smoke``: every stage on CPU at tiny sizes (64^2 phantoms, 32^2 model input, model
 ``vmunet_test``) with the CPU stand-in of the compiled kernel (benchmarks/gpu/standin); it proves
@@ -544,7 +550,7 @@ def model_alone(run: Run) -> dict:
     try:
         grads()
         rec["strict_forward_backward"] = "runs"
-    except RuntimeError as exc:
+    except Exception as exc:  # an op without a deterministic version raises (a RuntimeError): named, on one line
         rec["strict_forward_backward"] = one_line(exc)
     torch.use_deterministic_algorithms(False)
     g1, g2 = grads(), grads()
