@@ -6,8 +6,11 @@ first batch), and the share of the steady part spent WAITING for the next batch 
 batch's end to the next batch's start: the DataLoader's queue plus Lightning's per-batch overhead). The device is synchronized at every batch end, so a batch's time is its GPU
 work, not just its launch (the module's ``isfinite(loss)`` check synchronizes there anyway).
 A large waiting share says the CPU workers (augmentation) are the bottleneck, a small one the GPU.
-Per validation run: wall seconds. Non-finite training losses are counted (the module stops a run
-on the first one; the count says whether that happened).
+Per validation run (Lightning's sanity check included, flagged): wall seconds and batches (one batch
+= one volume in volume-wise evaluation). The clock readings ``fit_start_at`` (``on_fit_start``: data,
+model and trainer set up) and ``first_batch_at`` (the first training batch starts) let the caller
+split the time from its call to the first training batch. Non-finite training losses are counted (the
+module stops a run on the first one; the count says whether that happened).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class FitTimer(pl.Callback):
         self._wait = self._samples = self._batches = 0
         self._first_wait = self._t_first_end = 0.0
         self._first_samples = 0
+        self._val_batches = 0
+        self.fit_start_at: float | None = None  # time.perf_counter() readings
+        self.first_batch_at: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.fit_start_at = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(pl_module)
@@ -45,7 +54,10 @@ class FitTimer(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        waited = time.perf_counter() - self._t_batch_end
+        now = time.perf_counter()
+        if self.first_batch_at is None:
+            self.first_batch_at = now
+        waited = now - self._t_batch_end
         if self._batches == 0:
             self._first_wait = waited  # worker start-up and the first batch: reported apart
         else:
@@ -82,10 +94,15 @@ class FitTimer(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(pl_module)
         self._t_val = time.perf_counter()
+        self._val_batches = 0
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._val_batches += 1
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(pl_module)
         # (before the module's own epoch-end hook: the case metrics (Dice, HD95 on the CPU) are
         # computed per validation step, so they are inside this time)
         self.validations.append({"epoch": int(trainer.current_epoch), "sanity": bool(trainer.sanity_checking),
-                                 "seconds": round(time.perf_counter() - self._t_val, 3)})
+                                 "seconds": round(time.perf_counter() - self._t_val, 3), "batches": self._val_batches})

@@ -207,9 +207,11 @@ def test_missing_folders_are_given_back_only_while_empty(tmp_path, monkeypatch):
 # The forked child says when it runs Python code, i.e. after its at-fork handlers (which close its
 # copy of the lock file) ran: on a loaded machine the child may not have been scheduled yet when
 # the parent has already printed, and its open copy would still hold the lock.
+# each line goes out in ONE os.write (atomic on a pipe below PIPE_BUF): print() in the two processes
+# of a fork interleaved its pieces under load ("lockedchild 13455" and an empty line)
 _HOLD_LOCK = ("import os, sys, time\nfrom vmunet.training.runs import lock_run_dir\nlock_run_dir(sys.argv[1])\n"
-              "child = os.fork()\nif child == 0:\n    print('child', flush=True)\n    time.sleep(60)\n    os._exit(0)\n"
-              "print('locked', child, flush=True)\ntime.sleep(600)\n")
+              "child = os.fork()\nif child == 0:\n    os.write(1, b'child\\n')\n    time.sleep(60)\n    os._exit(0)\n"
+              "os.write(1, f'locked {child}\\n'.encode())\ntime.sleep(600)\n")
 
 
 @contextlib.contextmanager
