@@ -65,7 +65,7 @@ def synthetic_case(kind: str, slices: int, size: int = 512, seed: int = 0) -> tu
         return rng.integers(0, 9, gt.shape), gt
     pred = np.roll(gt, 1, axis=2)
     for _ in range(20):
-        c = [int(rng.integers(0, n - 3)) for n in gt.shape]
+        c = [int(rng.integers(0, max(n - 3, 1))) for n in gt.shape]
         pred[c[0]:c[0] + 3, c[1]:c[1] + 3, c[2]:c[2] + 3] = int(rng.integers(1, 9))
     return pred, gt
 
@@ -219,7 +219,8 @@ def transform_table(pred: np.ndarray, gt: np.ndarray, threads: int, repeats: int
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--slices", type=int, default=32, help="slices of the 512x512 volume (default 32)")
+    parser.add_argument("--slices", type=int, default=32, help="slices of the volume (default 32)")
+    parser.add_argument("--size", type=int, default=512, help="height = width of the slices (default 512)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="numba threads of the parallel 'now' rows (default: numba's, the CPUs)")
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads is None:
         args.threads = numba.config.NUMBA_NUM_THREADS
-    if args.slices < 1 or args.repeats < 1 or not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
-        parser.error(f"--slices and --repeats must be >= 1, --threads in 1..{numba.config.NUMBA_NUM_THREADS}")
+    if args.slices < 1 or args.repeats < 1 or args.size < 16 or not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+        parser.error(f"--slices and --repeats must be >= 1, --size >= 16, --threads in 1..{numba.config.NUMBA_NUM_THREADS}")
 
     from vmunet.evaluation import metrics as M
 
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     whole, steps, transforms, memory = [], [], [], []
     for kind in args.cases:
-        pred, gt = synthetic_case(kind, args.slices)
+        pred, gt = synthetic_case(kind, args.slices, args.size)
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         outputs: dict[str, Any] = {}
         for _ in range(args.repeats):  # interleaved: load changes hit every variant alike
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
             mib = peak_mib(lambda name=name, p=pred, g=gt: variants[name](p, g))
             memory.append([kind, name, f"{mib:.0f}"])
             rows.append({"case": kind, "variant": name, "peak_traced_mib": mib})
-    header = (f"case_metrics of a 512x512x{args.slices} case, 9 classes, spacing {SPACING} mm, HD95 pooled in "
+    header = (f"case_metrics of a {args.size}x{args.size}x{args.slices} case, 9 classes, spacing {SPACING} mm, HD95 pooled in "
               f"voxels and mm; {args.repeats} interleaved repeats; {os.cpu_count()} CPUs, numba threading layer "
               f"{numba.threading_layer()}; load average "
               f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
