@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vmunet.evaluation.edt import feature_transform
+from vmunet.evaluation.edt import PARALLEL_MIN_VOXELS, feature_transform
 
 
 def scipy_ft(features: np.ndarray, sampling=None) -> np.ndarray:
@@ -44,9 +44,10 @@ def test_feature_transform_equals_scipy_index_for_index():
     assert checked > 300  # masks with a feature (the others: scipy's "none" everywhere, also compared)
 
 
-def test_a_volume_larger_than_one_task_of_lines_and_every_thread_count():
+def test_the_parallel_kernel_on_every_thread_count():
     rng = np.random.default_rng(1)
-    mask = rng.random((9, 70, 45)) < 0.02
+    mask = rng.random((9, 70, 60)) < 0.02
+    assert mask.size >= PARALLEL_MIN_VOXELS  # the parallel kernel, several 64-line tasks per pass
     mask[4, 10:60, 20] = True  # a long thin feature: long envelopes along axes 1 and 2
     ref = scipy_ft(mask, (3.0, 0.76, 0.76))
     before = numba.get_num_threads()
