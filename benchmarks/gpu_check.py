@@ -223,6 +223,19 @@ def out_and_grads(fn: Callable, ins: dict, seed: int, grad_dtype: torch.dtype) -
     return out.detach(), dict(zip(leaves, grads, strict=True))
 
 
+_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _manifest_dtypes(chk: Check) -> set[str]:
+    """The input dtypes (torch names) the loaded extension's build manifest lists; every one for an
+    upstream build ("all"); none when there is no manifest (e.g. ``pip install mamba-ssm``)."""
+    manifest = chk.res["sections"].get("extension", {}).get("manifest") or {}
+    dtypes = manifest.get("dtypes", [])
+    if dtypes == "all":
+        return set(_DTYPE_NAMES.values())
+    return {_DTYPE_NAMES[d] for d in dtypes if d in _DTYPE_NAMES}
+
+
 def parity(chk: Check) -> dict:
     smoke = chk.args.smoke
     rows, worst = [], {}
@@ -236,8 +249,11 @@ def parity(chk: Check) -> dict:
         try:
             out, grads = out_and_grads(lambda **kw: selective_scan(**kw, backend="cuda"), ins, i, dtype)
         except RuntimeError as exc:
-            if "not implemented for input type" in str(exc):  # a trimmed build without this dtype
-                rows.append({**row, "status": "not in this build"})
+            if "not implemented for input type" in str(exc):  # a trimmed build without this dtype ...
+                # ... unless its manifest says it was built with it: then the build is broken
+                listed = dtn in _manifest_dtypes(chk)
+                rows.append({**row, "status": "FAIL" if listed else "not in this build",
+                             **({"error": str(exc).splitlines()[0][:200]} if listed else {})})
                 continue
             raise
         ins64 = {k: v.double() for k, v in ins.items()}  # the same (rounded) values, exactly

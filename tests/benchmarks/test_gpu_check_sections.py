@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,26 @@ def test_a_subset_runs_alone_and_passes_without_the_others(tmp_path):
     assert list(res["sections"]) == ["env", "extension", "parity"] and res["sections_asked"] == ["parity"]
     md = (tmp_path / "gpu_check.md").read_text()
     assert "Parity, cuda vs float64" in md and "| train |" not in md and "Models (scan" not in md
+
+
+@pytest.mark.parametrize(("dtypes", "bf16_status"), [(["fp32"], "not in this build"), (["fp32", "bf16"], "FAIL"),
+                                                     ("all", "FAIL"), (None, "not in this build")])
+def test_parity_a_refused_dtype_fails_when_the_manifest_lists_it(monkeypatch, dtypes, bf16_status):
+    """A kernel that refuses bf16 inputs is "not in this build" only when its build manifest does not
+    list bf16 (or there is none, e.g. pip's mamba-ssm); a build that says it has bf16 and refuses it
+    is broken: FAIL, with the kernel's message."""
+    def refuse_bf16(*, backend, **ins):
+        if ins["u"].dtype == gpu_check.torch.bfloat16:
+            raise RuntimeError("selective_scan_fwd not implemented for input type 'BFloat16' (this build ...)")
+        return gpu_check.selective_scan_ref(**ins)
+
+    monkeypatch.setattr(gpu_check, "selective_scan", refuse_bf16)
+    ext = {"status": "ok"} if dtypes is None else {"status": "ok", "manifest": {"dtypes": dtypes}}
+    chk = types.SimpleNamespace(args=types.SimpleNamespace(smoke=True), device="cpu",
+                                res={"sections": {"extension": ext}})
+    res = gpu_check.parity(chk)
+    statuses = {r["dtype"]: r["status"] for r in res["rows"] if not r["z"]}
+    assert statuses == {"float32": "ok", "bfloat16": bf16_status}
+    assert res["all_ok"] is (bf16_status != "FAIL")
+    failed = [r for r in res["rows"] if r["status"] == "FAIL"]
+    assert all(r["error"].startswith("selective_scan_fwd not implemented for input type 'BFloat16'") for r in failed)
