@@ -11,7 +11,8 @@ set -u
 CARRY=${CARRY:-.gpu-carry}
 OUT=${OUT:-/tmp/gpu_check_out}
 # worst case: gpu_check 200 + 60 s grace, tests 100, fit 150 + 45, predict 60, installs ~20: give the
-# call timeout_s=590; on an H200 all of it took ~NNN s
+# call timeout_s=590 (on an H200, 2026-11-27: 222 s for call 1, all gpu_check sections and the tests,
+# before the fit and predict stages existed; 385 s for call 2, five sections and every later stage)
 BUDGET_S=${BUDGET_S:-200}
 FIT_BUDGET_S=${FIT_BUDGET_S:-150}
 PREDICT_S=${PREDICT_S:-60}
@@ -27,10 +28,8 @@ export PYTHONUNBUFFERED=1
   nproc
 } > "$OUT/gpu_check.log"
 cat "$OUT/gpu_check.log"
-SITE=$(mktemp -d /tmp/vmunet_site.XXXX)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$CARRY"/wheels/*.whl \
-  || { echo "device_check: installing the carried wheels failed"; exit 3; }
-export PYTHONPATH="$SITE:$PWD"
+# shellcheck source=benchmarks/gpu/carry_env.sh
+. benchmarks/gpu/carry_env.sh
 ORIG=()
 [ -d "$CARRY/VM-UNet" ] && ORIG=(--original "$CARRY/VM-UNet")
 SDIST=$(ls "$CARRY"/mamba_ssm-*.tar.gz 2>/dev/null | head -1)
@@ -47,14 +46,14 @@ timeout 100 python3 -m pytest -q -p no:cacheprovider -o addopts="-ra" -m "not sl
   tests/ops/test_ops_scan_known_answers.py tests/models/test_model_forward.py \
   tests/ops/test_ops_cross_scan_fused.py \
   2>&1 | tail -40 | tee "$OUT/pytest_cuda.txt"
-# the training entry point on the GPU (its own wheel install, budget and results under $OUT/fit)
+# the training entry point on the GPU (its own budget and results under $OUT/fit; the wheels above)
 FIT_BUDGET_S=$FIT_BUDGET_S OUT=$OUT CARRY=$CARRY bash benchmarks/gpu/fit_check.sh
 fit_rc=$?
 # a 100-slice 512x512 volume through the Predictor on the GPU (no TTA and 4-flip TTA)
 # shellcheck disable=SC2086  # PREDICT_ARGS is a list of flags (a CPU replica passes CPU ones)
 timeout "$PREDICT_S" python3 benchmarks/bench_predict.py ${PREDICT_ARGS:---device cuda --batch-size 32} \
   > "$OUT/predict.md" 2>&1
-echo "predict exit code: $?" | tee -a "$OUT/predict.md"
+echo "predict exit code: $?" >> "$OUT/predict.md"
 cat "$OUT/predict.md"
 echo "gpu_check exit code: $rc; fit_check exit code: $fit_rc"
 [ "$rc" -eq 0 ] || exit "$rc"

@@ -14,11 +14,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from cli_errors import one_error_line
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.callbacks import model_checkpoint as lightning_model_checkpoint
 from lightning.pytorch.utilities.rank_zero import WarningCache
 
-from vmunet.cli import main
 from vmunet.errors import ConfigError
 from vmunet.training.cli import run_lightning_cli
 from vmunet.training.fit_checks import check_best_monitor, check_resume, epochs_done
@@ -38,15 +38,6 @@ def run_folder(tmp_path_factory) -> Path:
     return root / "version_0"
 
 
-def _one_error_line(argv, capfd) -> str:
-    status = main(argv)
-    err = capfd.readouterr().err
-    assert status == 2 and "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def _files(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
@@ -61,7 +52,7 @@ def test_fit_of_a_run_that_has_ended_is_refused(run_folder, tmp_path, capfd):
     shutil.copytree(run_folder, run)
     last = run / "checkpoints" / "last.ckpt"
     before = _files(run)
-    line = _one_error_line(["fit", *BASE, "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+    line = one_error_line(["fit", *BASE, "--trainer.max_epochs", "1", "--trainer.default_root_dir",
                             str(tmp_path / "runs"), "--ckpt_path", str(last)], capfd)
     assert line == (f"vmunet fit: error: {last}: its run has already ended (1 of trainer.max_epochs=1 epochs trained): "
                     "fit would train nothing; to train on, resume with --trainer.max_epochs N, N > 1 (to evaluate it: "
@@ -216,7 +207,7 @@ def test_trainer_fit_and_test_from_python_refuse_otherwise_prepared_data_as_the_
         expected = (f"{last}: the data module prepares its data differently from the data the checkpoint was trained "
                     f"on: preprocessing image_size=[64, 64] (checkpoint: [32, 32]); {why}; use the data settings of "
                     "the training run")
-        assert _one_error_line([sub, *BASE, "--data.size", "64", "--trainer.max_epochs", "2", "--ckpt_path",
+        assert one_error_line([sub, *BASE, "--data.size", "64", "--trainer.max_epochs", "2", "--ckpt_path",
                                 str(last)], capfd) == f"vmunet {sub}: error: {expected}"
         with pytest.raises(ConfigError) as err:
             getattr(_python_trainer(tmp_path / "py"), sub)(_python_module(), RecordedToyVolumeData(size=64),

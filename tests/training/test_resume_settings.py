@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import one_error_line
 
-from vmunet.cli import main
 from vmunet.errors import ConfigError
 from vmunet.training.ckpt_settings import reconcile
 from vmunet.training.cli import run_lightning_cli
@@ -39,15 +39,6 @@ def run_folder(tmp_path_factory) -> Path:
                        "--trainer.max_epochs", "1"])
     init.unlink()  # moved or deleted: the checkpoint holds every weight a test or resume needs
     return root / "version_0"
-
-
-def _one_error_line(argv, capfd) -> str:
-    status = main(argv)
-    err = capfd.readouterr().err
-    assert status == 2 and "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_reconcile_decides_per_key(caplog):
@@ -100,13 +91,13 @@ def test_given_settings_are_used_or_refused_not_replaced_by_the_checkpoints(run_
     used = "test: using the given model.metric_conventions=['paper'] (checkpoint: None)"
     assert shown.count(used) == 1 and shown.index("Seed set to 42") < shown.index(used), shown
     # another model: one line (LightningCLI alone tested the checkpoint's vmunet_test)
-    line = _one_error_line(["test", *BASE, "--model.model_name", "vmunet", "--ckpt_path", str(last)], capfd)
+    line = one_error_line(["test", *BASE, "--model.model_name", "vmunet", "--ckpt_path", str(last)], capfd)
     assert line == (f"vmunet test: error: {last}: the config describes another model than the checkpoint holds: "
                     "model.model_name='vmunet' (checkpoint: 'vmunet_test'); remove these settings or give the "
                     "checkpoint's values")
     # resume with another learning rate: one line, nothing trained (LightningCLI alone trained on at 0.003)
     argv = ["fit", *BASE, "--model.lr", "0.03", "--trainer.max_epochs", "2", "--ckpt_path", str(last)]
-    assert _one_error_line(argv, capfd) == (
+    assert one_error_line(argv, capfd) == (
         f"vmunet fit: error: {last}: a resumed run continues with the checkpoint's optimizer, schedule and loss, "
         "but the config gives model.lr=0.03 (checkpoint: 0.003); remove these settings or give the checkpoint's "
         f"values (to train on from its weights with new settings, start a new run with --model.weights {last})")
@@ -126,7 +117,7 @@ def test_resume_from_a_checkpoint_the_run_has_gone_past_is_refused(run_folder, t
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     argv = ["fit", *BASE, "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "9",
             "--ckpt_path", str(early)]
-    assert _one_error_line(argv, capfd) == (
+    assert one_error_line(argv, capfd) == (
         f"vmunet fit: error: {early}: the run has gone further than this checkpoint (epoch {epoch}, step {step}): "
         f"last.ckpt is at epoch {epoch + 3}, step {step + 3}; resuming here would overwrite its later checkpoints "
         f"and metrics: resume from {ckpts / 'last.ckpt'}, or copy this checkpoint out of {ckpts} to start a new "
@@ -138,7 +129,7 @@ def test_a_diverging_loss_is_one_line_naming_the_step(tmp_path, capfd):
     # lr 1e30: the first step's update makes every later output non-finite
     argv = ["fit", *TOY, *FAST, "--trainer.limit_train_batches", "3", "--model.lr", "1e30",
             "--model.eta_min", "0", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path)]
-    line = _one_error_line(argv, capfd)
+    line = one_error_line(argv, capfd)
     assert line.startswith("vmunet fit: error: training loss is nan at epoch 0, batch 1 (step 1): the training "
                            "diverged; lower model.lr, clip gradients (trainer.gradient_clip_val) or train in 32-bit "
                            "precision; the checkpoints of finished epochs are kept"), line
@@ -148,7 +139,7 @@ def test_a_batch_limit_leaving_no_batch_is_one_line(tmp_path, capfd):
     # 0.1 of the toy's 4 training batches: Lightning refuses it only once the loader exists
     argv = ["fit", *BASE, "--trainer.limit_train_batches", "0.1", "--trainer.max_epochs", "1",
             "--trainer.default_root_dir", str(tmp_path)]
-    assert _one_error_line(argv, capfd) == (
+    assert one_error_line(argv, capfd) == (
         "vmunet fit: error: invalid configuration: You requested to check 0.1 of the `train_dataloader` but 0.1 * 4 "
         "< 1. Please increase the `limit_train_batches` argument. Try at least `limit_train_batches=0.25`")
     assert not list(tmp_path.glob("version_*"))  # the failed start's folder is given back
@@ -161,7 +152,7 @@ def test_evaluating_or_resuming_on_otherwise_prepared_data_is_refused(run_folder
                      ("fit", "a resumed run would go on training on inputs prepared otherwise (to train on from its "
                       f"weights with this data, start a new run with --model.weights {last})")]:
         # trained at 32 x 32; before the check, test scored the model on 64 x 64 inputs without a word
-        line = _one_error_line([sub, *BASE, "--data.size", "64", "--trainer.max_epochs", "3", "--ckpt_path",
+        line = one_error_line([sub, *BASE, "--data.size", "64", "--trainer.max_epochs", "3", "--ckpt_path",
                                 str(last)], capfd)
         assert line == (f"vmunet {sub}: error: {last}: the data module prepares its data differently from the data "
                         "the checkpoint was trained on: preprocessing image_size=[64, 64] (checkpoint: [32, 32]); "
@@ -228,7 +219,7 @@ def test_resuming_a_poly_schedule_for_another_max_epochs_is_refused(tmp_path, ca
                        "--trainer.default_root_dir", str(runs)])
     last = runs / "version_0" / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    line = _one_error_line(["fit", *BASE, "--model.scheduler", "poly", "--trainer.max_epochs", "3",
+    line = one_error_line(["fit", *BASE, "--model.scheduler", "poly", "--trainer.max_epochs", "3",
                             "--trainer.default_root_dir", str(runs), "--ckpt_path", str(last)], capfd)
     assert line == (
         f"vmunet fit: error: {last}: trainer.max_epochs=3, but the checkpoint's run has max_epochs=1, the length of "

@@ -148,6 +148,9 @@ def _transform_parallel(ft, features, shape, sampling, use_sampling):  # pragma:
             _lines(ft, shape, d, sampling, use_sampling, chunk)
 
 
+# The same body as _transform_parallel, as its own function on purpose: one Python function compiled
+# twice (njit and njit(parallel=True)) would share numba's on-disk cache files (named after the
+# function and its line; the index keys signature and CPU), so with cache=True one may load the other.
 @njit(cache=True)
 def _transform_serial(ft, features, shape, sampling, use_sampling):  # pragma: no cover - numba
     for row in range(features.size // shape[shape.size - 1]):
